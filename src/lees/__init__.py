@@ -1,0 +1,23 @@
+"""lees: learn which blocks of a frozen diffusion model to skip at each timestep."""
+
+from .backbones import BackboneError, load_backbone
+from .blocks import Block, Blocks, find_blocks
+from .gates import SigmoidTimeGate, open_mask
+from .schedules import Schedule, ScheduleError, ScheduleMismatchError
+from .skipping import GatedModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackboneError",
+    "Block",
+    "Blocks",
+    "GatedModel",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleMismatchError",
+    "SigmoidTimeGate",
+    "find_blocks",
+    "load_backbone",
+    "open_mask",
+]

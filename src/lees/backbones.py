@@ -1,0 +1,118 @@
+"""Loading a backbone: a published architecture, a local diffusers folder, or a hub id.
+
+``arch:NAME`` builds a published architecture from its config with random weights (for timing
+and FLOP counts, where weights do not matter); a folder or hub id loads trained weights with
+diffusers' ``from_pretrained``, from safetensors only unless pickle files are explicitly allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+from torch import nn
+
+# The config of google/ddpm-cifar10-32 (Ho et al. 2020: ch 128, mult 1,2,2,2, attention at 16x16).
+DDPM_CIFAR10: dict[str, Any] = {
+    "_class_name": "UNet2DModel",
+    "sample_size": 32,
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": [128, 256, 256, 256],
+    "layers_per_block": 2,
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+    "act_fn": "silu",
+    "attention_head_dim": None,
+    "center_input_sample": False,
+    "downsample_padding": 0,
+    "flip_sin_to_cos": False,
+    "freq_shift": 1,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-6,
+    "norm_num_groups": 32,
+    "time_embedding_type": "positional",
+}
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {"ddpm-cifar10": DDPM_CIFAR10}
+
+# Where a diffusers pipeline folder keeps its denoiser.
+_DENOISER_SUBFOLDERS = (None, "unet", "transformer")
+
+
+class BackboneError(ValueError):
+    """A model spec that names nothing loadable."""
+
+
+def build_architecture(name: str, seed: int = 0) -> nn.Module:
+    """A published architecture with random (seeded) weights, in eval mode."""
+    if name not in ARCHITECTURES:
+        raise BackboneError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    config = dict(ARCHITECTURES[name])
+    cls = getattr(diffusers, config.pop("_class_name"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(**config)
+    return model.eval()
+
+
+def _model_class(config: dict[str, Any]) -> type:
+    name = config.get("_class_name")
+    cls = getattr(diffusers, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
+        raise BackboneError(f"config names {name!r}, which is not a diffusers model class")
+    return cls
+
+
+def _local_subfolder(folder: Path) -> str | None:
+    for sub in _DENOISER_SUBFOLDERS:
+        if (folder / (sub or "") / "config.json").is_file():
+            return sub
+    raise BackboneError(f"{folder} holds no config.json, nor unet/ or transformer/ with one")
+
+
+def _hub_subfolder(repo_id: str) -> str | None:
+    last: Exception | None = None
+    for sub in _DENOISER_SUBFOLDERS:
+        try:
+            diffusers.UNet2DModel.load_config(repo_id, subfolder=sub)
+            return sub
+        except (OSError, ValueError) as err:
+            last = err
+    raise BackboneError(f"could not load {repo_id!r} from the hub: {last}")
+
+
+def load_backbone(
+    spec: str, device: str | torch.device = "cpu", seed: int = 0, allow_pickle: bool = False
+) -> nn.Module:
+    """Load the denoiser named by ``spec``: ``arch:NAME``, a local diffusers folder, or a hub id.
+
+    Weights load from safetensors only, unless ``allow_pickle`` (then ``.bin`` files are read with
+    ``torch.load(weights_only=True)`` by diffusers). Returns the model in eval mode on ``device``.
+    """
+    if spec.startswith("arch:"):
+        return build_architecture(spec[len("arch:") :], seed).to(device)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise BackboneError(f"{spec} is a file; --model takes a diffusers folder (with config.json)")
+        location, subfolder = str(path), _local_subfolder(path)
+    elif spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        location, subfolder = spec, _hub_subfolder(spec)
+    else:
+        raise BackboneError(
+            f"unknown model {spec!r}: give arch:NAME ({', '.join(sorted(ARCHITECTURES))}), "
+            "a local diffusers folder, or a hub id such as google/ddpm-cifar10-32"
+        )
+    config = diffusers.UNet2DModel.load_config(location, subfolder=subfolder)
+    cls = _model_class(config)
+    try:
+        model = cls.from_pretrained(
+            location, subfolder=subfolder, use_safetensors=None if allow_pickle else True
+        )
+    except OSError as err:
+        hint = "" if allow_pickle else " (only safetensors weights are read unless pickle files are allowed)"
+        raise BackboneError(f"could not load weights of {spec!r}{hint}: {err}") from None
+    return model.eval().to(device)

@@ -1,0 +1,268 @@
+"""Blocks of a backbone: which modules can be skipped, what a skip computes, and what it saves.
+
+A *block* is a residual unit ``y = shortcut(x) + residual(x)``. Skipping it keeps the shortcut and
+drops the residual branch:
+
+* ``resnet`` (diffusers ``ResnetBlock2D``): the shortcut is the block's own skip path, i.e. the
+  input resampled where the block resamples (``up``/``down``), then the 1x1 ``conv_shortcut`` where
+  the channel count changes (as in the up path, where skip features are concatenated), divided by
+  ``output_scale_factor``; identity when none of those apply.
+* ``attention`` (diffusers ``Attention`` with a residual connection): the shortcut is the input
+  divided by ``rescale_output_factor`` (1 in every published UNet), i.e. identity.
+* ``identity`` (any other module a user names, e.g. a transformer block): the shortcut is the
+  first input; the block's output must have the input's shape.
+
+Each block's FLOPs are measured with ``torch.utils.flop_counter`` at one input size: the share a
+block saves is its own FLOPs minus those of its shortcut, over the whole model's FLOPs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+Shortcut = Callable[[nn.Module, tuple, dict], torch.Tensor]
+
+KINDS = ("resnet", "attention", "identity")
+
+
+def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The block's main input: its first positional tensor, else ``hidden_states``/``input_tensor``."""
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0]
+    for key in ("hidden_states", "input_tensor", "x", "sample"):
+        if isinstance(kwargs.get(key), torch.Tensor):
+            return kwargs[key]
+    raise TypeError("a skipped block needs its input tensor as first argument or as hidden_states=")
+
+
+def resnet_shortcut(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
+    """Skip path of a diffusers ``ResnetBlock2D``: resample, 1x1 projection, output scale."""
+    x = _first_tensor(args, kwargs)
+    if module.upsample is not None:
+        x = module.upsample(x)
+    elif module.downsample is not None:
+        x = module.downsample(x)
+    if module.conv_shortcut is not None:
+        x = module.conv_shortcut(x)
+    if module.output_scale_factor != 1:
+        x = x / module.output_scale_factor
+    return x
+
+
+def attention_shortcut(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
+    """Skip path of a residual diffusers ``Attention``: its input over ``rescale_output_factor``."""
+    x = _first_tensor(args, kwargs)
+    scale = getattr(module, "rescale_output_factor", 1.0)
+    return x / scale if scale != 1 else x
+
+
+def identity_shortcut(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
+    """Skip path of any other residual unit: its input, unchanged."""
+    return _first_tensor(args, kwargs)
+
+
+SHORTCUTS: dict[str, Shortcut] = {
+    "resnet": resnet_shortcut,
+    "attention": attention_shortcut,
+    "identity": identity_shortcut,
+}
+
+
+def block_kind(module: nn.Module) -> str:
+    """The skip rule that applies to ``module`` (see the module docstring)."""
+    name = type(module).__name__
+    if name == "ResnetBlock2D":
+        return "resnet"
+    if name == "Attention" and getattr(module, "residual_connection", False):
+        return "attention"
+    return "identity"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One skippable unit: module path, skip rule, and FLOPs at the measured input size."""
+
+    name: str
+    kind: str
+    flops: int
+    saved_flops: int
+    share: float
+
+
+@dataclass(frozen=True)
+class Blocks(Sequence[Block]):
+    """The skippable blocks of a model in execution order, with the model's total FLOPs."""
+
+    blocks: tuple[Block, ...]
+    total_flops: int
+    input_shape: tuple[int, ...]
+    model_class: str
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.blocks[index]
+
+    def __iter__(self) -> Iterator[Block]:
+        return iter(self.blocks)
+
+    @property
+    def names(self) -> list[str]:
+        return [b.name for b in self.blocks]
+
+    @property
+    def shares(self) -> list[float]:
+        return [b.share for b in self.blocks]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_class": self.model_class,
+            "input_shape": list(self.input_shape),
+            "total_flops": self.total_flops,
+            "blocks": [asdict(b) for b in self.blocks],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def candidate_blocks(model: nn.Module) -> list[str]:
+    """Module names the built-in adapters gate, in module order (execution order is measured later)."""
+    if type(model).__name__ in ("UNet2DModel", "UNet2DConditionModel"):
+        return [
+            name
+            for name, module in model.named_modules()
+            if type(module).__name__ == "ResnetBlock2D" or block_kind(module) == "attention"
+        ]
+    raise TypeError(
+        f"no block adapter for {type(model).__name__}; pass the module names to gate, "
+        "e.g. find_blocks(model, names=['blocks.0', 'blocks.1'], example_inputs=(x, t))"
+    )
+
+
+def default_inputs(model: nn.Module, batch: int = 1, sample_size: int | None = None) -> tuple:
+    """A (sample, timestep) pair of the model's own input size, for FLOP measurement."""
+    config = getattr(model, "config", None)
+    if config is None or "in_channels" not in config or "sample_size" not in config:
+        raise TypeError(f"cannot derive an input size for {type(model).__name__}; pass example_inputs=")
+    size = sample_size or config["sample_size"]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    param = next(model.parameters())
+    sample = torch.zeros(batch, config["in_channels"], *size, device=param.device, dtype=param.dtype)
+    return sample, torch.full((batch,), 500, device=param.device, dtype=torch.long)
+
+
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch counts fused attention on CUDA but not its CPU kernel; count both the same way.
+_CUSTOM_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+
+
+def flop_counter() -> FlopCounterMode:
+    """A FLOP counter (matmul, conv and attention FLOPs, as torch counts them) that prints nothing."""
+    return FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS)
+
+
+def _module_flops(counts: dict[str, dict], root: str, name: str) -> int:
+    return int(sum(counts.get(f"{root}.{name}", {}).values()))
+
+
+def resolve_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
+    """The modules behind ``names``; a clear error for an unknown, repeated or nested name."""
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules or n == ""]
+    if missing:
+        raise ValueError(f"no module named {missing[0]!r} in {type(model).__name__}")
+    if len(set(names)) != len(names):
+        raise ValueError("a block is named twice")
+    for a in names:
+        for b in names:
+            if a != b and b.startswith(a + "."):
+                raise ValueError(f"blocks must not nest: {b!r} lies inside {a!r}")
+    return [modules[n] for n in names]
+
+
+@torch.no_grad()
+def find_blocks(
+    model: nn.Module,
+    names: Sequence[str] | None = None,
+    example_inputs: tuple | None = None,
+    sample_size: int | None = None,
+) -> Blocks:
+    """List the skippable blocks of ``model`` in execution order, with their measured FLOP shares.
+
+    ``names`` picks the blocks by module name (any model); without it the built-in adapter for
+    diffusers UNets picks every ``ResnetBlock2D`` and residual ``Attention``. ``example_inputs`` is
+    the positional input of one forward call (batch 1 recommended); diffusers UNets derive it.
+    """
+    names = list(names) if names is not None else candidate_blocks(model)
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no skippable blocks")
+    modules = resolve_modules(model, names)
+    inputs = example_inputs if example_inputs is not None else default_inputs(model, sample_size=sample_size)
+
+    order: list[int] = []
+    captured: dict[int, tuple[tuple, dict, tuple]] = {}
+
+    def pre_hook(k):
+        def hook(module, args, kwargs):
+            if k not in captured:
+                order.append(k)
+                captured[k] = (args, kwargs, ())
+
+        return hook
+
+    def post_hook(k):
+        def hook(module, args, kwargs, output):
+            out = output[0] if isinstance(output, tuple) else output
+            a, kw, shape = captured[k]
+            if not shape:
+                captured[k] = (a, kw, tuple(out.shape))
+
+        return hook
+
+    handles = []
+    for k, module in enumerate(modules):
+        handles.append(module.register_forward_pre_hook(pre_hook(k), with_kwargs=True))
+        handles.append(module.register_forward_hook(post_hook(k), with_kwargs=True))
+    was_training = model.training
+    model.eval()
+    try:
+        with flop_counter() as counter:
+            model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    never = [names[k] for k in range(len(names)) if k not in captured]
+    if never:
+        raise ValueError(f"block {never[0]!r} did not run in a forward pass of {type(model).__name__}")
+
+    total = int(counter.get_total_flops())
+    root = type(model).__name__
+    counts = counter.get_flop_counts()
+    blocks = []
+    for k in order:
+        module, kind = modules[k], block_kind(modules[k])
+        args, kwargs, out_shape = captured[k]
+        with flop_counter() as shortcut_counter:
+            skipped = SHORTCUTS[kind](module, args, kwargs)
+        if tuple(skipped.shape) != out_shape:
+            raise ValueError(
+                f"block {names[k]!r} ({kind}) maps {tuple(skipped.shape)} to {out_shape}: "
+                "skipping it would change the tensor shape, so it cannot be a skippable block"
+            )
+        flops = _module_flops(counts, root, names[k])
+        saved = flops - int(shortcut_counter.get_total_flops())
+        blocks.append(Block(names[k], kind, flops, saved, saved / total if total else 0.0))
+    return Blocks(tuple(blocks), total, tuple(inputs[0].shape), root)

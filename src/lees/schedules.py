@@ -1,0 +1,234 @@
+"""Schedules: which block runs at which sampling step, as data.
+
+A :class:`Schedule` is a K x T boolean table (block k runs at step j) with the model's block names,
+the sampler's timesteps in sampling order, where it came from and its settings. Learned, ASE,
+random and hand-made schedules are all this one object, saved as the same JSON, so every sampler,
+benchmark and plot takes any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .blocks import Blocks
+from .files import atomic_write_text
+from .gates import SigmoidTimeGate, normalised_time, open_mask
+
+FORMAT = "lees.schedule"
+VERSION = 1
+SOURCES = ("full", "learned", "ase", "random", "manual")
+
+
+class ScheduleError(ValueError):
+    """A schedule file or table that is malformed."""
+
+
+class ScheduleMismatchError(ScheduleError):
+    """A schedule applied to a model whose blocks differ from the ones it was made for."""
+
+
+def _names_and_shares(blocks: Blocks | Sequence[str]) -> tuple[list[str], list[float] | None]:
+    if isinstance(blocks, Blocks):
+        return blocks.names, blocks.shares
+    return list(blocks), None
+
+
+@dataclass
+class Schedule:
+    """Which of K named blocks run at each of T sampler timesteps (``table[k, j]``)."""
+
+    table: np.ndarray
+    block_names: list[str]
+    timesteps: list[int]
+    source: str = "manual"
+    settings: dict[str, Any] = field(default_factory=dict)
+    block_shares: list[float] | None = None
+    num_train_timesteps: int = 1000
+
+    def __post_init__(self) -> None:
+        table = np.asarray(self.table)
+        if table.ndim != 2 or table.dtype != bool:
+            raise ScheduleError(f"the table must be a 2-D boolean array, got {table.dtype} {table.shape}")
+        self.table = table
+        k, t = table.shape
+        if len(self.block_names) != k:
+            raise ScheduleError(f"the table has {k} rows for {len(self.block_names)} block names")
+        if len(set(self.block_names)) != k:
+            raise ScheduleError("block names must be distinct")
+        if len(self.timesteps) != t:
+            raise ScheduleError(f"the table has {t} columns for {len(self.timesteps)} timesteps")
+        if self.source not in SOURCES:
+            raise ScheduleError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if not all(0 <= ts < self.num_train_timesteps for ts in self.timesteps):
+            raise ScheduleError(f"timesteps must lie in [0, {self.num_train_timesteps})")
+        if self.block_shares is not None:
+            if len(self.block_shares) != k:
+                raise ScheduleError(f"{len(self.block_shares)} block shares for {k} blocks")
+            if not all(math.isfinite(s) and 0 <= s <= 1 for s in self.block_shares):
+                raise ScheduleError("block shares must be FLOP fractions in [0, 1]")
+            if sum(self.block_shares) > 1 + 1e-6:
+                raise ScheduleError("block shares add up to more than the whole model")
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def full(cls, blocks: Blocks | Sequence[str], timesteps: Sequence[int], **kwargs: Any) -> Schedule:
+        """Every block at every step: the full model (baseline B1)."""
+        names, shares = _names_and_shares(blocks)
+        table = np.ones((len(names), len(timesteps)), dtype=bool)
+        return cls(table, names, list(timesteps), "full", block_shares=shares, **kwargs)
+
+    @classmethod
+    def from_gate(
+        cls,
+        gate: SigmoidTimeGate,
+        blocks: Blocks | Sequence[str],
+        timesteps: Sequence[int],
+        num_train_timesteps: int = 1000,
+        settings: dict[str, Any] | None = None,
+    ) -> Schedule:
+        """Evaluate a learned gate's hard decisions at any sampler's timesteps."""
+        names, shares = _names_and_shares(blocks)
+        if gate.num_blocks != len(names):
+            raise ScheduleMismatchError(f"the gate has {gate.num_blocks} blocks, the model {len(names)}")
+        with torch.no_grad():
+            t = normalised_time(torch.as_tensor(list(timesteps)), num_train_timesteps)
+            table = open_mask(gate(t.to(gate.a.device))).T.cpu().numpy()
+        return cls(
+            table,
+            names,
+            [int(s) for s in timesteps],
+            "learned",
+            dict(settings or {}),
+            shares,
+            num_train_timesteps,
+        )
+
+    # -- what it costs ------------------------------------------------------------------------
+
+    @property
+    def num_blocks(self) -> int:
+        return self.table.shape[0]
+
+    @property
+    def num_steps(self) -> int:
+        return self.table.shape[1]
+
+    @property
+    def executed_ratio(self) -> float:
+        """Share of (block, step) pairs that run."""
+        return float(self.table.mean())
+
+    def step_flop_ratios(self) -> np.ndarray:
+        """FLOPs of each step over the full model's, from the measured block shares."""
+        if self.block_shares is None:
+            raise ScheduleError("this schedule has no block FLOP shares; build it from find_blocks(model)")
+        saved = np.asarray(self.block_shares) @ (~self.table)
+        return 1.0 - saved
+
+    @property
+    def flop_ratio(self) -> float:
+        """FLOPs of the whole sampling run over the full model's."""
+        return float(self.step_flop_ratios().mean())
+
+    def mask(self, step: int) -> list[bool]:
+        """Which blocks run at sampling step ``step`` (0 = first step of the sampler)."""
+        return self.table[:, step].tolist()
+
+    def check_blocks(self, blocks: Blocks | Sequence[str]) -> None:
+        """Fail clearly unless ``blocks`` are the blocks this schedule was made for, in order."""
+        names, _ = _names_and_shares(blocks)
+        if names == self.block_names:
+            return
+        if len(names) != len(self.block_names):
+            raise ScheduleMismatchError(
+                f"the schedule is for {len(self.block_names)} blocks, the model has {len(names)}"
+            )
+        k = next(i for i, (a, b) in enumerate(zip(names, self.block_names, strict=True)) if a != b)
+        raise ScheduleMismatchError(
+            f"block {k} of the model is {names[k]!r}, the schedule expects {self.block_names[k]!r}"
+        )
+
+    # -- JSON ---------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "source": self.source,
+            "settings": self.settings,
+            "num_train_timesteps": self.num_train_timesteps,
+            "timesteps": list(self.timesteps),
+            "block_names": list(self.block_names),
+            "block_shares": self.block_shares,
+            "executed_ratio": self.executed_ratio,
+            "flop_ratio": self.flop_ratio if self.block_shares is not None else None,
+            "table": ["".join("1" if v else "0" for v in row) for row in self.table],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Schedule:
+        """Rebuild a schedule from :meth:`to_dict`; a :class:`ScheduleError` for anything malformed."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ScheduleError(f'not a lees schedule (no "format": "{FORMAT}")')
+        if data.get("version") != VERSION:
+            raise ScheduleError(f"schedule version {data.get('version')!r} is not supported")
+        try:
+            rows = data["table"]
+            names = data["block_names"]
+            timesteps = data["timesteps"]
+            shares = data.get("block_shares")
+            settings = data.get("settings", {})
+            num_train = data.get("num_train_timesteps", 1000)
+        except (KeyError, TypeError) as err:
+            raise ScheduleError(f"schedule is missing {err}") from None
+        if not isinstance(rows, list) or not all(isinstance(r, str) and set(r) <= {"0", "1"} for r in rows):
+            raise ScheduleError("table must be a list of strings of 0 and 1, one per block")
+        if not rows or len({len(r) for r in rows}) != 1 or not rows[0]:
+            raise ScheduleError("table rows must be non-empty and of equal length")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ScheduleError("block_names must be a list of strings")
+        if not isinstance(timesteps, list) or not all(type(s) is int for s in timesteps):
+            raise ScheduleError("timesteps must be a list of integers")
+        if shares is not None and (
+            not isinstance(shares, list) or not all(type(s) in (int, float) for s in shares)
+        ):
+            raise ScheduleError("block_shares must be a list of numbers or null")
+        if type(num_train) is not int or num_train < 1 or not isinstance(settings, dict):
+            raise ScheduleError("num_train_timesteps must be a positive integer and settings an object")
+        table = np.array([[c == "1" for c in r] for r in rows], dtype=bool)
+        return cls(
+            table,
+            names,
+            timesteps,
+            data.get("source", "manual"),
+            settings,
+            None if shares is None else [float(s) for s in shares],
+            num_train,
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the schedule as JSON (atomically: a crash never leaves half a file)."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path, blocks: Blocks | Sequence[str] | None = None) -> Schedule:
+        """Read a schedule JSON; with ``blocks``, also check that it was made for them."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ScheduleError(f"no schedule file at {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ScheduleError(f"{path} is not valid JSON: {err}") from None
+        schedule = cls.from_dict(data)
+        if blocks is not None:
+            schedule.check_blocks(blocks)
+        return schedule

@@ -1,0 +1,36 @@
+"""Shared fixtures: small diffusers UNets that run in milliseconds on a CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+from lees.backbones import build_architecture
+
+
+def tiny_unet(seed: int = 0) -> UNet2DModel:
+    """Two resolutions, attention in both paths, channel changes on the way down and up."""
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=16,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        attention_head_dim=8,
+    ).eval()
+
+
+@pytest.fixture
+def tiny() -> UNet2DModel:
+    return tiny_unet()
+
+
+@pytest.fixture(scope="session")
+def cifar_ddpm() -> UNet2DModel:
+    """The google/ddpm-cifar10-32 architecture with random weights."""
+    return build_architecture("ddpm-cifar10")
