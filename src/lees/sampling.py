@@ -19,6 +19,13 @@ def _generators(seed: int, indices: range, device: torch.device) -> list[torch.G
     return [torch.Generator(device).manual_seed(seed * 1_000_003 + i) for i in indices]
 
 
+def sampler_timesteps(scheduler: DDPMScheduler, steps: int) -> list[int]:
+    """The timesteps a DDPM sampler with ``steps`` steps visits, in sampling order."""
+    scheduler = DDPMScheduler.from_config(scheduler.config)
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
 @torch.inference_mode()
 def ddpm_sample(
     model: nn.Module,

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from lees.data import DataError, load_images
+from lees.metrics import (
+    ClassifierFeatures,
+    InceptionFeatures,
+    fd,
+    features,
+    frechet_distance,
+    inception_path,
+    kid,
+    reference_features,
+    resize_like_tf1,
+)
+
+
+def test_frechet_distance_closed_form():
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    s1, s2 = np.diag([1.0, 4.0, 9.0]), np.diag([4.0, 4.0, 1.0])
+    # diagonal Gaussians: ||mu1 - mu2||^2 + sum (sigma1 - sigma2)^2
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(5 + (1 + 0 + 4))
+
+
+def test_frechet_distance_matches_symmetric_formula():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+    s1, s2 = a @ a.T + np.eye(6), b @ b.T + np.eye(6)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    root = scipy.linalg.sqrtm(s1)  # Tr (S1 S2)^1/2 = Tr (S1^1/2 S2 S1^1/2)^1/2, all real and symmetric
+    expected = (
+        np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2) - 2 * np.trace(scipy.linalg.sqrtm(root @ s2 @ root))
+    )
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(np.real(expected), rel=1e-6)
+    assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0, abs=1e-6)
+
+
+def test_kid_matches_direct_sum_and_separates():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(5, 3)), rng.normal(loc=1.0, size=(5, 3))
+    k = lambda a, b: (a @ b / 3 + 1) ** 3  # noqa: E731
+    direct = sum(k(x[i], x[j]) + k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
+    direct -= 2 * np.mean([k(x[i], y[j]) for i in range(5) for j in range(5)])
+    mean, std = kid(x, y, subsets=3, subset_size=5)
+    assert mean == pytest.approx(direct) and std == pytest.approx(0)  # every subset is the whole set
+    same = kid(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)), subsets=20, subset_size=200)
+    apart = kid(rng.normal(size=(400, 8)), rng.normal(loc=0.5, size=(400, 8)), subsets=20, subset_size=200)
+    assert abs(same[0]) < 3 * same[1] + 1e-3 and apart[0] > 10 * abs(same[0])
+
+
+def test_resize_like_tf1():
+    x = torch.full((2, 3, 32, 32), 7.0)
+    assert torch.allclose(resize_like_tf1(x, 299), torch.full((2, 3, 299, 299), 7.0))
+    ramp = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 4, 4)
+    # TF1 resize_bilinear without half-pixel centres: output j samples input at j * in / out
+    assert resize_like_tf1(ramp, 8)[0, 0, 0].tolist() == pytest.approx([0, 0.5, 1, 1.5, 2, 2.5, 3, 3])
+
+
+def _fashion():
+    try:
+        return load_images("fashion-mnist", "test")[0]
+    except DataError as err:
+        pytest.skip(str(err))
+
+
+def test_fd_clf_ranks_known_cases(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEES_CACHE", str(tmp_path))
+    real = _fashion()
+    extractor = ClassifierFeatures()
+    ref = reference_features(extractor, "fashion-mnist", "train", n=2000, progress=False)
+    assert (tmp_path / "features").is_dir()
+    assert np.array_equal(ref, reference_features(extractor, "fashion-mnist", "train", n=2000))  # cached
+    held_out = fd(features(extractor, real[:2000]), ref)
+    gen = torch.Generator().manual_seed(0)
+    noisy = [
+        fd(
+            features(
+                extractor, (real[:2000] + s * torch.randn(real[:2000].shape, generator=gen)).clamp(-1, 1)
+            ),
+            ref,
+        )
+        for s in (0.1, 0.3, 0.6)
+    ]
+    assert held_out < noisy[0] < noisy[1] < noisy[2]
+    assert held_out < 0.05 * noisy[2]
+
+
+def test_inception_features_shape():
+    try:
+        inception_path()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    f = InceptionFeatures()(x)
+    assert f.shape == (2, 2048) and np.isfinite(f).all() and (f >= 0).all()  # pool3 after ReLU

@@ -1,0 +1,88 @@
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from lees import find_blocks
+from lees.backbones import DDPM_NOISE
+from lees.gates import SigmoidTimeGate
+from lees.training import GateTrainConfig, cost_weights, gate_kl, load_gate, ratio, save_gate, train_gates
+
+from .conftest import tiny_unet
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = tiny_unet()
+    data = torch.rand(64, 1, 16, 16) * 2 - 1
+    return model, data, DDPMScheduler(**DDPM_NOISE), find_blocks(model)
+
+
+def test_only_gates_train_and_backbone_stays_frozen(setup):
+    model, data, noise, blocks = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    result = train_gates(model, data, noise, GateTrainConfig(steps=5, batch_size=8), blocks, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    params = list(result.gate.parameters())
+    assert sum(p.numel() for p in params) == 2 * len(blocks)
+    assert all(torch.isfinite(p).all() and (p != 0).any() for p in params)  # gates moved from a = b = 0
+    assert [r["step"] for r in result.log] == [1, 2, 3, 4, 5] and "kl" in result.log[-1]
+
+
+def test_larger_lambda_runs_fewer_blocks(setup):
+    model, data, noise, blocks = setup
+    ratios = []
+    for lam in (0.01, 0.05, 0.1, 1.0):
+        config = GateTrainConfig(lam=lam, steps=40, batch_size=8, lr=0.05, seed=1)
+        result = train_gates(model, data, noise, config, blocks, progress=False)
+        ratios.append(ratio(result.gate, cost_weights(blocks, "blocks")))
+    assert all(a >= b for a, b in zip(ratios, ratios[1:], strict=False)), ratios
+    assert ratios[0] > ratios[-1]
+
+
+def test_budget_mode_moves_lambda_toward_the_target(setup):
+    model, data, noise, blocks = setup
+    config = GateTrainConfig(lam=0.0, target_ratio=0.5, steps=60, batch_size=8, lr=0.05, dual_lr=0.05, cost="flops")
+    result = train_gates(model, data, noise, config, blocks, progress=False)
+    assert result.log[0]["lambda"] > 0  # everything open at the start: lambda rises
+    assert abs(result.log[-1]["grid_ratio"] - 0.5) < abs(1.0 - 0.5)
+
+
+def test_early_stop_and_kl(setup):
+    model, data, noise, blocks = setup
+    p = torch.tensor([0.2, 0.9])
+    assert gate_kl(p, p) == pytest.approx(0, abs=1e-9) and gate_kl(p, p.flip(0)) > 0
+    config = GateTrainConfig(steps=50, batch_size=4, kl_every=1, early_stop_kl=10.0, patience=2, lr=1e-6)
+    result = train_gates(model, data, noise, config, blocks, progress=False)
+    assert result.stopped_early and len(result.log) == 2
+
+
+def test_gate_file_round_trip(tmp_path, setup):
+    _, _, _, blocks = setup
+    gate = SigmoidTimeGate(len(blocks))
+    with torch.no_grad():
+        gate.a.normal_()
+        gate.b.normal_()
+    save_gate(gate, blocks.names, tmp_path / "g.safetensors", settings={"lam": 0.05})
+    loaded, names = load_gate(tmp_path / "g.safetensors")
+    assert names == blocks.names and torch.equal(loaded.a, gate.a) and torch.equal(loaded.b, gate.b)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(Exception):  # noqa: B017 - safetensors' own error for a corrupt header
+        load_gate(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lam": -0.1}, "lambda must be >= 0"),
+        ({"lam": float("nan")}, "lambda must be >= 0"),
+        ({"target_ratio": 0.0}, r"must lie in \(0, 1\]"),
+        ({"target_ratio": 1.5}, r"must lie in \(0, 1\]"),
+        ({"cost": "time"}, "cost must be"),
+    ],
+)
+def test_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GateTrainConfig(**kwargs)
