@@ -44,7 +44,9 @@ def test_larger_lambda_runs_fewer_blocks(setup):
 
 def test_budget_mode_moves_lambda_toward_the_target(setup):
     model, data, noise, blocks = setup
-    config = GateTrainConfig(lam=0.0, target_ratio=0.5, steps=60, batch_size=8, lr=0.05, dual_lr=0.05, cost="flops")
+    config = GateTrainConfig(
+        lam=0.0, target_ratio=0.5, steps=60, batch_size=8, lr=0.05, dual_lr=0.05, cost="flops"
+    )
     result = train_gates(model, data, noise, config, blocks, progress=False)
     assert result.log[0]["lambda"] > 0  # everything open at the start: lambda rises
     assert abs(result.log[-1]["grid_ratio"] - 0.5) < abs(1.0 - 0.5)

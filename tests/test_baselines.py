@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from lees import Schedule, find_blocks
+from lees.baselines import ase_schedule, depth_order, random_schedule
+
+DDPM50 = list(range(980, -1, -20))
+
+
+def test_ase_matches_its_released_dit_schedule():
+    names = [f"transformer_blocks.{i}" for i in range(28)]
+    s = ase_schedule(names, list(range(999, -1, -1)))
+    executed = s.table.sum(0)[::-1]  # by timestep 0..999
+    expected = np.repeat([28, 28, 24, 24, 20, 20, 16, 16, 12, 12], 100)
+    assert np.array_equal(executed, expected)
+    assert s.executed_ratio == pytest.approx(200 / 280)
+    assert not s.table[27, 0] and s.table[:12, 0].all()  # the last blocks exit first
+
+
+def test_ase_shape_and_monotonicity(cifar_ddpm):
+    blocks = find_blocks(cifar_ddpm)
+    s = ase_schedule(blocks, DDPM50)
+    assert s.table.shape == (28, 50) and s.source == "ase" and s.settings["drop_step"] == 4
+    dropped = (~s.table).sum(0)
+    assert all(a >= b for a, b in zip(dropped, dropped[1:], strict=False))  # more dropped at high noise
+    assert dropped[-1] == 0 and dropped[0] == 16
+    # a block dropped at some step is dropped at every noisier step
+    for row in s.table:
+        off = np.flatnonzero(~row)
+        assert len(off) == 0 or not row[: off.max() + 1].any()
+    first = [blocks.names[k] for k in np.flatnonzero(~s.table[:, 10])]
+    assert "mid_block.attentions.0" in first and "up_blocks.3.resnets.2" not in first  # deepest first
+    assert ase_schedule(blocks, DDPM50, drop_length=100).executed_ratio < s.executed_ratio
+
+
+def test_depth_order_of_a_unet(tiny):
+    names = find_blocks(tiny).names
+    order = [names[k] for k in depth_order(names)]
+    assert order[:3] == ["mid_block.resnets.1", "mid_block.attentions.0", "mid_block.resnets.0"]
+    assert order[-3:] == ["up_blocks.1.resnets.1", "up_blocks.1.resnets.0", "down_blocks.0.resnets.0"]
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.6, 0.93, 1.0])
+def test_random_schedule_has_the_asked_ratio(cifar_ddpm, ratio):
+    blocks = find_blocks(cifar_ddpm)
+    s = random_schedule(blocks, DDPM50, ratio, seed=3)
+    assert s.table.sum() == round(ratio * 28 * 50)
+    for row in s.table:  # every block is on for one window touching an end, as a monotone gate would be
+        on = np.flatnonzero(row)
+        assert len(on) == 0 or (on.max() - on.min() + 1 == len(on) and (on[0] == 0 or on[-1] == 49))
+    assert not np.array_equal(s.table, random_schedule(blocks, DDPM50, ratio, seed=4).table) or ratio == 1.0
+
+
+def test_baselines_round_trip(tmp_path, tiny):
+    blocks = find_blocks(tiny)
+    for s in (
+        ase_schedule(blocks, DDPM50),
+        random_schedule(blocks, DDPM50, 0.5),
+        Schedule.full(blocks, DDPM50),
+    ):
+        loaded = Schedule.load(s.save(tmp_path / f"{s.source}.json"), blocks)
+        assert np.array_equal(loaded.table, s.table) and loaded.settings == s.settings
+    with pytest.raises(ValueError, match="ratio must lie"):
+        random_schedule(blocks, DDPM50, 0)
