@@ -2,8 +2,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from lees import Schedule
 from lees.cli import main
 
 from .conftest import tiny_unet
@@ -48,17 +50,66 @@ def test_sample_writes_grid_and_npz(folder, tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert main(["sample", "--model", folder, "-n", "3", "--steps", "2", "--out", str(out)]) == 0
     assert out.is_file()
-    import numpy as np
-
     images = np.load(tmp_path / "grid.npz")["images"]
     assert images.shape == (3, 16, 16, 1) and images.dtype == np.uint8
     assert f"wrote {out}" in capsys.readouterr().out
 
 
 def test_sample_refuses_a_schedule_for_another_model(folder, tmp_path, capsys):
-    from lees import Schedule
-
     Schedule.full(["a", "b"], [1, 0]).save(tmp_path / "s.json")
     argv = ["sample", "--model", folder, "--schedule", str(tmp_path / "s.json"), "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "the schedule is for 2 blocks, the model has 12" in capsys.readouterr().err
+
+
+@pytest.fixture
+def idx_data(tmp_path):
+    from .test_data import write_idx
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 32), ("t10k", 8)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+    return str(tmp_path)
+
+
+def test_train_then_schedules(folder, idx_data, tmp_path, capsys):
+    out = tmp_path / "lees"
+    argv = ["train", "--model", folder, "--data", idx_data, "--train-steps", "3", "--batch-size", "4"]
+    assert main([*argv, "--steps", "10", "--out", str(out)]) == 0
+    for name in ("gates.safetensors", "schedule.json", "train_log.jsonl", "gates.png", "schedule.png"):
+        assert (out / name).is_file(), name
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 3
+    assert "held-out loss" in capsys.readouterr().out
+    learned = Schedule.load(out / "schedule.json")
+    assert learned.source == "learned" and learned.num_steps == 10
+    assert learned.settings["held_out_loss_full"] > 0
+    for kind, extra in (("full", []), ("ase", ["--drop-length", "100"]), ("random", ["--ratio", "0.5"])):
+        assert main(["schedule", kind, "--model", folder, "--out", str(tmp_path / kind), *extra]) == 0
+        assert Schedule.load(tmp_path / kind / "schedule.json").source == kind
+    argv = [
+        "schedule",
+        "learned",
+        "--model",
+        folder,
+        "--gates",
+        str(out / "gates.safetensors"),
+        "--steps",
+        "7",
+    ]
+    assert main([*argv, "--out", str(tmp_path / "l7")]) == 0
+    assert Schedule.load(tmp_path / "l7" / "schedule.json").num_steps == 7
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--lambda", "-1"], "lambda must be >= 0"),
+        (["train", "--target-ratio", "1.5"], "must lie in (0, 1]"),
+        (["schedule", "learned"], "needs --gates"),
+        (["schedule", "random", "--ratio", "2"], "ratio must lie"),
+    ],
+)
+def test_bad_train_and_schedule_input(folder, tmp_path, capsys, argv, message):
+    assert main([*argv, "--model", folder, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -71,7 +71,7 @@ def test_gate_file_round_trip(tmp_path, setup):
     loaded, names = load_gate(tmp_path / "g.safetensors")
     assert names == blocks.names and torch.equal(loaded.a, gate.a) and torch.equal(loaded.b, gate.b)
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
-    with pytest.raises(Exception):  # noqa: B017 - safetensors' own error for a corrupt header
+    with pytest.raises(ValueError, match="not a readable gate file"):
         load_gate(tmp_path / "bad.safetensors")
 
 

@@ -137,14 +137,12 @@ EPILOG_TRAIN = """example:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train the 2K gate parameters of a frozen backbone; write gates, schedule, log and heat-map."""
-    import json
-
     from .backbones import load_backbone, load_noise_scheduler
     from .data import load_images
     from .plots import gate_heatmap, schedule_map
     from .sampling import sampler_timesteps
     from .schedules import Schedule
-    from .training import GateTrainConfig, config_dict, save_gate, train_gates
+    from .training import GateTrainConfig, config_dict, held_out_loss, save_gate, train_gates
 
     config = GateTrainConfig(
         lam=args.lam,
@@ -159,20 +157,28 @@ def cmd_train(args: argparse.Namespace) -> None:
     model = load_backbone(spec, device=args.device, seed=args.seed)
     noise = load_noise_scheduler(spec)
     images, _ = load_images(args.data, "train")
-    result = train_gates(model, images, noise, config, device=args.device)
     out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    result = train_gates(model, images, noise, config, device=args.device, log_path=out / "train_log.jsonl")
+    held_out, _ = load_images(args.data, "test")
+    loss_full = held_out_loss(model, result.blocks, held_out, noise, device=args.device)
+    loss_gated = held_out_loss(model, result.blocks, held_out, noise, result.gate, device=args.device)
+    timesteps = sampler_timesteps(noise, args.steps)
     settings = config_dict(config) | {
         "model": spec,
         "data": args.data,
         "train_seconds": round(result.seconds, 1),
+        "train_steps_done": len(result.log),
+        "stopped_early": result.stopped_early,
+        "final_lambda": result.log[-1]["lambda"],
+        "held_out_loss_full": loss_full,
+        "held_out_loss_gated": loss_gated,
     }
-    gates_path = save_gate(result.gate, result.blocks.names, out / "gates.safetensors", settings=settings)
-    timesteps = sampler_timesteps(noise, args.steps)
+    save_gate(result.gate, result.blocks.names, out / "gates.safetensors", settings=settings)
     schedule = Schedule.from_gate(
         result.gate, result.blocks, timesteps, noise.config.num_train_timesteps, settings
     )
     schedule.save(out / "schedule.json")
-    atomic_write_text(out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in result.log))
     gate_heatmap(
         result.gate, result.blocks.names, out / "gates.png", f"gates of {spec} (lambda={args.lam:g})"
     )
@@ -180,11 +186,55 @@ def cmd_train(args: argparse.Namespace) -> None:
     stop = " (stopped early: the gates settled)" if result.stopped_early else ""
     print(
         f"trained {len(result.log)} steps in {result.seconds:.1f} s{stop}; on {args.steps} DDPM steps the "
-        f"schedule runs {schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs"
+        f"schedule runs {schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs; "
+        f"held-out loss {loss_gated:.5f} (full model {loss_full:.5f})"
     )
+    written = ["gates.safetensors", "schedule.json", "train_log.jsonl", "gates.png", "schedule.png"]
+    print(f"wrote {', '.join(str(out / name) for name in written)}")
+
+
+EPILOG_SCHEDULE = """examples:
+  lees schedule full --model embedded --steps 50 --out runs/full
+  lees schedule ase --model embedded --steps 50 --drop-length 200 --out runs/ase
+  lees schedule random --model embedded --ratio 0.6 --seed 1 --out runs/random
+  lees schedule learned --model embedded --gates runs/lees/gates.safetensors --steps 20 --out runs/lees20
+"""
+
+
+def cmd_schedule(args: argparse.Namespace) -> None:
+    """Write a schedule (full model, ASE's drop schedule, random gates, or learned gates) for a sampler."""
+    from .backbones import load_backbone, load_noise_scheduler
+    from .baselines import ase_schedule, random_schedule
+    from .blocks import find_blocks
+    from .plots import schedule_map
+    from .sampling import sampler_timesteps
+    from .schedules import Schedule, ScheduleMismatchError
+    from .training import load_gate
+
+    spec = args.model or "embedded"
+    blocks = find_blocks(load_backbone(spec, device=args.device, seed=args.seed))
+    noise = load_noise_scheduler(spec)
+    if args.steps < 1:
+        raise ValueError("--steps must be positive")
+    timesteps = sampler_timesteps(noise, args.steps)
+    if args.kind == "full":
+        schedule = Schedule.full(blocks, timesteps)
+    elif args.kind == "ase":
+        schedule = ase_schedule(blocks, timesteps, args.drop_length, args.drop_step, args.start)
+    elif args.kind == "random":
+        schedule = random_schedule(blocks, timesteps, args.ratio, args.seed)
+    else:
+        if args.gates is None:
+            raise ValueError("lees schedule learned needs --gates FILE (from lees train)")
+        gate, names = load_gate(args.gates)
+        if names != blocks.names:
+            raise ScheduleMismatchError(f"{args.gates} was trained for other blocks than those of {spec}")
+        schedule = Schedule.from_gate(gate, blocks, timesteps, noise.config.num_train_timesteps)
+    path = schedule.save(args.out / "schedule.json")
+    png = schedule_map(schedule, args.out / "schedule.png")
     print(
-        f"wrote {gates_path}, {out / 'schedule.json'}, {out / 'train_log.jsonl'}, {out / 'gates.png'}, "
-        f"{out / 'schedule.png'}"
+        f"{args.kind} schedule on {args.steps} steps: runs {schedule.executed_ratio:.1%} of the blocks, "
+        f"{schedule.flop_ratio:.1%} of the FLOPs; wrote {path} and {png}"
     )
 
 
@@ -242,6 +292,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-stop-kl", type=float, default=None, help="stop once the gate KL stays below this")
     p.add_argument("--steps", type=int, default=50, help="sampler steps of the written schedule (50)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "schedule",
+        help="write a baseline or learned schedule for a sampler",
+        description=cmd_schedule.__doc__,
+        epilog=EPILOG_SCHEDULE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("kind", choices=("full", "ase", "random", "learned"))
+    _add_model(p)
+    _add_out(p, required=True)
+    p.add_argument("--steps", type=int, default=50, help="DDPM sampler steps (50)")
+    p.add_argument("--drop-length", type=int, default=200, help="ase: timesteps per drop segment (200)")
+    p.add_argument("--drop-step", type=int, default=None, help="ase: blocks dropped per segment (K/7)")
+    p.add_argument("--start", type=int, default=0, help="ase: timestep where dropping starts (0)")
+    p.add_argument("--ratio", type=float, default=0.6, help="random: share of (block, step) cells that run")
+    p.add_argument("--gates", type=Path, default=None, help="learned: gates.safetensors from lees train")
+    p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser(
         "sample",

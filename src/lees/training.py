@@ -108,6 +108,7 @@ def train_gates(
     blocks: Blocks | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    log_path: str | Path | None = None,
 ) -> GateTrainResult:
     """Learn the 2K gate parameters of ``backbone`` on ``data`` (images in [-1, 1]), backbone frozen."""
     config = config or GateTrainConfig()
@@ -132,6 +133,7 @@ def train_gates(
     gen = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
     bar = tqdm(range(steps), desc=f"gates (lambda={lam:g})", unit="step", disable=not progress)
+    log_file = Path(log_path).open("w") if log_path is not None else None  # noqa: SIM115 - closed in finally
     try:
         for step in bar:
             idx = torch.randint(0, len(data), (config.batch_size,), generator=gen)
@@ -168,6 +170,9 @@ def train_gates(
                     calm + 1 if config.early_stop_kl is not None and row["kl"] < config.early_stop_kl else 0
                 )
             result.log.append(row)
+            if log_file is not None:
+                log_file.write(json.dumps(row) + "\n")
+                log_file.flush()
             bar.set_postfix(
                 loss=f"{row['loss']:.4f}", compute=f"{row['compute']:.3f}", ratio=f"{executed:.2f}"
             )
@@ -176,6 +181,8 @@ def train_gates(
                 break
     finally:
         bar.close()
+        if log_file is not None:
+            log_file.close()
         for p, flag in zip(backbone.parameters(), was_training, strict=True):
             p.requires_grad_(flag)
     after = _fingerprint(backbone)
@@ -183,6 +190,40 @@ def train_gates(
         raise RuntimeError("a backbone parameter changed during gate training")
     result.seconds = time.perf_counter() - started
     return result
+
+
+@torch.no_grad()
+def held_out_loss(
+    backbone: nn.Module,
+    blocks: Blocks,
+    data: torch.Tensor,
+    noise: DDPMScheduler,
+    gate: SigmoidTimeGate | None = None,
+    n: int = 2000,
+    batch_size: int = 100,
+    seed: int = 1234,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Mean epsilon-MSE on the first ``n`` images (fixed noise and t); with ``gate``, under its hard masks."""
+    gated = GatedModel(backbone.to(device), blocks)
+    gen = torch.Generator().manual_seed(seed)
+    num_train = noise.config.num_train_timesteps
+    alphas = noise.alphas_cumprod.to(device)
+    total, count = 0.0, 0
+    for i in range(0, min(n, len(data)), batch_size):
+        x0 = data[i : min(n, i + batch_size)].to(device)
+        t = torch.randint(0, num_train, (len(x0),), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen).to(device)
+        a = alphas[t.to(device)].view(-1, *([1] * (x0.dim() - 1)))
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        if gate is None:
+            pred = backbone(xt, t.to(device)).sample
+        else:  # one hard decision per sample: the straight-through forward value is exactly the hard mask
+            g = gate(normalised_time(t, num_train).to(device))
+            pred = gated(xt, t.to(device), mask=g, mode="ste").sample
+        total += nn.functional.mse_loss(pred, eps, reduction="sum").item()
+        count += eps.numel()
+    return total / count
 
 
 def save_gate(gate: SigmoidTimeGate, block_names: Sequence[str], path: str | Path, **info: Any) -> Path:
@@ -194,11 +235,14 @@ def save_gate(gate: SigmoidTimeGate, block_names: Sequence[str], path: str | Pat
 
 def load_gate(path: str | Path) -> tuple[SigmoidTimeGate, list[str]]:
     """Read a gate written by :func:`save_gate`: the gate and the block names it was trained for."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), "pt") as f:
-        names = json.loads((f.metadata() or {}).get("block_names", "null"))
-    tensors = load_file(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            names = json.loads((f.metadata() or {}).get("block_names", "null"))
+        tensors = load_file(path)
+    except (SafetensorError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable gate file: {err}") from None
     if names is None or set(tensors) != {"a", "b"} or tensors["a"].shape != (len(names),):
         raise ValueError(f"{path} is not a lees gate file")
     gate = SigmoidTimeGate(len(names))
