@@ -1,0 +1,111 @@
+"""Measuring a schedule: sample with it, time it, and score the samples against real data."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+from torch import nn
+
+from .baselines import ase_schedule
+from .blocks import Blocks
+from .metrics import fd, kid
+from .sampling import ddpm_sample
+from .schedules import Schedule
+
+
+@dataclass
+class Score:
+    """Quality and speed of one sampling run."""
+
+    fd: float
+    kid: float
+    kid_std: float
+    seconds: float
+    n: int
+
+    @property
+    def seconds_per_100(self) -> float:
+        """Latency of a 100-image batch over the whole sampling run."""
+        return 100 * self.seconds / self.n
+
+
+def score_schedule(
+    model: nn.Module,
+    noise: DDPMScheduler,
+    schedule: Schedule | None,
+    extractor: Callable[[torch.Tensor], np.ndarray],
+    reference: np.ndarray,
+    n: int = 256,
+    steps: int = 50,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> Score:
+    """Sample ``n`` images with ``schedule`` (None: full model), time it, score them against ``reference``."""
+    started = time.perf_counter()
+    images = ddpm_sample(model, noise, n, steps, seed, schedule, batch_size, device, progress=False)
+    seconds = time.perf_counter() - started
+    feats = np.concatenate([extractor(images[i : i + 500]) for i in range(0, n, 500)])
+    kid_mean, kid_std = kid(feats, reference, subsets=50, subset_size=min(1000, n, len(reference)))
+    return Score(fd(feats, reference), kid_mean, kid_std, seconds, n)
+
+
+@dataclass
+class GridResult:
+    """ASE's grid search: the best schedule within the budget, every candidate tried, and the cost."""
+
+    best: Schedule
+    rows: list[dict]
+    seconds: float
+
+
+def ase_grid(
+    model: nn.Module,
+    noise: DDPMScheduler,
+    blocks: Blocks,
+    timesteps: Sequence[int],
+    extractor: Callable[[torch.Tensor], np.ndarray],
+    reference: np.ndarray,
+    budget: float,
+    drop_lengths: Sequence[int] = (100, 200, 300, 400, 500),
+    starts: Sequence[int] = (0, 100, 200, 300),
+    drop_steps: Sequence[int] | None = None,
+    n: int = 256,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> GridResult:
+    """Tune ASE (baseline B3): best offline quality over drop length, start and step, at FLOPs <= budget.
+
+    Every candidate with a FLOP ratio within ``budget`` is sampled (``n`` images, same seed) and
+    scored; the one with the lowest Fréchet distance wins. The search's wall time is reported.
+    """
+    k = len(blocks)
+    drop_steps = drop_steps or sorted({max(1, round(k / 10)), max(1, round(k / 7)), max(1, round(k / 5))})
+    candidates = []
+    for length, start, step in itertools.product(drop_lengths, starts, drop_steps):
+        s = ase_schedule(blocks, timesteps, length, step, start)
+        if s.flop_ratio <= budget and all(s.table.tolist() != c.table.tolist() for c in candidates):
+            candidates.append(s)
+    if not candidates:
+        raise ValueError(f"no ASE schedule of the grid fits a FLOP budget of {budget}")
+    started = time.perf_counter()
+    rows = []
+    for i, s in enumerate(candidates):
+        score = score_schedule(model, noise, s, extractor, reference, n, len(timesteps), seed, device=device)
+        rows.append(
+            s.settings | {"flop_ratio": s.flop_ratio, "executed_ratio": s.executed_ratio, "fd": score.fd}
+        )
+        if progress:
+            print(
+                f"ase-grid {i + 1}/{len(candidates)}: {s.settings} FLOPs {s.flop_ratio:.1%} FD {score.fd:.3f}"
+            )
+    best = candidates[int(np.argmin([r["fd"] for r in rows]))]
+    best.settings |= {"grid_budget": budget, "grid_n": n, "grid_candidates": len(candidates)}
+    return GridResult(best, rows, time.perf_counter() - started)
