@@ -19,7 +19,9 @@ def test_score_and_grid(tiny):
     blocks = find_blocks(tiny)
     reference = pixels(torch.rand(64, 1, 16, 16) * 2 - 1)
     score = score_schedule(tiny, noise, None, pixels, reference, n=8, steps=3)
-    assert score.fd > 0 and score.seconds > 0 and score.seconds_per_100 == pytest.approx(100 * score.seconds / 8)
+    assert (
+        score.fd > 0 and score.seconds > 0 and score.seconds_per_100 == pytest.approx(100 * score.seconds / 8)
+    )
     timesteps = sampler_timesteps(noise, 3)
     grid = ase_grid(
         tiny, noise, blocks, timesteps, pixels, reference, budget=0.9, drop_lengths=(200, 400), starts=(0,),

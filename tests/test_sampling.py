@@ -7,7 +7,7 @@ from PIL import Image
 from lees import Schedule, find_blocks
 from lees.backbones import DDPM_NOISE
 from lees.images import save_grid
-from lees.sampling import ddpm_sample
+from lees.sampling import sample, sampler_timesteps
 
 
 @pytest.fixture
@@ -16,29 +16,64 @@ def noise():
 
 
 def test_samples_do_not_depend_on_batching(tiny, noise):
-    a = ddpm_sample(tiny, noise, 5, steps=4, seed=3, batch_size=5, progress=False)
-    b = ddpm_sample(tiny, noise, 5, steps=4, seed=3, batch_size=2, progress=False)
+    a = sample(tiny, None, 5, steps=4, seed=3, noise=noise, batch_size=5, progress=False)
+    b = sample(tiny, None, 5, steps=4, seed=3, noise=noise, batch_size=2, progress=False)
     assert a.shape == (5, 1, 16, 16)
     assert torch.allclose(a, b, atol=1e-4)  # same noise per sample; only batched-conv rounding differs
-    c = ddpm_sample(tiny, noise, 5, steps=4, seed=4, batch_size=5, progress=False)
+    c = sample(tiny, None, 5, steps=4, seed=4, noise=noise, batch_size=5, progress=False)
     assert not torch.allclose(a, c)
 
 
 def test_schedule_applies_step_by_step(tiny, noise):
     blocks = find_blocks(tiny)
-    noise.set_timesteps(4)
-    timesteps = [int(t) for t in noise.timesteps]
-    full = ddpm_sample(tiny, noise, 2, steps=4, progress=False)
-    same = ddpm_sample(tiny, noise, 2, steps=4, schedule=Schedule.full(blocks, timesteps), progress=False)
+    timesteps = sampler_timesteps(noise, 4)
+    full = sample(tiny, None, 2, steps=4, noise=noise, progress=False)
+    same = sample(tiny, Schedule.full(blocks, timesteps), 2, steps=4, noise=noise, progress=False)
     assert torch.equal(full, same)
     table = np.ones((len(blocks), 4), dtype=bool)
     table[:, -1] = False  # skip everything at the last step only
-    skipped = ddpm_sample(
-        tiny, noise, 2, steps=4, schedule=Schedule(table, blocks.names, timesteps), progress=False
-    )
+    skipped = sample(tiny, Schedule(table, blocks.names, timesteps), 2, steps=4, noise=noise, progress=False)
     assert not torch.allclose(full, skipped)
-    with pytest.raises(ValueError, match="the sampler uses"):
-        ddpm_sample(tiny, noise, 2, steps=5, schedule=Schedule.full(blocks, timesteps), progress=False)
+    with pytest.raises(ValueError, match="the ddpm sampler uses"):
+        sample(tiny, Schedule.full(blocks, timesteps), 2, steps=5, noise=noise, progress=False)
+
+
+def test_ddim_is_deterministic_and_takes_any_step_count(tiny, noise):
+    a = sample(tiny, None, 3, steps=7, sampler="ddim", seed=1, noise=noise, progress=False)
+    b = sample(tiny, None, 3, steps=7, sampler="ddim", seed=1, noise=noise, progress=False)
+    assert torch.equal(a, b) and a.shape == (3, 1, 16, 16)
+    timesteps = sampler_timesteps(noise, 7, "ddim")
+    assert len(timesteps) == 7 and timesteps == sorted(timesteps, reverse=True)
+    blocks = find_blocks(tiny)
+    same = sample(
+        tiny,
+        Schedule.full(blocks, timesteps),
+        3,
+        steps=7,
+        sampler="ddim",
+        seed=1,
+        noise=noise,
+        progress=False,
+    )
+    assert torch.equal(a, same)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        sample(tiny, None, 1, steps=2, sampler="euler", progress=False)
+
+
+def test_soft_gate_at_one_is_the_full_model(tiny, noise):
+    from lees import SigmoidTimeGate
+
+    gate = SigmoidTimeGate(len(find_blocks(tiny)))
+    with torch.no_grad():
+        gate.b.fill_(30.0)  # g = 1 everywhere (to float precision)
+    full = sample(tiny, None, 2, steps=3, noise=noise, progress=False)
+    soft = sample(tiny, None, 2, steps=3, noise=noise, progress=False, soft_gate=gate)
+    assert torch.allclose(full, soft, atol=1e-5)
+    with torch.no_grad():
+        gate.b.fill_(0.0)  # g = 0.5: every block half-mixed, so the samples change
+    assert not torch.allclose(
+        full, sample(tiny, None, 2, steps=3, noise=noise, progress=False, soft_gate=gate)
+    )
 
 
 def test_grid_png(tmp_path):

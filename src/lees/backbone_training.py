@@ -23,7 +23,7 @@ from .backbones import DDPM_NOISE
 from .data import load_images
 from .files import atomic_write_bytes, atomic_write_text
 from .images import save_grid
-from .sampling import ddpm_sample
+from .sampling import sample
 
 # The CIFAR-10 DDPM in miniature: four resolutions, attention at 16x16, 18 skippable blocks.
 EMBEDDED_UNET: dict[str, Any] = {
@@ -156,7 +156,7 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
         folder / "training.json",
         json.dumps({"step": step, "elapsed_s": round(elapsed, 1), "config": asdict(config)}, indent=1),
     )
-    grid = ddpm_sample(ema, noise, config.grid, steps=50, seed=config.seed, device=device)
+    grid = sample(ema, None, config.grid, steps=50, seed=config.seed, noise=noise, device=device)
     save_grid(grid, out / "samples.png", nrow=8)
     print(f"wrote {folder} (EMA weights, step {step}) and {out / 'samples.png'}")
     return folder

@@ -27,6 +27,10 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for random weights and sampling (default: 0)")
 
 
+def _add_sampler(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm", help="sampler (default: ddpm)")
+
+
 def _add_out(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--out", type=Path, required=required, default=None, help="folder to write results to")
 
@@ -103,7 +107,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from .blocks import find_blocks
     from .files import atomic_write_bytes
     from .images import save_grid, to_uint8
-    from .sampling import ddpm_sample
+    from .sampling import sample
     from .schedules import Schedule
 
     if args.n < 1 or args.steps < 1:
@@ -111,15 +115,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     spec = args.model or "embedded"
     model = load_backbone(spec, device=args.device, seed=args.seed)
     schedule = Schedule.load(args.schedule, find_blocks(model)) if args.schedule else None
-    images = ddpm_sample(
-        model,
-        load_noise_scheduler(spec),
-        args.n,
-        args.steps,
-        args.seed,
-        schedule,
-        args.batch_size,
-        args.device,
+    noise = load_noise_scheduler(spec)
+    images = sample(
+        model, schedule, args.n, args.steps, args.sampler, args.seed, noise, args.batch_size, args.device
     )
     png = args.out if args.out.suffix == ".png" else args.out / "samples.png"
     save_grid(images, png)
@@ -163,7 +161,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     held_out, _ = load_images(args.data, "test")
     loss_full = held_out_loss(model, result.blocks, held_out, noise, device=args.device)
     loss_gated = held_out_loss(model, result.blocks, held_out, noise, result.gate, device=args.device)
-    timesteps = sampler_timesteps(noise, args.steps)
+    timesteps = sampler_timesteps(noise, args.steps, args.sampler)
     settings = config_dict(config) | {
         "model": spec,
         "data": args.data,
@@ -246,7 +244,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     noise = load_noise_scheduler(spec)
     if args.steps < 1:
         raise ValueError("--steps must be positive")
-    timesteps = sampler_timesteps(noise, args.steps)
+    timesteps = sampler_timesteps(noise, args.steps, args.sampler)
     if args.kind == "full":
         schedule = Schedule.full(blocks, timesteps)
     elif args.kind == "ase":
@@ -323,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--early-stop-kl", type=float, default=None, help="stop once the gate KL stays below this")
     p.add_argument("--steps", type=int, default=50, help="sampler steps of the written schedule (50)")
+    _add_sampler(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -335,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=("full", "ase", "ase-grid", "random", "learned"))
     _add_model(p)
     _add_out(p, required=True)
-    p.add_argument("--steps", type=int, default=50, help="DDPM sampler steps (50)")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps (50)")
+    _add_sampler(p)
     p.add_argument("--drop-length", type=int, default=200, help="ase: timesteps per drop segment (200)")
     p.add_argument("--drop-step", type=int, default=None, help="ase: blocks dropped per segment (K/7)")
     p.add_argument("--start", type=int, default=0, help="ase: timestep where dropping starts (0)")
@@ -357,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out(p, required=True)
     p.add_argument("--schedule", type=Path, default=None, help="schedule JSON (default: the full model)")
     p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
-    p.add_argument("--steps", type=int, default=50, help="DDPM sampling steps (default: 50)")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps (default: 50)")
+    _add_sampler(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_sample)
 

@@ -15,7 +15,7 @@ from torch import nn
 from .baselines import ase_schedule
 from .blocks import Blocks
 from .metrics import fd, kid
-from .sampling import ddpm_sample
+from .sampling import sample
 from .schedules import Schedule
 
 
@@ -49,7 +49,17 @@ def score_schedule(
 ) -> Score:
     """Sample ``n`` images with ``schedule`` (None: full model), time it, score them against ``reference``."""
     started = time.perf_counter()
-    images = ddpm_sample(model, noise, n, steps, seed, schedule, batch_size, device, progress=False)
+    images = sample(
+        model,
+        schedule,
+        n,
+        steps,
+        seed=seed,
+        noise=noise,
+        batch_size=batch_size,
+        device=device,
+        progress=False,
+    )
     seconds = time.perf_counter() - started
     feats = np.concatenate([extractor(images[i : i + 500]) for i in range(0, n, 500)])
     kid_mean, kid_std = kid(feats, reference, subsets=50, subset_size=min(1000, n, len(reference)))
