@@ -10,7 +10,7 @@ Images are tensors in [-1, 1], (N, C, H, W), grayscale or RGB; randomness comes 
 | gaussian_noise | x + N(0, c^2) | c = .04 .06 .08 .09 .10 |
 | shot_noise | Poisson(x c) / c | c = 500 250 100 75 50 |
 | impulse_noise | salt and pepper on a share c of pixels | c = .01 .02 .03 .05 .07 |
-| defocus_blur | disk of radius r, smoothed by a 3x3 Gaussian of sigma s | (r, s) = (.3,.4) (.4,.5) (.5,.6) (1,.2) (1.5,.1) |
+| defocus_blur | disk of radius r, then a 3x3 Gaussian of sigma s | (r,s) = .3,.4 .4,.5 .5,.6 1,.2 1.5,.1 |
 | brightness | HSV value + c | c = .05 .1 .15 .2 .3 |
 | contrast | (x - mean) c + mean, per image | c = .75 .5 .4 .3 .15 |
 | pixelate | box-downsample to c * size and back | c = .95 .9 .85 .75 .65 |
