@@ -268,6 +268,46 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     )
 
 
+EPILOG_REPRODUCE = """examples:
+  lees reproduce --quick --out report        # under 15 minutes on 2 CPU cores
+  lees reproduce --out report-full           # 5 seeds, 500 samples each (about 2 hours here)
+(run the same command again after an interruption: finished pieces in OUT/work are reused)
+"""
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    """Run the paper's evaluation protocol on a model and write the report with the claims table."""
+    from .reproduce import ReproduceConfig, reproduce
+
+    overrides = {k: v for k, v in (("seeds", args.seeds), ("n", args.n)) if v is not None}
+    kwargs = {"model": args.model or "embedded", "device": args.device, "steps": args.steps, **overrides}
+    config = ReproduceConfig.quick(**kwargs) if args.quick else ReproduceConfig(**kwargs)
+    if config.n < 2 or len(config.seeds) < 2:
+        raise ValueError("the protocol needs n >= 2 samples and at least 2 seeds (for the t-test)")
+    path = reproduce(config, args.out)
+    print(f"wrote {path}, {args.out / 'results.json'}, {args.out / 'pareto.png'} and the plots beside them")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """On the embedded model: the shipped LEES schedule against the full model and ASE, sampled and scored."""
+    from .demo import demo
+
+    rows = demo(args.out, n=args.n, steps=args.steps, seed=args.seed, device=args.device)
+    print(f"{'method':<6} {'fd_clf':>8} {'s/100 img':>10} {'time cut':>9} {'blocks':>7} {'FLOPs':>6}")
+    for r in rows:
+        print(
+            f"{r['method']:<6} {r['fd_clf']:>8.3f} {r['seconds_per_100']:>10.2f} {r['latency_cut']:>+9.1%} "
+            f"{r['executed_ratio']:>7.1%} {r['flop_ratio']:>6.1%}"
+        )
+    print(
+        "fd_clf: Fréchet distance in a small classifier's features (lower is better), "
+        f"{args.n} samples, {args.steps} DDPM steps, seed {args.seed}"
+    )
+    print(
+        f"wrote {args.out}/samples-{{full,ase,lees}}.png, {args.out}/gates.png, {args.out}/schedule-lees.png"
+    )
+
+
 def cmd_classifier_train(args: argparse.Namespace) -> None:
     """Train the small classifier whose features give the offline metric fd_clf."""
     from .classifier import train_classifier
@@ -361,6 +401,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="the paper's evaluation protocol and claims table",
+        description=cmd_reproduce.__doc__,
+        epilog=EPILOG_REPRODUCE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model(p)
+    p.add_argument("--out", type=Path, default=Path("report"), help="report folder (default: report)")
+    p.add_argument("--quick", action="store_true", help="2 seeds, 128 samples, short gate training")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds")
+    p.add_argument("-n", type=int, default=None, help="samples per method and seed")
+    p.add_argument("--steps", type=int, default=50, help="DDPM sampling steps (50)")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser(
+        "demo",
+        help="the main job: learned schedule vs full model and ASE on the embedded model",
+        description=cmd_demo.__doc__,
+        epilog="example:\n  lees demo --out runs/demo\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the pictures (runs/demo)")
+    p.add_argument("-n", type=int, default=128, help="samples per method (128)")
+    p.add_argument("--steps", type=int, default=50, help="DDPM sampling steps (50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("backbone", help="make a backbone: train a small DDPM UNet on local data")
     backbone = p.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")

@@ -17,7 +17,8 @@ from .gates import SigmoidTimeGate  # noqa: E402
 from .schedules import Schedule  # noqa: E402
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG (atomically) and close it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -40,7 +41,7 @@ def gate_heatmap(
     ax.set_xlabel("normalised time t (0 = clean, 1 = pure noise)")
     ax.set_title(f"{title} (white line: g = 0.5; the block runs where g >= 0.5)")
     fig.colorbar(im, ax=ax, label="g_k(t)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def schedule_map(schedule: Schedule, path: str | Path, title: str | None = None) -> Path:
@@ -55,4 +56,4 @@ def schedule_map(schedule: Schedule, path: str | Path, title: str | None = None)
     if schedule.block_shares is not None:
         ratios += f", FLOPs {schedule.flop_ratio:.0%}"
     ax.set_title(title or f"{schedule.source} schedule ({ratios})")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,0 +1,251 @@
+"""The paper's evaluation protocol on one model, end to end: train, sample, measure, report.
+
+Every expensive piece (each gate training, each method x seed sampling run) is stored under
+``out/work/`` as soon as it is done and reused when the command is run again, so an interrupted run
+loses at most the piece it was in.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
+from .baselines import ase_schedule, random_schedule
+from .blocks import find_blocks
+from .corruptions import CORRUPTIONS, corrupt
+from .data import load_images
+from .evaluation import ase_grid
+from .files import atomic_write_text
+from .images import save_grid
+from .metrics import ClassifierFeatures, fd, features, kid, reference_features
+from .plots import gate_heatmap, schedule_map
+from .reports import METHODS, build_report
+from .sampling import sample, sampler_timesteps
+from .schedules import Schedule
+from .training import GateTrainConfig, held_out_loss, load_gate, save_gate, train_gates
+
+
+@dataclass
+class ReproduceConfig:
+    """How much of the protocol to run (``quick`` is the < 15 min version for this CPU)."""
+
+    model: str = "embedded"
+    data: str = "fashion-mnist"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    n: int = 500
+    steps: int = 50
+    train_steps: int | None = None  # None: one epoch
+    grid_n: int = 256
+    budget_ratio: float = 0.6
+    device: str = "cpu"
+
+    @classmethod
+    def quick(cls, **kwargs) -> ReproduceConfig:
+        return cls(**{"seeds": [0, 1], "n": 128, "train_steps": 150, "grid_n": 64, **kwargs})
+
+
+def _gates(cfg: ReproduceConfig, work: Path, name: str, model, noise, images, blocks, **train) -> dict:
+    """Train (or reload) one gate run; returns its gate, log and seconds."""
+    folder = work / "gates" / name
+    if (folder / "done.json").is_file():
+        gate, _ = load_gate(folder / "gates.safetensors")
+        return {"gate": gate, **json.loads((folder / "done.json").read_text())}
+    config = GateTrainConfig(steps=cfg.train_steps, **train)
+    print(f"training gates: {name} ({train})")
+    result = train_gates(
+        model, images, noise, config, blocks, cfg.device, log_path=folder / "train_log.jsonl"
+    )
+    save_gate(result.gate, blocks.names, folder / "gates.safetensors")
+    info = {"seconds": result.seconds, "log": result.log, "steps": len(result.log)}
+    atomic_write_text(folder / "done.json", json.dumps(info))
+    return {"gate": result.gate, **info}
+
+
+def _kl_settled_at(log: list[dict], threshold: float = 0.05) -> float | None:
+    """Fraction of training after which every KL check stays below ``threshold``."""
+    checks = [r for r in log if "kl" in r]
+    for i, row in enumerate(checks):
+        if all(r["kl"] < threshold for r in checks[i:]):
+            return row["step"] / log[-1]["step"]
+    return None
+
+
+def _corrupted_reference(extractor, images: torch.Tensor) -> dict[str, np.ndarray]:
+    return {name: features(extractor, corrupt(images, name, 3, seed=1)) for name in CORRUPTIONS}
+
+
+def _score(extractor, images, ref, ref_corrupted) -> dict:
+    feats = features(extractor, images)
+    clean = fd(feats, ref)
+    kid_mean, _ = kid(feats, ref, subsets=50, subset_size=min(1000, len(feats)))
+    deltas = [
+        fd(features(extractor, corrupt(images, name, 3, seed=2)), ref_corrupted[name]) - clean
+        for name in CORRUPTIONS
+    ]
+    return {"fd": clean, "kid": kid_mean, "delta_fd": float(np.mean(deltas))}
+
+
+def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
+    """Run the protocol and write ``out/report.md``, ``results.json``, plots and sample grids."""
+    out = Path(out)
+    work = out / "work"
+    started = time.perf_counter()
+    model = load_backbone(cfg.model, device=cfg.device)
+    noise = load_noise_scheduler(cfg.model)
+    blocks = find_blocks(model)
+    timesteps = sampler_timesteps(noise, cfg.steps)
+    train_images, _ = load_images(cfg.data, "train")
+    extractor = ClassifierFeatures(cfg.device)
+    ref = reference_features(extractor, cfg.data, "train", n=10_000)
+    ref_images = train_images[
+        torch.from_numpy(np.random.default_rng(7).permutation(len(train_images))[:2000])
+    ]
+    ref_corrupted = _corrupted_reference(extractor, ref_images)
+
+    runs = {f"lees-{lam:g}": {"lam": lam} for lam in (0.01, 0.05, 0.1)}
+    runs["lambda-0"] = {"lam": 0.0}
+    runs["budget"] = {"lam": 0.0, "target_ratio": cfg.budget_ratio}
+    trained = {
+        name: _gates(cfg, work, name, model, noise, train_images, blocks, **kw) for name, kw in runs.items()
+    }
+
+    schedules: dict[str, Schedule | None] = {
+        "full": Schedule.full(blocks, timesteps),
+        "ase": ase_schedule(blocks, timesteps),
+    }
+    for name, run in trained.items():
+        schedules[name] = Schedule.from_gate(run["gate"], blocks, timesteps, noise.config.num_train_timesteps)
+    lees = schedules["lees-0.05"]
+    schedules["random"] = random_schedule(
+        blocks, timesteps, max(lees.executed_ratio, 1 / lees.table.size), seed=0
+    )
+    grid_file = work / "ase-grid.json"
+    if grid_file.is_file():
+        schedules["ase-grid"] = Schedule.from_dict(json.loads(grid_file.read_text())["schedule"])
+        grid_info = json.loads(grid_file.read_text())
+    else:
+        budget = lees.flop_ratio  # ASE tuned at LEES's compute, for a like-for-like comparison
+        try:
+            grid = ase_grid(
+                model, noise, blocks, timesteps, extractor, ref, budget, n=cfg.grid_n, device=cfg.device
+            )
+        except ValueError:  # LEES is sparser than any ASE schedule of the grid: tune at ASE default's
+            budget = schedules["ase"].flop_ratio
+            grid = ase_grid(
+                model, noise, blocks, timesteps, extractor, ref, budget, n=cfg.grid_n, device=cfg.device
+            )
+        grid_info = {
+            "schedule": grid.best.to_dict(),
+            "rows": grid.rows,
+            "seconds": grid.seconds,
+            "budget": budget,
+        }
+        atomic_write_text(grid_file, json.dumps(grid_info))
+        schedules["ase-grid"] = grid.best
+    schedules["soft"] = None  # sampled with the lambda=0.05 gate in soft mode
+
+    rows: dict[str, dict] = {}
+    for method in METHODS:
+        schedule = schedules[method]
+        row: dict[str, list] = {
+            k: []
+            for k in (
+                "fd",
+                "kid",
+                "delta_fd",
+                "seconds_per_100",
+                "images_per_s",
+                "executed_ratio",
+                "flop_ratio",
+            )
+        }
+        for seed in cfg.seeds:
+            cached = work / "runs" / f"{method}-seed{seed}.json"
+            if cached.is_file():
+                res = json.loads(cached.read_text())
+            else:
+                t0 = time.perf_counter()
+                images = sample(
+                    model,
+                    schedule,
+                    cfg.n,
+                    cfg.steps,
+                    seed=seed,
+                    noise=noise,
+                    device=cfg.device,
+                    progress=False,
+                    soft_gate=trained["lees-0.05"]["gate"] if method == "soft" else None,
+                )
+                seconds = time.perf_counter() - t0
+                res = _score(extractor, images, ref, ref_corrupted) | {"seconds": seconds}
+                if seed == cfg.seeds[0]:
+                    save_grid(images[:64], work / "grids" / f"{method}.png", nrow=8)
+                atomic_write_text(cached, json.dumps(res))
+                print(f"{METHODS[method]}, seed {seed}: fd_clf {res['fd']:.3f}, {seconds:.1f} s")
+            row["fd"].append(res["fd"])
+            row["kid"].append(res["kid"])
+            row["delta_fd"].append(res["delta_fd"])
+            row["seconds_per_100"].append(100 * res["seconds"] / cfg.n)
+            row["images_per_s"].append(cfg.n / res["seconds"])
+            ratio_schedule = schedule if schedule is not None else Schedule.full(blocks, timesteps)
+            row["executed_ratio"].append(ratio_schedule.executed_ratio)
+            row["flop_ratio"].append(ratio_schedule.flop_ratio)
+        rows[method] = row
+    rows["ase-grid"]["note"] = (
+        f"{len(grid_info['rows'])} candidates, {grid_info['seconds']:.0f} s, "
+        f"budget FLOPs <= {grid_info['budget']:.2f}"
+    )
+
+    gate005 = trained["lees-0.05"]
+    gate_heatmap(gate005["gate"], blocks.names, out / "gates.png", "learned gates, lambda=0.05")
+    schedule_map(lees, out / "schedule-lees.png")
+    schedule_map(schedules["ase"], out / "schedule-ase.png")
+    grids = [work / "grids" / f"{m}.png" for m in ("full", "ase", "lees-0.05")]
+    training = json.loads((EMBEDDED_DIR / "training.json").read_text()) if cfg.model == "embedded" else None
+    epoch = None
+    if training:
+        epoch = (
+            training["elapsed_s"] / training["step"] * len(train_images) / training["config"]["batch_size"]
+        )
+    held = load_images(cfg.data, "test")[0]
+    loss_full = held_out_loss(model, blocks, held, noise)
+    loss_lees = held_out_loss(model, blocks, held, noise, gate005["gate"])
+    meta = {
+        "model": cfg.model,
+        "command": " ".join(shlex.quote(a) for a in ["lees", *sys.argv[1:]]),
+        "config": asdict(cfg),
+        "seeds": cfg.seeds,
+        "n": cfg.n,
+        "steps": cfg.steps,
+        "metric": "fd_clf",
+        "reference": f"10k {cfg.data} training images (classifier features)",
+        "gate_seconds": gate005["seconds"],
+        "backbone_epoch_seconds": epoch,
+        "train_overhead": gate005["seconds"] / epoch if epoch else None,
+        "kl_settled_at": _kl_settled_at(gate005["log"]),
+        "held_out_loss_full": loss_full,
+        "held_out_loss_lees": loss_lees,
+        "budget_target": cfg.budget_ratio,
+        "budget_reached": schedules["budget"].executed_ratio,
+        "pictures": ["gates.png", "schedule-lees.png", "schedule-ase.png"]
+        + [str(g.relative_to(out)) for g in grids],
+        "wall_seconds": time.perf_counter() - started,
+        "notes": [
+            "fd_clf is a Fréchet distance in the features of a small Fashion-MNIST classifier, "
+            "not Inception FID: "
+            "compare its values with each other, not with the paper's FIDs.",
+            "Latency is the wall time of the whole sampling run on this machine's CPU, per 100 images.",
+            f"Held-out epsilon-MSE: full {loss_full:.5f}, LEES-0.05 {loss_lees:.5f}.",
+            f"Budget mode asked for {cfg.budget_ratio:.2f} of the blocks and runs "
+            f"{schedules['budget'].executed_ratio:.3f} on the {cfg.steps}-step sampler.",
+        ],
+    }
+    return build_report(rows, out, meta)

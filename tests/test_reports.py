@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lees.reports import METHODS, ReportError, build_report, mean_std, paired_t
+
+
+def test_mean_std_and_t_test_against_scipy():
+    a, b = [3.1, 2.9, 3.3, 3.0, 3.2], [3.4, 3.3, 3.5, 3.2, 3.6]
+    m, s = mean_std(a)
+    assert m == pytest.approx(np.mean(a)) and s == pytest.approx(stats.tstd(a))
+    t, p = paired_t(a, b)
+    ref = stats.ttest_rel(a, b)
+    assert t == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
+    assert mean_std([2.0]) == (2.0, 0.0)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        paired_t([1.0], [2.0])
+
+
+def _rows(rng):
+    rows = {}
+    for i, method in enumerate(METHODS):
+        rows[method] = {
+            "fd": list(1.0 + 0.1 * i + 0.01 * rng.random(3)),
+            "kid": list(0.01 + 0.001 * rng.random(3)),
+            "seconds_per_100": list(10.0 - 0.5 * i + 0.1 * rng.random(3)),
+            "images_per_s": list(10 + rng.random(3)),
+            "executed_ratio": [1.0 - 0.05 * i] * 3,
+            "flop_ratio": [1.0 - 0.05 * i] * 3,
+            "delta_fd": list(0.5 + 0.01 * rng.random(3)),
+        }
+    return rows
+
+
+META = {
+    "model": "test",
+    "command": "lees reproduce",
+    "seeds": [0, 1, 2],
+    "n": 8,
+    "steps": 4,
+    "metric": "fd_clf",
+    "reference": "r",
+    "gate_seconds": 10.0,
+    "backbone_epoch_seconds": 1000.0,
+    "train_overhead": 0.01,
+    "kl_settled_at": 0.4,
+}
+
+
+def test_report_holds_every_method_and_claim(tmp_path):
+    path = build_report(_rows(np.random.default_rng(0)), tmp_path, META)
+    text = path.read_text()
+    for name in METHODS.values():
+        assert name in text
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["methods"]) == set(METHODS)
+    assert len(results["claims"]) == 14 and all(c["status"] for c in results["claims"])
+    assert {c["status"] for c in results["claims"]} <= {"held", "not held", "not measurable here"}
+    assert (tmp_path / "pareto.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("broken", ["missing", "empty", "nan"])
+def test_report_fails_loudly_and_writes_nothing(tmp_path, broken):
+    rows = _rows(np.random.default_rng(1))
+    if broken == "missing":
+        del rows["ase-grid"]
+    elif broken == "empty":
+        rows["soft"]["delta_fd"] = []
+    else:
+        rows["full"]["fd"][1] = float("nan")
+    with pytest.raises(ReportError):
+        build_report(rows, tmp_path / "r", META)
+    assert not (tmp_path / "r").exists()
