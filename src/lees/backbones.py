@@ -141,7 +141,10 @@ def load_backbone(
     cls = _model_class(config)
     try:
         model = cls.from_pretrained(
-            location, subfolder=subfolder, use_safetensors=None if allow_pickle else True
+            location,
+            subfolder=subfolder,
+            use_safetensors=None if allow_pickle else True,
+            low_cpu_mem_usage=False,  # the accelerate path is not needed (and not installed)
         )
     except OSError as err:
         hint = "" if allow_pickle else " (only safetensors weights are read unless pickle files are allowed)"

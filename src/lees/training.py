@@ -133,6 +133,8 @@ def train_gates(
     gen = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
     bar = tqdm(range(steps), desc=f"gates (lambda={lam:g})", unit="step", disable=not progress)
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     log_file = Path(log_path).open("w") if log_path is not None else None  # noqa: SIM115 - closed in finally
     try:
         for step in bar:
