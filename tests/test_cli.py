@@ -113,3 +113,34 @@ def test_bad_train_and_schedule_input(folder, tmp_path, capsys, argv, message):
     assert main([*argv, "--model", folder, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_eval_two_schedules(folder, idx_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
+    for kind in ("full", "ase"):
+        assert main(["schedule", kind, "--model", folder, "--steps", "3", "--out", str(tmp_path / kind)]) == 0
+    argv = [
+        "eval",
+        "--model",
+        folder,
+        "--data",
+        idx_data,
+        "-n",
+        "4",
+        "--seeds",
+        "0",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
+    argv += [
+        "--schedule",
+        str(tmp_path / "full" / "schedule.json"),
+        "--schedule",
+        str(tmp_path / "ase" / "schedule.json"),
+    ]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert len(report["results"]) == 2 and "t_test" in report
+    assert all(len(r["fd"]) == 2 for r in report["results"].values())
+    assert "paired t-test" in capsys.readouterr().out

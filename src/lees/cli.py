@@ -268,6 +268,68 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     )
 
 
+EPILOG_EVAL = """example:
+  lees eval --model embedded --schedule runs/ase/schedule.json --schedule runs/lees/schedule.json \\
+            -n 256 --seeds 0 1 2 --out runs/eval
+(no --schedule: the full model; the first two are compared by a paired t-test over seeds)
+"""
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """Sample with each schedule over several seeds; quality, latency, ratios as mean ± std, and a t-test."""
+    import json
+
+    from .backbones import load_backbone, load_noise_scheduler
+    from .blocks import find_blocks
+    from .evaluation import score_schedule
+    from .metrics import EXTRACTORS, reference_features
+    from .reports import mean_std, paired_t
+    from .sampling import sampler_timesteps
+    from .schedules import Schedule
+
+    spec = args.model or "embedded"
+    model = load_backbone(spec, device=args.device)
+    noise = load_noise_scheduler(spec)
+    blocks = find_blocks(model)
+    schedules = {str(p): Schedule.load(p, blocks) for p in args.schedule}
+    if not schedules:
+        schedules = {"full": Schedule.full(blocks, sampler_timesteps(noise, args.steps, args.sampler))}
+    if args.n < 2 or not args.seeds:
+        raise ValueError("need -n >= 2 and at least one seed")
+    extractor = EXTRACTORS[args.metric](args.device)
+    reference = reference_features(extractor, args.data, "train", n=args.reference_n)
+    results = {}
+    for name, schedule in schedules.items():
+        scores = [
+            score_schedule(model, noise, schedule, extractor, reference, args.n, schedule.num_steps, seed,
+                           device=args.device, sampler=args.sampler)
+            for seed in args.seeds
+        ]  # fmt: skip
+        row = {
+            "fd": [s.fd for s in scores],
+            "kid": [s.kid for s in scores],
+            "seconds_per_100": [s.seconds_per_100 for s in scores],
+            "images_per_s": [s.n / s.seconds for s in scores],
+            "executed_ratio": schedule.executed_ratio,
+            "flop_ratio": schedule.flop_ratio,
+        }
+        results[name] = row
+        fd_m, fd_s = mean_std(row["fd"])
+        lat_m, lat_s = mean_std(row["seconds_per_100"])
+        print(
+            f"{name}: {args.metric} FD {fd_m:.3f} ± {fd_s:.3f}, {lat_m:.2f} ± {lat_s:.2f} s/100 img, "
+            f"blocks {schedule.executed_ratio:.1%}, FLOPs {schedule.flop_ratio:.1%}"
+        )
+    report: dict = {"metric": args.metric, "n": args.n, "seeds": args.seeds, "results": results}
+    names = list(results)
+    if len(names) >= 2 and len(args.seeds) >= 2:
+        t, p = paired_t(results[names[0]]["fd"], results[names[1]]["fd"])
+        report["t_test"] = {"a": names[0], "b": names[1], "t": t, "p": p}
+        print(f"paired t-test on FD, {names[0]} vs {names[1]}: t = {t:.3f}, p = {p:.4g}")
+    path = atomic_write_text(args.out / "eval.json", json.dumps(report, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
 EPILOG_REPRODUCE = """examples:
   lees reproduce --quick --out report        # under 15 minutes on 2 CPU cores
   lees reproduce --out report-full           # 5 seeds, 500 samples each (about 2 hours here)
@@ -401,6 +463,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "eval",
+        help="quality and speed of schedules over seeds, with a t-test",
+        description=cmd_eval.__doc__,
+        epilog=EPILOG_EVAL,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model(p)
+    _add_out(p, required=True)
+    p.add_argument("--schedule", type=Path, action="append", default=[], help="schedule JSON (repeatable)")
+    p.add_argument("-n", type=int, default=256, help="samples per schedule and seed (256)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds (0 1 2)")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps without --schedule (50)")
+    _add_sampler(p)
+    p.add_argument("--metric", choices=("clf", "inception"), default="clf", help="feature space (clf)")
+    p.add_argument("--data", default="fashion-mnist", help="real images for the reference statistics")
+    p.add_argument("--reference-n", type=int, default=10_000, help="real images in the reference (10000)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
         "reproduce",

@@ -46,6 +46,7 @@ def score_schedule(
     seed: int = 0,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
+    sampler: str = "ddpm",
 ) -> Score:
     """Sample ``n`` images with ``schedule`` (None: full model), time it, score them against ``reference``."""
     started = time.perf_counter()
