@@ -3,8 +3,10 @@
 from .backbones import BackboneError, load_backbone
 from .blocks import Block, Blocks, find_blocks
 from .gates import SigmoidTimeGate, open_mask
+from .sampling import sample
 from .schedules import Schedule, ScheduleError, ScheduleMismatchError
 from .skipping import GatedModel
+from .training import GateTrainConfig, train_gates
 
 __version__ = "0.1.0"
 
@@ -12,6 +14,7 @@ __all__ = [
     "BackboneError",
     "Block",
     "Blocks",
+    "GateTrainConfig",
     "GatedModel",
     "Schedule",
     "ScheduleError",
@@ -20,4 +23,6 @@ __all__ = [
     "find_blocks",
     "load_backbone",
     "open_mask",
+    "sample",
+    "train_gates",
 ]
