@@ -1,0 +1,60 @@
+"""The shipped model, its metric classifier and its learned gates (skipped where not installed)."""
+
+import json
+
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+from lees import Schedule, find_blocks, load_backbone, sample
+from lees.backbones import EMBEDDED_DIR, load_noise_scheduler
+from lees.data import DataError, load_images
+from lees.demo import SHIPPED_GATES
+from lees.metrics import ClassifierFeatures, fd, features
+from lees.sampling import sampler_timesteps
+from lees.training import load_gate
+
+pytestmark = pytest.mark.skipif(
+    not (EMBEDDED_DIR / "unet" / "config.json").is_file(), reason="the embedded model is not in this checkout"
+)
+
+
+def test_embedded_model_loads_and_is_worth_gating():
+    model = load_backbone("embedded")
+    blocks = find_blocks(model)
+    assert len(blocks) >= 12
+    attention = {b.name.rsplit(".", 2)[0] for b in blocks if b.kind == "attention"}
+    assert attention == {"down_blocks.1", "mid_block", "up_blocks.2"}  # 16x16 and the middle
+    card = json.loads((EMBEDDED_DIR / "training.json").read_text())
+    assert card["config"]["data"] == "fashion-mnist" and card["step"] > 0
+    weights = next((EMBEDDED_DIR / "unet").glob("*.safetensors"))
+    assert weights.stat().st_size < 20e6
+
+
+def test_trained_samples_beat_untrained_ones():
+    try:
+        real = load_images("fashion-mnist", "test")[0][:500]
+    except DataError as err:
+        pytest.skip(str(err))
+    model = load_backbone("embedded")
+    noise = load_noise_scheduler("embedded")
+    untrained = UNet2DModel.from_config(model.config).eval()
+    extractor = ClassifierFeatures()
+    ref = features(extractor, real)
+    good = fd(features(extractor, sample(model, None, 64, 20, seed=0, noise=noise, progress=False)), ref)
+    bad = fd(features(extractor, sample(untrained, None, 64, 20, seed=0, noise=noise, progress=False)), ref)
+    assert good < 0.5 * bad
+
+
+def test_shipped_gates_fit_the_model_and_skip_blocks():
+    if not SHIPPED_GATES.is_file():
+        pytest.skip("no shipped gates yet")
+    model = load_backbone("embedded")
+    blocks = find_blocks(model)
+    gate, names = load_gate(SHIPPED_GATES)
+    assert names == blocks.names
+    schedule = Schedule.from_gate(gate, blocks, sampler_timesteps(load_noise_scheduler("embedded"), 50))
+    assert 0.2 < schedule.executed_ratio < 1.0
+    shipped = Schedule.load(SHIPPED_GATES.parent / "schedule.json", blocks)
+    assert (shipped.table == schedule.table).all()
+    assert torch.isfinite(gate.a).all()
