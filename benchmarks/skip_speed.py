@@ -27,7 +27,8 @@ import torch
 
 from lees import GatedModel, Schedule, find_blocks
 from lees.backbones import ARCHITECTURES, build_architecture
-from lees.blocks import Blocks, default_inputs
+from lees.blocks import Blocks
+from lees.denoisers import example_inputs
 
 
 def schedule_for(blocks: Blocks, target: float, order: list[int], label: str) -> Schedule:
@@ -69,15 +70,15 @@ def main() -> None:
     model = build_architecture(args.arch).to(args.device)
     blocks = find_blocks(model)
     gated = GatedModel(model, blocks)
-    sample, timestep = default_inputs(model, batch=args.batch)
+    inputs, kwargs = example_inputs(model, batch=args.batch)
     full = Schedule.full(blocks, [500])
     groups = [schedules_for(blocks, t, args.random_orders, args.seed) for t in args.targets]
     schedules = [full] + [s for group in groups for s in group]
     sync = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
 
     # The plain model (no engine) is timed too, to show what the engine itself costs.
-    calls = [partial(model, sample, timestep)]
-    calls += [partial(gated, sample, timestep, mask=s.mask(0)) for s in schedules]
+    calls = [partial(model, *inputs, **kwargs)]
+    calls += [partial(gated, *inputs, mask=s.mask(0), **kwargs) for s in schedules]
     times: list[list[float]] = [[] for _ in calls]
     with torch.inference_mode():
         for _ in range(2):  # warm-up

@@ -144,3 +144,16 @@ def test_eval_two_schedules(folder, idx_data, tmp_path, capsys, monkeypatch):
     assert len(report["results"]) == 2 and "t_test" in report
     assert all(len(r["fd"]) == 2 for r in report["results"].values())
     assert "paired t-test" in capsys.readouterr().out
+
+
+def test_schedule_and_sample_on_custom_timesteps(folder, tmp_path, capsys):
+    steps = "999,700,300,50"
+    argv = ["schedule", "random", "--model", folder, "--ratio", "0.5", "--sampler", "ddim"]
+    assert main([*argv, "--timesteps", steps, "--out", str(tmp_path / "s")]) == 0
+    schedule = json.loads((tmp_path / "s" / "schedule.json").read_text())
+    assert schedule["timesteps"] == [999, 700, 300, 50]
+    argv = ["sample", "--model", folder, "-n", "2", "--sampler", "ddim", "--timesteps", steps]
+    assert main([*argv, "--schedule", str(tmp_path / "s" / "schedule.json"), "--out", str(tmp_path)]) == 0
+    assert "4 ddim steps" in capsys.readouterr().out
+    assert main([*argv, "--timesteps", "5,10", "--out", str(tmp_path)]) == 2
+    assert "strictly descending" in capsys.readouterr().err

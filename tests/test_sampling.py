@@ -81,3 +81,37 @@ def test_grid_png(tmp_path):
     path = save_grid(images, tmp_path / "g.png", nrow=3, scale=1)
     with Image.open(path) as im:
         assert im.size == (3 * 18 + 2, 2 * 18 + 2) and im.mode == "L"
+
+
+def test_ddim_step_matches_diffusers(tiny, noise):
+    """Our pure DDIM step (used for any timestep list) equals diffusers' DDIM on its own timesteps."""
+    from diffusers import DDIMScheduler
+
+    ours = sample(tiny, None, 2, steps=5, sampler="ddim", seed=1, noise=noise, progress=False)
+    ddim = DDIMScheduler.from_config(noise.config)
+    ddim.set_timesteps(5)
+    gens = [torch.Generator().manual_seed(1 * 1_000_003 + i) for i in range(2)]  # sample i's own noise
+    x = torch.stack([torch.randn(1, 16, 16, generator=g) for g in gens])
+    with torch.no_grad():
+        for t in ddim.timesteps:
+            x = ddim.step(tiny(x, t.expand(2)).sample, t, x, eta=0.0).prev_sample
+    assert torch.allclose(ours, x, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_custom_timesteps_with_a_schedule(tiny, noise, sampler):
+    custom = [999, 700, 400, 150, 20]  # uneven, as a step-schedule optimiser would give
+    assert sampler_timesteps(noise, 0, sampler, timesteps=custom) == custom
+    blocks = find_blocks(tiny)
+    table = np.ones((len(blocks), 5), dtype=bool)
+    table[0, :2] = False
+    schedule = Schedule(table, blocks.names, custom)
+    out = sample(tiny, schedule, 2, sampler=sampler, timesteps=custom, noise=noise, progress=False)
+    full = sample(tiny, None, 2, sampler=sampler, timesteps=custom, noise=noise, progress=False)
+    assert out.shape == (2, 1, 16, 16) and torch.isfinite(out).all()
+    assert not torch.allclose(out, full)
+    even = sample(tiny, None, 2, steps=5, sampler=sampler, noise=noise, progress=False)
+    assert not torch.allclose(even, full)
+    for bad, message in [([5, 10], "descending"), ([1000, 5], r"\[0, 1000\)"), ([], "empty")]:
+        with pytest.raises(ValueError, match=message):
+            sample(tiny, None, 1, sampler=sampler, timesteps=bad, noise=noise, progress=False)

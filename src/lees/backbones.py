@@ -37,7 +37,70 @@ DDPM_CIFAR10: dict[str, Any] = {
     "time_embedding_type": "positional",
 }
 
-ARCHITECTURES: dict[str, dict[str, Any]] = {"ddpm-cifar10": DDPM_CIFAR10}
+# DiT-XL/2 (Peebles & Xie 2023) as facebook/DiT-XL-2-256 ships it: 28 blocks, 32x32x4 SD-VAE latents,
+# 1000 classes, learned variance (8 output channels).
+DIT_XL_2: dict[str, Any] = {
+    "_class_name": "DiTTransformer2DModel",
+    "sample_size": 32,
+    "in_channels": 4,
+    "out_channels": 8,
+    "patch_size": 2,
+    "num_layers": 28,
+    "num_attention_heads": 16,
+    "attention_head_dim": 72,
+    "num_embeds_ada_norm": 1000,
+    "norm_type": "ada_norm_zero",
+    "activation_fn": "gelu-approximate",
+    "dropout": 0.0,
+    "norm_elementwise_affine": False,
+    "upcast_attention": False,
+}
+
+# ADM-like (Dhariwal & Nichol 2021) at 64x64, as for CelebA 64: ch 128, mult 1,2,3,4, 3 res blocks,
+# attention at 32, 16 and 8 with 64-channel heads, scale-shift norm, resblock up/down, learned sigma.
+ADM_64: dict[str, Any] = {
+    "_class_name": "UNet2DModel",
+    "sample_size": 64,
+    "in_channels": 3,
+    "out_channels": 6,
+    "block_out_channels": [128, 256, 384, 512],
+    "layers_per_block": 3,
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+    "attention_head_dim": 64,
+    "resnet_time_scale_shift": "scale_shift",
+    "downsample_type": "resnet",
+    "upsample_type": "resnet",
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "norm_eps": 1e-5,
+    "norm_num_groups": 32,
+}
+
+# LDM-like: the denoiser of CompVis/ldm-celebahq-256 (diffusers' UNet2DModel defaults), on the
+# 64x64x3 latents of a VQ-f4 autoencoder (256x256 images).
+LDM_CELEBAHQ_256: dict[str, Any] = {
+    "_class_name": "UNet2DModel",
+    "sample_size": 64,
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": [224, 448, 672, 896],
+    "layers_per_block": 2,
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+    "attention_head_dim": 32,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "norm_eps": 1e-5,
+    "norm_num_groups": 32,
+}
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "ddpm-cifar10": DDPM_CIFAR10,
+    "dit-xl-2": DIT_XL_2,
+    "adm-64": ADM_64,
+    "ldm-celebahq-256": LDM_CELEBAHQ_256,
+}
 
 # The DDPM noise schedule (Ho et al. 2020), used where a model folder carries no scheduler config.
 DDPM_NOISE: dict[str, Any] = {

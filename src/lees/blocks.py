@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from .denoisers import example_inputs as example_call
+
 Shortcut = Callable[[nn.Module, tuple, dict], torch.Tensor]
 
 KINDS = ("resnet", "attention", "identity")
@@ -135,29 +137,24 @@ class Blocks(Sequence[Block]):
 
 
 def candidate_blocks(model: nn.Module) -> list[str]:
-    """Module names the built-in adapters gate, in module order (execution order is measured later)."""
+    """Module names the built-in adapters gate, in module order (execution order is measured later).
+
+    diffusers UNets (``UNet2DModel``, ``UNet2DConditionModel``; DDPM, ADM and LDM denoisers): every
+    ``ResnetBlock2D`` and residual ``Attention``. Transformers with ``transformer_blocks`` (DiT,
+    PixArt, ``Transformer2DModel``): each transformer block, skipped as identity.
+    """
     if type(model).__name__ in ("UNet2DModel", "UNet2DConditionModel"):
         return [
             name
             for name, module in model.named_modules()
             if type(module).__name__ == "ResnetBlock2D" or block_kind(module) == "attention"
         ]
+    if isinstance(getattr(model, "transformer_blocks", None), nn.ModuleList):
+        return [f"transformer_blocks.{i}" for i in range(len(model.transformer_blocks))]
     raise TypeError(
         f"no block adapter for {type(model).__name__}; pass the module names to gate, "
         "e.g. find_blocks(model, names=['blocks.0', 'blocks.1'], example_inputs=(x, t))"
     )
-
-
-def default_inputs(model: nn.Module, batch: int = 1, sample_size: int | None = None) -> tuple:
-    """A (sample, timestep) pair of the model's own input size, for FLOP measurement."""
-    config = getattr(model, "config", None)
-    if config is None or "in_channels" not in config or "sample_size" not in config:
-        raise TypeError(f"cannot derive an input size for {type(model).__name__}; pass example_inputs=")
-    size = sample_size or config["sample_size"]
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    param = next(model.parameters())
-    sample = torch.zeros(batch, config["in_channels"], *size, device=param.device, dtype=param.dtype)
-    return sample, torch.full((batch,), 500, device=param.device, dtype=torch.long)
 
 
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -198,18 +195,23 @@ def find_blocks(
     names: Sequence[str] | None = None,
     example_inputs: tuple | None = None,
     sample_size: int | None = None,
+    example_kwargs: dict | None = None,
 ) -> Blocks:
     """List the skippable blocks of ``model`` in execution order, with their measured FLOP shares.
 
     ``names`` picks the blocks by module name (any model); without it the built-in adapter for
     diffusers UNets picks every ``ResnetBlock2D`` and residual ``Attention``. ``example_inputs`` is
-    the positional input of one forward call (batch 1 recommended); diffusers UNets derive it.
+    the positional input of one forward call (batch 1 recommended) and ``example_kwargs`` its
+    keyword input; diffusers denoisers derive both (class labels included where the model takes them).
     """
     names = list(names) if names is not None else candidate_blocks(model)
     if not names:
         raise ValueError(f"{type(model).__name__} has no skippable blocks")
     modules = resolve_modules(model, names)
-    inputs = example_inputs if example_inputs is not None else default_inputs(model, sample_size=sample_size)
+    if example_inputs is None:
+        example_inputs, derived = example_call(model, sample_size=sample_size)
+        example_kwargs = {**derived, **(example_kwargs or {})}
+    inputs, extra = example_inputs, example_kwargs or {}
 
     order: list[int] = []
     captured: dict[int, tuple[tuple, dict, tuple]] = {}
@@ -239,7 +241,7 @@ def find_blocks(
     model.eval()
     try:
         with flop_counter() as counter:
-            model(*inputs)
+            model(*inputs, **extra)
     finally:
         for h in handles:
             h.remove()

@@ -29,6 +29,29 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 
 def _add_sampler(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm", help="sampler (default: ddpm)")
+    p.add_argument(
+        "--timesteps",
+        type=_timestep_list,
+        default=None,
+        metavar="T1,T2,...",
+        help="sample on these descending timesteps instead of --steps evenly spaced ones "
+        "(e.g. an Align-Your-Steps schedule: 999,850,736,645,545,455,343,233,124,24)",
+    )
+
+
+def _timestep_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+
+
+def _autoencoder(spec: str, device: str):
+    """The autoencoder of a latent-diffusion pipeline folder (vae/ or vqvae/), else None."""
+    from .latents import load_autoencoder
+
+    path = Path(spec).expanduser()
+    return load_autoencoder(path, device) if spec != "embedded" and path.is_dir() else None
 
 
 def _add_out(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -117,14 +140,16 @@ def cmd_sample(args: argparse.Namespace) -> None:
     schedule = Schedule.load(args.schedule, find_blocks(model)) if args.schedule else None
     noise = load_noise_scheduler(spec)
     images = sample(
-        model, schedule, args.n, args.steps, args.sampler, args.seed, noise, args.batch_size, args.device
-    )
+        model, schedule, args.n, args.steps, args.sampler, args.seed, noise, args.batch_size, args.device,
+        timesteps=args.timesteps, decoder=_autoencoder(spec, args.device),
+    )  # fmt: skip
     png = args.out if args.out.suffix == ".png" else args.out / "samples.png"
     save_grid(images, png)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, images=to_uint8(images))
     npz = atomic_write_bytes(png.with_suffix(".npz"), buffer.getvalue())
-    print(f"wrote {png} and {npz} ({args.n} samples, {args.steps} steps)")
+    steps = len(args.timesteps) if args.timesteps else args.steps
+    print(f"wrote {png} and {npz} ({args.n} samples, {steps} {args.sampler} steps)")
 
 
 EPILOG_TRAIN = """example:
@@ -157,11 +182,24 @@ def cmd_train(args: argparse.Namespace) -> None:
     images, _ = load_images(args.data, "train")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    result = train_gates(model, images, noise, config, device=args.device, log_path=out / "train_log.jsonl")
+    autoencoder = _autoencoder(spec, args.device)
+    result = train_gates(
+        model,
+        images,
+        noise,
+        config,
+        device=args.device,
+        log_path=out / "train_log.jsonl",
+        autoencoder=autoencoder,
+    )
     held_out, _ = load_images(args.data, "test")
-    loss_full = held_out_loss(model, result.blocks, held_out, noise, device=args.device)
-    loss_gated = held_out_loss(model, result.blocks, held_out, noise, result.gate, device=args.device)
-    timesteps = sampler_timesteps(noise, args.steps, args.sampler)
+    loss_full = held_out_loss(
+        model, result.blocks, held_out, noise, device=args.device, autoencoder=autoencoder
+    )
+    loss_gated = held_out_loss(
+        model, result.blocks, held_out, noise, result.gate, device=args.device, autoencoder=autoencoder
+    )
+    timesteps = sampler_timesteps(noise, args.steps, args.sampler, args.timesteps)
     settings = config_dict(config) | {
         "model": spec,
         "data": args.data,
@@ -183,8 +221,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     schedule_map(schedule, out / "schedule.png")
     stop = " (stopped early: the gates settled)" if result.stopped_early else ""
     print(
-        f"trained {len(result.log)} steps in {result.seconds:.1f} s{stop}; on {args.steps} DDPM steps the "
-        f"schedule runs {schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs; "
+        f"trained {len(result.log)} steps in {result.seconds:.1f} s{stop}; "
+        f"on {len(timesteps)} {args.sampler} steps the schedule runs {schedule.executed_ratio:.1%} "
+        f"of the blocks, {schedule.flop_ratio:.1%} of the FLOPs; "
         f"held-out loss {loss_gated:.5f} (full model {loss_full:.5f})"
     )
     written = ["gates.safetensors", "schedule.json", "train_log.jsonl", "gates.png", "schedule.png"]
@@ -244,7 +283,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     noise = load_noise_scheduler(spec)
     if args.steps < 1:
         raise ValueError("--steps must be positive")
-    timesteps = sampler_timesteps(noise, args.steps, args.sampler)
+    timesteps = sampler_timesteps(noise, args.steps, args.sampler, args.timesteps)
     if args.kind == "full":
         schedule = Schedule.full(blocks, timesteps)
     elif args.kind == "ase":
@@ -263,7 +302,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     path = schedule.save(args.out / "schedule.json")
     png = schedule_map(schedule, args.out / "schedule.png")
     print(
-        f"{args.kind} schedule on {args.steps} steps: runs {schedule.executed_ratio:.1%} of the blocks, "
+        f"{args.kind} schedule on {len(timesteps)} steps: runs {schedule.executed_ratio:.1%} of the blocks, "
         f"{schedule.flop_ratio:.1%} of the FLOPs; wrote {path} and {png}"
     )
 
@@ -293,7 +332,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     blocks = find_blocks(model)
     schedules = {str(p): Schedule.load(p, blocks) for p in args.schedule}
     if not schedules:
-        schedules = {"full": Schedule.full(blocks, sampler_timesteps(noise, args.steps, args.sampler))}
+        timesteps = sampler_timesteps(noise, args.steps, args.sampler, args.timesteps)
+        schedules = {"full": Schedule.full(blocks, timesteps)}
     if args.n < 2 or not args.seeds:
         raise ValueError("need -n >= 2 and at least one seed")
     extractor = EXTRACTORS[args.metric](args.device)

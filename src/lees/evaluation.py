@@ -48,18 +48,23 @@ def score_schedule(
     device: str | torch.device = "cpu",
     sampler: str = "ddpm",
 ) -> Score:
-    """Sample ``n`` images with ``schedule`` (None: full model), time it, score them against ``reference``."""
+    """Sample ``n`` images with ``schedule`` (None: full model), time it, score them against ``reference``.
+
+    With a schedule the sampler visits the schedule's own timesteps (evenly spaced or custom).
+    """
     started = time.perf_counter()
     images = sample(
         model,
         schedule,
         n,
         steps,
+        sampler,
         seed=seed,
         noise=noise,
         batch_size=batch_size,
         device=device,
         progress=False,
+        timesteps=schedule.timesteps if schedule is not None else None,
     )
     seconds = time.perf_counter() - started
     feats = np.concatenate([extractor(images[i : i + 500]) for i in range(0, n, 500)])

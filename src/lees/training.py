@@ -29,8 +29,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .blocks import Blocks, find_blocks
+from .denoisers import denoise, num_classes
 from .files import atomic_write_bytes
 from .gates import SigmoidTimeGate, normalised_time, open_mask
+from .latents import encode
 from .skipping import GatedModel
 
 T_GRID = torch.linspace(0.001, 1.0, 100)  # where gates are compared (KL) and ratios measured
@@ -96,6 +98,26 @@ def gate_kl(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> float:
     return float((p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).mean())
 
 
+def _batch(
+    backbone: nn.Module,
+    data: torch.Tensor,
+    labels: torch.Tensor | None,
+    idx: torch.Tensor,
+    autoencoder: nn.Module | None,
+    gen: torch.Generator,
+    device: str | torch.device,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Clean inputs of one batch (latents if there is an autoencoder) and their class labels."""
+    x0 = data[idx].to(device)
+    if autoencoder is not None:
+        x0 = encode(autoencoder, x0)
+    classes = num_classes(backbone)
+    if classes is None:
+        return x0, None
+    y = labels[idx] if labels is not None else torch.randint(0, classes, (len(idx),), generator=gen)
+    return x0, y.to(device)
+
+
 def _fingerprint(model: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.state_dict().values()]
 
@@ -109,8 +131,14 @@ def train_gates(
     device: str | torch.device = "cpu",
     progress: bool = True,
     log_path: str | Path | None = None,
+    labels: torch.Tensor | None = None,
+    autoencoder: nn.Module | None = None,
 ) -> GateTrainResult:
-    """Learn the 2K gate parameters of ``backbone`` on ``data`` (images in [-1, 1]), backbone frozen."""
+    """Learn the 2K gate parameters of ``backbone`` on ``data`` (images in [-1, 1]), backbone frozen.
+
+    ``labels`` are the class labels of ``data`` for a class-conditional backbone (uniform random
+    labels when not given); ``autoencoder`` encodes each batch for a latent denoiser.
+    """
     config = config or GateTrainConfig()
     blocks = blocks or find_blocks(backbone)
     backbone = backbone.to(device)
@@ -139,13 +167,13 @@ def train_gates(
     try:
         for step in bar:
             idx = torch.randint(0, len(data), (config.batch_size,), generator=gen)
-            x0 = data[idx].to(device)
+            x0, y = _batch(backbone, data, labels, idx, autoencoder, gen, device)
             t = torch.randint(0, num_train, (config.batch_size,), generator=gen).to(device)
             eps = torch.randn(x0.shape, generator=gen).to(device)
             a = alphas[t].view(-1, *([1] * (x0.dim() - 1)))
             xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
             g = gate(normalised_time(t.cpu(), num_train).to(device))
-            diffusion = nn.functional.mse_loss(gated(xt, t, mask=g, mode="ste").sample, eps)
+            diffusion = nn.functional.mse_loss(denoise(gated, xt, t, y, mask=g, mode="ste"), eps)
             compute = (g @ weights).mean()
             loss = diffusion + lam * compute
             if not torch.isfinite(loss):
@@ -205,6 +233,8 @@ def held_out_loss(
     batch_size: int = 100,
     seed: int = 1234,
     device: str | torch.device = "cpu",
+    labels: torch.Tensor | None = None,
+    autoencoder: nn.Module | None = None,
 ) -> float:
     """Mean epsilon-MSE on the first ``n`` images (fixed noise and t); with ``gate``, under its hard masks."""
     gated = GatedModel(backbone.to(device), blocks)
@@ -213,16 +243,17 @@ def held_out_loss(
     alphas = noise.alphas_cumprod.to(device)
     total, count = 0.0, 0
     for i in range(0, min(n, len(data)), batch_size):
-        x0 = data[i : min(n, i + batch_size)].to(device)
+        idx = torch.arange(i, min(n, len(data), i + batch_size))
+        x0, y = _batch(backbone, data, labels, idx, autoencoder, gen, device)
         t = torch.randint(0, num_train, (len(x0),), generator=gen)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         a = alphas[t.to(device)].view(-1, *([1] * (x0.dim() - 1)))
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
         if gate is None:
-            pred = backbone(xt, t.to(device)).sample
+            pred = denoise(backbone, xt, t.to(device), y)
         else:  # one hard decision per sample: the straight-through forward value is exactly the hard mask
             g = gate(normalised_time(t, num_train).to(device))
-            pred = gated(xt, t.to(device), mask=g, mode="ste").sample
+            pred = denoise(gated, xt, t.to(device), y, mask=g, mode="ste")
         total += nn.functional.mse_loss(pred, eps, reduction="sum").item()
         count += eps.numel()
     return total / count
