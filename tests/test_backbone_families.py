@@ -157,3 +157,15 @@ def test_adm_architecture_blocks(name, count, kinds):
     # resblock down/up-sampling: the resampling resnets are blocks, and their shortcut resamples
     assert any("downsamplers" in b.name for b in blocks) and any("upsamplers" in b.name for b in blocks)
     assert model.config.resnet_time_scale_shift == "scale_shift"
+
+
+def test_pipeline_folder_with_transformer_and_vae(tmp_path):
+    from lees import load_backbone
+    from lees.latents import load_autoencoder
+
+    tiny_dit().save_pretrained(tmp_path / "transformer")
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    model = load_backbone(str(tmp_path))
+    assert type(model).__name__ == "DiTTransformer2DModel" and len(find_blocks(model)) == 3
+    assert type(load_autoencoder(tmp_path)).__name__ == "AutoencoderKL"
+    assert load_autoencoder(tmp_path / "transformer") is None

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 AUTOENCODER_SUBFOLDERS = ("vae", "vqvae")
+AUTOENCODERS = ("AutoencoderKL", "VQModel")
 
 
 def _scale(autoencoder: nn.Module) -> float:
@@ -43,6 +44,9 @@ def load_autoencoder(folder: str | Path, device: str | torch.device = "cpu") -> 
     for sub in AUTOENCODER_SUBFOLDERS:
         if (folder / sub / "config.json").is_file():
             config = diffusers.AutoencoderKL.load_config(folder, subfolder=sub)
+            if config.get("_class_name") not in AUTOENCODERS:
+                found = config.get("_class_name")
+                raise ValueError(f"{folder / sub} holds a {found}, not one of {', '.join(AUTOENCODERS)}")
             cls = getattr(diffusers, config["_class_name"])
             model = cls.from_pretrained(folder, subfolder=sub, use_safetensors=True, low_cpu_mem_usage=False)
             return model.eval().to(device)
