@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DModel
@@ -34,3 +35,21 @@ def tiny() -> UNet2DModel:
 def cifar_ddpm() -> UNet2DModel:
     """The google/ddpm-cifar10-32 architecture with random weights."""
     return build_architecture("ddpm-cifar10")
+
+
+@pytest.fixture
+def folder(tmp_path) -> str:
+    """A diffusers model folder holding the tiny UNet."""
+    tiny_unet().save_pretrained(tmp_path / "unet")
+    return str(tmp_path / "unet")
+
+
+@pytest.fixture
+def idx_data(tmp_path) -> str:
+    """A folder of idx files (32 train, 8 test images of random pixels), like MNIST's."""
+    from .test_data import write_idx
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 32), ("t10k", 8)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+    return str(tmp_path)

@@ -8,14 +8,6 @@ import pytest
 from lees import Schedule
 from lees.cli import main
 
-from .conftest import tiny_unet
-
-
-@pytest.fixture
-def folder(tmp_path):
-    tiny_unet().save_pretrained(tmp_path / "unet")
-    return str(tmp_path / "unet")
-
 
 def test_blocks_json_and_out(folder, tmp_path, capsys):
     assert main(["blocks", "--model", folder, "--json", "--out", str(tmp_path / "res")]) == 0
@@ -60,16 +52,6 @@ def test_sample_refuses_a_schedule_for_another_model(folder, tmp_path, capsys):
     argv = ["sample", "--model", folder, "--schedule", str(tmp_path / "s.json"), "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "the schedule is for 2 blocks, the model has 12" in capsys.readouterr().err
-
-
-@pytest.fixture
-def idx_data(tmp_path):
-    from .test_data import write_idx
-
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 32), ("t10k", 8)):
-        write_idx(tmp_path / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-    return str(tmp_path)
 
 
 def test_train_then_schedules(folder, idx_data, tmp_path, capsys):

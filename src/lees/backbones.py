@@ -188,7 +188,7 @@ def load_backbone(
     """
     if spec.startswith("arch:"):
         return build_architecture(spec[len("arch:") :], seed).to(device)
-    path = Path(spec).expanduser()
+    path = _embedded_or_path(spec)
     if path.exists():
         if not path.is_dir():
             raise BackboneError(f"{spec} is a file; --model takes a diffusers folder (with config.json)")

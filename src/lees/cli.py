@@ -7,6 +7,7 @@ import io
 import os
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from .files import atomic_write_text
@@ -44,6 +45,21 @@ def _timestep_list(text: str) -> list[int]:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+
+
+def _join_processes(device: str) -> str:
+    """Under torchrun, join the process group; the device this process uses."""
+    from .distributed import init_from_env, local_device
+
+    init_from_env(device)
+    return local_device(device)
+
+
+def _processes() -> str:
+    """ ", on N processes" under torchrun, else nothing (for the summary line of a command)."""
+    from .distributed import world
+
+    return f", on {world()[1]} processes" if world()[1] > 1 else ""
 
 
 def _autoencoder(spec: str, device: str):
@@ -128,6 +144,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     from .backbones import load_backbone, load_noise_scheduler
     from .blocks import find_blocks
+    from .distributed import is_main, sample_sharded
     from .files import atomic_write_bytes
     from .images import save_grid, to_uint8
     from .sampling import sample
@@ -136,20 +153,24 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.n < 1 or args.steps < 1:
         raise ValueError("-n and --steps must be positive")
     spec = args.model or "embedded"
-    model = load_backbone(spec, device=args.device, seed=args.seed)
+    device = _join_processes(args.device)
+    model = load_backbone(spec, device=device, seed=args.seed)
     schedule = Schedule.load(args.schedule, find_blocks(model)) if args.schedule else None
     noise = load_noise_scheduler(spec)
-    images = sample(
-        model, schedule, args.n, args.steps, args.sampler, args.seed, noise, args.batch_size, args.device,
-        timesteps=args.timesteps, decoder=_autoencoder(spec, args.device),
+    images = sample_sharded(
+        partial(sample, model, schedule), args.n, steps=args.steps, sampler=args.sampler, seed=args.seed,
+        noise=noise, batch_size=args.batch_size, device=device, timesteps=args.timesteps,
+        decoder=_autoencoder(spec, device),
     )  # fmt: skip
+    if not is_main():
+        return
     png = args.out if args.out.suffix == ".png" else args.out / "samples.png"
     save_grid(images, png)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, images=to_uint8(images))
     npz = atomic_write_bytes(png.with_suffix(".npz"), buffer.getvalue())
     steps = len(args.timesteps) if args.timesteps else args.steps
-    print(f"wrote {png} and {npz} ({args.n} samples, {steps} {args.sampler} steps)")
+    print(f"wrote {png} and {npz} ({args.n} samples, {steps} {args.sampler} steps{_processes()})")
 
 
 EPILOG_TRAIN = """example:
@@ -162,6 +183,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     """Train the 2K gate parameters of a frozen backbone; write gates, schedule, log and heat-map."""
     from .backbones import load_backbone, load_noise_scheduler
     from .data import load_images
+    from .distributed import is_main
     from .plots import gate_heatmap, schedule_map
     from .sampling import sampler_timesteps
     from .schedules import Schedule
@@ -177,27 +199,23 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     spec = args.model or "embedded"
-    model = load_backbone(spec, device=args.device, seed=args.seed)
+    device = _join_processes(args.device)
+    model = load_backbone(spec, device=device, seed=args.seed)
     noise = load_noise_scheduler(spec)
     images, _ = load_images(args.data, "train")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    autoencoder = _autoencoder(spec, args.device)
+    autoencoder = _autoencoder(spec, device)
     result = train_gates(
-        model,
-        images,
-        noise,
-        config,
-        device=args.device,
-        log_path=out / "train_log.jsonl",
-        autoencoder=autoencoder,
-    )
+        model, images, noise, config, device=device, log_path=out / "train_log.jsonl",
+        autoencoder=autoencoder, checkpoint=out / "checkpoint.safetensors",
+    )  # fmt: skip
+    if not is_main():
+        return
     held_out, _ = load_images(args.data, "test")
-    loss_full = held_out_loss(
-        model, result.blocks, held_out, noise, device=args.device, autoencoder=autoencoder
-    )
+    loss_full = held_out_loss(model, result.blocks, held_out, noise, device=device, autoencoder=autoencoder)
     loss_gated = held_out_loss(
-        model, result.blocks, held_out, noise, result.gate, device=args.device, autoencoder=autoencoder
+        model, result.blocks, held_out, noise, result.gate, device=device, autoencoder=autoencoder
     )
     timesteps = sampler_timesteps(noise, args.steps, args.sampler, args.timesteps)
     settings = config_dict(config) | {
@@ -221,11 +239,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     schedule_map(schedule, out / "schedule.png")
     stop = " (stopped early: the gates settled)" if result.stopped_early else ""
     print(
-        f"trained {len(result.log)} steps in {result.seconds:.1f} s{stop}; "
+        f"trained {len(result.log)} steps in {result.seconds:.1f} s{_processes()}{stop}; "
         f"on {len(timesteps)} {args.sampler} steps the schedule runs {schedule.executed_ratio:.1%} "
         f"of the blocks, {schedule.flop_ratio:.1%} of the FLOPs; "
         f"held-out loss {loss_gated:.5f} (full model {loss_full:.5f})"
     )
+    (out / "checkpoint.safetensors").unlink(missing_ok=True)  # only an interrupted run needs it
     written = ["gates.safetensors", "schedule.json", "train_log.jsonl", "gates.png", "schedule.png"]
     print(f"wrote {', '.join(str(out / name) for name in written)}")
 
@@ -594,10 +613,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, ArithmeticError) as err:
         if os.environ.get("LEES_DEBUG"):
             raise
-        print(f"lees {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())
+        print(f"lees {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

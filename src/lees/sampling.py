@@ -96,12 +96,15 @@ def sample(
     soft_gate: SigmoidTimeGate | None = None,
     timesteps: Sequence[int] | None = None,
     decoder: nn.Module | None = None,
+    first: int = 0,
 ) -> torch.Tensor:
     """``n`` samples in [-1, 1]; ``schedule`` says which blocks run at each step (None: all).
 
     ``soft_gate`` instead mixes every block by its gate value (ablation A1: soft gating at inference;
     no block is skipped). ``noise`` is the model's training noise schedule (default: DDPM's linear).
     ``timesteps`` replaces the ``steps`` evenly spaced ones; ``decoder`` decodes latents to images.
+    ``first`` is the index of the first sample: ``n`` samples from ``first`` on equal that slice of
+    a larger run (how shards and resumed runs continue a sequence).
     """
     if schedule is not None and soft_gate is not None:
         raise ValueError("give a schedule or a soft gate, not both")
@@ -132,7 +135,7 @@ def sample(
         leave=False,
     )
     for start in range(0, n, batch_size):
-        idx = range(start, min(n, start + batch_size))
+        idx = range(first + start, first + min(n, start + batch_size))
         gens = _generators(seed, idx, torch.device(device))
         labels = draw_labels(model, gens, torch.device(device))
         x = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])

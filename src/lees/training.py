@@ -26,11 +26,13 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .blocks import Blocks, find_blocks
-from .denoisers import denoise, num_classes
-from .files import atomic_write_bytes
+from .denoisers import denoise, latent_shape, num_classes
+from .distributed import all_mean, world
+from .files import atomic_write_bytes, atomic_write_text
 from .gates import SigmoidTimeGate, normalised_time, open_mask
 from .latents import encode
 from .skipping import GatedModel
@@ -98,24 +100,19 @@ def gate_kl(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> float:
     return float((p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).mean())
 
 
-def _batch(
-    backbone: nn.Module,
-    data: torch.Tensor,
-    labels: torch.Tensor | None,
-    idx: torch.Tensor,
-    autoencoder: nn.Module | None,
-    gen: torch.Generator,
-    device: str | torch.device,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Clean inputs of one batch (latents if there is an autoencoder) and their class labels."""
-    x0 = data[idx].to(device)
-    if autoencoder is not None:
-        x0 = encode(autoencoder, x0)
+def _labels(
+    backbone: nn.Module, labels: torch.Tensor | None, idx: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor | None:
+    """Class labels of a batch for a class-conditional backbone (uniform random when not given)."""
     classes = num_classes(backbone)
     if classes is None:
-        return x0, None
-    y = labels[idx] if labels is not None else torch.randint(0, classes, (len(idx),), generator=gen)
-    return x0, y.to(device)
+        return None
+    return labels[idx] if labels is not None else torch.randint(0, classes, (len(idx),), generator=gen)
+
+
+def _clean(x0: torch.Tensor, autoencoder: nn.Module | None) -> torch.Tensor:
+    """The denoiser's clean input: the images, or their latents for latent diffusion."""
+    return x0 if autoencoder is None else encode(autoencoder, x0)
 
 
 def _fingerprint(model: nn.Module) -> list[torch.Tensor]:
@@ -133,61 +130,86 @@ def train_gates(
     log_path: str | Path | None = None,
     labels: torch.Tensor | None = None,
     autoencoder: nn.Module | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 25,
 ) -> GateTrainResult:
     """Learn the 2K gate parameters of ``backbone`` on ``data`` (images in [-1, 1]), backbone frozen.
 
     ``labels`` are the class labels of ``data`` for a class-conditional backbone (uniform random
-    labels when not given); ``autoencoder`` encodes each batch for a latent denoiser.
+    labels when not given); ``autoencoder`` encodes each batch for a latent denoiser. With
+    ``checkpoint`` the run saves its whole state there every ``checkpoint_every`` steps and resumes
+    from it when started again, ending with the gates of an uninterrupted run. Under torchrun each
+    rank trains on its slice of the same global batch (see :mod:`lees.distributed`).
     """
     config = config or GateTrainConfig()
     blocks = blocks or find_blocks(backbone)
     backbone = backbone.to(device)
+    rank, world_size = world()
+    if config.batch_size % world_size:
+        raise ValueError(f"the batch size {config.batch_size} must divide among {world_size} processes")
+    local = slice(rank * config.batch_size // world_size, (rank + 1) * config.batch_size // world_size)
     gated = GatedModel(backbone, blocks)
     gate = SigmoidTimeGate(len(blocks)).to(device)
+    trained = DistributedDataParallel(gate) if world_size > 1 else gate
     weights = cost_weights(blocks, config.cost).to(device)
     opt = torch.optim.Adam(gate.parameters(), lr=config.lr, betas=config.betas)
     steps = config.steps or max(1, len(data) // config.batch_size)
     alphas = noise.alphas_cumprod.to(device)
     num_train = noise.config.num_train_timesteps
-    lam = config.lam
     before = _fingerprint(backbone)
     was_training = [p.requires_grad for p in backbone.parameters()]
     backbone.requires_grad_(False)
     backbone.eval()
     result = GateTrainResult(gate, blocks, config)
     t_grid = T_GRID.to(device)
+    state = {"step": 0, "lam": config.lam, "calm": 0, "seconds": 0.0}
     previous = gate(t_grid).detach()
-    calm = 0
     gen = torch.Generator().manual_seed(config.seed)
-    started = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"gates (lambda={lam:g})", unit="step", disable=not progress)
-    if log_path is not None:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    log_file = Path(log_path).open("w") if log_path is not None else None  # noqa: SIM115 - closed in finally
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state, previous, result.log = _resume(checkpoint, config, gate, opt, gen, device)
+    lam = state["lam"]
+    started = time.perf_counter() - state["seconds"]
+    main = rank == 0
+    shape = tuple(data.shape[1:]) if autoencoder is None else latent_shape(backbone)
+    last = state["step"] if state["calm"] >= config.patience else steps  # a resumed run that had stopped
+    bar = tqdm(
+        range(state["step"], last), initial=state["step"], total=steps,
+        desc=f"gates (lambda={config.lam:g})", unit="step", disable=not (progress and main),
+    )  # fmt: skip
+    log_file = _open_log(log_path, result.log) if main else None
     try:
         for step in bar:
+            rng = gen.get_state()  # this step's draws start here (what a checkpoint before it keeps)
             idx = torch.randint(0, len(data), (config.batch_size,), generator=gen)
-            x0, y = _batch(backbone, data, labels, idx, autoencoder, gen, device)
-            t = torch.randint(0, num_train, (config.batch_size,), generator=gen).to(device)
-            eps = torch.randn(x0.shape, generator=gen).to(device)
+            y = _labels(backbone, labels, idx, gen)
+            t = torch.randint(0, num_train, (config.batch_size,), generator=gen)
+            eps = torch.randn((config.batch_size, *shape), generator=gen)
+            idx, t, eps = idx[local], t[local].to(device), eps[local].to(device)
+            x0 = _clean(data[idx].to(device), autoencoder)
+            y = None if y is None else y[local].to(device)
             a = alphas[t].view(-1, *([1] * (x0.dim() - 1)))
             xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-            g = gate(normalised_time(t.cpu(), num_train).to(device))
+            g = trained(normalised_time(t.cpu(), num_train).to(device))
             diffusion = nn.functional.mse_loss(denoise(gated, xt, t, y, mask=g, mode="ste"), eps)
             compute = (g @ weights).mean()
             loss = diffusion + lam * compute
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss.item()} at step {step}; the gates stop here")
+            if not torch.isfinite(loss):  # the gates are still those of the last good step
+                where = ""
+                if checkpoint is not None and main:
+                    state.update(step=step, lam=lam, seconds=time.perf_counter() - started)
+                    _save_checkpoint(checkpoint, config, gate, opt, rng, previous, state, result.log)
+                    where = f"; the last good gates are in {checkpoint}"
+                raise FloatingPointError(f"the loss became {loss.item()} at step {step + 1}{where}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            executed = float((open_mask(g.detach()).float() @ weights).mean())
+            executed = all_mean(float((open_mask(g.detach()).float() @ weights).mean()))
             if config.target_ratio is not None:  # dual ascent: raise lambda while we run too much
                 lam = max(0.0, lam + config.dual_lr * (executed - config.target_ratio))
             row = {
                 "step": step + 1,
-                "loss": diffusion.item(),
-                "compute": compute.item(),
+                "loss": all_mean(diffusion.item()),
+                "compute": all_mean(compute.item()),
                 "ratio": executed,
                 "lambda": lam,
             }
@@ -196,7 +218,8 @@ def train_gates(
                 row["kl"] = gate_kl(current, previous)
                 row["grid_ratio"] = ratio(gate, weights)
                 previous = current
-                calm = (
+                calm = state["calm"]
+                state["calm"] = (
                     calm + 1 if config.early_stop_kl is not None and row["kl"] < config.early_stop_kl else 0
                 )
             result.log.append(row)
@@ -206,7 +229,15 @@ def train_gates(
             bar.set_postfix(
                 loss=f"{row['loss']:.4f}", compute=f"{row['compute']:.3f}", ratio=f"{executed:.2f}"
             )
-            if calm >= config.patience:
+            done = state["calm"] >= config.patience
+            if (
+                checkpoint is not None
+                and main
+                and ((step + 1) % checkpoint_every == 0 or step + 1 == steps or done)
+            ):
+                state.update(step=step + 1, lam=lam, seconds=time.perf_counter() - started)
+                _save_checkpoint(checkpoint, config, gate, opt, gen.get_state(), previous, state, result.log)
+            if done:
                 result.stopped_early = True
                 break
     finally:
@@ -218,8 +249,68 @@ def train_gates(
     after = _fingerprint(backbone)
     if not all(torch.equal(x, y) for x, y in zip(before, after, strict=True)):
         raise RuntimeError("a backbone parameter changed during gate training")
+    result.stopped_early = result.stopped_early or state["calm"] >= config.patience
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _open_log(log_path: str | Path | None, rows: list[dict]):
+    """The JSONL log, rewritten with the rows a resumed run keeps, open for appending."""
+    if log_path is None:
+        return None
+    atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in rows))
+    return Path(log_path).open("a")
+
+
+CHECKPOINT_FORMAT = "lees.gate-checkpoint"
+
+
+def _save_checkpoint(path, config, gate, opt, rng, previous, state, log) -> None:
+    """Everything a resumed run needs (``rng``: the generator state to go on from), written atomically."""
+    tensors = {"a": gate.a.detach().cpu(), "b": gate.b.detach().cpu(), "rng": rng}
+    tensors["previous"] = previous.cpu()
+    for i, param_state in opt.state_dict()["state"].items():
+        for key, value in param_state.items():
+            tensors[f"adam.{i}.{key}"] = torch.as_tensor(value).cpu()
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "config": json.dumps(config_dict(config)),
+        "state": json.dumps(state),
+        "log": json.dumps(log),
+    }
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
+
+
+def _resume(path, config, gate, opt, gen, device):
+    """Load a checkpoint written by :func:`_save_checkpoint` into the fresh gate, optimizer and RNG."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(
+            f"{path} is not a readable gate checkpoint ({err}); delete it to start over"
+        ) from None
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a lees gate checkpoint; delete it to start over")
+    if json.loads(metadata["config"]) != config_dict(config):
+        raise ValueError(
+            f"{path} was written by a run with other settings; delete it or choose another folder"
+        )
+    with torch.no_grad():
+        gate.a.copy_(tensors["a"])
+        gate.b.copy_(tensors["b"])
+    adam = opt.state_dict()
+    adam["state"] = {}
+    for key, value in tensors.items():
+        if key.startswith("adam."):
+            _, i, name = key.split(".")
+            adam["state"].setdefault(int(i), {})[name] = value if name == "step" else value.to(device)
+    opt.load_state_dict(adam)
+    gen.set_state(tensors["rng"])
+    return json.loads(metadata["state"]), tensors["previous"].to(device), json.loads(metadata["log"])
 
 
 @torch.no_grad()
@@ -244,7 +335,9 @@ def held_out_loss(
     total, count = 0.0, 0
     for i in range(0, min(n, len(data)), batch_size):
         idx = torch.arange(i, min(n, len(data), i + batch_size))
-        x0, y = _batch(backbone, data, labels, idx, autoencoder, gen, device)
+        x0 = _clean(data[idx].to(device), autoencoder)
+        y = _labels(backbone, labels, idx, gen)
+        y = None if y is None else y.to(device)
         t = torch.randint(0, num_train, (len(x0),), generator=gen)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         a = alphas[t.to(device)].view(-1, *([1] * (x0.dim() - 1)))
