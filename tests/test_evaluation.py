@@ -6,7 +6,7 @@ from diffusers import DDPMScheduler
 from lees import find_blocks
 from lees.backbones import DDPM_NOISE
 from lees.evaluation import ase_grid, score_schedule
-from lees.sampling import sampler_timesteps
+from lees.sampling import sample, sampler_timesteps
 
 
 def pixels(images: torch.Tensor) -> np.ndarray:
@@ -33,3 +33,51 @@ def test_score_and_grid(tiny):
     assert grid.best.settings["drop_length"] == best["drop_length"] and grid.best.source == "ase"
     with pytest.raises(ValueError, match="no ASE schedule"):
         ase_grid(tiny, noise, blocks, timesteps, pixels, reference, budget=0.01, n=8, progress=False)
+
+
+def test_running_gaussian_equals_numpy():
+    from lees.metrics import RunningGaussian
+
+    feats = np.random.default_rng(0).normal(3.0, 2.0, (103, 5))
+    moments = RunningGaussian()
+    for i in range(0, 103, 10):
+        moments.update(feats[i : i + 10])
+    assert moments.count == 103
+    assert np.allclose(moments.mean, feats.mean(0)) and np.allclose(moments.cov, np.cov(feats, rowvar=False))
+
+
+def test_streamed_score_is_the_same_whatever_the_batch_and_survives_interruption(tiny, tmp_path):
+    from lees.metrics import fd
+
+    noise = DDPMScheduler(**DDPM_NOISE)
+    reference = pixels(torch.rand(64, 1, 16, 16) * 2 - 1)
+    whole = score_schedule(tiny, noise, None, pixels, reference, n=20, steps=2, batch_size=20)
+    images = sample(tiny, None, 20, 2, noise=noise, progress=False)
+    assert whole.fd == pytest.approx(fd(pixels(images), reference), rel=1e-6)  # streamed == all at once
+    small = score_schedule(tiny, noise, None, pixels, reference, n=20, steps=2, batch_size=6)
+    assert small.fd == pytest.approx(whole.fd, rel=1e-4) and small.kid == pytest.approx(whole.kid, rel=1e-3)
+
+    calls = 0
+
+    def dies_on_third_batch(batch):
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt  # as when a long FID run is stopped
+        return pixels(batch)
+
+    state = tmp_path / "score.npz"
+    with pytest.raises(KeyboardInterrupt):
+        score_schedule(
+            tiny, noise, None, dies_on_third_batch, reference, n=20, steps=2, batch_size=6, state=state
+        )
+    assert state.is_file()
+    resumed = score_schedule(
+        tiny, noise, None, dies_on_third_batch, reference, n=20, steps=2, batch_size=6, state=state
+    )
+    assert calls == 3 + 2  # the two finished batches were not redone
+    assert resumed.fd == pytest.approx(small.fd, rel=1e-9) and resumed.kid == pytest.approx(
+        small.kid, rel=1e-9
+    )
+    with pytest.raises(ValueError, match="another scoring run"):
+        score_schedule(tiny, noise, None, pixels, reference, n=21, steps=2, batch_size=6, state=state)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
 from torch import nn
+from tqdm.auto import tqdm
 
 from .baselines import ase_schedule
 from .blocks import Blocks
-from .metrics import fd, kid
+from .files import atomic_write_bytes
+from .metrics import RunningGaussian, frechet_distance, gaussian, kid
 from .sampling import sample
 from .schedules import Schedule
 
@@ -47,29 +52,65 @@ def score_schedule(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     sampler: str = "ddpm",
+    kid_n: int = 1000,
+    state: str | Path | None = None,
+    progress: bool = False,
 ) -> Score:
     """Sample ``n`` images with ``schedule`` (None: full model), time it, score them against ``reference``.
 
-    With a schedule the sampler visits the schedule's own timesteps (evenly spaced or custom).
+    Streams: each batch is sampled, turned into features and dropped, so memory stays flat in ``n``
+    (FD from running moments; KID on the first ``kid_n`` samples). Only sampling is timed. With a
+    schedule the sampler visits the schedule's own timesteps. With ``state`` the progress is saved
+    after every batch and an interrupted run picks up where it stopped, to the same result.
     """
-    started = time.perf_counter()
-    images = sample(
-        model,
-        schedule,
-        n,
-        steps,
-        sampler,
-        seed=seed,
-        noise=noise,
-        batch_size=batch_size,
-        device=device,
-        progress=False,
-        timesteps=schedule.timesteps if schedule is not None else None,
+    moments, kid_feats, seconds, done = RunningGaussian(), [], 0.0, 0
+    key = {"n": n, "steps": steps, "seed": seed, "sampler": sampler, "batch_size": batch_size,
+           "schedule": None if schedule is None else schedule.table.tobytes().hex()}  # fmt: skip
+    if state is not None and Path(state).is_file():
+        moments, kid_feats, seconds, done = _load_state(state, key)
+    bar = tqdm(total=n, initial=done, desc="sampling + features", unit="img", disable=not progress)
+    while done < n:
+        count = min(batch_size, n - done)
+        started = time.perf_counter()
+        images = sample(
+            model, schedule, count, steps, sampler, seed=seed, noise=noise, batch_size=batch_size,
+            device=device, progress=False, first=done,
+            timesteps=schedule.timesteps if schedule is not None else None,
+        )  # fmt: skip
+        seconds += time.perf_counter() - started
+        feats = extractor(images)
+        moments.update(feats)
+        kid_feats.extend(feats[: max(0, kid_n - done)])
+        done += count
+        bar.update(count)
+        if state is not None:
+            _save_state(state, key, moments, kid_feats, seconds, done)
+    bar.close()
+    kid_feats = np.asarray(kid_feats)
+    kid_mean, kid_std = kid(
+        kid_feats, reference, subsets=50, subset_size=min(1000, len(kid_feats), len(reference))
     )
-    seconds = time.perf_counter() - started
-    feats = np.concatenate([extractor(images[i : i + 500]) for i in range(0, n, 500)])
-    kid_mean, kid_std = kid(feats, reference, subsets=50, subset_size=min(1000, n, len(reference)))
-    return Score(fd(feats, reference), kid_mean, kid_std, seconds, n)
+    return Score(
+        frechet_distance(moments.mean, moments.cov, *gaussian(reference)), kid_mean, kid_std, seconds, n
+    )
+
+
+def _save_state(path, key, moments, kid_feats, seconds, done) -> None:
+    buffer = io.BytesIO()
+    np.savez(
+        buffer, key=json.dumps(key), total=moments.total, outer=moments.outer, count=moments.count,
+        kid=np.asarray(kid_feats), seconds=seconds, done=done,
+    )  # fmt: skip
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_state(path, key):
+    with np.load(path) as z:
+        if json.loads(str(z["key"])) != key:
+            raise ValueError(f"{path} belongs to another scoring run; delete it to start over")
+        moments = RunningGaussian()
+        moments.total, moments.outer, moments.count = z["total"], z["outer"], int(z["count"])
+        return moments, list(z["kid"]), float(z["seconds"]), int(z["done"])
 
 
 @dataclass

@@ -140,6 +140,34 @@ def gaussian(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return feats.mean(0), np.cov(feats, rowvar=False)
 
 
+class RunningGaussian:
+    """Mean and covariance of features seen batch by batch, in memory that does not grow with N."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total: np.ndarray | float = 0.0
+        self.outer: np.ndarray | float = 0.0
+
+    def update(self, feats: np.ndarray) -> None:
+        """Add a batch of features (N x D)."""
+        feats = np.asarray(feats, dtype=np.float64)
+        self.count += len(feats)
+        self.total = self.total + feats.sum(0)
+        self.outer = self.outer + feats.T @ feats
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / self.count
+
+    @property
+    def cov(self) -> np.ndarray:
+        """Unbiased covariance, as ``np.cov`` gives it."""
+        if self.count < 2:
+            raise ValueError("a covariance needs at least 2 samples")
+        mean = self.mean
+        return (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
+
+
 def fd(feats1: np.ndarray, feats2: np.ndarray) -> float:
     """Fréchet distance between the Gaussians fitted to two feature sets."""
     return frechet_distance(*gaussian(feats1), *gaussian(feats2))
