@@ -329,7 +329,8 @@ def cmd_schedule(args: argparse.Namespace) -> None:
 EPILOG_EVAL = """example:
   lees eval --model embedded --schedule runs/ase/schedule.json --schedule runs/lees/schedule.json \\
             -n 256 --seeds 0 1 2 --out runs/eval
-(no --schedule: the full model; the first two are compared by a paired t-test over seeds)
+(no --schedule: the full model; the first two are compared by a paired t-test over seeds;
+ an interrupted run picks up from OUT/work/ when run again)
 """
 
 
@@ -358,10 +359,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     extractor = EXTRACTORS[args.metric](args.device)
     reference = reference_features(extractor, args.data, "train", n=args.reference_n)
     results = {}
-    for name, schedule in schedules.items():
+    for k, (name, schedule) in enumerate(schedules.items()):
         scores = [
             score_schedule(model, noise, schedule, extractor, reference, args.n, schedule.num_steps, seed,
-                           device=args.device, sampler=args.sampler)
+                           device=args.device, sampler=args.sampler, progress=True,
+                           state=args.out / "work" / f"schedule{k}-seed{seed}.npz")
             for seed in args.seeds
         ]  # fmt: skip
         row = {
