@@ -12,12 +12,13 @@ from lees.training import load_gate
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _run(nproc: int, argv: list[str]) -> str:
+def _run(nproc: int, argv: list[str], env: dict | None = None) -> str:
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    result = subprocess.run([*launch, "-m", "lees.cli", *argv], env=ENV, capture_output=True, text=True)
+    env = {**ENV, **(env or {})}
+    result = subprocess.run([*launch, "-m", "lees.cli", *argv], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (", on 2 processes" in result.stdout) == (nproc == 2)  # really sharded, and only rank 0 reports
-    assert len(result.stdout.strip().splitlines()) == (1 if argv[0] == "sample" else 2)
+    assert len(result.stdout.strip().splitlines()) == {"sample": 1, "train": 2, "eval": 2}[argv[0]]
     return result.stdout
 
 
@@ -42,3 +43,15 @@ def test_two_process_gate_training_equals_one(folder, idx_data, tmp_path):
     assert names1 == names2
     assert torch.allclose(one.a, two.a, atol=1e-5) and torch.allclose(one.b, two.b, atol=1e-5)
     assert one.a.abs().sum() > 0  # the gates did move
+
+
+def test_two_process_evaluation_equals_one(folder, idx_data, tmp_path):
+    import json
+
+    common = ["eval", "--model", folder, "--data", idx_data, "-n", "9", "--steps", "2", "--seeds", "0", "1"]
+    cache = {"LEES_CACHE": str(tmp_path / "cache")}
+    _run(1, [*common, "--out", str(tmp_path / "one")], cache)
+    _run(2, [*common, "--out", str(tmp_path / "two")], cache)
+    one = json.loads((tmp_path / "one" / "eval.json").read_text())["results"]["full"]
+    two = json.loads((tmp_path / "two" / "eval.json").read_text())["results"]["full"]
+    assert np.allclose(one["fd"], two["fd"], rtol=1e-5) and np.allclose(one["kid"], two["kid"], rtol=1e-4)

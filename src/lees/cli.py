@@ -340,6 +340,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     from .backbones import load_backbone, load_noise_scheduler
     from .blocks import find_blocks
+    from .distributed import is_main
     from .evaluation import score_schedule
     from .metrics import EXTRACTORS, reference_features
     from .reports import mean_std, paired_t
@@ -347,7 +348,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .schedules import Schedule
 
     spec = args.model or "embedded"
-    model = load_backbone(spec, device=args.device)
+    device = _join_processes(args.device)
+    say = print if is_main() else (lambda *a, **k: None)  # under torchrun only rank 0 reports
+    model = load_backbone(spec, device=device)
     noise = load_noise_scheduler(spec)
     blocks = find_blocks(model)
     schedules = {str(p): Schedule.load(p, blocks) for p in args.schedule}
@@ -356,13 +359,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
         schedules = {"full": Schedule.full(blocks, timesteps)}
     if args.n < 2 or not args.seeds:
         raise ValueError("need -n >= 2 and at least one seed")
-    extractor = EXTRACTORS[args.metric](args.device)
+    extractor = EXTRACTORS[args.metric](device)
     reference = reference_features(extractor, args.data, "train", n=args.reference_n)
     results = {}
     for k, (name, schedule) in enumerate(schedules.items()):
         scores = [
             score_schedule(model, noise, schedule, extractor, reference, args.n, schedule.num_steps, seed,
-                           device=args.device, sampler=args.sampler, progress=True,
+                           device=device, sampler=args.sampler, progress=True,
                            state=args.out / "work" / f"schedule{k}-seed{seed}.npz")
             for seed in args.seeds
         ]  # fmt: skip
@@ -377,7 +380,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         results[name] = row
         fd_m, fd_s = mean_std(row["fd"])
         lat_m, lat_s = mean_std(row["seconds_per_100"])
-        print(
+        say(
             f"{name}: {args.metric} FD {fd_m:.3f} ± {fd_s:.3f}, {lat_m:.2f} ± {lat_s:.2f} s/100 img, "
             f"blocks {schedule.executed_ratio:.1%}, FLOPs {schedule.flop_ratio:.1%}"
         )
@@ -386,9 +389,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if len(names) >= 2 and len(args.seeds) >= 2:
         t, p = paired_t(results[names[0]]["fd"], results[names[1]]["fd"])
         report["t_test"] = {"a": names[0], "b": names[1], "t": t, "p": p}
-        print(f"paired t-test on FD, {names[0]} vs {names[1]}: t = {t:.3f}, p = {p:.4g}")
-    path = atomic_write_text(args.out / "eval.json", json.dumps(report, indent=1) + "\n")
-    print(f"wrote {path}")
+        say(f"paired t-test on FD, {names[0]} vs {names[1]}: t = {t:.3f}, p = {p:.4g}")
+    if is_main():
+        path = atomic_write_text(args.out / "eval.json", json.dumps(report, indent=1) + "\n")
+        say(f"wrote {path}{_processes()}")
 
 
 EPILOG_REPRODUCE = """examples:

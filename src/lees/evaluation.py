@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from diffusers import DDPMScheduler
 from torch import nn
 from tqdm.auto import tqdm
 
 from .baselines import ase_schedule
 from .blocks import Blocks
+from .distributed import is_main, shard, world
 from .files import atomic_write_bytes
 from .metrics import RunningGaussian, frechet_distance, gaussian, kid
 from .sampling import sample
@@ -63,14 +65,18 @@ def score_schedule(
     schedule the sampler visits the schedule's own timesteps. With ``state`` the progress is saved
     after every batch and an interrupted run picks up where it stopped, to the same result.
     """
-    moments, kid_feats, seconds, done = RunningGaussian(), [], 0.0, 0
+    part = shard(n)  # under torchrun this rank's slice of the samples; else all of them
+    moments, kid_feats, seconds, done = RunningGaussian(), [], 0.0, part.start
+    if state is not None and world()[1] > 1:
+        state = Path(f"{state}.rank{world()[0]}")
     key = {"n": n, "steps": steps, "seed": seed, "sampler": sampler, "batch_size": batch_size,
            "schedule": None if schedule is None else schedule.table.tobytes().hex()}  # fmt: skip
     if state is not None and Path(state).is_file():
         moments, kid_feats, seconds, done = _load_state(state, key)
-    bar = tqdm(total=n, initial=done, desc="sampling + features", unit="img", disable=not progress)
-    while done < n:
-        count = min(batch_size, n - done)
+    bar = tqdm(total=len(part), initial=done - part.start, desc="sampling + features", unit="img",
+               disable=not (progress and is_main()))  # fmt: skip
+    while done < part.stop:
+        count = min(batch_size, part.stop - done)
         started = time.perf_counter()
         images = sample(
             model, schedule, count, steps, sampler, seed=seed, noise=noise, batch_size=batch_size,
@@ -86,6 +92,8 @@ def score_schedule(
         if state is not None:
             _save_state(state, key, moments, kid_feats, seconds, done)
     bar.close()
+    if world()[1] > 1:
+        moments, kid_feats, seconds = _gather(moments, kid_feats, seconds)
     kid_feats = np.asarray(kid_feats)
     kid_mean, kid_std = kid(
         kid_feats, reference, subsets=50, subset_size=min(1000, len(kid_feats), len(reference))
@@ -93,6 +101,20 @@ def score_schedule(
     return Score(
         frechet_distance(moments.mean, moments.cov, *gaussian(reference)), kid_mean, kid_std, seconds, n
     )
+
+
+def _gather(moments: RunningGaussian, kid_feats: list, seconds: float):
+    """Moments summed over ranks, KID features in sample order, the slowest rank's time."""
+    parts: list = [None] * world()[1]
+    dist.all_gather_object(parts, (moments.count, moments.total, moments.outer, kid_feats, seconds))
+    merged = RunningGaussian()
+    for count, total, outer, _, _ in parts:
+        merged.count, merged.total, merged.outer = (
+            merged.count + count,
+            merged.total + total,
+            merged.outer + outer,
+        )
+    return merged, [f for part in parts for f in part[3]], max(part[4] for part in parts)
 
 
 def _save_state(path, key, moments, kid_feats, seconds, done) -> None:
