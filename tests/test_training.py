@@ -83,8 +83,18 @@ def test_gate_file_round_trip(tmp_path, setup):
         ({"target_ratio": 0.0}, r"must lie in \(0, 1\]"),
         ({"target_ratio": 1.5}, r"must lie in \(0, 1\]"),
         ({"cost": "time"}, "cost must be"),
+        ({"estimator": "gumbel"}, "estimator must be"),
     ],
 )
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GateTrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("estimator", ["ste", "soft"])
+def test_both_estimators_give_gates_finite_nonzero_gradients(setup, estimator):
+    model, data, noise, blocks = setup
+    config = GateTrainConfig(steps=1, batch_size=8, estimator=estimator)
+    result = train_gates(model, data, noise, config, blocks, progress=False)
+    grads = [result.gate.a.grad, result.gate.b.grad]
+    assert all(torch.isfinite(g).all() and (g != 0).all() for g in grads)

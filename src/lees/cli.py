@@ -197,6 +197,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         target_ratio=args.target_ratio,
         early_stop_kl=args.early_stop_kl,
         seed=args.seed,
+        estimator=args.estimator,
     )
     spec = args.model or "embedded"
     device = _join_processes(args.device)
@@ -483,6 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-ratio", type=float, default=None, help="adapt lambda to land on this ratio")
     p.add_argument(
         "--cost", choices=("blocks", "flops"), default="blocks", help="what the compute term counts"
+    )
+    p.add_argument(
+        "--estimator",
+        choices=("soft", "ste"),
+        default="soft",
+        help="gradient of the gates: soft (blocks mixed by g while training; default) or ste (the paper's "
+        "straight-through estimator, which collapses on the embedded model; see docs/method.md)",
     )
     p.add_argument("--train-steps", type=int, default=None, help="optimisation steps (default: one epoch)")
     p.add_argument("--batch-size", type=int, default=64)

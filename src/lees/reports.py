@@ -26,6 +26,7 @@ METHODS = {
     "lees-0.01": "LEES hard, lambda=0.01",
     "lees-0.05": "LEES hard, lambda=0.05",
     "lees-0.1": "LEES hard, lambda=0.1",
+    "ste": "LEES trained with the paper's STE (lambda=0.05)",
     "soft": "A1 LEES soft gating (lambda=0.05)",
     "lambda-0": "A2 LEES lambda=0",
     "random": "A3 random fixed gates (LEES-0.05 ratio)",

@@ -50,6 +50,7 @@ class GateTrainConfig:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     cost: str = "blocks"  # or "flops"
+    estimator: str = "soft"  # or "ste" (the paper's straight-through estimator; see docs/method.md)
     target_ratio: float | None = None
     dual_lr: float = 0.05
     kl_every: int = 50
@@ -62,6 +63,8 @@ class GateTrainConfig:
             raise ValueError(f"lambda must be >= 0, got {self.lam}")
         if self.target_ratio is not None and not 0 < self.target_ratio <= 1:
             raise ValueError(f"the target ratio must lie in (0, 1], got {self.target_ratio}")
+        if self.estimator not in ("ste", "soft"):
+            raise ValueError(f"estimator must be ste or soft, got {self.estimator!r}")
         if self.cost not in ("blocks", "flops"):
             raise ValueError(f"cost must be blocks or flops, got {self.cost!r}")
         if self.batch_size < 1 or (self.steps is not None and self.steps < 1):
@@ -190,7 +193,7 @@ def train_gates(
             a = alphas[t].view(-1, *([1] * (x0.dim() - 1)))
             xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
             g = trained(normalised_time(t.cpu(), num_train).to(device))
-            diffusion = nn.functional.mse_loss(denoise(gated, xt, t, y, mask=g, mode="ste"), eps)
+            diffusion = nn.functional.mse_loss(denoise(gated, xt, t, y, mask=g, mode=config.estimator), eps)
             compute = (g @ weights).mean()
             loss = diffusion + lam * compute
             if not torch.isfinite(loss):  # the gates are still those of the last good step
