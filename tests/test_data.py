@@ -56,3 +56,15 @@ def test_missing_dataset_says_what_to_install(monkeypatch, tmp_path):
         DataError, match="mnist is not installed here; install it with: bash scripts/setup.sh"
     ):
         dataset_folder("mnist")
+
+
+def test_cifar10_binary_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, n in [(f"data_batch_{i}.bin", 3) for i in range(1, 6)] + [("test_batch.bin", 2)]:
+        records = np.concatenate([rng.integers(0, 10, (n, 1)), rng.integers(0, 256, (n, 3072))], axis=1)
+        records.astype(np.uint8).tofile(tmp_path / name)
+    x, y = load_images(str(tmp_path), "train")
+    assert x.shape == (15, 3, 32, 32) and y.shape == (15,) and x.min() >= -1 and x.max() <= 1
+    raw = np.fromfile(tmp_path / "data_batch_1.bin", dtype=np.uint8).reshape(-1, 3073)
+    assert y[0] == raw[0, 0] and abs(float(x[0, 0, 0, 0]) - (raw[0, 1] / 127.5 - 1.0)) < 1e-6
+    assert load_images(str(tmp_path), "test")[0].shape == (2, 3, 32, 32)

@@ -78,7 +78,8 @@ def dataset_folder(name_or_path: str) -> Path:
         return path
     if name_or_path not in SEARCH_PATHS:
         raise DataError(
-            f"unknown dataset {name_or_path!r}: give {', '.join(SEARCH_PATHS)} or a folder of idx files"
+            f"unknown dataset {name_or_path!r}: give {', '.join(SEARCH_PATHS)}, a folder of idx files "
+            "or one of CIFAR-10 binary batches"
         )
     for folder in (data_home() / name_or_path, *map(Path, SEARCH_PATHS[name_or_path])):
         if _find_file(folder, _FILES[("train", "images")]):
@@ -86,11 +87,37 @@ def dataset_folder(name_or_path: str) -> Path:
     raise DataError(f"{name_or_path} is not installed here; install it with: {INSTALL_HINTS[name_or_path]}")
 
 
+CIFAR_BATCHES = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}
+
+
+def read_cifar10(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The CIFAR-10 binary version (``cifar-10-batches-bin``): records of 1 label byte + 3x32x32 bytes."""
+    images, labels = [], []
+    for name in CIFAR_BATCHES[split]:
+        raw = np.fromfile(folder / name, dtype=np.uint8)
+        if raw.size % 3073:
+            raise DataError(f"{folder / name} is not a CIFAR-10 binary batch (size {raw.size})")
+        records = raw.reshape(-1, 3073)
+        labels.append(records[:, 0])
+        images.append(records[:, 1:].reshape(-1, 3, 32, 32))
+    return np.concatenate(images), np.concatenate(labels)
+
+
 def load_images(name_or_path: str, split: str = "train", size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 1, size, size) in [-1, 1], zero-padded from 28x28 (i.e. padded with -1), and labels."""
+    """Images (N, C, size, size) in [-1, 1], zero-padded from 28x28 (i.e. padded with -1), and labels.
+
+    A folder of idx files gives grayscale images (C = 1); a folder of the CIFAR-10 binary batches
+    (``data_batch_1.bin`` ...) gives colour ones (C = 3).
+    """
     if split not in ("train", "test"):
         raise DataError(f"split must be train or test, got {split!r}")
     folder = dataset_folder(name_or_path)
+    if (folder / CIFAR_BATCHES[split][0]).is_file():
+        images, labels = read_cifar10(folder, split)
+        x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)
+        if size != 32:
+            raise DataError(f"CIFAR-10 images are 32x32, not {size}x{size}")
+        return x, torch.from_numpy(labels.astype(np.int64))
     files = {kind: _find_file(folder, _FILES[(split, kind)]) for kind in ("images", "labels")}
     if files["images"] is None:
         raise DataError(f"no {_FILES[(split, 'images')]}[.gz] in {folder}")
