@@ -65,11 +65,11 @@ def sample_sharded(sample_fn: Callable[..., torch.Tensor], n: int, **kwargs) -> 
     return torch.cat(gathered)
 
 
-def all_mean(value: float) -> float:
-    """The mean of a scalar over all ranks (the value itself when not distributed)."""
+def all_mean(*values: float) -> list[float]:
+    """Each scalar's mean over all ranks, in one reduction (the values themselves when not distributed)."""
     if world()[1] == 1:
-        return value
+        return list(values)
     on = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    tensor = torch.tensor([value], dtype=torch.float64, device=on)
+    tensor = torch.tensor(values, dtype=torch.float64, device=on)
     dist.all_reduce(tensor)
-    return float(tensor.item()) / world()[1]
+    return (tensor / world()[1]).tolist()

@@ -106,15 +106,11 @@ def score_schedule(
 def _gather(moments: RunningGaussian, kid_feats: list, seconds: float):
     """Moments summed over ranks, KID features in sample order, the slowest rank's time."""
     parts: list = [None] * world()[1]
-    dist.all_gather_object(parts, (moments.count, moments.total, moments.outer, kid_feats, seconds))
+    dist.all_gather_object(parts, (moments, kid_feats, seconds))
     merged = RunningGaussian()
-    for count, total, outer, _, _ in parts:
-        merged.count, merged.total, merged.outer = (
-            merged.count + count,
-            merged.total + total,
-            merged.outer + outer,
-        )
-    return merged, [f for part in parts for f in part[3]], max(part[4] for part in parts)
+    for part_moments, _, _ in parts:
+        merged.merge(part_moments)
+    return merged, [f for part in parts for f in part[1]], max(part[2] for part in parts)
 
 
 def _save_state(path, key, moments, kid_feats, seconds, done) -> None:

@@ -155,6 +155,12 @@ class RunningGaussian:
         self.total = self.total + feats.sum(0)
         self.outer = self.outer + feats.T @ feats
 
+    def merge(self, other: RunningGaussian) -> None:
+        """Add the features another accumulator has seen (e.g. another process's shard)."""
+        self.count += other.count
+        self.total = self.total + other.total
+        self.outer = self.outer + other.outer
+
     @property
     def mean(self) -> np.ndarray:
         return self.total / self.count

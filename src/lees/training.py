@@ -206,13 +206,14 @@ def train_gates(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            executed = all_mean(float((open_mask(g.detach()).float() @ weights).mean()))
+            executed = float((open_mask(g.detach()).float() @ weights).mean())
+            executed, diffusion_mean, compute_mean = all_mean(executed, diffusion.item(), compute.item())
             if config.target_ratio is not None:  # dual ascent: raise lambda while we run too much
                 lam = max(0.0, lam + config.dual_lr * (executed - config.target_ratio))
             row = {
                 "step": step + 1,
-                "loss": all_mean(diffusion.item()),
-                "compute": all_mean(compute.item()),
+                "loss": diffusion_mean,
+                "compute": compute_mean,
                 "ratio": executed,
                 "lambda": lam,
             }
@@ -221,10 +222,8 @@ def train_gates(
                 row["kl"] = gate_kl(current, previous)
                 row["grid_ratio"] = ratio(gate, weights)
                 previous = current
-                calm = state["calm"]
-                state["calm"] = (
-                    calm + 1 if config.early_stop_kl is not None and row["kl"] < config.early_stop_kl else 0
-                )
+                settled = config.early_stop_kl is not None and row["kl"] < config.early_stop_kl
+                state["calm"] = state["calm"] + 1 if settled else 0
             result.log.append(row)
             if log_file is not None:
                 log_file.write(json.dumps(row) + "\n")
@@ -286,16 +285,7 @@ def _save_checkpoint(path, config, gate, opt, rng, previous, state, log) -> None
 
 def _resume(path, config, gate, opt, gen, device):
     """Load a checkpoint written by :func:`_save_checkpoint` into the fresh gate, optimizer and RNG."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(path)
-    except (SafetensorError, OSError) as err:
-        raise ValueError(
-            f"{path} is not a readable gate checkpoint ({err}); delete it to start over"
-        ) from None
+    tensors, metadata = _read_safetensors(path, "gate checkpoint (delete it to start over)")
     if metadata.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a lees gate checkpoint; delete it to start over")
     if json.loads(metadata["config"]) != config_dict(config):
@@ -362,15 +352,24 @@ def save_gate(gate: SigmoidTimeGate, block_names: Sequence[str], path: str | Pat
     return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
-def load_gate(path: str | Path) -> tuple[SigmoidTimeGate, list[str]]:
-    """Read a gate written by :func:`save_gate`: the gate and the block names it was trained for."""
+def _read_safetensors(path: str | Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; a ValueError naming ``what`` if it cannot be read."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), "pt") as f:
-            names = json.loads((f.metadata() or {}).get("block_names", "null"))
-        tensors = load_file(path)
-    except (SafetensorError, json.JSONDecodeError) as err:
+            metadata = f.metadata() or {}
+        return load_file(path), metadata
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable {what}: {err}") from None
+
+
+def load_gate(path: str | Path) -> tuple[SigmoidTimeGate, list[str]]:
+    """Read a gate written by :func:`save_gate`: the gate and the block names it was trained for."""
+    tensors, metadata = _read_safetensors(path, "gate file")
+    try:
+        names = json.loads(metadata.get("block_names", "null"))
+    except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not a readable gate file: {err}") from None
     if names is None or set(tensors) != {"a", "b"} or tensors["a"].shape != (len(names),):
         raise ValueError(f"{path} is not a lees gate file")
