@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -6,8 +8,9 @@ from PIL import Image
 
 from lees import Schedule, find_blocks
 from lees.backbones import DDPM_NOISE
+from lees.gates import SigmoidTimeGate
 from lees.images import save_grid
-from lees.sampling import sample, sampler_timesteps
+from lees.sampling import sample, sample_lockstep, sampler_timesteps
 
 
 @pytest.fixture
@@ -115,3 +118,31 @@ def test_custom_timesteps_with_a_schedule(tiny, noise, sampler):
     for bad, message in [([5, 10], "descending"), ([1000, 5], r"\[0, 1000\)"), ([], "empty")]:
         with pytest.raises(ValueError, match=message):
             sample(tiny, None, 1, sampler=sampler, timesteps=bad, noise=noise, progress=False)
+
+
+def test_lockstep_gives_each_method_its_own_samples_and_time(tiny, noise):
+    blocks = find_blocks(tiny)
+    timesteps = sampler_timesteps(noise, 4)
+    table = np.ones((len(blocks), 4), dtype=bool)
+    table[0] = False  # never runs block 0
+    skip0 = Schedule(table, blocks.names, timesteps)
+    gate = SigmoidTimeGate(len(blocks))
+    with torch.no_grad():
+        gate.b.fill_(1.0)
+    methods = {"full": None, "skip0": skip0, "soft": gate}
+    inner = next(dict(tiny.named_modules())[blocks.names[0]].children())  # runs only inside block 0
+    inner.register_forward_pre_hook(lambda *_: time.sleep(0.02))  # 20 ms whenever block 0 runs
+    runs = sample_lockstep(tiny, methods, 3, steps=4, seed=2, noise=noise, batch_size=2, progress=False)
+    alone = {
+        "full": sample(tiny, None, 3, steps=4, seed=2, noise=noise, batch_size=2, progress=False),
+        "skip0": sample(tiny, skip0, 3, steps=4, seed=2, noise=noise, batch_size=2, progress=False),
+        "soft": sample(
+            tiny, None, 3, steps=4, seed=2, noise=noise, batch_size=2, progress=False, soft_gate=gate
+        ),
+    }
+    for name in methods:
+        assert torch.equal(runs[name].images, alone[name]), name
+    assert not torch.allclose(runs["full"].images, runs["skip0"].images)
+    # 2 batches x 4 steps x 20 ms ran for "full" and "soft", never for "skip0"
+    assert runs["full"].seconds > runs["skip0"].seconds + 0.12
+    assert runs["soft"].seconds > runs["skip0"].seconds + 0.12

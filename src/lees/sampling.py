@@ -10,7 +10,9 @@ turns the final latents into images once, outside the gated denoiser.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -18,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .backbones import DDPM_NOISE
+from .blocks import candidate_blocks
 from .denoisers import denoise, draw_labels, latent_shape
 from .gates import SigmoidTimeGate, normalised_time
 from .latents import decode
@@ -81,6 +84,10 @@ def ddim_step(
     return alpha_prev.sqrt() * x0 + (1 - alpha_prev).sqrt() * eps
 
 
+Method = Schedule | SigmoidTimeGate | None
+"""How one sampling run treats the blocks: a schedule (hard skipping), a gate (soft mixing), or None (all)."""
+
+
 @torch.inference_mode()
 def sample(
     model: nn.Module,
@@ -108,27 +115,59 @@ def sample(
     """
     if schedule is not None and soft_gate is not None:
         raise ValueError("give a schedule or a soft gate, not both")
+    method = schedule if schedule is not None else soft_gate
+    runs = sample_lockstep(
+        model, {"": method}, n, steps, sampler, seed, noise, batch_size, device, progress, timesteps,
+        decoder, first,
+    )  # fmt: skip
+    return runs[""].images
+
+
+@dataclass
+class TimedSamples:
+    """The samples of one method and the seconds its denoiser calls and sampler updates took."""
+
+    images: torch.Tensor
+    seconds: float
+
+
+@torch.inference_mode()
+def sample_lockstep(
+    model: nn.Module,
+    methods: Mapping[str, Method],
+    n: int = 64,
+    steps: int = 50,
+    sampler: str = "ddpm",
+    seed: int = 0,
+    noise: DDPMScheduler | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    timesteps: Sequence[int] | None = None,
+    decoder: nn.Module | None = None,
+    first: int = 0,
+) -> dict[str, TimedSamples]:
+    """Sample the same ``n`` seeds with several methods side by side, and time each one.
+
+    At every step each method's denoiser call and sampler update run back to back, in an order that
+    turns from step to step, so a slow spell of a noisy machine falls on all methods alike: ratios
+    of the returned seconds are paired measurements. Each method's images equal what :func:`sample`
+    gives it alone (same seeds, same noise).
+    """
     scheduler = make_sampler(noise, sampler, steps, timesteps)
     visited = [int(t) for t in scheduler.timesteps]
-    gated = None
-    if schedule is not None:
-        if schedule.timesteps != visited:
-            raise ValueError(
-                f"the schedule is for timesteps {schedule.timesteps[:3]}..., "
-                f"the {sampler} sampler uses {visited[:3]}..."
-            )
-        gated = GatedModel(model, schedule.block_names)
-    elif soft_gate is not None:
-        from .blocks import candidate_blocks
-
-        gated = GatedModel(model, candidate_blocks(model))
     num_train = scheduler.config.num_train_timesteps
+    device = torch.device(device)
+    calls = {name: _denoiser(model, method, visited, sampler, num_train) for name, method in methods.items()}
     alphas = scheduler.alphas_cumprod.to(device)
     clip = scheduler.config.clip_sample_range if scheduler.config.clip_sample else None
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     shape = latent_shape(model)
-    out = []
+    names = list(methods)
+    images: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    seconds = dict.fromkeys(names, 0.0)
     bar = tqdm(
-        total=n * len(visited),
+        total=n * len(visited) * len(names),
         desc=f"sampling ({sampler})",
         unit="img-step",
         disable=not progress,
@@ -136,27 +175,57 @@ def sample(
     )
     for start in range(0, n, batch_size):
         idx = range(first + start, first + min(n, start + batch_size))
-        gens = _generators(seed, idx, torch.device(device))
-        labels = draw_labels(model, gens, torch.device(device))
-        x = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
+        state = {}
+        for name in names:  # each method its own generators: the same streams as sampling alone
+            gens = _generators(seed, idx, device)
+            labels = draw_labels(model, gens, device)
+            x = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
+            state[name] = [x, gens, labels]
         for j, t in enumerate(scheduler.timesteps):
             tt = t.to(device).expand(len(idx))
-            if schedule is not None:
-                eps = denoise(gated, x, tt, labels, mask=schedule.mask(j))
-            elif soft_gate is not None:
-                g = soft_gate(normalised_time(int(t), num_train).to(device))
-                eps = denoise(gated, x, tt, labels, mask=g, mode="soft")
-            else:
-                eps = denoise(model, x, tt, labels)
-            if sampler == "ddpm":
-                x = scheduler.step(eps, t, x, generator=gens).prev_sample
-            else:
-                prev = visited[j + 1] if j + 1 < len(visited) else None
-                alpha_prev = alphas[prev] if prev is not None else torch.ones((), device=device)
-                x = ddim_step(x, eps, alphas[int(t)], alpha_prev, clip)
-            bar.update(len(idx))
-        if decoder is not None:
-            x = decode(decoder, x)
-        out.append(x.cpu())
+            for name in names[j % len(names) :] + names[: j % len(names)]:
+                x, gens, labels = state[name]
+                sync()
+                started = time.perf_counter()
+                eps = calls[name](x, tt, labels, j)
+                if sampler == "ddpm":
+                    x = scheduler.step(eps, t, x, generator=gens).prev_sample
+                else:
+                    prev = visited[j + 1] if j + 1 < len(visited) else None
+                    alpha_prev = alphas[prev] if prev is not None else torch.ones((), device=device)
+                    x = ddim_step(x, eps, alphas[int(t)], alpha_prev, clip)
+                sync()
+                seconds[name] += time.perf_counter() - started
+                state[name][0] = x
+                bar.update(len(idx))
+        for name in names:
+            x = state[name][0]
+            if decoder is not None:
+                started = time.perf_counter()
+                x = decode(decoder, x)
+                sync()
+                seconds[name] += time.perf_counter() - started
+            images[name].append(x.cpu())
     bar.close()
-    return torch.cat(out)
+    return {name: TimedSamples(torch.cat(images[name]), seconds[name]) for name in names}
+
+
+def _denoiser(model: nn.Module, method: Method, visited: list[int], sampler: str, num_train: int):
+    """The noise prediction at step ``j`` for one method: all blocks, a schedule's, or soft gates."""
+    if method is None:
+        return lambda x, t, labels, j: denoise(model, x, t, labels)
+    if isinstance(method, Schedule):
+        if method.timesteps != visited:
+            raise ValueError(
+                f"the schedule is for timesteps {method.timesteps[:3]}..., "
+                f"the {sampler} sampler uses {visited[:3]}..."
+            )
+        gated = GatedModel(model, method.block_names)
+        return lambda x, t, labels, j: denoise(gated, x, t, labels, mask=method.mask(j))
+    soft = GatedModel(model, candidate_blocks(model))
+
+    def mixed(x, t, labels, j):
+        g = method(normalised_time(visited[j], num_train).to(x.device))
+        return denoise(soft, x, t, labels, mask=g, mode="soft")
+
+    return mixed
