@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from lees.reports import METHODS
 from lees.reproduce import ReproduceConfig, reproduce
@@ -26,9 +27,17 @@ def test_protocol_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     assert "## The paper's claims, measured here" in report.read_text()
     for name in ("pareto.png", "gates.png", "schedule-lees.png", "work/grids/lees-0.05.png"):
         assert (tmp_path / "report" / name).is_file(), name
-    runs = sorted(p.name for p in (tmp_path / "report" / "work" / "runs").iterdir())
-    assert len(runs) == 2 * len(METHODS)
-    # a second run reuses every finished piece and gives the same table
+    runs = tmp_path / "report" / "work" / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["seed0", "seed0.json", "seed1", "seed1.json"]
+    seed1 = json.loads((runs / "seed1.json").read_text())
+    assert set(seed1) == set(METHODS) and all(r["seconds"] > 0 for r in seed1.values())
+    # a second run reuses every finished piece and gives the same table; a seed cut off after its
+    # samples were stored is scored again from them, to the same figures
+    (runs / "seed1.json").unlink()
     again = reproduce(config, tmp_path / "report")
+    assert json.loads((runs / "seed1.json").read_text()) == seed1
     assert json.loads((tmp_path / "report" / "results.json").read_text())["methods"] == results["methods"]
     assert again == report
+    other = ReproduceConfig(**{**config.__dict__, "n": 6})
+    with pytest.raises(ValueError, match="other settings"):
+        reproduce(other, tmp_path / "report")

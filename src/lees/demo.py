@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-
-import torch
 
 from .backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
 from .baselines import ase_schedule
@@ -13,7 +10,7 @@ from .blocks import find_blocks
 from .images import save_grid
 from .metrics import ClassifierFeatures, fd, features, reference_features
 from .plots import gate_heatmap, schedule_map
-from .sampling import sample, sampler_timesteps
+from .sampling import sample_lockstep, sampler_timesteps
 from .schedules import Schedule
 from .training import load_gate
 
@@ -21,7 +18,7 @@ SHIPPED_GATES = EMBEDDED_DIR / "lees-0.05" / "gates.safetensors"
 
 
 def demo(out: str | Path, n: int = 128, steps: int = 50, seed: int = 0, device: str = "cpu") -> list[dict]:
-    """Sample with the full model, ASE's default schedule and the shipped LEES gates; time and score them."""
+    """Sample with the full model, ASE's default and the shipped LEES gates side by side; time and score."""
     out = Path(out)
     model = load_backbone("embedded", device=device)
     noise = load_noise_scheduler("embedded")
@@ -35,17 +32,15 @@ def demo(out: str | Path, n: int = 128, steps: int = 50, seed: int = 0, device: 
     }
     extractor = ClassifierFeatures(device)
     reference = reference_features(extractor, "fashion-mnist", "train", n=10_000)
+    runs = sample_lockstep(model, methods, n, steps, seed=seed, noise=noise, device=device, progress=True)
     rows = []
     for name, schedule in methods.items():
-        torch.manual_seed(seed)
-        started = time.perf_counter()
-        images = sample(model, schedule, n, steps, seed=seed, noise=noise, device=device, progress=False)
-        seconds = time.perf_counter() - started
+        images = runs[name].images
         save_grid(images[:64], out / f"samples-{name}.png", nrow=8)
         rows.append({
             "method": name,
             "fd_clf": fd(features(extractor, images), reference),
-            "seconds_per_100": 100 * seconds / n,
+            "seconds_per_100": 100 * runs[name].seconds / n,
             "executed_ratio": schedule.executed_ratio,
             "flop_ratio": schedule.flop_ratio,
         })  # fmt: skip

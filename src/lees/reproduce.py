@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load, save
 
 from .backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
 from .baselines import ase_schedule, random_schedule
@@ -23,14 +24,16 @@ from .blocks import find_blocks
 from .corruptions import CORRUPTIONS, corrupt
 from .data import load_images
 from .evaluation import ase_grid
-from .files import atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text
 from .images import save_grid
 from .metrics import ClassifierFeatures, fd, features, kid, reference_features
 from .plots import gate_heatmap, schedule_map
-from .reports import METHODS, build_report
-from .sampling import sample, sampler_timesteps
+from .reports import METHODS, ROW_FIELDS, build_report
+from .sampling import sample_lockstep, sampler_timesteps
 from .schedules import Schedule
 from .training import GateTrainConfig, held_out_loss, load_gate, save_gate, train_gates
+
+CHUNK = 100  # images per stored piece of a seed's side-by-side sampling run
 
 
 @dataclass
@@ -95,11 +98,61 @@ def _score(extractor, images, ref, ref_corrupted) -> dict:
     return {"fd": clean, "kid": kid_mean, "delta_fd": float(np.mean(deltas))}
 
 
+def _claim(work: Path, cfg: ReproduceConfig) -> None:
+    """Tie ``work`` to one configuration: its stored pieces are only reused by the same settings."""
+    path = work / "config.json"
+    settings = json.dumps(asdict(cfg), sort_keys=True)
+    if path.is_file() and path.read_text() != settings:
+        raise ValueError(
+            f"{work} holds the pieces of a run with other settings ({path}); use another --out or delete it"
+        )
+    atomic_write_text(path, settings)
+
+
+def _seed_results(cfg: ReproduceConfig, work: Path, seed: int, model, noise, methods, extractor, ref,
+                  ref_corrupted) -> dict[str, dict]:  # fmt: skip
+    """Every method's scores and sampling seconds for one seed, sampled side by side (paired timings).
+
+    Sampled in chunks of ``CHUNK`` images, each stored as soon as it is done, so an interruption
+    loses at most one chunk; the seed's scores are stored once all its chunks are in.
+    """
+    done = work / "runs" / f"seed{seed}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    parts = []
+    for first in range(0, cfg.n, CHUNK):
+        chunk = work / "runs" / f"seed{seed}" / f"from{first}.safetensors"
+        if not chunk.is_file():
+            count = min(CHUNK, cfg.n - first)
+            print(f"seed {seed}: images {first}-{first + count - 1}, {len(methods)} methods side by side")
+            runs = sample_lockstep(
+                model, methods, count, cfg.steps, seed=seed, noise=noise, device=cfg.device, first=first,
+                progress=True,
+            )  # fmt: skip
+            tensors = {name: r.images.contiguous() for name, r in runs.items()}
+            tensors |= {
+                f"{name}.seconds": torch.tensor(r.seconds, dtype=torch.float64) for name, r in runs.items()
+            }
+            atomic_write_bytes(chunk, save(tensors))
+        parts.append(load(chunk.read_bytes()))
+    results = {}
+    for name in methods:
+        images = torch.cat([part[name] for part in parts])
+        seconds = float(sum(part[f"{name}.seconds"] for part in parts))
+        results[name] = _score(extractor, images, ref, ref_corrupted) | {"seconds": seconds}
+        if seed == cfg.seeds[0]:
+            save_grid(images[:64], work / "grids" / f"{name}.png", nrow=8)
+        print(f"{METHODS[name]}, seed {seed}: fd_clf {results[name]['fd']:.3f}, {seconds:.1f} s")
+    atomic_write_text(done, json.dumps(results))
+    return results
+
+
 def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
     """Run the protocol and write ``out/report.md``, ``results.json``, plots and sample grids."""
     out = Path(out)
     work = out / "work"
     started = time.perf_counter()
+    _claim(work, cfg)
     model = load_backbone(cfg.model, device=cfg.device)
     noise = load_noise_scheduler(cfg.model)
     blocks = find_blocks(model)
@@ -156,55 +209,22 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
         }
         atomic_write_text(grid_file, json.dumps(grid_info))
         schedules["ase-grid"] = grid.best
-    schedules["soft"] = None  # sampled with the lambda=0.05 gate in soft mode
+    methods = {m: schedules[m] for m in METHODS if m != "soft"}
+    methods["soft"] = trained["lees-0.05"]["gate"]  # A1: the lambda=0.05 gate, mixing every block
 
-    rows: dict[str, dict] = {}
-    for method in METHODS:
-        schedule = schedules[method]
-        row: dict[str, list] = {
-            k: []
-            for k in (
-                "fd",
-                "kid",
-                "delta_fd",
-                "seconds_per_100",
-                "images_per_s",
-                "executed_ratio",
-                "flop_ratio",
-            )
-        }
-        for seed in cfg.seeds:
-            cached = work / "runs" / f"{method}-seed{seed}.json"
-            if cached.is_file():
-                res = json.loads(cached.read_text())
-            else:
-                t0 = time.perf_counter()
-                images = sample(
-                    model,
-                    schedule,
-                    cfg.n,
-                    cfg.steps,
-                    seed=seed,
-                    noise=noise,
-                    device=cfg.device,
-                    progress=False,
-                    soft_gate=trained["lees-0.05"]["gate"] if method == "soft" else None,
-                )
-                seconds = time.perf_counter() - t0
-                res = _score(extractor, images, ref, ref_corrupted) | {"seconds": seconds}
-                if seed == cfg.seeds[0]:
-                    save_grid(images[:64], work / "grids" / f"{method}.png", nrow=8)
-                atomic_write_text(cached, json.dumps(res))
-                print(f"{METHODS[method]}, seed {seed}: fd_clf {res['fd']:.3f}, {seconds:.1f} s")
-            row["fd"].append(res["fd"])
-            row["kid"].append(res["kid"])
-            row["delta_fd"].append(res["delta_fd"])
-            row["seconds_per_100"].append(100 * res["seconds"] / cfg.n)
-            row["images_per_s"].append(cfg.n / res["seconds"])
-            ratio_schedule = schedule if schedule is not None else Schedule.full(blocks, timesteps)
-            row["executed_ratio"].append(ratio_schedule.executed_ratio)
-            row["flop_ratio"].append(ratio_schedule.flop_ratio)
-        rows[method] = row
+    rows: dict[str, dict] = {m: {k: [] for k in ROW_FIELDS} for m in METHODS}
+    for seed in cfg.seeds:
+        results = _seed_results(cfg, work, seed, model, noise, methods, extractor, ref, ref_corrupted)
+        for method in METHODS:
+            res = results[method]
+            schedule = schedules.get(method) or schedules["full"]  # soft gating runs every block
+            rows[method]["fd"].append(res["fd"])
+            rows[method]["kid"].append(res["kid"])
+            rows[method]["delta_fd"].append(res["delta_fd"])
+            rows[method]["seconds_per_100"].append(100 * res["seconds"] / cfg.n)
+            rows[method]["images_per_s"].append(cfg.n / res["seconds"])
+            rows[method]["executed_ratio"].append(schedule.executed_ratio)
+            rows[method]["flop_ratio"].append(schedule.flop_ratio)
     rows["ase-grid"]["note"] = (
         f"{len(grid_info['rows'])} candidates, {grid_info['seconds']:.0f} s, "
         f"budget FLOPs <= {grid_info['budget']:.2f}"
