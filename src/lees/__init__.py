@@ -3,7 +3,7 @@
 from .backbones import BackboneError, load_backbone
 from .blocks import Block, Blocks, find_blocks
 from .gates import SigmoidTimeGate, open_mask
-from .sampling import sample
+from .sampling import sample, sample_lockstep
 from .schedules import Schedule, ScheduleError, ScheduleMismatchError
 from .skipping import GatedModel
 from .training import GateTrainConfig, train_gates
@@ -24,5 +24,6 @@ __all__ = [
     "load_backbone",
     "open_mask",
     "sample",
+    "sample_lockstep",
     "train_gates",
 ]
