@@ -9,7 +9,9 @@ uninterrupted run would. Checkpoints (safetensors + JSON) are written atomically
 from __future__ import annotations
 
 import json
+import statistics
 import time
+from copy import deepcopy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,12 @@ from typing import Any
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file, save
+from torch import nn
 from tqdm.auto import tqdm
 
 from .backbones import DDPM_NOISE
 from .data import load_images
+from .denoisers import denoise
 from .files import atomic_write_bytes, atomic_write_text
 from .images import save_grid
 from .sampling import sample
@@ -87,6 +91,50 @@ def _load_checkpoint(folder: Path, model, ema, opt) -> tuple[int, float]:
     return meta["step"], meta["elapsed_s"]
 
 
+def training_step(
+    model: nn.Module, opt: torch.optim.Optimizer, images: torch.Tensor, alphas: torch.Tensor, batch_size: int,
+    seed: int,
+) -> torch.Tensor:  # fmt: skip
+    """One step of DDPM training (epsilon-MSE on a seeded random batch, clipped gradients); the loss."""
+    device = alphas.device
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(images), (batch_size,), generator=gen)
+    x0 = images[idx].to(device)
+    t = torch.randint(0, len(alphas), (batch_size,), generator=gen).to(device)
+    eps = torch.randn(x0.shape, generator=gen).to(device)
+    a = alphas[t].view(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    loss = torch.nn.functional.mse_loss(denoise(model, xt, t), eps)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
+def epoch_seconds(
+    model: nn.Module, images: torch.Tensor, noise: DDPMScheduler, batch_size: int = 64, steps: int = 10,
+    device: str | torch.device = "cpu",
+) -> float:  # fmt: skip
+    """Seconds one epoch of training ``model`` on ``images`` would take here, from ``steps`` timed steps.
+
+    Trains a copy (Adam on every weight, as fine-tuning would), so the model itself is untouched;
+    the first step is a warm-up and is not timed. This is the yardstick for gate training's cost.
+    """
+    copy = deepcopy(model).to(device).train().requires_grad_(True)
+    opt = torch.optim.Adam(copy.parameters(), lr=1e-5)
+    alphas = noise.alphas_cumprod.to(device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    times = []
+    for step in range(steps + 1):
+        sync()
+        started = time.perf_counter()
+        training_step(copy, opt, images, alphas, batch_size, step)
+        sync()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:]) * len(images) / batch_size
+
+
 def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "cpu") -> Path:
     """Train (or resume) a DDPM UNet; write checkpoints, the EMA model as a diffusers folder and a grid.
 
@@ -113,20 +161,9 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
     started = invoked - elapsed
     model.train()
     while step < config.steps:
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        idx = torch.randint(0, len(images), (config.batch_size,), generator=gen)
-        x0 = images[idx].to(device)
-        t = torch.randint(0, noise.config.num_train_timesteps, (config.batch_size,), generator=gen).to(device)
-        eps = torch.randn(x0.shape, generator=gen).to(device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        loss = torch.nn.functional.mse_loss(model(xt, t).sample, eps)
         for group in opt.param_groups:
             group["lr"] = config.lr * min(1.0, (step + 1) / config.warmup)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = training_step(model, opt, images, alphas, config.batch_size, config.seed * 1_000_003 + step)
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - config.ema_decay)

@@ -398,7 +398,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 EPILOG_REPRODUCE = """examples:
   lees reproduce --quick --out report        # under 15 minutes on 2 CPU cores
-  lees reproduce --out report-full           # 5 seeds, 500 samples each (about 2 hours here)
+  lees reproduce --out report-full           # 5 seeds x 500 samples, one epoch per gate run
 (run the same command again after an interruption: finished pieces in OUT/work are reused)
 """
 
@@ -565,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model(p)
     p.add_argument("--out", type=Path, default=Path("report"), help="report folder (default: report)")
-    p.add_argument("--quick", action="store_true", help="2 seeds, 128 samples, short gate training")
+    p.add_argument("--quick", action="store_true", help="2 seeds x 64 samples, 100 gate-training steps per run")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds")
     p.add_argument("-n", type=int, default=None, help="samples per method and seed")
     p.add_argument("--steps", type=int, default=50, help="DDPM sampling steps (50)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,14 @@ from .files import atomic_write_bytes
 from .metrics import RunningGaussian, frechet_distance, gaussian, kid
 from .sampling import sample
 from .schedules import Schedule
+
+
+def device_name(device: str | torch.device) -> str:
+    """What a timing ran on, for reports: the GPU's name, or the CPU's threads and architecture."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"the CPU ({torch.get_num_threads()} threads, {platform.machine()})"
 
 
 @dataclass

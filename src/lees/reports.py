@@ -211,12 +211,12 @@ def claims(rows: dict[str, dict], meta: dict) -> list[Claim]:
         Claim(
             12,
             "Gate training costs < 5 % of one backbone fine-tuning epoch",
-            f"{over:.1%} (gates {meta['gate_seconds']:.0f} s vs backbone epoch "
-            f"{meta['backbone_epoch_seconds']:.0f} s)"
+            f"{over:.1%} (gates: {meta.get('gate_steps', '?')} steps in {meta['gate_seconds']:.0f} s; "
+            f"backbone epoch {meta['backbone_epoch_seconds']:.0f} s)"
             if over is not None
             else "not recorded",
             "held" if over is not None and over < 0.05 else "not held",
-            "wall time here, gate run vs one backbone training epoch of the embedded model",
+            "gate run vs one epoch of backbone training, both timed on the same device in this run",
         )
     )
     kl_at = meta.get("kl_settled_at")
