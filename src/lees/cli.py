@@ -398,7 +398,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 EPILOG_REPRODUCE = """examples:
   lees reproduce --quick --out report        # under 15 minutes on 2 CPU cores
-  lees reproduce --out report-full           # 5 seeds x 500 samples, one epoch per gate run
+  lees reproduce --out report-full           # 5 seeds x 200 samples, one epoch per gate run
 (run the same command again after an interruption: finished pieces in OUT/work are reused)
 """
 

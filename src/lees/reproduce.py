@@ -44,7 +44,7 @@ class ReproduceConfig:
     model: str = "embedded"
     data: str = "fashion-mnist"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    n: int = 500
+    n: int = 200
     steps: int = 50
     train_steps: int | None = None  # None: one epoch
     grid_n: int = 256
