@@ -73,3 +73,13 @@ def test_report_fails_loudly_and_writes_nothing(tmp_path, broken):
     with pytest.raises(ReportError):
         build_report(rows, tmp_path / "r", META)
     assert not (tmp_path / "r").exists()
+
+
+def test_report_names_the_methods_whose_latency_strays_from_their_flops(tmp_path):
+    rows = _rows(np.random.default_rng(1))  # latency ratio = FLOP ratio (to 1 %) for every method
+    text = build_report(rows, tmp_path / "a", META).read_text()
+    assert "within 10% of 1 for every method." in text
+    rows["ste"]["seconds_per_100"] = [1.2 * s for s in rows["ste"]["seconds_per_100"]]
+    text = build_report(rows, tmp_path / "b", META).read_text()
+    line = next(x for x in text.splitlines() if x.startswith("Latency/FLOP ratio"))
+    assert METHODS["ste"] in line and METHODS["lees-0.05"] not in line

@@ -565,7 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model(p)
     p.add_argument("--out", type=Path, default=Path("report"), help="report folder (default: report)")
-    p.add_argument("--quick", action="store_true", help="2 seeds x 64 samples, 100 gate-training steps per run")
+    p.add_argument(
+        "--quick", action="store_true", help="2 seeds x 64 samples, 100 gate-training steps per run"
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds")
     p.add_argument("-n", type=int, default=None, help="samples per method and seed")
     p.add_argument("--steps", type=int, default=50, help="DDPM sampling steps (50)")

@@ -32,6 +32,7 @@ METHODS = {
     "random": "A3 random fixed gates (LEES-0.05 ratio)",
     "budget": "LEES budget mode (ours)",
 }
+LATENCY_TOLERANCE = 0.10  # how far latency may stray from the FLOP ratio before the report says so
 ROW_FIELDS = ("fd", "kid", "seconds_per_100", "images_per_s", "executed_ratio", "flop_ratio", "delta_fd")
 
 
@@ -313,6 +314,15 @@ def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
             f"{r['speedup_vs_full']:+.1%} | {_ms(row, 'executed_ratio', '.2f')} | "
             f"{_ms(row, 'flop_ratio', '.2f')} | {r['latency_over_flops']:.2f} | {_ms(row, 'delta_fd')} |"
         )
+    off = [f"{METHODS[m]} ({r['latency_over_flops']:.2f})" for m, r in results.items()
+           if abs(r["latency_over_flops"] - 1) > LATENCY_TOLERANCE]  # fmt: skip
+    lines += [
+        "",
+        f"Latency/FLOP ratio: the latency ratio to the full model over the FLOP ratio. Within "
+        f"{LATENCY_TOLERANCE:.0%} of 1 for every method but: {', '.join(off)}."
+        if off
+        else f"Latency/FLOP ratio within {LATENCY_TOLERANCE:.0%} of 1 for every method.",
+    ]
     t, p = paired_t(rows["lees-0.05"]["fd"], rows["ase"]["fd"])
     lines += [
         "",
