@@ -131,7 +131,7 @@ def test_lockstep_gives_each_method_its_own_samples_and_time(tiny, noise):
         gate.b.fill_(1.0)
     methods = {"full": None, "skip0": skip0, "soft": gate}
     inner = next(dict(tiny.named_modules())[blocks.names[0]].children())  # runs only inside block 0
-    inner.register_forward_pre_hook(lambda *_: time.sleep(0.02))  # 20 ms whenever block 0 runs
+    inner.register_forward_pre_hook(lambda *_: time.sleep(0.05))  # 50 ms whenever block 0 runs
     runs = sample_lockstep(tiny, methods, 3, steps=4, seed=2, noise=noise, batch_size=2, progress=False)
     alone = {
         "full": sample(tiny, None, 3, steps=4, seed=2, noise=noise, batch_size=2, progress=False),
@@ -143,6 +143,13 @@ def test_lockstep_gives_each_method_its_own_samples_and_time(tiny, noise):
     for name in methods:
         assert torch.equal(runs[name].images, alone[name]), name
     assert not torch.allclose(runs["full"].images, runs["skip0"].images)
-    # 2 batches x 4 steps x 20 ms ran for "full" and "soft", never for "skip0"
-    assert runs["full"].seconds > runs["skip0"].seconds + 0.12
-    assert runs["soft"].seconds > runs["skip0"].seconds + 0.12
+    # 2 batches x 4 steps x 50 ms = 0.4 s ran for "full" and "soft", never for "skip0"
+    assert runs["full"].seconds > runs["skip0"].seconds + 0.3
+    assert runs["soft"].seconds > runs["skip0"].seconds + 0.3
+
+
+def test_lockstep_refuses_bad_methods(tiny, noise):
+    with pytest.raises(ValueError, match="at least one method"):
+        sample_lockstep(tiny, {}, 2, steps=2, noise=noise, progress=False)
+    with pytest.raises(TypeError, match="not str"):
+        sample_lockstep(tiny, {"x": "lees"}, 2, steps=2, noise=noise, progress=False)

@@ -154,6 +154,8 @@ def sample_lockstep(
     of the returned seconds are paired measurements. Each method's images equal what :func:`sample`
     gives it alone (same seeds, same noise).
     """
+    if not methods:
+        raise ValueError("give at least one method to sample with")
     scheduler = make_sampler(noise, sampler, steps, timesteps)
     visited = [int(t) for t in scheduler.timesteps]
     num_train = scheduler.config.num_train_timesteps
@@ -222,6 +224,8 @@ def _denoiser(model: nn.Module, method: Method, visited: list[int], sampler: str
             )
         gated = GatedModel(model, method.block_names)
         return lambda x, t, labels, j: denoise(gated, x, t, labels, mask=method.mask(j))
+    if not isinstance(method, SigmoidTimeGate):
+        raise TypeError(f"a method is a Schedule, a SigmoidTimeGate or None, not {type(method).__name__}")
     soft = GatedModel(model, candidate_blocks(model))
 
     def mixed(x, t, labels, j):
