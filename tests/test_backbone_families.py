@@ -2,7 +2,14 @@
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel, UNet2DModel, VQModel
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    DiTTransformer2DModel,
+    UNet2DConditionModel,
+    UNet2DModel,
+    VQModel,
+)
 
 from lees import GatedModel, Schedule, find_blocks, sample
 from lees.backbones import DDPM_NOISE, build_architecture
@@ -58,6 +65,80 @@ def tiny_vae() -> AutoencoderKL:
         norm_num_groups=8,
         sample_size=16,
     ).eval()
+
+
+def tiny_cross_attention_unet() -> UNet2DConditionModel:
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=12,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    ).eval()
+
+
+@torch.no_grad()
+def test_cross_attention_unet_gates_its_spatial_transformers():
+    model = tiny_cross_attention_unet()
+    blocks = find_blocks(model)
+    transformers = [b.name for b in blocks if b.kind == "transformer"]
+    assert transformers == [
+        "down_blocks.0.attentions.0",
+        "mid_block.attentions.0",
+        "up_blocks.1.attentions.0",
+        "up_blocks.1.attentions.1",
+    ]
+    assert all(b.share > 0 for b in blocks)
+    x, t, context = torch.randn(2, 4, 8, 8), torch.tensor([10, 900]), torch.randn(2, 3, 12)
+    gated = GatedModel(model, blocks)
+    full = denoise(model, x, t, context=context)
+    assert not torch.allclose(denoise(model, x, t, context=torch.randn(2, 3, 12)), full)  # it attends
+    assert torch.equal(denoise(gated, x, t, context=context, mask=[True] * len(blocks)), full)
+
+    # Skipping a spatial transformer equals the model with that block's output replaced by its input.
+    k = blocks.names.index("mid_block.attentions.0")
+    module = dict(model.named_modules())["mid_block.attentions.0"]
+    handle = module.register_forward_hook(lambda m, args, out: (args[0],))
+    expected = denoise(model, x, t, context=context)
+    handle.remove()
+    mask = [i != k for i in range(len(blocks))]
+    assert not torch.allclose(expected, full)
+    assert torch.allclose(denoise(gated, x, t, context=context, mask=mask), expected, atol=1e-6)
+    soft = torch.tensor(mask, dtype=torch.float32)
+    assert torch.allclose(denoise(gated, x, t, context=context, mask=soft, mode="soft"), expected, atol=1e-5)
+
+
+def test_cross_attention_context_is_checked(noise):
+    model = tiny_cross_attention_unet()
+    data = torch.randn(8, 4, 8, 8)
+    with pytest.raises(ValueError, match="context="):
+        sample(model, None, 2, steps=2, noise=noise, progress=False)
+    with pytest.raises(ValueError, match=r"\(1 or 8, tokens, 12\)"):
+        train_gates(model, data, noise, GateTrainConfig(steps=1, batch_size=4), context=torch.randn(8, 3, 5))
+    with pytest.raises(ValueError, match="attends to no context"):
+        sample(tiny_latent_unet(), None, 2, steps=2, noise=noise, progress=False, context=data[:1, 0])
+
+
+def test_cross_attention_end_to_end(noise):
+    model = tiny_cross_attention_unet()
+    data = torch.randn(24, 4, 8, 8).clamp(-1, 1)  # stands in for latents
+    context = torch.randn(24, 3, 12)  # one embedding per image, e.g. of its class or caption
+    config = GateTrainConfig(lam=0.5, steps=3, batch_size=8)
+    result = train_gates(model, data, noise, config, progress=False, context=context)
+    assert torch.isfinite(result.gate.a.grad).all() and result.gate.a.grad.abs().sum() > 0
+    schedule = Schedule.from_gate(result.gate, result.blocks, sampler_timesteps(noise, 3))
+    shared = sample(model, schedule, 5, steps=3, noise=noise, context=context[:1], progress=False)
+    assert shared.shape == (5, 4, 8, 8) and torch.isfinite(shared).all()
+    # One context per sample: sample i uses row i, however the run is batched.
+    each = sample(model, schedule, 5, steps=3, noise=noise, context=context[:5], batch_size=2, progress=False)
+    assert torch.allclose(each[:1], shared[:1], atol=1e-5) and not torch.allclose(each[1:], shared[1:])
+    assert held_out_loss(model, result.blocks, data, noise, result.gate, n=16, context=context) > 0
 
 
 def test_dit_blocks_are_its_transformer_blocks():
@@ -169,3 +250,23 @@ def test_pipeline_folder_with_transformer_and_vae(tmp_path):
     assert type(model).__name__ == "DiTTransformer2DModel" and len(find_blocks(model)) == 3
     assert type(load_autoencoder(tmp_path)).__name__ == "AutoencoderKL"
     assert load_autoencoder(tmp_path / "transformer") is None
+
+
+def test_cross_attention_unet_on_the_command_line(tmp_path, capsys):
+    from lees.cli import main
+
+    tiny_cross_attention_unet().save_pretrained(tmp_path / "unet")
+    assert main(["blocks", "--model", str(tmp_path)]) == 0
+    assert "transformer" in capsys.readouterr().out
+    argv = ["sample", "--model", str(tmp_path), "-n", "2", "--steps", "2", "--out", str(tmp_path / "s")]
+    assert main(argv) == 2  # the command line has no context to give it: one clear line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "context=" in err[0]
+
+
+def test_ldm_cin256_architecture_blocks():
+    model = build_architecture("ldm-cin256")
+    blocks = find_blocks(model)  # the derived example call carries a 512-wide context
+    kinds = [b.kind for b in blocks]
+    assert len(blocks) == 38 and kinds.count("resnet") == 22 and kinds.count("transformer") == 16
+    assert sum(blocks.shares) < 1 and all(b.share > 0 for b in blocks)

@@ -95,11 +95,37 @@ LDM_CELEBAHQ_256: dict[str, Any] = {
     "norm_num_groups": 32,
 }
 
+# The paper's ImageNet 256 LDM: CompVis' class-conditional cin256-v2 denoiser (model channels 192,
+# mult 1,2,3,5, 2 res blocks, one-head spatial transformers at 32, 16 and 8 attending to a 512-wide
+# class embedding) on the 64x64x3 latents of a VQ-f4 autoencoder.
+LDM_CIN256: dict[str, Any] = {
+    "_class_name": "UNet2DConditionModel",
+    "sample_size": 64,
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": [192, 384, 576, 960],
+    "layers_per_block": 2,
+    "down_block_types": [
+        "DownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+    ],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "cross_attention_dim": 512,
+    "attention_head_dim": 1,  # diffusers' legacy name for the number of heads
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "norm_eps": 1e-5,
+    "norm_num_groups": 32,
+}
+
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "ddpm-cifar10": DDPM_CIFAR10,
     "dit-xl-2": DIT_XL_2,
     "adm-64": ADM_64,
     "ldm-celebahq-256": LDM_CELEBAHQ_256,
+    "ldm-cin256": LDM_CIN256,
 }
 
 # The DDPM noise schedule (Ho et al. 2020), used where a model folder carries no scheduler config.

@@ -9,6 +9,9 @@ drops the residual branch:
   ``output_scale_factor``; identity when none of those apply.
 * ``attention`` (diffusers ``Attention`` with a residual connection): the shortcut is the input
   divided by ``rescale_output_factor`` (1 in every published UNet), i.e. identity.
+* ``transformer`` (diffusers ``Transformer2DModel``, the spatial transformer of a cross-attention
+  UNet such as ``UNet2DConditionModel``): ``y = x + proj_out(...)``, so the shortcut is identity;
+  a skipped one still returns what its caller unpacks (a 1-tuple under ``return_dict=False``).
 * ``identity`` (any other module a user names, e.g. a transformer block): the shortcut is the
   first input; the block's output must have the input's shape.
 
@@ -24,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
@@ -31,7 +35,7 @@ from .denoisers import example_inputs as example_call
 
 Shortcut = Callable[[nn.Module, tuple, dict], torch.Tensor]
 
-KINDS = ("resnet", "attention", "identity")
+KINDS = ("resnet", "attention", "transformer", "identity")
 
 
 def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -73,8 +77,30 @@ def identity_shortcut(module: nn.Module, args: tuple, kwargs: dict) -> torch.Ten
 SHORTCUTS: dict[str, Shortcut] = {
     "resnet": resnet_shortcut,
     "attention": attention_shortcut,
+    "transformer": identity_shortcut,
     "identity": identity_shortcut,
 }
+
+
+def main_output(output: Any) -> torch.Tensor:
+    """The tensor a block's output carries: itself, the first of a tuple, or a diffusers ``.sample``."""
+    if isinstance(output, tuple):
+        return output[0]
+    return output.sample if hasattr(output, "sample") else output
+
+
+def like_output(kind: str, kwargs: dict, tensor: torch.Tensor, template: Any = None) -> Any:
+    """``tensor`` in the form the block's caller expects: that of ``template`` (the block's own output)
+    where there is one, else what a ``transformer`` block returns for these ``kwargs``."""
+    if template is not None:
+        if isinstance(template, tuple):
+            return (tensor, *template[1:])
+        if hasattr(template, "sample"):
+            return type(template)(sample=tensor)
+        return tensor
+    if kind != "transformer":
+        return tensor
+    return (tensor,) if kwargs.get("return_dict", True) is False else Transformer2DModelOutput(sample=tensor)
 
 
 def block_kind(module: nn.Module) -> str:
@@ -84,6 +110,8 @@ def block_kind(module: nn.Module) -> str:
         return "resnet"
     if name == "Attention" and getattr(module, "residual_connection", False):
         return "attention"
+    if name == "Transformer2DModel":
+        return "transformer"
     return "identity"
 
 
@@ -140,14 +168,14 @@ def candidate_blocks(model: nn.Module) -> list[str]:
     """Module names the built-in adapters gate, in module order (execution order is measured later).
 
     diffusers UNets (``UNet2DModel``, ``UNet2DConditionModel``; DDPM, ADM and LDM denoisers): every
-    ``ResnetBlock2D`` and residual ``Attention``. Transformers with ``transformer_blocks`` (DiT,
-    PixArt, ``Transformer2DModel``): each transformer block, skipped as identity.
+    ``ResnetBlock2D``, residual ``Attention`` and spatial ``Transformer2DModel``. Transformers with
+    ``transformer_blocks`` (DiT, PixArt, ``Transformer2DModel``): each transformer block, as identity.
     """
     if type(model).__name__ in ("UNet2DModel", "UNet2DConditionModel"):
         return [
             name
             for name, module in model.named_modules()
-            if type(module).__name__ == "ResnetBlock2D" or block_kind(module) == "attention"
+            if type(module).__name__ == "ResnetBlock2D" or block_kind(module) in ("attention", "transformer")
         ]
     if isinstance(getattr(model, "transformer_blocks", None), nn.ModuleList):
         return [f"transformer_blocks.{i}" for i in range(len(model.transformer_blocks))]
@@ -226,7 +254,7 @@ def find_blocks(
 
     def post_hook(k):
         def hook(module, args, kwargs, output):
-            out = output[0] if isinstance(output, tuple) else output
+            out = main_output(output)
             a, kw, shape = captured[k]
             if not shape:
                 captured[k] = (a, kw, tuple(out.shape))

@@ -1,10 +1,12 @@
-"""One call convention for every backbone: ``eps = denoise(model, x, t, class_labels)``.
+"""One call convention for every backbone: ``eps = denoise(model, x, t, class_labels, context)``.
 
 diffusers denoisers differ in how they are called and what they return: a ``UNet2DModel`` takes
 ``(sample, timestep)`` (plus ``class_labels`` when it has a class embedding), a
-``DiTTransformer2DModel`` needs ``class_labels``, and models that learn their variance (DiT, ADM)
-return 2C channels of which the first C are the noise prediction. Samplers, gate training and FLOP
-measurement all go through here, so a new backbone family is taught to lees in one place.
+``DiTTransformer2DModel`` needs ``class_labels``, a ``UNet2DConditionModel`` attends to a context
+(``encoder_hidden_states``: a class or text embedding made outside the denoiser), and models that
+learn their variance (DiT, ADM) return 2C channels of which the first C are the noise prediction.
+Samplers, gate training and FLOP measurement all go through here, so a new backbone family is
+taught to lees in one place.
 """
 
 from __future__ import annotations
@@ -38,9 +40,53 @@ def latent_shape(model: nn.Module) -> tuple[int, int, int]:
     return int(config["in_channels"]), int(height), int(width)
 
 
-def class_kwargs(class_labels: torch.Tensor | None) -> dict[str, Any]:
-    """The keyword arguments that carry class labels into a diffusers denoiser (none if unconditional)."""
-    return {} if class_labels is None else {"class_labels": class_labels}
+def context_dim(model: nn.Module) -> int | None:
+    """The width of the context a cross-attention denoiser attends to; None for one that takes none."""
+    if type(model).__name__ != "UNet2DConditionModel":
+        return None
+    dims = model.config.cross_attention_dim
+    dims = set(dims) if isinstance(dims, (list, tuple)) else {dims}
+    if len(dims) != 1:
+        raise TypeError("a context width per block is not supported; give every block the same width")
+    return int(dims.pop())
+
+
+def check_context(model: nn.Module, context: torch.Tensor | None, rows: int) -> None:
+    """A clear error unless ``context`` is what ``model`` attends to: (1 or ``rows``, L, width) or None."""
+    dim = context_dim(model)
+    if dim is None:
+        if context is not None:
+            raise ValueError(f"{type(model).__name__} attends to no context; drop context=")
+        return
+    if context is None:
+        raise ValueError(
+            f"{type(model).__name__} attends to a context (encoder_hidden_states, width {dim}): pass "
+            "context= (shape (1 or one per item, tokens, width)) to train_gates / sample"
+        )
+    if context.dim() != 3 or context.shape[0] not in (1, rows) or context.shape[2] != dim:
+        raise ValueError(
+            f"the context has shape {tuple(context.shape)}; {type(model).__name__} takes "
+            f"(1 or {rows}, tokens, {dim})"
+        )
+
+
+def context_rows(context: torch.Tensor | None, idx: torch.Tensor | range) -> torch.Tensor | None:
+    """The context of the items at ``idx``: one shared row, or each item's own (a checked context)."""
+    if context is None or len(context) == 1:
+        return context
+    return context[torch.as_tensor(list(idx) if isinstance(idx, range) else idx, device=context.device)]
+
+
+def condition_kwargs(
+    class_labels: torch.Tensor | None, context: torch.Tensor | None, batch: int
+) -> dict[str, Any]:
+    """The keyword arguments that carry class labels and a context (one row is shared) into a denoiser."""
+    kwargs: dict[str, Any] = {}
+    if class_labels is not None:
+        kwargs["class_labels"] = class_labels
+    if context is not None:
+        kwargs["encoder_hidden_states"] = context.expand(batch, -1, -1) if len(context) == 1 else context
+    return kwargs
 
 
 def example_inputs(model: nn.Module, batch: int = 1, sample_size: int | None = None) -> tuple[tuple, dict]:
@@ -52,14 +98,21 @@ def example_inputs(model: nn.Module, batch: int = 1, sample_size: int | None = N
     x = torch.zeros(batch, c, h, w, device=param.device, dtype=param.dtype)
     t = torch.full((batch,), 500, device=param.device, dtype=torch.long)
     labels = torch.zeros(batch, dtype=torch.long, device=param.device) if num_classes(model) else None
-    return (x, t), class_kwargs(labels)
+    dim = context_dim(model)
+    context = None if dim is None else torch.zeros(1, 1, dim, device=param.device, dtype=param.dtype)
+    return (x, t), condition_kwargs(labels, context, batch)
 
 
 def denoise(
-    model: nn.Module, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None, **call: Any
+    model: nn.Module,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    class_labels: torch.Tensor | None = None,
+    context: torch.Tensor | None = None,
+    **call: Any,
 ) -> torch.Tensor:
     """The noise prediction of ``model`` (or of a :class:`lees.GatedModel`, with ``call`` its mask/mode)."""
-    out = model(x, t, **class_kwargs(class_labels), **call)
+    out = model(x, t, **condition_kwargs(class_labels, context, len(x)), **call)
     if hasattr(out, "sample"):
         out = out.sample
     elif isinstance(out, tuple):

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .backbones import DDPM_NOISE
 from .blocks import candidate_blocks
-from .denoisers import denoise, draw_labels, latent_shape
+from .denoisers import check_context, context_rows, denoise, draw_labels, latent_shape
 from .gates import SigmoidTimeGate, normalised_time
 from .latents import decode
 from .schedules import Schedule
@@ -104,6 +104,7 @@ def sample(
     timesteps: Sequence[int] | None = None,
     decoder: nn.Module | None = None,
     first: int = 0,
+    context: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``n`` samples in [-1, 1]; ``schedule`` says which blocks run at each step (None: all).
 
@@ -111,14 +112,15 @@ def sample(
     no block is skipped). ``noise`` is the model's training noise schedule (default: DDPM's linear).
     ``timesteps`` replaces the ``steps`` evenly spaced ones; ``decoder`` decodes latents to images.
     ``first`` is the index of the first sample: ``n`` samples from ``first`` on equal that slice of
-    a larger run (how shards and resumed runs continue a sequence).
+    a larger run (how shards and resumed runs continue a sequence). ``context`` is what a
+    cross-attention denoiser attends to: shape (1, tokens, width) for all samples or (n, ...) each.
     """
     if schedule is not None and soft_gate is not None:
         raise ValueError("give a schedule or a soft gate, not both")
     method = schedule if schedule is not None else soft_gate
     runs = sample_lockstep(
         model, {"": method}, n, steps, sampler, seed, noise, batch_size, device, progress, timesteps,
-        decoder, first,
+        decoder, first, context,
     )  # fmt: skip
     return runs[""].images
 
@@ -146,20 +148,23 @@ def sample_lockstep(
     timesteps: Sequence[int] | None = None,
     decoder: nn.Module | None = None,
     first: int = 0,
+    context: torch.Tensor | None = None,
 ) -> dict[str, TimedSamples]:
     """Sample the same ``n`` seeds with several methods side by side, and time each one.
 
     At every step each method's denoiser call and sampler update run back to back, in an order that
     turns from step to step, so a slow spell of a noisy machine falls on all methods alike: ratios
     of the returned seconds are paired measurements. Each method's images equal what :func:`sample`
-    gives it alone (same seeds, same noise).
+    gives it alone (same seeds, same noise). ``context``: as for :func:`sample`.
     """
     if not methods:
         raise ValueError("give at least one method to sample with")
+    check_context(model, context, n)
     scheduler = make_sampler(noise, sampler, steps, timesteps)
     visited = [int(t) for t in scheduler.timesteps]
     num_train = scheduler.config.num_train_timesteps
     device = torch.device(device)
+    context = None if context is None else context.to(device)
     calls = {name: _denoiser(model, method, visited, sampler, num_train) for name, method in methods.items()}
     alphas = scheduler.alphas_cumprod.to(device)
     clip = scheduler.config.clip_sample_range if scheduler.config.clip_sample else None
@@ -177,19 +182,20 @@ def sample_lockstep(
     )
     for start in range(0, n, batch_size):
         idx = range(first + start, first + min(n, start + batch_size))
+        rows = context_rows(context, range(start, start + len(idx)))
         state = {}
         for name in names:  # each method its own generators: the same streams as sampling alone
             gens = _generators(seed, idx, device)
-            labels = draw_labels(model, gens, device)
+            cond = {"class_labels": draw_labels(model, gens, device), "context": rows}
             x = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
-            state[name] = [x, gens, labels]
+            state[name] = [x, gens, cond]
         for j, t in enumerate(scheduler.timesteps):
             tt = t.to(device).expand(len(idx))
             for name in names[j % len(names) :] + names[: j % len(names)]:
-                x, gens, labels = state[name]
+                x, gens, cond = state[name]
                 sync()
                 started = time.perf_counter()
-                eps = calls[name](x, tt, labels, j)
+                eps = calls[name](x, tt, cond, j)
                 if sampler == "ddpm":
                     x = scheduler.step(eps, t, x, generator=gens).prev_sample
                 else:
@@ -215,7 +221,7 @@ def sample_lockstep(
 def _denoiser(model: nn.Module, method: Method, visited: list[int], sampler: str, num_train: int):
     """The noise prediction at step ``j`` for one method: all blocks, a schedule's, or soft gates."""
     if method is None:
-        return lambda x, t, labels, j: denoise(model, x, t, labels)
+        return lambda x, t, cond, j: denoise(model, x, t, **cond)
     if isinstance(method, Schedule):
         if method.timesteps != visited:
             raise ValueError(
@@ -223,13 +229,13 @@ def _denoiser(model: nn.Module, method: Method, visited: list[int], sampler: str
                 f"the {sampler} sampler uses {visited[:3]}..."
             )
         gated = GatedModel(model, method.block_names)
-        return lambda x, t, labels, j: denoise(gated, x, t, labels, mask=method.mask(j))
+        return lambda x, t, cond, j: denoise(gated, x, t, **cond, mask=method.mask(j))
     if not isinstance(method, SigmoidTimeGate):
         raise TypeError(f"a method is a Schedule, a SigmoidTimeGate or None, not {type(method).__name__}")
     soft = GatedModel(model, candidate_blocks(model))
 
-    def mixed(x, t, labels, j):
+    def mixed(x, t, cond, j):
         g = method(normalised_time(visited[j], num_train).to(x.device))
-        return denoise(soft, x, t, labels, mask=g, mode="soft")
+        return denoise(soft, x, t, **cond, mask=g, mode="soft")
 
     return mixed

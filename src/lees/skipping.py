@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import SHORTCUTS, Blocks, block_kind, resolve_modules
+from .blocks import SHORTCUTS, Blocks, block_kind, like_output, main_output, resolve_modules
 from .gates import straight_through
 
 MODES = ("hard", "soft", "ste")
@@ -50,7 +50,7 @@ class GatedModel(nn.Module):
         self.model = model
         self.block_names = list(blocks.names if isinstance(blocks, Blocks) else blocks)
         self._block_modules = resolve_modules(model, self.block_names)
-        self._shortcuts = [SHORTCUTS[block_kind(m)] for m in self._block_modules]
+        self._kinds = [block_kind(m) for m in self._block_modules]
 
     @property
     def num_blocks(self) -> int:
@@ -87,9 +87,9 @@ class GatedModel(nn.Module):
         """Within the block, calls of the wrapped model skip or mix blocks as ``mask`` says."""
         decisions = self._check_mask(mask, mode)
         saved = []
-        for module, shortcut, decision in zip(self._block_modules, self._shortcuts, decisions, strict=True):
+        for module, kind, decision in zip(self._block_modules, self._kinds, decisions, strict=True):
             saved.append(module.__dict__.get("forward"))
-            module.forward = self._gated_forward(module, module.forward, shortcut, decision, mode)
+            module.forward = self._gated_forward(module, module.forward, kind, decision, mode)
         try:
             yield
         finally:
@@ -100,19 +100,21 @@ class GatedModel(nn.Module):
                     module.forward = previous
 
     @staticmethod
-    def _gated_forward(module, forward, shortcut, decision, mode):
+    def _gated_forward(module, forward, kind, decision, mode):
+        shortcut = SHORTCUTS[kind]
         if mode == "hard":
             if decision:
                 return forward
 
             def skipped(*args, **kwargs):
-                return shortcut(module, args, kwargs)
+                return like_output(kind, kwargs, shortcut(module, args, kwargs))
 
             return skipped
 
         def mixed(*args, **kwargs):
             skip = shortcut(module, args, kwargs)
             full = forward(*args, **kwargs)
-            return skip + _broadcast(decision, full) * (full - skip)
+            out = main_output(full)
+            return like_output(kind, kwargs, skip + _broadcast(decision, out) * (out - skip), template=full)
 
         return mixed

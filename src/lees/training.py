@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .blocks import Blocks, find_blocks
-from .denoisers import denoise, latent_shape, num_classes
+from .denoisers import check_context, context_rows, denoise, latent_shape, num_classes
 from .distributed import all_mean, world
 from .files import atomic_write_bytes, atomic_write_text
 from .gates import SigmoidTimeGate, normalised_time, open_mask
@@ -113,6 +113,10 @@ def _labels(
     return labels[idx] if labels is not None else torch.randint(0, classes, (len(idx),), generator=gen)
 
 
+def _on(tensor: torch.Tensor | None, device: str | torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
+
+
 def _clean(x0: torch.Tensor, autoencoder: nn.Module | None) -> torch.Tensor:
     """The denoiser's clean input: the images, or their latents for latent diffusion."""
     return x0 if autoencoder is None else encode(autoencoder, x0)
@@ -135,16 +139,19 @@ def train_gates(
     autoencoder: nn.Module | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 25,
+    context: torch.Tensor | None = None,
 ) -> GateTrainResult:
     """Learn the 2K gate parameters of ``backbone`` on ``data`` (images in [-1, 1]), backbone frozen.
 
     ``labels`` are the class labels of ``data`` for a class-conditional backbone (uniform random
-    labels when not given); ``autoencoder`` encodes each batch for a latent denoiser. With
+    labels when not given); ``context`` is what a cross-attention backbone attends to, one row for all
+    of ``data`` or one per image; ``autoencoder`` encodes each batch for a latent denoiser. With
     ``checkpoint`` the run saves its whole state there every ``checkpoint_every`` steps and resumes
     from it when started again, ending with the gates of an uninterrupted run. Under torchrun each
     rank trains on its slice of the same global batch (see :mod:`lees.distributed`).
     """
     config = config or GateTrainConfig()
+    check_context(backbone, context, len(data))
     blocks = blocks or find_blocks(backbone)
     backbone = backbone.to(device)
     rank, world_size = world()
@@ -190,10 +197,12 @@ def train_gates(
             idx, t, eps = idx[local], t[local].to(device), eps[local].to(device)
             x0 = _clean(data[idx].to(device), autoencoder)
             y = None if y is None else y[local].to(device)
+            ctx = _on(context_rows(context, idx), device)
             a = alphas[t].view(-1, *([1] * (x0.dim() - 1)))
             xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
             g = trained(normalised_time(t.cpu(), num_train).to(device))
-            diffusion = nn.functional.mse_loss(denoise(gated, xt, t, y, mask=g, mode=config.estimator), eps)
+            pred = denoise(gated, xt, t, y, ctx, mask=g, mode=config.estimator)
+            diffusion = nn.functional.mse_loss(pred, eps)
             compute = (g @ weights).mean()
             loss = diffusion + lam * compute
             if not torch.isfinite(loss):  # the gates are still those of the last good step
@@ -319,8 +328,10 @@ def held_out_loss(
     device: str | torch.device = "cpu",
     labels: torch.Tensor | None = None,
     autoencoder: nn.Module | None = None,
+    context: torch.Tensor | None = None,
 ) -> float:
     """Mean epsilon-MSE on the first ``n`` images (fixed noise and t); with ``gate``, under its hard masks."""
+    check_context(backbone, context, len(data))
     gated = GatedModel(backbone.to(device), blocks)
     gen = torch.Generator().manual_seed(seed)
     num_train = noise.config.num_train_timesteps
@@ -331,15 +342,16 @@ def held_out_loss(
         x0 = _clean(data[idx].to(device), autoencoder)
         y = _labels(backbone, labels, idx, gen)
         y = None if y is None else y.to(device)
+        ctx = _on(context_rows(context, idx), device)
         t = torch.randint(0, num_train, (len(x0),), generator=gen)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         a = alphas[t.to(device)].view(-1, *([1] * (x0.dim() - 1)))
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
         if gate is None:
-            pred = denoise(backbone, xt, t.to(device), y)
+            pred = denoise(backbone, xt, t.to(device), y, ctx)
         else:  # one hard decision per sample: the straight-through forward value is exactly the hard mask
             g = gate(normalised_time(t, num_train).to(device))
-            pred = denoise(gated, xt, t.to(device), y, mask=g, mode="ste")
+            pred = denoise(gated, xt, t.to(device), y, ctx, mask=g, mode="ste")
         total += nn.functional.mse_loss(pred, eps, reduction="sum").item()
         count += eps.numel()
     return total / count
