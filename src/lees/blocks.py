@@ -32,10 +32,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .denoisers import example_inputs as example_call
+from .denoisers import main_output
 
 Shortcut = Callable[[nn.Module, tuple, dict], torch.Tensor]
-
-KINDS = ("resnet", "attention", "transformer", "identity")
 
 
 def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -82,22 +81,9 @@ SHORTCUTS: dict[str, Shortcut] = {
 }
 
 
-def main_output(output: Any) -> torch.Tensor:
-    """The tensor a block's output carries: itself, the first of a tuple, or a diffusers ``.sample``."""
-    if isinstance(output, tuple):
-        return output[0]
-    return output.sample if hasattr(output, "sample") else output
-
-
-def like_output(kind: str, kwargs: dict, tensor: torch.Tensor, template: Any = None) -> Any:
-    """``tensor`` in the form the block's caller expects: that of ``template`` (the block's own output)
-    where there is one, else what a ``transformer`` block returns for these ``kwargs``."""
-    if template is not None:
-        if isinstance(template, tuple):
-            return (tensor, *template[1:])
-        if hasattr(template, "sample"):
-            return type(template)(sample=tensor)
-        return tensor
+def skipped_output(kind: str, kwargs: dict, tensor: torch.Tensor) -> Any:
+    """A skipped block's shortcut ``tensor`` in the form its caller unpacks: a ``transformer`` block
+    returns a 1-tuple under ``return_dict=False``, else an output object; the others a tensor."""
     if kind != "transformer":
         return tensor
     return (tensor,) if kwargs.get("return_dict", True) is False else Transformer2DModelOutput(sample=tensor)
@@ -172,11 +158,7 @@ def candidate_blocks(model: nn.Module) -> list[str]:
     ``transformer_blocks`` (DiT, PixArt, ``Transformer2DModel``): each transformer block, as identity.
     """
     if type(model).__name__ in ("UNet2DModel", "UNet2DConditionModel"):
-        return [
-            name
-            for name, module in model.named_modules()
-            if type(module).__name__ == "ResnetBlock2D" or block_kind(module) in ("attention", "transformer")
-        ]
+        return [name for name, module in model.named_modules() if block_kind(module) != "identity"]
     if isinstance(getattr(model, "transformer_blocks", None), nn.ModuleList):
         return [f"transformer_blocks.{i}" for i in range(len(model.transformer_blocks))]
     raise TypeError(

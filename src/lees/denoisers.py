@@ -103,6 +103,20 @@ def example_inputs(model: nn.Module, batch: int = 1, sample_size: int | None = N
     return (x, t), condition_kwargs(labels, context, batch)
 
 
+def main_output(output: Any) -> torch.Tensor:
+    """The tensor a diffusers module's output carries: itself, a tuple's first, or ``.sample``."""
+    if isinstance(output, tuple):
+        return output[0]
+    return output.sample if hasattr(output, "sample") else output
+
+
+def with_main_output(template: Any, tensor: torch.Tensor) -> Any:
+    """``tensor`` in the form of ``template`` (an output :func:`main_output` unpacks), other parts kept."""
+    if isinstance(template, tuple):
+        return (tensor, *template[1:])
+    return type(template)(sample=tensor) if hasattr(template, "sample") else tensor
+
+
 def denoise(
     model: nn.Module,
     x: torch.Tensor,
@@ -112,11 +126,7 @@ def denoise(
     **call: Any,
 ) -> torch.Tensor:
     """The noise prediction of ``model`` (or of a :class:`lees.GatedModel`, with ``call`` its mask/mode)."""
-    out = model(x, t, **condition_kwargs(class_labels, context, len(x)), **call)
-    if hasattr(out, "sample"):
-        out = out.sample
-    elif isinstance(out, tuple):
-        out = out[0]
+    out = main_output(model(x, t, **condition_kwargs(class_labels, context, len(x)), **call))
     if out.shape[1] == 2 * x.shape[1]:  # learned variance (DiT, ADM): the first half is epsilon
         out = out[:, : x.shape[1]]
     return out

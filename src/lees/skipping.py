@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import SHORTCUTS, Blocks, block_kind, like_output, main_output, resolve_modules
+from .blocks import SHORTCUTS, Blocks, block_kind, resolve_modules, skipped_output
+from .denoisers import main_output, with_main_output
 from .gates import straight_through
 
 MODES = ("hard", "soft", "ste")
@@ -107,7 +108,7 @@ class GatedModel(nn.Module):
                 return forward
 
             def skipped(*args, **kwargs):
-                return like_output(kind, kwargs, shortcut(module, args, kwargs))
+                return skipped_output(kind, kwargs, shortcut(module, args, kwargs))
 
             return skipped
 
@@ -115,6 +116,6 @@ class GatedModel(nn.Module):
             skip = shortcut(module, args, kwargs)
             full = forward(*args, **kwargs)
             out = main_output(full)
-            return like_output(kind, kwargs, skip + _broadcast(decision, out) * (out - skip), template=full)
+            return with_main_output(full, skip + _broadcast(decision, out) * (out - skip))
 
         return mixed
