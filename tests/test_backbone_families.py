@@ -121,6 +121,8 @@ def test_cross_attention_context_is_checked(noise):
         sample(model, None, 2, steps=2, noise=noise, progress=False)
     with pytest.raises(ValueError, match=r"\(1 or 8, tokens, 12\)"):
         train_gates(model, data, noise, GateTrainConfig(steps=1, batch_size=4), context=torch.randn(8, 3, 5))
+    with pytest.raises(TypeError, match="must be a tensor, not list"):
+        sample(model, None, 2, steps=2, noise=noise, progress=False, context=[[0.0] * 12])
     with pytest.raises(ValueError, match="attends to no context"):
         sample(tiny_latent_unet(), None, 2, steps=2, noise=noise, progress=False, context=data[:1, 0])
 

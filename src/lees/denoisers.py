@@ -63,6 +63,8 @@ def check_context(model: nn.Module, context: torch.Tensor | None, rows: int) -> 
             f"{type(model).__name__} attends to a context (encoder_hidden_states, width {dim}): pass "
             "context= (shape (1 or one per item, tokens, width)) to train_gates / sample"
         )
+    if not isinstance(context, torch.Tensor):
+        raise TypeError(f"the context must be a tensor, not {type(context).__name__}")
     if context.dim() != 3 or context.shape[0] not in (1, rows) or context.shape[2] != dim:
         raise ValueError(
             f"the context has shape {tuple(context.shape)}; {type(model).__name__} takes "
