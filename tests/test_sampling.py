@@ -66,7 +66,8 @@ def test_ddim_is_deterministic_and_takes_any_step_count(tiny, noise):
 def test_soft_gate_at_one_is_the_full_model(tiny, noise):
     from lees import SigmoidTimeGate
 
-    gate = SigmoidTimeGate(len(find_blocks(tiny)))
+    names = find_blocks(tiny).names
+    gate = SigmoidTimeGate(len(names), names)
     with torch.no_grad():
         gate.b.fill_(30.0)  # g = 1 everywhere (to float precision)
     full = sample(tiny, None, 2, steps=3, noise=noise, progress=False)
@@ -126,7 +127,7 @@ def test_lockstep_gives_each_method_its_own_samples_and_time(tiny, noise):
     table = np.ones((len(blocks), 4), dtype=bool)
     table[0] = False  # never runs block 0
     skip0 = Schedule(table, blocks.names, timesteps)
-    gate = SigmoidTimeGate(len(blocks))
+    gate = SigmoidTimeGate(len(blocks), blocks.names)
     with torch.no_grad():
         gate.b.fill_(1.0)
     methods = {"full": None, "skip0": skip0, "soft": gate}
@@ -153,3 +154,22 @@ def test_lockstep_refuses_bad_methods(tiny, noise):
         sample_lockstep(tiny, {}, 2, steps=2, noise=noise, progress=False)
     with pytest.raises(TypeError, match="not str"):
         sample_lockstep(tiny, {"x": "lees"}, 2, steps=2, noise=noise, progress=False)
+
+
+def test_soft_gate_mixes_the_blocks_it_names(tiny, noise):
+    """Ablation A1: gate k mixes the block named k, whatever the module registration order."""
+    from lees import SigmoidTimeGate
+
+    names = find_blocks(tiny).names  # execution order
+    assert names != [n for n, m in tiny.named_modules() if n in names]  # differs from registration order
+    gate = SigmoidTimeGate(len(names), names)
+    with torch.no_grad():
+        gate.b.fill_(30.0)
+        gate.b[names.index("up_blocks.1.resnets.0")] = -30.0  # this one block fully closed
+    table = np.ones((len(names), 3), dtype=bool)
+    table[names.index("up_blocks.1.resnets.0")] = False
+    hard = Schedule(table, names, sampler_timesteps(noise, 3))
+    soft = sample(tiny, None, 2, steps=3, noise=noise, progress=False, soft_gate=gate)
+    assert torch.allclose(soft, sample(tiny, hard, 2, steps=3, noise=noise, progress=False), atol=1e-5)
+    with pytest.raises(ValueError, match="no block names"):
+        sample(tiny, None, 1, steps=2, noise=noise, progress=False, soft_gate=SigmoidTimeGate(len(names)))

@@ -31,7 +31,7 @@ def test_ratios_by_hand():
 
 
 def test_learned_gate_to_any_timesteps(blocks):
-    gate = SigmoidTimeGate(len(blocks))
+    gate = SigmoidTimeGate(len(blocks), blocks.names)
     with torch.no_grad():
         gate.a[0], gate.b[0] = -10.0, 5.0  # block 0 runs only for t <= 0.5
     for timesteps in ([999, 749, 499, 249, 0], list(range(999, -1, -20))):
@@ -75,7 +75,7 @@ def test_mismatch_is_a_clear_error(blocks, tmp_path, cifar_ddpm):
         (lambda d: d.update(version=7), "version 7"),
         (lambda d: d.pop("table"), "missing"),
         (lambda d: d.update(table=["10", "1"]), "equal length"),
-        (lambda d: d.update(table=["1x"] * 2), "strings of 0 and 1"),
+        (lambda d: d.update(table=["1x"] * 2), "strings of 1 \\(run\\), r \\(reuse\\) and 0"),
         (lambda d: d.update(timesteps=[1]), "2 columns for 1 timesteps"),
         (lambda d: d.update(timesteps=[1, 1000]), "timesteps must lie"),
         (lambda d: d.update(block_names=["a"]), "2 rows for 1 block names"),

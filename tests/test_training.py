@@ -63,7 +63,7 @@ def test_early_stop_and_kl(setup):
 
 def test_gate_file_round_trip(tmp_path, setup):
     _, _, _, blocks = setup
-    gate = SigmoidTimeGate(len(blocks))
+    gate = SigmoidTimeGate(len(blocks), blocks.names)
     with torch.no_grad():
         gate.a.normal_()
         gate.b.normal_()

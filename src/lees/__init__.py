@@ -2,10 +2,10 @@
 
 from .backbones import BackboneError, load_backbone
 from .blocks import Block, Blocks, find_blocks
+from .engine import GatedModel
 from .gates import SigmoidTimeGate, open_mask
 from .sampling import sample, sample_lockstep
 from .schedules import Schedule, ScheduleError, ScheduleMismatchError
-from .skipping import GatedModel
 from .training import GateTrainConfig, train_gates
 
 __version__ = "0.1.0"

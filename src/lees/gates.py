@@ -40,12 +40,17 @@ class SigmoidTimeGate(nn.Module):
     """K gates g_k(t) = sigmoid(a_k * t + b_k) of the normalised time t in (0, 1].
 
     Initialised at a = b = 0 as in the paper (every gate at 0.5, i.e. open under our rule).
+    ``block_names`` names the block each gate belongs to (training and :func:`lees.training.load_gate`
+    set them); every consumer maps gates to modules by these names, never by position alone.
     """
 
-    def __init__(self, num_blocks: int) -> None:
+    def __init__(self, num_blocks: int, block_names: list[str] | None = None) -> None:
         super().__init__()
         if num_blocks < 1:
             raise ValueError("a gate needs at least one block")
+        if block_names is not None and len(block_names) != num_blocks:
+            raise ValueError(f"{len(block_names)} block names for {num_blocks} gates")
+        self.block_names = None if block_names is None else list(block_names)
         self.a = nn.Parameter(torch.zeros(num_blocks))
         self.b = nn.Parameter(torch.zeros(num_blocks))
 

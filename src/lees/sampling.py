@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -20,12 +21,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .backbones import DDPM_NOISE
-from .blocks import candidate_blocks
 from .denoisers import check_context, context_rows, denoise, draw_labels, latent_shape
+from .engine import Engine, ReuseCache
 from .gates import SigmoidTimeGate, normalised_time
 from .latents import decode
 from .schedules import Schedule
-from .skipping import GatedModel
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
 
@@ -127,10 +127,12 @@ def sample(
 
 @dataclass
 class TimedSamples:
-    """The samples of one method and the seconds its denoiser calls and sampler updates took."""
+    """The samples of one method, the seconds its denoiser calls and sampler updates took, and the
+    peak memory of its reuse cache (bytes per sample; 0 for a method that reuses nothing)."""
 
     images: torch.Tensor
     seconds: float
+    cache_bytes_per_sample: float = 0.0
 
 
 @torch.inference_mode()
@@ -162,12 +164,15 @@ def sample_lockstep(
     check_context(model, context, n)
     scheduler = make_sampler(noise, sampler, steps, timesteps)
     visited = [int(t) for t in scheduler.timesteps]
-    num_train = scheduler.config.num_train_timesteps
     device = torch.device(device)
     context = None if context is None else context.to(device)
-    calls = {name: _denoiser(model, method, visited, sampler, num_train) for name, method in methods.items()}
-    alphas = scheduler.alphas_cumprod.to(device)
-    clip = scheduler.config.clip_sample_range if scheduler.config.clip_sample else None
+    engines: dict[tuple[str, ...], Engine] = {}
+    num_train = scheduler.config.num_train_timesteps
+    calls = {
+        name: _Denoiser(model, method, visited, sampler, num_train, engines)
+        for name, method in methods.items()
+    }
+    update = _updater(scheduler, sampler, visited, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     shape = latent_shape(model)
     names = list(methods)
@@ -180,62 +185,111 @@ def sample_lockstep(
         disable=not progress,
         leave=False,
     )
-    for start in range(0, n, batch_size):
-        idx = range(first + start, first + min(n, start + batch_size))
-        rows = context_rows(context, range(start, start + len(idx)))
-        state = {}
-        for name in names:  # each method its own generators: the same streams as sampling alone
-            gens = _generators(seed, idx, device)
-            cond = {"class_labels": draw_labels(model, gens, device), "context": rows}
-            x = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
-            state[name] = [x, gens, cond]
-        for j, t in enumerate(scheduler.timesteps):
-            tt = t.to(device).expand(len(idx))
-            for name in names[j % len(names) :] + names[: j % len(names)]:
-                x, gens, cond = state[name]
-                sync()
-                started = time.perf_counter()
-                eps = calls[name](x, tt, cond, j)
-                if sampler == "ddpm":
-                    x = scheduler.step(eps, t, x, generator=gens).prev_sample
-                else:
-                    prev = visited[j + 1] if j + 1 < len(visited) else None
-                    alpha_prev = alphas[prev] if prev is not None else torch.ones((), device=device)
-                    x = ddim_step(x, eps, alphas[int(t)], alpha_prev, clip)
-                sync()
-                seconds[name] += time.perf_counter() - started
-                state[name][0] = x
-                bar.update(len(idx))
-        for name in names:
-            x = state[name][0]
-            if decoder is not None:
-                started = time.perf_counter()
-                x = decode(decoder, x)
-                sync()
-                seconds[name] += time.perf_counter() - started
-            images[name].append(x.cpu())
+    with ExitStack() as attached:
+        for engine in engines.values():
+            attached.enter_context(engine.attached())
+        for start in range(0, n, batch_size):
+            idx = range(first + start, first + min(n, start + batch_size))
+            rows = context_rows(context, range(start, start + len(idx)))
+            state = {}
+            for name in names:  # each method its own generators: the same streams as sampling alone
+                gens = _generators(seed, idx, device)
+                cond = {"class_labels": draw_labels(model, gens, device), "context": rows}
+                x = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
+                state[name] = [x, gens, cond]
+                calls[name].new_run()
+            for j, t in enumerate(scheduler.timesteps):
+                tt = t.to(device).expand(len(idx))
+                for name in names[j % len(names) :] + names[: j % len(names)]:
+                    x, gens, cond = state[name]
+                    sync()
+                    started = time.perf_counter()
+                    state[name][0] = update(calls[name](x, tt, cond, j), j, x, gens)
+                    sync()
+                    seconds[name] += time.perf_counter() - started
+                    bar.update(len(idx))
+            for name in names:
+                x = state[name][0]
+                if decoder is not None:
+                    started = time.perf_counter()
+                    x = decode(decoder, x)
+                    sync()
+                    seconds[name] += time.perf_counter() - started
+                images[name].append(x.cpu())
     bar.close()
-    return {name: TimedSamples(torch.cat(images[name]), seconds[name]) for name in names}
+    return {
+        name: TimedSamples(torch.cat(images[name]), seconds[name], calls[name].cache_bytes_per_sample)
+        for name in names
+    }
 
 
-def _denoiser(model: nn.Module, method: Method, visited: list[int], sampler: str, num_train: int):
-    """The noise prediction at step ``j`` for one method: all blocks, a schedule's, or soft gates."""
-    if method is None:
-        return lambda x, t, cond, j: denoise(model, x, t, **cond)
-    if isinstance(method, Schedule):
-        if method.timesteps != visited:
-            raise ValueError(
-                f"the schedule is for timesteps {method.timesteps[:3]}..., "
-                f"the {sampler} sampler uses {visited[:3]}..."
-            )
-        gated = GatedModel(model, method.block_names)
-        return lambda x, t, cond, j: denoise(gated, x, t, **cond, mask=method.mask(j))
-    if not isinstance(method, SigmoidTimeGate):
-        raise TypeError(f"a method is a Schedule, a SigmoidTimeGate or None, not {type(method).__name__}")
-    soft = GatedModel(model, candidate_blocks(model))
+def _updater(scheduler, sampler: str, visited: list[int], device: torch.device):
+    """The sampler's update ``x_{j+1} = update(eps, j, x_j, generators)``: DDPM's (ancestral) or DDIM's."""
+    if sampler == "ddpm":
+        return lambda eps, j, x, gens: (
+            scheduler.step(eps, scheduler.timesteps[j], x, generator=gens).prev_sample
+        )
+    alphas = scheduler.alphas_cumprod.to(device)
+    clip = scheduler.config.clip_sample_range if scheduler.config.clip_sample else None
 
-    def mixed(x, t, cond, j):
-        g = method(normalised_time(visited[j], num_train).to(x.device))
-        return denoise(soft, x, t, **cond, mask=g, mode="soft")
+    def ddim(eps, j, x, gens):
+        prev = visited[j + 1] if j + 1 < len(visited) else None
+        alpha_prev = alphas[prev] if prev is not None else torch.ones((), device=device)
+        return ddim_step(x, eps, alphas[visited[j]], alpha_prev, clip)
 
-    return mixed
+    return ddim
+
+
+class _Denoiser:
+    """The noise prediction at step ``j`` for one method: all blocks, a schedule's actions (with its
+    own reuse cache, cleared at every new run), or soft gates mixed by block name."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: Method,
+        visited: list[int],
+        sampler: str,
+        num_train: int,
+        engines: dict,
+    ) -> None:
+        self.model, self.method, self.cache = model, method, None
+        if method is None:
+            return
+        if isinstance(method, Schedule):
+            if method.timesteps != visited:
+                raise ValueError(
+                    f"the schedule is for timesteps {method.timesteps[:3]}..., "
+                    f"the {sampler} sampler uses {visited[:3]}..."
+                )
+            names = method.block_names
+            self.cache = ReuseCache(method.num_blocks, method.kept_blocks()) if method.reuses else None
+        elif isinstance(method, SigmoidTimeGate):
+            if method.block_names is None:
+                raise ValueError(
+                    "this gate has no block names; load it with load_gate or set gate.block_names"
+                )
+            names = method.block_names
+            self.times = normalised_time(torch.tensor(visited), num_train)
+        else:
+            raise TypeError(f"a method is a Schedule, a SigmoidTimeGate or None, not {type(method).__name__}")
+        key = tuple(names)
+        self.engine = engines.setdefault(key, Engine(model, names))
+
+    def new_run(self) -> None:
+        if self.cache is not None:
+            self.cache.clear()
+
+    @property
+    def cache_bytes_per_sample(self) -> float:
+        return self.cache.peak_bytes_per_sample if self.cache is not None else 0.0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: dict, j: int) -> torch.Tensor:
+        if self.method is None:
+            return denoise(self.model, x, t, **cond)
+        if isinstance(self.method, Schedule):
+            decisions, mode = self.method.mask(j), "hard"
+        else:
+            decisions, mode = self.method(self.times[j].to(x.device)), "soft"
+        with self.engine.deciding(decisions, mode, self.cache):
+            return denoise(self.model, x, t, **cond)

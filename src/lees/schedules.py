@@ -1,9 +1,12 @@
-"""Schedules: which block runs at which sampling step, as data.
+"""Schedules: what each block does at each sampling step, as data.
 
-A :class:`Schedule` is a K x T boolean table (block k runs at step j) with the model's block names,
-the sampler's timesteps in sampling order, where it came from and its settings. Learned, ASE,
-random and hand-made schedules are all this one object, saved as the same JSON, so every sampler,
-benchmark and plot takes any of them.
+A :class:`Schedule` is a K x T table of block actions (run, reuse its last residual, or skip; see
+:mod:`lees.engine`) with the model's block names, the sampler's timesteps in sampling order, where
+it came from and its settings. Learned, router, ASE, DeepCache, random and hand-made schedules are
+all this one object, saved as the same JSON, so every sampler, benchmark and plot takes any of them.
+
+JSON (version 2): one string per block, one character per step: ``1`` run, ``r`` reuse, ``0``
+skip. Version 1 files (run/skip only, written by lees 0.1) load unchanged.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ import numpy as np
 import torch
 
 from .blocks import Blocks
+from .engine import REUSE, RUN, SKIP
 from .files import atomic_write_text
 from .gates import SigmoidTimeGate, normalised_time, open_mask
 
 FORMAT = "lees.schedule"
-VERSION = 1
-SOURCES = ("full", "learned", "ase", "random", "manual")
+VERSION = 2
+READS = (1, 2)  # file versions this one reads
+SOURCES = ("full", "learned", "router", "ase", "deepcache", "uniform", "random", "manual")
+CHARS = {RUN: "1", REUSE: "r", SKIP: "0"}
 
 
 class ScheduleError(ValueError):
@@ -43,7 +49,12 @@ def _names_and_shares(blocks: Blocks | Sequence[str]) -> tuple[list[str], list[f
 
 @dataclass
 class Schedule:
-    """Which of K named blocks run at each of T sampler timesteps (``table[k, j]``)."""
+    """What each of K named blocks does at each of T sampler timesteps.
+
+    ``table`` may be given as booleans (run/skip) or as action codes (``SKIP``, ``RUN``, ``REUSE``);
+    afterwards ``actions`` holds the codes and ``table`` the booleans "block k computes at step j"
+    (what FLOP and executed ratios count: a reused block saves its compute like a skipped one).
+    """
 
     table: np.ndarray
     block_names: list[str]
@@ -55,9 +66,16 @@ class Schedule:
 
     def __post_init__(self) -> None:
         table = np.asarray(self.table)
-        if table.ndim != 2 or table.dtype != bool:
-            raise ScheduleError(f"the table must be a 2-D boolean array, got {table.dtype} {table.shape}")
-        self.table = table
+        if table.ndim != 2 or not (table.dtype == bool or np.issubdtype(table.dtype, np.integer)):
+            raise ScheduleError(
+                f"the table must be a 2-D boolean or action array, got {table.dtype} {table.shape}"
+            )
+        if table.dtype == bool:
+            table = np.where(table, RUN, SKIP)
+        if not np.isin(table, (SKIP, RUN, REUSE)).all():
+            raise ScheduleError("block actions are skip (0), run (1) or reuse (2)")
+        self.actions = table.astype(np.int8)
+        self.table = self.actions == RUN
         k, t = table.shape
         if len(self.block_names) != k:
             raise ScheduleError(f"the table has {k} rows for {len(self.block_names)} block names")
@@ -139,9 +157,18 @@ class Schedule:
         """FLOPs of the whole sampling run over the full model's."""
         return float(self.step_flop_ratios().mean())
 
-    def mask(self, step: int) -> list[bool]:
-        """Which blocks run at sampling step ``step`` (0 = first step of the sampler)."""
-        return self.table[:, step].tolist()
+    @property
+    def reuses(self) -> bool:
+        """Whether any block reuses a cached residual (the run then needs a :class:`ReuseCache`)."""
+        return bool((self.actions == REUSE).any())
+
+    def kept_blocks(self) -> list[bool]:
+        """Which blocks' residuals a sampling run must keep: those the schedule ever reuses."""
+        return (self.actions == REUSE).any(axis=1).tolist()
+
+    def mask(self, step: int) -> list[int]:
+        """The block actions at sampling step ``step`` (0 = first step of the sampler)."""
+        return self.actions[:, step].tolist()
 
     def check_blocks(self, blocks: Blocks | Sequence[str]) -> None:
         """Fail clearly unless ``blocks`` are the blocks this schedule was made for, in order."""
@@ -171,7 +198,7 @@ class Schedule:
             "block_shares": self.block_shares,
             "executed_ratio": self.executed_ratio,
             "flop_ratio": self.flop_ratio if self.block_shares is not None else None,
-            "table": ["".join("1" if v else "0" for v in row) for row in self.table],
+            "table": ["".join(CHARS[int(v)] for v in row) for row in self.actions],
         }
 
     @classmethod
@@ -179,7 +206,7 @@ class Schedule:
         """Rebuild a schedule from :meth:`to_dict`; a :class:`ScheduleError` for anything malformed."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ScheduleError(f'not a lees schedule (no "format": "{FORMAT}")')
-        if data.get("version") != VERSION:
+        if data.get("version") not in READS:
             raise ScheduleError(f"schedule version {data.get('version')!r} is not supported")
         try:
             rows = data["table"]
@@ -190,8 +217,11 @@ class Schedule:
             num_train = data.get("num_train_timesteps", 1000)
         except (KeyError, TypeError) as err:
             raise ScheduleError(f"schedule is missing {err}") from None
-        if not isinstance(rows, list) or not all(isinstance(r, str) and set(r) <= {"0", "1"} for r in rows):
-            raise ScheduleError("table must be a list of strings of 0 and 1, one per block")
+        codes = {c: a for a, c in CHARS.items()}
+        if not isinstance(rows, list) or not all(isinstance(r, str) and set(r) <= set(codes) for r in rows):
+            raise ScheduleError(
+                "table must be a list of strings of 1 (run), r (reuse) and 0 (skip), one per block"
+            )
         if not rows or len({len(r) for r in rows}) != 1 or not rows[0]:
             raise ScheduleError("table rows must be non-empty and of equal length")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -204,7 +234,7 @@ class Schedule:
             raise ScheduleError("block_shares must be a list of numbers or null")
         if type(num_train) is not int or num_train < 1 or not isinstance(settings, dict):
             raise ScheduleError("num_train_timesteps must be a positive integer and settings an object")
-        table = np.array([[c == "1" for c in r] for r in rows], dtype=bool)
+        table = np.array([[codes[c] for c in r] for r in rows], dtype=np.int8)
         return cls(
             table,
             names,

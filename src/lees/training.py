@@ -32,10 +32,10 @@ from tqdm.auto import tqdm
 from .blocks import Blocks, find_blocks
 from .denoisers import check_context, context_rows, denoise, latent_shape, num_classes
 from .distributed import all_mean, world
+from .engine import GatedModel
 from .files import atomic_write_bytes, atomic_write_text
 from .gates import SigmoidTimeGate, normalised_time, open_mask
 from .latents import encode
-from .skipping import GatedModel
 
 T_GRID = torch.linspace(0.001, 1.0, 100)  # where gates are compared (KL) and ratios measured
 
@@ -159,7 +159,7 @@ def train_gates(
         raise ValueError(f"the batch size {config.batch_size} must divide among {world_size} processes")
     local = slice(rank * config.batch_size // world_size, (rank + 1) * config.batch_size // world_size)
     gated = GatedModel(backbone, blocks)
-    gate = SigmoidTimeGate(len(blocks)).to(device)
+    gate = SigmoidTimeGate(len(blocks), blocks.names).to(device)
     trained = DistributedDataParallel(gate) if world_size > 1 else gate
     weights = cost_weights(blocks, config.cost).to(device)
     opt = torch.optim.Adam(gate.parameters(), lr=config.lr, betas=config.betas)
@@ -385,7 +385,7 @@ def load_gate(path: str | Path) -> tuple[SigmoidTimeGate, list[str]]:
         raise ValueError(f"{path} is not a readable gate file: {err}") from None
     if names is None or set(tensors) != {"a", "b"} or tensors["a"].shape != (len(names),):
         raise ValueError(f"{path} is not a lees gate file")
-    gate = SigmoidTimeGate(len(names))
+    gate = SigmoidTimeGate(len(names), names)
     with torch.no_grad():
         gate.a.copy_(tensors["a"])
         gate.b.copy_(tensors["b"])

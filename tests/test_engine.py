@@ -122,7 +122,7 @@ def test_soft_mode_mixes_shortcut_and_block(tiny):
 def test_ste_forward_is_hard_and_closed_gates_get_gradients(tiny):
     blocks = find_blocks(tiny)
     gated = GatedModel(tiny, blocks)
-    gate = SigmoidTimeGate(len(blocks))
+    gate = SigmoidTimeGate(len(blocks), blocks.names)
     with torch.no_grad():
         gate.b[::2] = -1.0  # every other block closed at every t
     x, t = _inputs(tiny)

@@ -1,0 +1,272 @@
+"""The engine: each block of a model runs, reuses its last residual, or is skipped, call by call.
+
+Every skippable block gets a diffusers ``ModelHook`` (through ``HookRegistry``, as
+``apply_layer_skip`` and ``apply_first_block_cache`` attach theirs); the user's model is never
+patched by hand, its parameters and ``state_dict`` never change, and detaching restores exactly
+the plain forward. One :class:`Engine` per model holds the hooks; what each block does on the next
+call is a *decision* the caller sets (:meth:`Engine.deciding`), and the residuals a block computed
+live in a :class:`ReuseCache` the caller owns, so several methods can share one set of hooks and
+still keep their caches apart (side-by-side timing).
+
+Block actions (hard mode, one per block for the whole batch):
+
+* ``RUN``: the block computes. If the cache keeps that block, its residual
+  ``output - shortcut(input)`` is stored per sample.
+* ``REUSE``: the block's shortcut of the *current* input plus the residual it computed the last
+  time it ran in this sampling run. A block with no cached residual yet (or one of another batch
+  shape) runs instead, so a reuse schedule's first step always computes.
+* ``SKIP``: the shortcut only (identity for attention and transformer blocks).
+
+Soft modes, for training (one weight per block, shape (K,) or per sample (B, K)):
+
+* ``soft``: every block runs and its residual is weighted: ``shortcut + w * residual`` when the
+  fallback is ``SKIP``; with the fallback ``REUSE`` the residual carried forward becomes
+  ``w * fresh + (1 - w) * cached`` (differentiable through a rollout; at w in {0, 1} it is exactly
+  the hard run/reuse rule).
+* ``ste``: as ``soft`` with the straight-through weight (forward 0/1, gradient of w).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from torch import nn
+
+from .blocks import SHORTCUTS, Blocks, block_kind, resolve_modules, skipped_output
+from .denoisers import main_output, with_main_output
+from .gates import straight_through
+
+SKIP, RUN, REUSE = 0, 1, 2
+ACTIONS = {"skip": SKIP, "run": RUN, "reuse": REUSE}
+MODES = ("hard", "soft", "ste")
+
+
+class ReuseCache:
+    """The residuals of one sampling run, one slot per block, and the peak memory they took.
+
+    ``keep[k]`` says whether block k's residual is stored when it runs (only blocks a schedule
+    reuses need it). Clear it at the start of every sampling run and every batch.
+    """
+
+    def __init__(self, num_blocks: int, keep: Sequence[bool] | None = None) -> None:
+        self.keep = list(keep) if keep is not None else [True] * num_blocks
+        if len(self.keep) != num_blocks:
+            raise ValueError(f"{len(self.keep)} keep flags for {num_blocks} blocks")
+        self.residuals: list[torch.Tensor | None] = [None] * num_blocks
+        self.peak_bytes = 0
+        self.peak_batch = 0
+
+    def clear(self) -> None:
+        """Forget every residual (a new sampling run or batch starts)."""
+        self.residuals = [None] * len(self.residuals)
+
+    def store(self, k: int, residual: torch.Tensor) -> None:
+        self.residuals[k] = residual
+        held = [r for r in self.residuals if r is not None]
+        total = sum(r.numel() * r.element_size() for r in held)
+        if total > self.peak_bytes:
+            self.peak_bytes, self.peak_batch = total, len(residual)
+
+    @property
+    def peak_bytes_per_sample(self) -> float:
+        """Peak bytes the residuals held, per sample of the batch that held them."""
+        return self.peak_bytes / self.peak_batch if self.peak_batch else 0.0
+
+
+class _BlockHook(ModelHook):
+    """Hands block k's call to its engine; stateless itself (the state lives in a ReuseCache)."""
+
+    def __init__(self, engine: Engine, k: int) -> None:
+        super().__init__()
+        self.engine, self.k = engine, k
+
+    def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return self.engine._call_block(self.k, module, self.fn_ref.original_forward, args, kwargs)
+
+
+class Engine:
+    """Hooks on the K named blocks of ``model``, and the decisions and cache of the current call.
+
+    Attach with :meth:`attached` (for a span of calls) or :meth:`attach`/:meth:`detach`; outside a
+    :meth:`deciding` span every hooked block runs as in the plain model.
+    """
+
+    def __init__(self, model: nn.Module, blocks: Blocks | Sequence[str]) -> None:
+        self.model = model
+        self.block_names = list(blocks.names if isinstance(blocks, Blocks) else blocks)
+        self.modules = resolve_modules(model, self.block_names)
+        self.kinds = [block_kind(m) for m in self.modules]
+        self.hook_name = f"lees.block.{id(self):x}"
+        self._attached = 0
+        self._decisions: Sequence[Any] | None = None
+        self._mode = "hard"
+        self._fallback = SKIP
+        self._cache: ReuseCache | None = None
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.block_names)
+
+    # -- hooks ----------------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Register the block hooks (nested calls count; the first one registers)."""
+        if self._attached == 0:
+            for k, module in enumerate(self.modules):
+                HookRegistry.check_if_exists_or_initialize(module).register_hook(
+                    _BlockHook(self, k), self.hook_name
+                )
+        self._attached += 1
+
+    def detach(self) -> None:
+        """Remove the block hooks once the last :meth:`attach` is undone; the plain forward is back."""
+        if self._attached == 0:
+            return
+        self._attached -= 1
+        if self._attached == 0:
+            for module in self.modules:
+                _remove_hook(module, self.hook_name)
+
+    @contextmanager
+    def attached(self) -> Iterator[Engine]:
+        self.attach()
+        try:
+            yield self
+        finally:
+            self.detach()
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    @contextmanager
+    def deciding(
+        self, decisions: Any, mode: str = "hard", cache: ReuseCache | None = None, fallback: int = SKIP
+    ) -> Iterator[None]:
+        """Within the span, hooked blocks follow ``decisions`` (see the module doc); restored after."""
+        checked = self.check_decisions(decisions, mode)
+        if fallback not in (SKIP, REUSE):
+            raise ValueError("the soft fallback is SKIP or REUSE")
+        if cache is not None and len(cache.residuals) != self.num_blocks:
+            raise ValueError(f"the cache has {len(cache.residuals)} slots for {self.num_blocks} blocks")
+        saved = self._decisions, self._mode, self._cache, self._fallback
+        self._decisions, self._mode, self._cache, self._fallback = checked, mode, cache, fallback
+        try:
+            yield
+        finally:
+            self._decisions, self._mode, self._cache, self._fallback = saved
+
+    def check_decisions(self, decisions: Any, mode: str) -> Any:
+        """Hard: K actions (bools are run/skip); soft/ste: a float tensor (K,) or (B, K) of weights."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "hard":
+            if isinstance(decisions, torch.Tensor):
+                if decisions.dim() != 1:
+                    raise ValueError("hard mode takes one mask for the whole batch, shape (K,)")
+                decisions = decisions.tolist()
+            actions = [int(RUN if d is True else SKIP if d is False else d) for d in decisions]
+            if len(actions) != self.num_blocks:
+                raise ValueError(f"mask has {len(actions)} entries for {self.num_blocks} blocks")
+            if any(a not in (SKIP, RUN, REUSE) for a in actions):
+                raise ValueError("a block action is skip (0), run (1) or reuse (2)")
+            return actions
+        if not isinstance(decisions, torch.Tensor) or not decisions.is_floating_point():
+            raise TypeError(f"{mode} mode takes a float tensor of gate values, shape (K,) or (B, K)")
+        if decisions.dim() not in (1, 2) or decisions.shape[-1] != self.num_blocks:
+            raise ValueError(
+                f"gate values of shape {tuple(decisions.shape)} do not fit {self.num_blocks} blocks"
+            )
+        weights = straight_through(decisions) if mode == "ste" else decisions
+        return weights.float().unbind(-1)
+
+    # -- one block call -------------------------------------------------------------------------
+
+    def _call_block(self, k: int, module: nn.Module, forward, args: tuple, kwargs: dict) -> Any:
+        if self._decisions is None:
+            return forward(*args, **kwargs)
+        shortcut = SHORTCUTS[self.kinds[k]]
+        cache = self._cache
+        if self._mode != "hard":
+            return self._mixed(k, module, forward, args, kwargs)
+        action = self._decisions[k]
+        if action == SKIP:
+            return skipped_output(self.kinds[k], kwargs, shortcut(module, args, kwargs))
+        cached = cache.residuals[k] if cache is not None else None
+        if action == REUSE and cached is not None:
+            base = shortcut(module, args, kwargs)
+            if cached.shape == base.shape:
+                return skipped_output(self.kinds[k], kwargs, base + cached)
+        out = forward(*args, **kwargs)
+        if cache is not None and cache.keep[k]:
+            cache.store(k, main_output(out) - shortcut(module, args, kwargs))
+        return out
+
+    def _mixed(self, k: int, module: nn.Module, forward, args: tuple, kwargs: dict) -> Any:
+        """Soft/STE: ``shortcut + w * fresh`` (fallback SKIP) or the weighted carried residual (REUSE)."""
+        base = SHORTCUTS[self.kinds[k]](module, args, kwargs)
+        full = forward(*args, **kwargs)
+        fresh = main_output(full) - base
+        weight = self._decisions[k].to(fresh.device, fresh.dtype)
+        weight = weight if weight.dim() == 0 else weight.view(-1, *([1] * (fresh.dim() - 1)))
+        residual = weight * fresh
+        cache = self._cache
+        if self._fallback == REUSE and cache is not None:
+            cached = cache.residuals[k]
+            if cached is not None and cached.shape == fresh.shape:
+                residual = residual + (1 - weight) * cached
+            else:
+                residual = fresh
+            cache.store(k, residual)
+        return with_main_output(full, base + residual)
+
+
+def _remove_hook(module: nn.Module, name: str) -> None:
+    """Remove hook ``name``; with no hooks left, drop the registry and the forward it installed."""
+    registry = getattr(module, "_diffusers_hook", None)
+    if registry is None:
+        return
+    registry.remove_hook(name, recurse=False)
+    if registry.hooks:
+        return
+    del module._diffusers_hook
+    forward = module.__dict__.get("forward")
+    if getattr(forward, "__func__", None) is type(module).forward:
+        del module.forward
+
+
+class GatedModel(nn.Module):
+    """Wrap ``model`` so that each call can run, reuse or skip any of its ``blocks``.
+
+    ``blocks`` is the result of :func:`lees.find_blocks` or a list of module names. Call it like the
+    model, plus ``mask=`` (K actions or gate values), ``mode=`` and ``cache=`` (a :class:`ReuseCache`
+    for ``REUSE``); with ``mask=None`` it is the plain model. The hooks are attached for the length
+    of each call only, so the model is plain between calls.
+    """
+
+    def __init__(self, model: nn.Module, blocks: Blocks | Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.engine = Engine(model, blocks)
+        self.block_names = self.engine.block_names
+
+    @property
+    def num_blocks(self) -> int:
+        return self.engine.num_blocks
+
+    def forward(
+        self,
+        *args: Any,
+        mask: Any = None,
+        mode: str = "hard",
+        cache: ReuseCache | None = None,
+        fallback: int = SKIP,
+        **kwargs: Any,
+    ) -> Any:
+        """The model's output with the blocks chosen by ``mask`` run, reused, skipped or mixed."""
+        if mask is None:
+            return self.model(*args, **kwargs)
+        with self.engine.attached(), self.engine.deciding(mask, mode, cache, fallback):
+            return self.model(*args, **kwargs)
