@@ -37,8 +37,22 @@ def test_schedule_applies_step_by_step(tiny, noise):
     table[:, -1] = False  # skip everything at the last step only
     skipped = sample(tiny, Schedule(table, blocks.names, timesteps), 2, steps=4, noise=noise, progress=False)
     assert not torch.allclose(full, skipped)
-    with pytest.raises(ValueError, match="the ddpm sampler uses"):
-        sample(tiny, Schedule.full(blocks, timesteps), 2, steps=5, noise=noise, progress=False)
+    # a schedule carries its own timesteps: steps= does not apply to it
+    assert torch.equal(
+        same, sample(tiny, Schedule.full(blocks, timesteps), 2, steps=5, noise=noise, progress=False)
+    )
+    ddim = Schedule.full(blocks, timesteps, settings={"sampler": "ddim"})
+    with pytest.raises(ValueError, match="made for the ddim sampler, not ddpm"):
+        sample(tiny, ddim, 2, noise=noise, progress=False)
+
+
+def test_lockstep_samples_fewer_steps_beside_more(tiny, noise):
+    blocks = find_blocks(tiny)
+    fewer = Schedule.full(blocks, sampler_timesteps(noise, 2))
+    runs = sample_lockstep(tiny, {"full-4": None, "full-2": fewer}, 3, steps=4, noise=noise, progress=False)
+    assert torch.equal(runs["full-4"].images, sample(tiny, None, 3, steps=4, noise=noise, progress=False))
+    assert torch.equal(runs["full-2"].images, sample(tiny, None, 3, steps=2, noise=noise, progress=False))
+    assert runs["full-2"].seconds < runs["full-4"].seconds
 
 
 def test_ddim_is_deterministic_and_takes_any_step_count(tiny, noise):

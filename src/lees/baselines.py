@@ -1,4 +1,5 @@
-"""Hand-made and random schedules to measure LEES against: ASE's drop schedule and random gates.
+"""Hand-made and random schedules to measure LEES against: ASE's drop schedule, random gates, and
+the caching baselines DeepCache (UNets) and uniform reuse (FORA-like, any model).
 
 ASE (Moon et al., "A Simple Early Exiting Framework for Accelerated Sampling in Diffusion
 Models", ICML 2024; code: taehong-moon/ee-diffusion, ``DiT/drop_scheduler.py``) splits the 1000
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .blocks import Blocks
+from .engine import REUSE, RUN, SKIP
 from .schedules import Schedule
 
 _UNET_NAME = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^mid_block\.")
@@ -108,3 +110,100 @@ def random_schedule(
     return Schedule(
         table, names, list(timesteps), "random", settings, None if shares is None else list(shares)
     )
+
+
+def cached_schedule(
+    blocks: Blocks,
+    timesteps: Sequence[int],
+    full_steps: Sequence[int],
+    always: Sequence[bool],
+    source: str,
+    settings: dict,
+    between: int = REUSE,
+) -> Schedule:
+    """Every block at ``full_steps`` (step 0 always); in between the ``always`` blocks run and the
+    others ``between`` (reuse their last residual, or skip for the identity-skip comparison)."""
+    if between not in (REUSE, SKIP):
+        raise ValueError("blocks between full steps reuse or skip")
+    actions = np.full((len(blocks), len(timesteps)), between, dtype=np.int8)
+    actions[np.asarray(always, dtype=bool)] = RUN
+    actions[:, sorted({0, *full_steps})] = RUN
+    settings = {**settings, "between": "reuse" if between == REUSE else "skip"}
+    return Schedule(actions, blocks.names, list(timesteps), source, settings, blocks.shares)
+
+
+def unet_level(name: str) -> int | None:
+    """How many resolution levels lie above a UNet block (0: the outermost); None outside the paths."""
+    m = _UNET_NAME.match(name)
+    if m is None or m.group(1) is None:
+        return None
+    return int(m.group(2))
+
+
+def deepcache_schedule(
+    blocks: Blocks,
+    timesteps: Sequence[int],
+    interval: int = 3,
+    levels: int = 1,
+    centre: int | None = None,
+    power: float = 1.4,
+    between: int = REUSE,
+) -> Schedule:
+    """DeepCache (Ma et al., CVPR 2024) for a diffusers UNet as a block schedule.
+
+    A full step every ``interval`` steps; in between only the outer ``levels`` resolution levels of
+    the down and up paths run and every deeper block reuses its last residual. DeepCache caches the
+    deep feature entering the kept skip branch; here each deeper block reuses its own residual, which
+    on the same step pattern is the same set of computed blocks. With ``centre`` the full steps are
+    placed non-uniformly, denser around step ``centre`` (DeepCache's non-uniform 1:N, Eq. 7, with
+    exponent ``power``), keeping their count at ceil(S / interval).
+    """
+    names = blocks.names
+    if not all(_UNET_NAME.match(n) for n in names):
+        raise ValueError("DeepCache needs a UNet's down_blocks/mid_block/up_blocks; use uniform_schedule")
+    if interval < 1 or levels < 0:
+        raise ValueError("need interval >= 1 and levels >= 0")
+    up_levels = 1 + max((unet_level(n) for n in names if n.startswith("up_blocks")), default=0)
+
+    def outer(name: str) -> bool:
+        level = unet_level(name)
+        if level is None:
+            return False
+        return level < levels if name.startswith("down_blocks") else up_levels - 1 - level < levels
+
+    steps = len(timesteps)
+    full = list(range(0, steps, interval))
+    if centre is not None:
+        full = _dense_around(steps, len(full), centre, power)
+    settings = {"interval": interval, "levels": levels, "centre": centre, "power": power}
+    return cached_schedule(blocks, timesteps, full, [outer(n) for n in names], "deepcache", settings, between)
+
+
+def _dense_around(steps: int, count: int, centre: int, power: float) -> list[int]:
+    """``count`` distinct step indices in [0, steps), step 0 first, spaced as |u|^power around ``centre``."""
+    if not 0 <= centre < steps or power < 1 or not 1 <= count <= steps:
+        raise ValueError("need 0 <= centre < steps, power >= 1 and 1 <= count <= steps")
+    while True:
+        u = np.linspace(-(centre ** (1 / power)), (steps - 1 - centre) ** (1 / power), count)
+        picked = sorted({0, *(int(round(centre + np.sign(v) * abs(v) ** power)) for v in u)})
+        if len(picked) >= count or power <= 1:
+            return picked[:count] if len(picked) >= count else list(range(0, steps, max(1, steps // count)))
+        power = max(1.0, power - 0.05)
+
+
+def uniform_schedule(
+    blocks: Blocks,
+    timesteps: Sequence[int],
+    interval: int = 2,
+    outer: int = 0,
+    between: int = REUSE,
+) -> Schedule:
+    """Every block every ``interval`` steps (as FORA for transformer blocks); in between the ``outer``
+    first and ``outer`` last blocks in execution order still run and the others reuse (or skip)."""
+    if interval < 1 or outer < 0:
+        raise ValueError("need interval >= 1 and outer >= 0")
+    k = len(blocks)
+    always = [i < outer or i >= k - outer for i in range(k)]
+    full = range(0, len(timesteps), interval)
+    settings = {"interval": interval, "outer": outer}
+    return cached_schedule(blocks, timesteps, full, always, "uniform", settings, between)

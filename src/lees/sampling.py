@@ -98,7 +98,7 @@ def sample(
     seed: int = 0,
     noise: DDPMScheduler | None = None,
     batch_size: int = 64,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     progress: bool = True,
     soft_gate: SigmoidTimeGate | None = None,
     timesteps: Sequence[int] | None = None,
@@ -106,8 +106,9 @@ def sample(
     first: int = 0,
     context: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``n`` samples in [-1, 1]; ``schedule`` says which blocks run at each step (None: all).
+    """``n`` samples in [-1, 1]; ``schedule`` says what each block does at each step (None: all).
 
+    A schedule carries its timesteps, so it sets the steps (``steps`` is then ignored).
     ``soft_gate`` instead mixes every block by its gate value (ablation A1: soft gating at inference;
     no block is skipped). ``noise`` is the model's training noise schedule (default: DDPM's linear).
     ``timesteps`` replaces the ``steps`` evenly spaced ones; ``decoder`` decodes latents to images.
@@ -117,6 +118,8 @@ def sample(
     """
     if schedule is not None and soft_gate is not None:
         raise ValueError("give a schedule or a soft gate, not both")
+    if schedule is not None and timesteps is not None and list(timesteps) != schedule.timesteps:
+        raise ValueError("the schedule samples at its own timesteps; drop timesteps=")
     method = schedule if schedule is not None else soft_gate
     runs = sample_lockstep(
         model, {"": method}, n, steps, sampler, seed, noise, batch_size, device, progress, timesteps,
@@ -145,7 +148,7 @@ def sample_lockstep(
     seed: int = 0,
     noise: DDPMScheduler | None = None,
     batch_size: int = 64,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     progress: bool = True,
     timesteps: Sequence[int] | None = None,
     decoder: nn.Module | None = None,
@@ -154,32 +157,32 @@ def sample_lockstep(
 ) -> dict[str, TimedSamples]:
     """Sample the same ``n`` seeds with several methods side by side, and time each one.
 
+    A schedule samples at its own timesteps (so the full model at fewer steps is
+    ``Schedule.full(blocks, fewer_timesteps)``); a gate or None at ``steps`` (or ``timesteps``).
     At every step each method's denoiser call and sampler update run back to back, in an order that
     turns from step to step, so a slow spell of a noisy machine falls on all methods alike: ratios
-    of the returned seconds are paired measurements. Each method's images equal what :func:`sample`
-    gives it alone (same seeds, same noise). ``context``: as for :func:`sample`.
+    of the returned seconds are paired measurements (a method with fewer steps is paired over the
+    steps it has). Each method's images equal what :func:`sample` gives it alone (same seeds, same
+    noise). ``device`` defaults to the model's. ``context``: as for :func:`sample`.
     """
     if not methods:
         raise ValueError("give at least one method to sample with")
     check_context(model, context, n)
-    scheduler = make_sampler(noise, sampler, steps, timesteps)
-    visited = [int(t) for t in scheduler.timesteps]
-    device = torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     context = None if context is None else context.to(device)
     engines: dict[tuple[str, ...], Engine] = {}
-    num_train = scheduler.config.num_train_timesteps
-    calls = {
-        name: _Denoiser(model, method, visited, sampler, num_train, engines)
+    runs = {
+        name: _Method(model, method, noise, sampler, steps, timesteps, engines, device)
         for name, method in methods.items()
     }
-    update = _updater(scheduler, sampler, visited, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     shape = latent_shape(model)
     names = list(methods)
     images: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     seconds = dict.fromkeys(names, 0.0)
+    longest = max(len(r.visited) for r in runs.values())
     bar = tqdm(
-        total=n * len(visited) * len(names),
+        total=n * sum(len(r.visited) for r in runs.values()),
         desc=f"sampling ({sampler})",
         unit="img-step",
         disable=not progress,
@@ -197,14 +200,15 @@ def sample_lockstep(
                 cond = {"class_labels": draw_labels(model, gens, device), "context": rows}
                 x = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
                 state[name] = [x, gens, cond]
-                calls[name].new_run()
-            for j, t in enumerate(scheduler.timesteps):
-                tt = t.to(device).expand(len(idx))
+                runs[name].new_run()
+            for j in range(longest):
                 for name in names[j % len(names) :] + names[: j % len(names)]:
+                    if j >= len(runs[name].visited):
+                        continue
                     x, gens, cond = state[name]
                     sync()
                     started = time.perf_counter()
-                    state[name][0] = update(calls[name](x, tt, cond, j), j, x, gens)
+                    state[name][0] = runs[name].step(x, j, cond, gens)
                     sync()
                     seconds[name] += time.perf_counter() - started
                     bar.update(len(idx))
@@ -218,12 +222,17 @@ def sample_lockstep(
                 images[name].append(x.cpu())
     bar.close()
     return {
-        name: TimedSamples(torch.cat(images[name]), seconds[name], calls[name].cache_bytes_per_sample)
+        name: TimedSamples(torch.cat(images[name]), seconds[name], runs[name].cache_bytes_per_sample)
         for name in names
     }
 
 
-def _updater(scheduler, sampler: str, visited: list[int], device: torch.device):
+def model_device(model: nn.Module) -> torch.device:
+    """The device a model's parameters are on: where lees runs it unless told otherwise."""
+    return next(model.parameters()).device
+
+
+def sampler_update(scheduler, sampler: str, visited: list[int], device: torch.device):
     """The sampler's update ``x_{j+1} = update(eps, j, x_j, generators)``: DDPM's (ancestral) or DDIM's."""
     if sampler == "ddpm":
         return lambda eps, j, x, gens: (
@@ -240,28 +249,24 @@ def _updater(scheduler, sampler: str, visited: list[int], device: torch.device):
     return ddim
 
 
-class _Denoiser:
-    """The noise prediction at step ``j`` for one method: all blocks, a schedule's actions (with its
-    own reuse cache, cleared at every new run), or soft gates mixed by block name."""
+class _Method:
+    """One method of a side-by-side run: its sampler and timesteps, and its noise prediction at step
+    ``j``: all blocks, a schedule's actions (with its own reuse cache, cleared at every new run), or
+    soft gates mixed by block name."""
 
     def __init__(
-        self,
-        model: nn.Module,
-        method: Method,
-        visited: list[int],
-        sampler: str,
-        num_train: int,
-        engines: dict,
+        self, model, method: Method, noise, sampler: str, steps: int, timesteps, engines, device
     ) -> None:
         self.model, self.method, self.cache = model, method, None
+        if isinstance(method, Schedule):
+            _check_sampler(method, sampler)
+            steps, timesteps = method.num_steps, _own_timesteps(noise, sampler, method.timesteps)
+        self.scheduler = make_sampler(noise, sampler, steps, timesteps)
+        self.visited = [int(t) for t in self.scheduler.timesteps]
+        self.update = sampler_update(self.scheduler, sampler, self.visited, device)
         if method is None:
             return
         if isinstance(method, Schedule):
-            if method.timesteps != visited:
-                raise ValueError(
-                    f"the schedule is for timesteps {method.timesteps[:3]}..., "
-                    f"the {sampler} sampler uses {visited[:3]}..."
-                )
             names = method.block_names
             self.cache = ReuseCache(method.num_blocks, method.kept_blocks()) if method.reuses else None
         elif isinstance(method, SigmoidTimeGate):
@@ -270,11 +275,12 @@ class _Denoiser:
                     "this gate has no block names; load it with load_gate or set gate.block_names"
                 )
             names = method.block_names
-            self.times = normalised_time(torch.tensor(visited), num_train)
+            self.times = normalised_time(
+                torch.tensor(self.visited), self.scheduler.config.num_train_timesteps
+            )
         else:
             raise TypeError(f"a method is a Schedule, a SigmoidTimeGate or None, not {type(method).__name__}")
-        key = tuple(names)
-        self.engine = engines.setdefault(key, Engine(model, names))
+        self.engine = engines.setdefault(tuple(names), Engine(model, names))
 
     def new_run(self) -> None:
         if self.cache is not None:
@@ -284,12 +290,27 @@ class _Denoiser:
     def cache_bytes_per_sample(self) -> float:
         return self.cache.peak_bytes_per_sample if self.cache is not None else 0.0
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: dict, j: int) -> torch.Tensor:
+    def step(self, x: torch.Tensor, j: int, cond: dict, gens: list[torch.Generator]) -> torch.Tensor:
+        """One sampler step from x_j: the noise prediction, then the sampler's update."""
+        t = self.scheduler.timesteps[j].to(x.device).expand(len(x))
         if self.method is None:
-            return denoise(self.model, x, t, **cond)
+            return self.update(denoise(self.model, x, t, **cond), j, x, gens)
         if isinstance(self.method, Schedule):
             decisions, mode = self.method.mask(j), "hard"
         else:
             decisions, mode = self.method(self.times[j].to(x.device)), "soft"
         with self.engine.deciding(decisions, mode, self.cache):
-            return denoise(self.model, x, t, **cond)
+            eps = denoise(self.model, x, t, **cond)
+        return self.update(eps, j, x, gens)
+
+
+def _check_sampler(schedule: Schedule, sampler: str) -> None:
+    """A clear error when a schedule made for one sampler is used with another."""
+    made_for = schedule.settings.get("sampler")
+    if made_for is not None and made_for != sampler:
+        raise ValueError(f"the schedule was made for the {made_for} sampler, not {sampler}")
+
+
+def _own_timesteps(noise, sampler: str, timesteps: list[int]) -> list[int] | None:
+    """None where ``timesteps`` are the sampler's evenly spaced ones (its own stepping), else them."""
+    return None if sampler_timesteps(noise, len(timesteps), sampler) == timesteps else timesteps

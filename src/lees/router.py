@@ -1,0 +1,231 @@
+"""The step router: a learned run-or-reuse schedule, trained on the sampler's own trajectory.
+
+Where the paper's gate g_k(t) = sigmoid(a_k t + b_k) is monotone in t (a block it closes never
+runs again, so there is nothing fresh to reuse), the router has one logit per block and sampler
+step, K x S, input-invariant, as Learning-to-Cache's router (horseee/learning-to-cache). Block k
+at step j *runs* where sigmoid(logit) >= 0.5 and otherwise *reuses* the residual it computed the
+last time it ran; step 0 always runs (nothing is cached yet).
+
+Objective (teacher = the frozen full model on its own trajectory): the full sampler is run once
+for ``trajectories`` start noises, keeping every state x_j and the full model's prediction there.
+A training step draws a window of ``window`` consecutive steps; at its first step every block runs
+(filling the cache), and at each later step the student's prediction at the teacher's state, with
+each block's residual carried as ``w * fresh + (1 - w) * cached`` (the engine's soft reuse), is
+compared with the teacher's. Loss = MSE / (the same MSE with every block reusing, measured once)
++ lambda * the FLOP fraction the soft schedule runs. In budget mode lambda is a Lagrange multiplier
+raised while the hard schedule runs more than ``target_ratio`` of the full model's FLOPs; the
+final table then meets the budget exactly by turning the least confident runs into reuses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+from torch import nn
+from tqdm.auto import tqdm
+
+from .blocks import Blocks, find_blocks
+from .denoisers import check_context, denoise, draw_labels, latent_shape
+from .engine import REUSE, RUN, Engine, ReuseCache
+from .files import atomic_write_text
+from .sampling import make_sampler, sampler_update
+from .schedules import Schedule
+
+
+@dataclass
+class RouterConfig:
+    """Settings of one router training run (saved in the schedule's settings)."""
+
+    steps: int = 50  # sampler steps the schedule is for
+    sampler: str = "ddpm"
+    target_ratio: float | None = 0.7  # FLOP ratio wanted (budget mode); None: lambda mode
+    lam: float = 1.0
+    train_steps: int = 300
+    batch_size: int = 16
+    window: int = 4
+    trajectories: int = 64
+    lr: float = 0.05
+    dual_lr: float = 0.5
+    init_logit: float = 2.0
+    estimator: str = "soft"  # or "ste": the forward uses the hard run/reuse decision
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.target_ratio is not None and not 0 < self.target_ratio <= 1:
+            raise ValueError(f"the target ratio must lie in (0, 1], got {self.target_ratio}")
+        if not math.isfinite(self.lam) or self.lam < 0:
+            raise ValueError(f"lambda must be >= 0, got {self.lam}")
+        if self.estimator not in ("soft", "ste"):
+            raise ValueError(f"estimator must be soft or ste, got {self.estimator!r}")
+        if min(self.steps, self.train_steps, self.batch_size, self.trajectories) < 1:
+            raise ValueError("steps, train_steps, batch_size and trajectories must be positive")
+        if not 2 <= self.window <= self.steps:
+            raise ValueError(f"the window must hold 2 to {self.steps} steps, got {self.window}")
+
+
+@dataclass
+class Trajectory:
+    """The full model's sampling run: states x_j (S, N, ...), its predictions there, and conditions."""
+
+    states: torch.Tensor
+    targets: torch.Tensor
+    timesteps: list[int]
+    cond: dict[str, Any]
+
+
+@torch.no_grad()
+def teacher_trajectory(
+    model: nn.Module,
+    scheduler: DDPMScheduler,
+    config: RouterConfig,
+    context: torch.Tensor | None = None,
+) -> Trajectory:
+    """Run the full model's sampler on ``config.trajectories`` seeded noises and keep every step."""
+    device = next(model.parameters()).device
+    sampler = make_sampler(scheduler, config.sampler, config.steps)
+    visited = [int(t) for t in sampler.timesteps]
+    update = sampler_update(sampler, config.sampler, visited, device)
+    n = config.trajectories
+    gens = [torch.Generator(device).manual_seed(config.seed * 1_000_003 + 500_000 + i) for i in range(n)]
+    cond = {"class_labels": draw_labels(model, gens, device), "context": context}
+    x = torch.stack([torch.randn(latent_shape(model), generator=g, device=device) for g in gens])
+    states, targets = [], []
+    for j, t in enumerate(tqdm(sampler.timesteps, desc="teacher trajectory", leave=False)):
+        eps = denoise(model, x, t.to(device).expand(n), **cond)
+        states.append(x.cpu())
+        targets.append(eps.cpu())
+        x = update(eps, j, x, gens)
+    return Trajectory(torch.stack(states), torch.stack(targets), visited, cond)
+
+
+@dataclass
+class RouterResult:
+    """The trained logits, the hard schedule they give, and the training log."""
+
+    logits: torch.Tensor
+    schedule: Schedule
+    log: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def flop_weights(blocks: Blocks, steps: int) -> torch.Tensor:
+    """(K, S) weights whose sum over a 0/1 run table is the FLOP fraction the gated blocks run."""
+    shares = torch.tensor(blocks.shares, dtype=torch.float32)
+    return shares.view(-1, 1).expand(-1, steps) / steps
+
+
+def hard_actions(
+    logits: torch.Tensor, weights: torch.Tensor, rest: float, target: float | None
+) -> np.ndarray:
+    """Run where sigmoid(logit) >= 0.5 (step 0 always), else reuse; then, under a FLOP ``target``,
+    turn the least confident runs into reuses until ``rest`` + the run share meets it."""
+    runs = logits.detach().cpu() >= 0
+    runs[:, 0] = True
+    if target is not None:
+        order = torch.argsort(logits.detach().cpu().flatten())
+        for index in order.tolist():
+            if rest + float((runs.float() * weights).sum()) <= target + 1e-9:
+                break
+            k, j = divmod(index, runs.shape[1])
+            if j > 0:
+                runs[k, j] = False
+    return np.where(runs.numpy(), RUN, REUSE).astype(np.int8)
+
+
+def _window_loss(engine, logits, traj, idx, start, config, device) -> torch.Tensor:
+    """Mean squared error of the student against the teacher over one window of steps (see module doc)."""
+    cache = ReuseCache(engine.num_blocks)
+    cond = {key: (v[idx] if key == "class_labels" and v is not None else v) for key, v in traj.cond.items()}
+    total = torch.zeros((), device=device)
+    for j in range(start, start + config.window):
+        x = traj.states[j, idx].to(device)
+        t = torch.full((len(idx),), traj.timesteps[j], device=device)
+        if j == start:
+            with torch.no_grad(), engine.deciding([RUN] * engine.num_blocks, "hard", cache):
+                denoise(engine.model, x, t, **cond)
+            continue
+        with engine.deciding(torch.sigmoid(logits[:, j]), config.estimator, cache, fallback=REUSE):
+            pred = denoise(engine.model, x, t, **cond)
+        total = total + nn.functional.mse_loss(pred, traj.targets[j, idx].to(device))
+    return total / (config.window - 1)
+
+
+def train_router(
+    model: nn.Module,
+    scheduler: DDPMScheduler,
+    config: RouterConfig | None = None,
+    blocks: Blocks | None = None,
+    progress: bool = True,
+    context: torch.Tensor | None = None,
+    log_path: str | None = None,
+) -> RouterResult:
+    """Learn a K x S run-or-reuse table for ``model`` with its sampler (backbone frozen, on its device)."""
+    config = config or RouterConfig()
+    check_context(model, context, 1)
+    blocks = blocks or find_blocks(model)
+    device = next(model.parameters()).device
+    started = time.perf_counter()
+    traj = teacher_trajectory(model, scheduler, config, context)
+    steps = len(traj.timesteps)
+    weights = flop_weights(blocks, steps).to(device)
+    rest = 1.0 - sum(blocks.shares)
+    logits = torch.full((len(blocks), steps), config.init_logit, device=device, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    engine = Engine(model, blocks)
+    frozen = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    lam, log = config.lam, []
+    with engine.attached():
+        scale = _reuse_everywhere_error(engine, traj, config, device, gen)
+        bar = tqdm(range(config.train_steps), desc="router", unit="step", disable=not progress)
+        for step in bar:
+            idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
+            start = int(torch.randint(0, steps - config.window + 1, (1,), generator=gen))
+            error = _window_loss(engine, logits, traj, idx, start, config, device) / scale
+            compute = rest + (torch.sigmoid(logits) * weights).sum()
+            loss = error + lam * compute
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ratio = rest + float(((logits.detach() >= 0).float() * weights).sum())
+            if config.target_ratio is not None:
+                lam = max(0.0, lam + config.dual_lr * (ratio - config.target_ratio))
+            log.append({"step": step + 1, "error": error.item(), "compute": compute.item(), "ratio": ratio,
+                        "lambda": lam})  # fmt: skip
+            bar.set_postfix(error=f"{error.item():.3f}", ratio=f"{ratio:.2f}", lam=f"{lam:.2f}")
+    for p, flag in zip(model.parameters(), frozen, strict=True):
+        p.requires_grad_(flag)
+    actions = hard_actions(logits, weights.cpu(), rest, config.target_ratio)
+    seconds = time.perf_counter() - started
+    settings = {
+        **asdict(config),
+        "objective": "teacher-forced windows, eps MSE",
+        "train_seconds": round(seconds, 1),
+        "final_lambda": lam,
+        "reuse_error_scale": scale,
+    }
+    schedule = Schedule(actions, blocks.names, traj.timesteps, "router", settings, blocks.shares,
+                        scheduler.config.num_train_timesteps)  # fmt: skip
+    if log_path is not None:
+        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in log))
+    return RouterResult(logits.detach().cpu(), schedule, log, seconds)
+
+
+@torch.no_grad()
+def _reuse_everywhere_error(engine, traj, config, device, gen) -> float:
+    """The window error with every block reusing after the window's first step: the loss's unit."""
+    logits = torch.full((engine.num_blocks, len(traj.timesteps)), -30.0, device=device)
+    errors = []
+    for _ in range(4):
+        idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
+        start = int(torch.randint(0, len(traj.timesteps) - config.window + 1, (1,), generator=gen))
+        errors.append(float(_window_loss(engine, logits, traj, idx, start, config, device)))
+    return max(sum(errors) / len(errors), 1e-12)
