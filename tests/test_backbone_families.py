@@ -24,7 +24,7 @@ def noise():
     return DDPMScheduler(**{**DDPM_NOISE, "clip_sample": False})
 
 
-def tiny_dit() -> DiTTransformer2DModel:
+def tiny_dit(classes: int = 10) -> DiTTransformer2DModel:
     torch.manual_seed(0)
     return DiTTransformer2DModel(
         sample_size=8,
@@ -34,7 +34,7 @@ def tiny_dit() -> DiTTransformer2DModel:
         num_layers=3,
         num_attention_heads=2,
         attention_head_dim=8,
-        num_embeds_ada_norm=10,
+        num_embeds_ada_norm=classes,
     ).eval()
 
 

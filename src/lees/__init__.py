@@ -2,9 +2,12 @@
 
 from .backbones import BackboneError, load_backbone
 from .blocks import Block, Blocks, find_blocks
-from .engine import GatedModel
+from .enable import disable, enable, pipeline_timesteps, reset
+from .engine import REUSE, RUN, SKIP, GatedModel, ReuseCache
 from .gates import SigmoidTimeGate, open_mask
+from .router import RouterConfig, train_router
 from .sampling import sample, sample_lockstep
+from .saving import load_policy, save_pretrained
 from .schedules import Schedule, ScheduleError, ScheduleMismatchError
 from .training import GateTrainConfig, train_gates
 
@@ -16,14 +19,26 @@ __all__ = [
     "Blocks",
     "GateTrainConfig",
     "GatedModel",
+    "REUSE",
+    "RUN",
+    "ReuseCache",
+    "RouterConfig",
+    "SKIP",
     "Schedule",
     "ScheduleError",
     "ScheduleMismatchError",
     "SigmoidTimeGate",
+    "disable",
+    "enable",
     "find_blocks",
     "load_backbone",
+    "load_policy",
     "open_mask",
+    "pipeline_timesteps",
+    "reset",
     "sample",
     "sample_lockstep",
+    "save_pretrained",
     "train_gates",
+    "train_router",
 ]

@@ -1,0 +1,156 @@
+"""Inside the user's own pipeline: ``lees.enable(pipe, schedule)`` and ``lees.disable(pipe)``.
+
+After ``enable`` the user's ``pipe(...)`` (or their own sampling loop) runs unchanged and every
+hooked block follows the schedule at the timestep the scheduler passes to the denoiser. Built on
+diffusers' hooks, as ``apply_first_block_cache`` is: a stateful root hook on the denoiser reads the
+timestep of each call and sets the block decisions of a :class:`lees.engine.Engine` for that call.
+
+Which column of a schedule applies: the one whose timestep equals the call's timestep rounded to
+an integer (float timesteps, as Euler passes, included); a timestep that is not on the schedule's
+grid is a :class:`ScheduleError` naming the grid. A sigmoid gate applies at any timestep: a block
+runs where g_k(t) >= 0.5.
+
+Reuse caches are per sampling run: they are cleared whenever a call's column comes before the
+previous call's (a new run started), when a diffusers pipeline finishes (its
+``maybe_free_model_hooks`` resets stateful hooks) and by :func:`reset`. Calls at the same column
+(PNDM repeats a timestep) keep the cache. Classifier-free guidance must be batched, as diffusers
+pipelines do: both halves are samples of one call, each with its own cached residuals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from torch import nn
+
+from .engine import Engine, ReuseCache, _remove_hook
+from .gates import SigmoidTimeGate, normalised_time, open_mask
+from .schedules import Schedule, ScheduleError
+
+ROOT_HOOK = "lees.steps"
+Policy = Schedule | SigmoidTimeGate
+
+
+def denoiser_of(pipe_or_model: Any) -> nn.Module:
+    """The denoiser of a diffusers pipeline (``unet`` or ``transformer``), or the model itself."""
+    if isinstance(pipe_or_model, nn.Module):
+        return pipe_or_model
+    for name in ("unet", "transformer"):
+        module = getattr(pipe_or_model, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise TypeError(
+        f"{type(pipe_or_model).__name__} is neither a model nor a pipeline with a unet or transformer"
+    )
+
+
+class _StepHook(ModelHook):
+    """Root hook: maps each call's timestep to the policy's block decisions (see the module doc)."""
+
+    _is_stateful = True
+
+    def __init__(self, engine: Engine, policy: Policy, num_train: int) -> None:
+        super().__init__()
+        self.engine, self.policy, self.num_train = engine, policy, num_train
+        if isinstance(policy, Schedule):
+            self.columns = {t: j for j, t in enumerate(policy.timesteps)}
+            self.cache = ReuseCache(policy.num_blocks, policy.kept_blocks()) if policy.reuses else None
+        else:
+            self.cache = None
+        self.last = -1
+
+    def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        with self.engine.deciding(self.decisions(timestep), "hard", self.cache):
+            return self.fn_ref.original_forward(*args, **kwargs)
+
+    def decisions(self, timestep: Any) -> list[int]:
+        if timestep is None:
+            raise TypeError(
+                "lees follows the denoiser's timestep: call it with timestep= or as its 2nd argument"
+            )
+        t = torch.as_tensor(timestep).flatten().float()
+        if t.numel() > 1 and not torch.all(t == t[0]):
+            raise ValueError("lees follows one timestep per call; this batch mixes timesteps")
+        value = float(t[0]) if t.numel() else float("nan")
+        if isinstance(self.policy, SigmoidTimeGate):
+            gate = self.policy(normalised_time(value, self.num_train))
+            return [int(b) for b in open_mask(gate).tolist()]
+        j = self.columns.get(round(value))
+        if j is None:
+            raise ScheduleError(
+                f"timestep {value:g} is not on the schedule's grid {self.policy.timesteps[:4]}...; build the "
+                "schedule for this scheduler's timesteps (lees.pipeline_timesteps)"
+            )
+        if j < self.last and self.cache is not None:
+            self.cache.clear()
+        self.last = j
+        return self.policy.mask(j)
+
+    def reset_state(self, module: nn.Module) -> nn.Module:
+        if self.cache is not None:
+            self.cache.clear()
+        self.last = -1
+        return module
+
+
+def enable(
+    pipe_or_model: Any, policy: Policy | str | Path, num_train_timesteps: int | None = None
+) -> nn.Module:
+    """Make ``pipe_or_model``'s denoiser follow ``policy`` (a Schedule, a gate, or a folder or file
+    saved by lees) until :func:`disable`; returns the denoiser. Enabling again replaces the policy."""
+    denoiser = denoiser_of(pipe_or_model)
+    if isinstance(policy, (str, Path)):
+        from .saving import load_policy
+
+        policy = load_policy(policy)
+    if not isinstance(policy, (Schedule, SigmoidTimeGate)):
+        raise TypeError(f"enable takes a Schedule, a SigmoidTimeGate or a path, not {type(policy).__name__}")
+    names = policy.block_names
+    if names is None:
+        raise ValueError("this gate has no block names; load it with load_gate or set gate.block_names")
+    disable(denoiser)
+    engine = Engine(denoiser, names)
+    hook = _StepHook(engine, policy, num_train_timesteps or _num_train(pipe_or_model, policy))
+    engine.attach()
+    HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(hook, ROOT_HOOK)
+    return denoiser
+
+
+def _num_train(pipe_or_model: Any, policy: Policy) -> int:
+    """The training timestep count that normalises t: the pipeline scheduler's, else the schedule's."""
+    scheduler = getattr(pipe_or_model, "scheduler", None)
+    if scheduler is not None:
+        return int(scheduler.config.num_train_timesteps)
+    return policy.num_train_timesteps if isinstance(policy, Schedule) else 1000
+
+
+def _root_hook(denoiser: nn.Module) -> _StepHook | None:
+    registry = getattr(denoiser, "_diffusers_hook", None)
+    return None if registry is None else registry.get_hook(ROOT_HOOK)
+
+
+def disable(pipe_or_model: Any) -> None:
+    """Remove what :func:`enable` attached: the denoiser is its plain self again (a no-op if nothing is)."""
+    denoiser = denoiser_of(pipe_or_model)
+    hook = _root_hook(denoiser)
+    if hook is None:
+        return
+    _remove_hook(denoiser, ROOT_HOOK)
+    hook.engine.detach()
+
+
+def reset(pipe_or_model: Any) -> None:
+    """Clear the reuse cache of an enabled denoiser (a new sampling run starts)."""
+    hook = _root_hook(denoiser_of(pipe_or_model))
+    if hook is not None:
+        hook.reset_state(hook.engine.model)
+
+
+def pipeline_timesteps(scheduler: Any, steps: int) -> list[int]:
+    """The integer timesteps a diffusers scheduler visits in ``steps`` steps (for a schedule)."""
+    scheduler.set_timesteps(steps)
+    return [round(float(t)) for t in scheduler.timesteps]
