@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from diffusers import DDPMScheduler
 
 from lees import Schedule, find_blocks, sample
