@@ -10,7 +10,7 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file
 
 from lees import BackboneError, backbones, find_blocks, load_backbone
-from lees.backbone_training import BackboneTrainConfig, export_backbone, train_backbone
+from lees.backbone_training import BackboneTrainConfig, export_backbone, train_backbone, training_step
 from lees.backbones import ARCHITECTURES, EMBEDDED_BASE
 
 from .test_backbone_training import TINY
@@ -76,6 +76,17 @@ def test_resume_refuses_another_architecture(tmp_path, monkeypatch):
     train_backbone(tmp_path / "run", config)
     with pytest.raises(ValueError, match="another architecture"):
         train_backbone(tmp_path / "run", _config(data, 2))
+
+
+def test_bf16_step_keeps_fp32_weights():
+    """The bf16 path of a step (autocast forward, fp32 loss), run here with the CPU's autocast."""
+    torch.manual_seed(0)
+    model = UNet2DModel(**TINY).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images, alphas = torch.rand(8, 1, 32, 32) * 2 - 1, DDPMScheduler().alphas_cumprod
+    loss = training_step(model, opt, images, alphas, 4, seed=0, bf16=True)
+    assert loss.dtype == torch.float32 and math.isfinite(loss.item())
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
 def test_bad_options(tmp_path):
