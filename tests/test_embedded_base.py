@@ -44,16 +44,16 @@ def _data(tmp_path):
     return str(tmp_path)
 
 
-def _config(data, steps):
+def _config(data, steps, grid=0):
     return BackboneTrainConfig(
-        data=data, steps=steps, batch_size=4, checkpoint_every=1, grid=1, arch="embedded-base"
+        data=data, steps=steps, batch_size=4, checkpoint_every=1, grid=grid, arch="embedded-base"
     )
 
 
 def test_train_embedded_base_resumes(tmp_path, monkeypatch):
     monkeypatch.setitem(ARCHITECTURES, "embedded-base", NARROW)
     data = _data(tmp_path)
-    folder = train_backbone(tmp_path / "a", _config(data, 2))
+    folder = train_backbone(tmp_path / "a", _config(data, 2, grid=1))
     train_backbone(tmp_path / "b", _config(data, 1))  # "interrupted" after 1 step
     train_backbone(tmp_path / "b", _config(data, 2))  # resumed: the same dropout masks and batches
     a = load_file(tmp_path / "a" / "checkpoint.safetensors")
@@ -64,6 +64,7 @@ def test_train_embedded_base_resumes(tmp_path, monkeypatch):
     assert [row["step"] for row in log] == [1, 2] and all(math.isfinite(row["loss"]) for row in log)
     card = json.loads((folder / "training.json").read_text())
     assert card["step"] == 2 and card["device"] == "cpu" and card["config"]["arch"] == "embedded-base"
+    assert (tmp_path / "a" / "samples.png").is_file() and not (tmp_path / "b" / "samples.png").exists()
     model = load_backbone(str(folder))
     assert model.config.layers_per_block == 2 and model.config.dropout == 0.1
     assert torch.equal(model.conv_in.weight, a["ema.conv_in.weight"])  # the model folder holds the EMA
@@ -72,7 +73,7 @@ def test_train_embedded_base_resumes(tmp_path, monkeypatch):
 def test_resume_refuses_another_architecture(tmp_path, monkeypatch):
     monkeypatch.setitem(ARCHITECTURES, "embedded-base", NARROW)
     data = _data(tmp_path)
-    config = BackboneTrainConfig(data=data, steps=1, batch_size=2, grid=1, unet=TINY)
+    config = BackboneTrainConfig(data=data, steps=1, batch_size=2, grid=0, unet=TINY)
     train_backbone(tmp_path / "run", config)
     with pytest.raises(ValueError, match="another architecture"):
         train_backbone(tmp_path / "run", _config(data, 2))

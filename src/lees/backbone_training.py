@@ -59,7 +59,7 @@ class BackboneTrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     max_minutes: float | None = None  # of this invocation; a resumed run gets its own
-    grid: int = 64
+    grid: int = 64  # samples (50 DDPM steps) in out/samples.png at the end; 0: none
     unet: dict[str, Any] | None = None  # UNet2DModel keyword arguments; replaces ``arch`` where given
     arch: str = "embedded"  # EMBEDDED_UNET, or an ARCHITECTURES entry that is a UNet2DModel
     bf16: bool = False  # bfloat16 autocast of the forward pass (CUDA only); weights and EMA stay fp32
@@ -228,10 +228,13 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
     hardware = torch.cuda.get_device_name(where) if where.type == "cuda" else where.type
     card = {"step": step, "elapsed_s": round(elapsed, 1), "device": hardware, "config": asdict(config)}
     atomic_write_text(folder / "training.json", json.dumps(card, indent=1))
-    grid = sample(ema, None, config.grid, steps=50, seed=config.seed, noise=noise, device=device)
-    save_grid(grid, out / "samples.png", nrow=8)
     trained = f"step {step}, {elapsed / 60:.1f} min on {hardware}"
-    print(f"wrote {folder} (EMA weights, {trained}) and {out / 'samples.png'}")
+    if config.grid > 0:
+        grid = sample(ema, None, config.grid, steps=50, seed=config.seed, noise=noise, device=device)
+        save_grid(grid, out / "samples.png", nrow=8)
+        print(f"wrote {folder} (EMA weights, {trained}) and {out / 'samples.png'}")
+    else:
+        print(f"wrote {folder} (EMA weights, {trained})")
     return folder
 
 
