@@ -120,8 +120,19 @@ LDM_CIN256: dict[str, Any] = {
     "norm_num_groups": 32,
 }
 
+# embedded-base: the DDPM CIFAR-10 UNet at half width for 1-channel 32x32 images (Fashion-MNIST, padded):
+# channels 64/128/128/128, two ResnetBlock2D per level, attention at 16x16 and in the middle, dropout 0.1
+# (Ho et al.'s CIFAR-10 setting); everything else as google/ddpm-cifar10-32.
+EMBEDDED_BASE: dict[str, Any] = DDPM_CIFAR10 | {
+    "in_channels": 1,
+    "out_channels": 1,
+    "block_out_channels": [64, 128, 128, 128],
+    "dropout": 0.1,
+}
+
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "ddpm-cifar10": DDPM_CIFAR10,
+    "embedded-base": EMBEDDED_BASE,
     "dit-xl-2": DIT_XL_2,
     "adm-64": ADM_64,
     "ldm-celebahq-256": LDM_CELEBAHQ_256,
@@ -141,6 +152,17 @@ DDPM_NOISE: dict[str, Any] = {
 
 # The embedded default model: a DDPM pipeline folder shipped inside the package.
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
+# Where the deeper embedded model (arch embedded-base, trained on a GPU) is shipped once it is trained.
+EMBEDDED_BASE_DIR = EMBEDDED_DIR / "base"
+# How its weights are made (on a GPU; resumable), then put in place in half precision.
+EMBEDDED_BASE_TRAIN = (
+    "lees backbone train --arch embedded-base --data fashion-mnist --out runs/embedded-base "
+    "--steps 100000 --batch-size 128 --lr 2e-4 --max-minutes 8 --device cuda --bf16"
+)
+EMBEDDED_BASE_EXPORT = (
+    'python -c "from lees.backbone_training import export_backbone; '
+    "export_backbone('runs/embedded-base/model', 'src/lees/embedded/base')\""
+)
 
 # Where a diffusers pipeline folder keeps its denoiser.
 _DENOISER_SUBFOLDERS = (None, "unet", "transformer")
@@ -189,6 +211,13 @@ def _hub_subfolder(repo_id: str) -> str | None:
 
 
 def _embedded_or_path(spec: str) -> Path:
+    if spec == "embedded-base":
+        if not (EMBEDDED_BASE_DIR / "unet" / "config.json").is_file():
+            raise BackboneError(
+                "the weights of embedded-base are not shipped yet (it needs a GPU run): train them with "
+                f"`{EMBEDDED_BASE_TRAIN}`, then `{EMBEDDED_BASE_EXPORT}`"
+            )
+        return EMBEDDED_BASE_DIR
     if spec != "embedded":
         return Path(spec).expanduser()
     if not (EMBEDDED_DIR / "unet" / "config.json").is_file():
@@ -207,7 +236,7 @@ def load_noise_scheduler(spec: str) -> DDPMScheduler:
 def load_backbone(
     spec: str, device: str | torch.device = "cpu", seed: int = 0, allow_pickle: bool = False
 ) -> nn.Module:
-    """Load the denoiser named by ``spec``: ``embedded``, ``arch:NAME``, a local folder, or a hub id.
+    """The denoiser named by ``spec``: ``embedded``, ``embedded-base``, ``arch:NAME``, a folder or a hub id.
 
     Weights load from safetensors only, unless ``allow_pickle`` (then ``.bin`` files are read with
     ``torch.load(weights_only=True)`` by diffusers). Returns the model in eval mode on ``device``.
@@ -223,8 +252,9 @@ def load_backbone(
         location, subfolder = spec, _hub_subfolder(spec)
     else:
         raise BackboneError(
-            f"unknown model {spec!r}: give embedded, arch:NAME ({', '.join(sorted(ARCHITECTURES))}), "
-            "a local diffusers folder, or a hub id such as google/ddpm-cifar10-32"
+            f"unknown model {spec!r}: give embedded, embedded-base, arch:NAME "
+            f"({', '.join(sorted(ARCHITECTURES))}), a local diffusers folder, or a hub id such as "
+            "google/ddpm-cifar10-32"
         )
     config = diffusers.UNet2DModel.load_config(location, subfolder=subfolder)
     cls = _model_class(config)
