@@ -79,7 +79,7 @@ def score_schedule(
     if state is not None and world()[1] > 1:
         state = Path(f"{state}.rank{world()[0]}")
     key = {"n": n, "steps": steps, "seed": seed, "sampler": sampler, "batch_size": batch_size,
-           "schedule": None if schedule is None else schedule.table.tobytes().hex()}  # fmt: skip
+           "schedule": None if schedule is None else schedule.actions.tobytes().hex()}  # fmt: skip
     if state is not None and Path(state).is_file():
         moments, kid_feats, seconds, done = _load_state(state, key)
     bar = tqdm(total=len(part), initial=done - part.start, desc="sampling + features", unit="img",

@@ -10,8 +10,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .engine import REUSE, RUN  # noqa: E402
 from .files import atomic_write_bytes  # noqa: E402
 from .gates import SigmoidTimeGate  # noqa: E402
 from .schedules import Schedule  # noqa: E402
@@ -45,13 +47,15 @@ def gate_heatmap(
 
 
 def schedule_map(schedule: Schedule, path: str | Path, title: str | None = None) -> Path:
-    """The K x T table of a schedule: which block runs (dark) at which sampling step."""
+    """The K x T table of a schedule: which block runs (black), reuses its last residual (grey) or is
+    skipped (white) at which sampling step."""
     fig, ax = plt.subplots(figsize=(7, 0.28 * schedule.num_blocks + 1.5))
-    ax.imshow(schedule.table, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+    shade = np.select([schedule.actions == RUN, schedule.actions == REUSE], [1.0, 0.4], 0.0)
+    ax.imshow(shade, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
     ax.set_yticks(range(schedule.num_blocks), schedule.block_names, fontsize=7)
     ticks = range(0, schedule.num_steps, max(1, schedule.num_steps // 10))
     ax.set_xticks(list(ticks), [str(schedule.timesteps[i]) for i in ticks], fontsize=7)
-    ax.set_xlabel("sampler timestep (sampling runs left to right)")
+    ax.set_xlabel("sampler timestep (sampling runs left to right): black run, grey reuse, white skip")
     ratios = f"executed {schedule.executed_ratio:.0%}"
     if schedule.block_shares is not None:
         ratios += f", FLOPs {schedule.flop_ratio:.0%}"

@@ -1,0 +1,115 @@
+"""Every method against the full model at fewer steps, at the same measured latency (one run).
+
+Samples the embedded model with every method side by side (paired timing: each step's calls in a
+turning order), scores each under fd_clf and Inception FID, and prints one JSON line per method:
+method, steps, flop_ratio and latency_ratio (against the full model at --steps), the quality under
+each metric, and where the method lies against the fewer-steps curve at its latency under each
+metric. The full model's rows are named ``full``; learned reuse rows say ``router``. Writes the
+rows (``frontier.jsonl``) and one plot per metric into --out.
+
+    python benchmarks/frontier.py                          # default: 200 samples, ~25 min on 2 CPU cores
+    python benchmarks/frontier.py -n 1000 --rows reuse-vs-skip --out runs/reuse-vs-skip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import lees
+from lees.backbones import EMBEDDED_DIR, load_noise_scheduler
+from lees.baselines import ase_schedule, deepcache_schedule, uniform_schedule
+from lees.engine import SKIP
+from lees.frontier import Point, describe, frontier_plot, versus_fewer_steps
+from lees.metrics import (
+    ClassifierFeatures,
+    InceptionFeatures,
+    fd,
+    features,
+    inception_path,
+    reference_features,
+)
+from lees.sampling import sampler_timesteps
+from lees.training import load_gate
+
+ROW_SETS = {
+    "all": None,
+    "reuse-vs-skip": ["ase", "lees-0.05", "uniform-2-skip", "uniform-2-reuse", "uniform-3-reuse",
+                      "uniform-5-reuse", "router-0.70", "router-0.50"],
+}  # fmt: skip
+
+
+def methods(model, noise, steps: int, fewer: list[int]) -> dict[str, lees.Schedule]:
+    """Every method as a schedule: the full model at each step count, the baselines, the shipped ones."""
+    blocks = lees.find_blocks(model)
+    ts = sampler_timesteps(noise, steps)
+    gate, _ = load_gate(EMBEDDED_DIR / "lees-0.05" / "gates.safetensors")
+    rows = {f"full-{k}": lees.Schedule.full(blocks, sampler_timesteps(noise, k)) for k in [steps, *fewer]}
+    rows["ase"] = ase_schedule(blocks, ts)
+    rows["lees-0.05"] = lees.Schedule.from_gate(gate, blocks, ts, noise.config.num_train_timesteps)
+    rows["uniform-2-skip"] = uniform_schedule(blocks, ts, 2, outer=1, between=SKIP)
+    for interval in (2, 3, 5):
+        rows[f"uniform-{interval}-reuse"] = uniform_schedule(blocks, ts, interval, outer=1)
+    for interval in (2, 3):
+        rows[f"deepcache-{interval}"] = deepcache_schedule(blocks, ts, interval, levels=1)
+    for folder in sorted(EMBEDDED_DIR.glob("router-*")):
+        schedule = lees.Schedule.load(folder / "schedule.json", blocks)
+        if schedule.timesteps == ts:
+            rows[folder.name] = schedule
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-n", type=int, default=200, help="samples per method (200)")
+    parser.add_argument("--steps", type=int, default=50, help="the full model's sampler steps (50)")
+    parser.add_argument("--fewer", type=int, nargs="+", default=[40, 35, 30, 25, 20, 15])
+    parser.add_argument("--rows", choices=sorted(ROW_SETS), default="all", help="which methods beside full")
+    parser.add_argument("--fid-n", type=int, default=500, help="samples per method scored by Inception FID")
+    parser.add_argument("--seed", type=int, default=7, help="sampling seed (7: one the report does not use)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="runs/frontier")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = lees.load_backbone("embedded", device=args.device)
+    noise = load_noise_scheduler("embedded")
+    rows = methods(model, noise, args.steps, args.fewer)
+    keep = ROW_SETS[args.rows]
+    rows = {k: v for k, v in rows.items() if k.startswith("full-") or keep is None or k in keep}
+    runs = lees.sample_lockstep(model, rows, args.n, seed=args.seed, noise=noise, device=args.device)
+    scorers = {"fd_clf": (ClassifierFeatures(args.device), args.n, 10_000)}
+    if inception_path().is_file():
+        scorers["fid"] = (InceptionFeatures(args.device), args.fid_n, 2_000)
+    reference = {m: reference_features(e, "fashion-mnist", "train", n=r) for m, (e, _, r) in scorers.items()}
+    base = runs[f"full-{args.steps}"].seconds
+    points = {}
+    for name, schedule in rows.items():
+        images = runs[name].images
+        quality = {m: fd(features(e, images[:k]), reference[m]) for m, (e, k, _) in scorers.items()}
+        method = "full" if name.startswith("full-") else name
+        ratio = schedule.flop_ratio * schedule.num_steps / args.steps
+        points[name] = Point(method, schedule.num_steps, ratio, runs[name].seconds / base, quality)
+    lines = []
+    for name, p in points.items():
+        judged = {} if p.is_full else {m: versus_fewer_steps(p, list(points.values()), m) for m in scorers}
+        row = {"method": p.method, "steps": p.steps, "flop_ratio": round(p.flop_ratio, 4),
+               "latency_ratio": round(p.latency_ratio, 4), **{m: round(q, 3) for m, q in p.quality.items()},
+               "cache_bytes_per_sample": runs[name].cache_bytes_per_sample, "n": args.n,
+               "versus_fewer_steps": judged}  # fmt: skip
+        lines.append(json.dumps(row))
+        print(lines[-1])
+        for j in judged.values():
+            print("#", describe(p, j))
+    (out / "frontier.jsonl").write_text("\n".join(lines) + "\n")
+    for metric in scorers:
+        frontier_plot(list(points.values()), metric, out / f"frontier-{metric}.png",
+                      f"embedded model, DDPM, {args.n} samples: {metric} vs paired latency")  # fmt: skip
+    print(f"# wrote {out / 'frontier.jsonl'} and frontier-*.png")
+
+
+if __name__ == "__main__":
+    main()
