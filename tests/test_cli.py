@@ -4,9 +4,10 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lees import Schedule
-from lees.cli import main
+from lees.cli import build_parser, main
 
 
 def test_blocks_json_and_out(folder, tmp_path, capsys):
@@ -139,3 +140,85 @@ def test_schedule_and_sample_on_custom_timesteps(folder, tmp_path, capsys):
     assert "4 ddim steps" in capsys.readouterr().out
     assert main([*argv, "--timesteps", "5,10", "--out", str(tmp_path)]) == 2
     assert "strictly descending" in capsys.readouterr().err
+
+
+def test_sample_takes_steps_and_sampler_from_the_schedule(folder, tmp_path, capsys):
+    argv = ["schedule", "random", "--model", folder, "--sampler", "ddim", "--steps", "3", "--ratio", "0.5"]
+    assert main([*argv, "--out", str(tmp_path / "s")]) == 0
+    schedule = str(tmp_path / "s" / "schedule.json")
+    assert Schedule.load(schedule).settings["sampler"] == "ddim"
+    capsys.readouterr()
+    sample = [
+        "sample",
+        "--model",
+        folder,
+        "-n",
+        "2",
+        "--schedule",
+        schedule,
+        "--out",
+        str(tmp_path / "a.png"),
+    ]
+    assert main(sample) == 0  # no --steps: the schedule's 3, not the default 50
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'a.png'}" in out and "(2 samples, 3 ddim steps)" in out
+    for extra, message in (
+        (["--sampler", "ddpm"], "made for the ddim sampler, not ddpm"),
+        (["--steps", "50"], "the schedule has 3 steps, not 50"),
+    ):
+        assert main([*sample, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+
+
+def test_sample_writes_the_format_its_suffix_names(folder, tmp_path, capsys):
+    out = tmp_path / "grid.jpg"
+    assert main(["sample", "--model", folder, "-n", "2", "--steps", "2", "--out", str(out)]) == 0
+    assert Image.open(out).format == "JPEG" and (tmp_path / "grid.npz").is_file()
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert (
+        main(["sample", "--model", folder, "-n", "2", "--steps", "2", "--out", str(tmp_path / "g.xyz")]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write a picture named g.xyz" in err[0]
+    assert not list(tmp_path.glob("g.*"))
+
+
+def test_train_shows_the_held_out_loss_or_skips_it(folder, idx_data, tmp_path, capsys):
+    argv = ["train", "--model", folder, "--data", idx_data, "--train-steps", "2", "--batch-size", "4"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    out, err = capsys.readouterr()
+    assert "held-out loss" in out and "held-out loss" in err  # the result, and the progress bar
+    settings = Schedule.load(tmp_path / "a" / "schedule.json").settings
+    assert settings["sampler"] == "ddpm" and settings["held_out_loss_gated"] > 0
+    assert main([*argv, "--no-held-out", "--out", str(tmp_path / "b")]) == 0
+    out, err = capsys.readouterr()
+    assert "held-out" not in out + err and f"wrote {tmp_path / 'b' / 'gates.safetensors'}" in out
+    assert "held_out_loss_full" not in Schedule.load(tmp_path / "b" / "schedule.json").settings
+
+
+def test_option_names_agree_across_commands(tmp_path, capsys):
+    parser = build_parser()
+    args = parser.parse_args(["backbone", "train", "--out", "x", "--train-steps", "7"])
+    assert args.train_steps == 7
+    with pytest.raises(SystemExit):
+        parser.parse_args(["backbone", "train", "--out", "x", "--steps", "7"])
+    capsys.readouterr()
+    for flag in ("-n", "--n"):  # --n: the old spelling, still read but no longer shown
+        assert parser.parse_args(["schedule", "ase-grid", "--out", "x", flag, "8"]).n == 8
+    assert main(["backbone", "train", "--out", str(tmp_path), "--train-steps", "0"]) == 2
+    assert "--train-steps and --batch-size must be positive" in capsys.readouterr().err
+
+
+def _help(*command):
+    result = subprocess.run(
+        [sys.executable, "-m", "lees.cli", *command, "--help"], capture_output=True, text=True, check=True
+    )
+    return " ".join(result.stdout.split())
+
+
+def test_help_names_the_embedded_model_and_keeps_the_shipped_classifier():
+    assert "embedded (the Fashion-MNIST DDPM shipped with lees; the default)" in _help("sample")
+    assert "not the default here: name a model" in _help("blocks")
+    classifier = _help("classifier", "train")
+    assert "--out runs/classifier" in classifier and "--out src/lees" not in classifier

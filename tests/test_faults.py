@@ -122,4 +122,5 @@ def test_schedule_for_another_model_or_other_steps(folder, tmp_path, capsys):
     assert "11 blocks, the model has 12" in _one_line_error(
         [*argv, "--schedule", str(tmp_path / "k.json")], capsys
     )
-    assert "the ddpm sampler uses" in _one_line_error([*argv, "--schedule", str(tmp_path / "t.json")], capsys)
+    steps = [*argv, "--schedule", str(tmp_path / "t.json"), "--steps", "50"]  # without --steps: its own 2
+    assert "the schedule has 2 steps, not 50" in _one_line_error(steps, capsys)

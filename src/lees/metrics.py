@@ -8,7 +8,8 @@
 * ``clf``: the 128-d features of the project's small Fashion-MNIST classifier (``fd_clf``): fast,
   offline, comparable only with itself.
 
-The Fréchet distance and KID formulas are those of pytorch-fid and torch-fidelity. Features of real
+The Fréchet distance and KID formulas are those of pytorch-fid and torch-fidelity (KID with
+torch-fidelity's 100 subsets of up to 1000 samples). Features of real
 data are computed once and cached in ``$LEES_CACHE`` (default ``~/.cache/lees``).
 """
 
@@ -33,6 +34,7 @@ from .data import load_images
 from .files import atomic_write_bytes
 
 INCEPTION_SIZE = 299
+IMAGINARY_TOLERANCE = 1e-3  # pytorch-fid's bound on the imaginary part of the FD's square root
 
 
 def cache_dir() -> Path:
@@ -122,17 +124,39 @@ def features(
     return np.concatenate([extractor(images[i : i + batch_size]) for i in bar])
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), as pytorch-fid computes it."""
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), as pytorch-fid computes it.
+
+    The square root of a product of covariances is real in exact arithmetic; numerically it can come
+    out singular or with an imaginary part. As pytorch-fid, a non-finite root is retried with ``eps``
+    added to both diagonals, and an imaginary part on the root's diagonal (the part that enters the
+    trace) above 1e-3 is an error, not silently dropped: here the offset is tried before giving up.
+    """
     diff = mu1 - mu2
-    with warnings.catch_warnings():  # a singular product is expected (dead features); checked just below
+    covmean = _sqrtm_product(sigma1, sigma2)
+    if not np.isfinite(covmean).all() or _imaginary(covmean) > IMAGINARY_TOLERANCE:
+        offset = np.eye(len(sigma1)) * eps
+        covmean = _sqrtm_product(sigma1 + offset, sigma2 + offset)
+    if _imaginary(covmean) > IMAGINARY_TOLERANCE:
+        raise ValueError(
+            f"the Fréchet distance's matrix square root has an imaginary component of "
+            f"{_imaginary(covmean):.3g} on its diagonal (pytorch-fid allows {IMAGINARY_TOLERANCE:g}): "
+            "the covariances are not positive semi-definite"
+        )
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean.real))
+
+
+def _sqrtm_product(sigma1: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():  # a singular product is expected (dead features); checked by the caller
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(sigma1)) * 1e-6
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = np.real(covmean)
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+        return scipy.linalg.sqrtm(sigma1 @ sigma2)
+
+
+def _imaginary(matrix: np.ndarray) -> float:
+    """The largest imaginary part on the diagonal (0 for a real matrix), as pytorch-fid checks it."""
+    return float(np.abs(np.diagonal(matrix).imag).max(initial=0.0)) if np.iscomplexobj(matrix) else 0.0
 
 
 def gaussian(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,9 +204,16 @@ def fd(feats1: np.ndarray, feats2: np.ndarray) -> float:
 
 
 def kid(
-    feats1: np.ndarray, feats2: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+    feats1: np.ndarray,
+    feats2: np.ndarray,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
 ) -> tuple[float, float]:
-    """Kernel Inception Distance (unbiased MMD^2, cubic polynomial kernel), mean and std over subsets."""
+    """Kernel Inception Distance (unbiased MMD^2, cubic polynomial kernel), mean and std over subsets.
+
+    The defaults are torch-fidelity's (100 subsets of up to 1000 samples), which every caller uses.
+    """
     m = min(subset_size, len(feats1), len(feats2))
     if m < 2:
         raise ValueError("KID needs at least 2 samples on each side")

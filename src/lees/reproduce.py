@@ -91,7 +91,7 @@ def _corrupted_reference(extractor, images: torch.Tensor) -> dict[str, np.ndarra
 def _score(extractor, images, ref, ref_corrupted) -> dict:
     feats = features(extractor, images)
     clean = fd(feats, ref)
-    kid_mean, _ = kid(feats, ref, subsets=50, subset_size=min(1000, len(feats)))
+    kid_mean, _ = kid(feats, ref)
     deltas = [
         fd(features(extractor, corrupt(images, name, 3, seed=2)), ref_corrupted[name]) - clean
         for name in CORRUPTIONS
