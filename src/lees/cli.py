@@ -135,6 +135,8 @@ def cmd_backbone_train(args: argparse.Namespace) -> None:
         lr=args.lr,
         seed=args.seed,
         max_minutes=args.max_minutes,
+        arch=args.arch,
+        bf16=args.bf16,
     )
     train_backbone(args.out, config, device=args.device)
 
@@ -327,6 +329,8 @@ EPILOG_SCHEDULE = """examples:
   lees schedule ase-grid --model embedded --budget 0.6 -n 256 --out runs/ase-grid
   lees schedule random --model embedded --ratio 0.6 --seed 1 --out runs/random
   lees schedule learned --model embedded --gates runs/lees/gates.safetensors --steps 20 --out runs/lees20
+  lees schedule deepcache --model embedded --interval 3 --levels 1 --out runs/deepcache3
+  lees schedule uniform --model embedded --interval 2 --outer 1 --between skip --out runs/uniform2-skip
 """
 
 
@@ -360,10 +364,12 @@ def _ase_grid(args: argparse.Namespace, spec: str, blocks, timesteps):
 
 
 def cmd_schedule(args: argparse.Namespace) -> None:
-    """Write a schedule (full model, ASE's drop schedule or its grid-tuned best, random or learned gates)."""
+    """Write a schedule (full model, ASE's drop schedule or its grid-tuned best, random or learned gates,
+    DeepCache, uniform reuse)."""
     from .backbones import load_backbone, load_noise_scheduler
-    from .baselines import ase_schedule, random_schedule
+    from .baselines import ase_schedule, deepcache_schedule, random_schedule, uniform_schedule
     from .blocks import find_blocks
+    from .engine import ACTIONS
     from .plots import schedule_map
     from .sampling import sampler_timesteps
     from .schedules import Schedule, ScheduleMismatchError
@@ -383,6 +389,12 @@ def cmd_schedule(args: argparse.Namespace) -> None:
         schedule = random_schedule(blocks, timesteps, args.ratio, args.seed)
     elif args.kind == "ase-grid":
         schedule = _ase_grid(args, spec, blocks, timesteps)
+    elif args.kind == "deepcache":
+        schedule = deepcache_schedule(
+            blocks, timesteps, args.interval, args.levels, between=ACTIONS[args.between]
+        )
+    elif args.kind == "uniform":
+        schedule = uniform_schedule(blocks, timesteps, args.interval, args.outer, ACTIONS[args.between])
     else:
         if args.gates is None:
             raise ValueError("lees schedule learned needs --gates FILE (from lees train)")
@@ -589,7 +601,7 @@ def _schedule_parser(sub: argparse._SubParsersAction) -> None:
     p = _command(
         sub, "schedule", cmd_schedule, "write a baseline or learned schedule for a sampler", EPILOG_SCHEDULE
     )
-    p.add_argument("kind", choices=("full", "ase", "ase-grid", "random", "learned"))
+    p.add_argument("kind", choices=("full", "ase", "ase-grid", "random", "learned", "deepcache", "uniform"))
     _add_model(p)
     _add_out(p, required=True)
     p.add_argument("--steps", type=int, default=50, help="sampler steps (50)")
@@ -603,6 +615,69 @@ def _schedule_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=int, default=256, help="ase-grid: samples scored per candidate (256)")
     p.add_argument("--n", dest="n", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old name
     p.add_argument("--data", default="fashion-mnist", help="ase-grid: real images for the offline metric")
+    p.add_argument(
+        "--interval", type=int, default=3, help="deepcache, uniform: a full step every N steps (3)"
+    )
+    p.add_argument("--levels", type=int, default=1, help="deepcache: outer UNet levels that always run (1)")
+    p.add_argument("--outer", type=int, default=1, help="uniform: first and last blocks that always run (1)")
+    p.add_argument(
+        "--between", choices=("reuse", "skip"), default="reuse", help="deepcache, uniform: the other blocks"
+    )
+
+
+EPILOG_ROUTE = """examples:
+  lees route --model embedded --steps 50 --target-ratio 0.7 --train-steps 300 --out runs/router-0.70
+  lees route --model path/to/pipeline --steps 20 --sampler ddim --target-ratio 0.5
+  (without --out a diffusers folder gets the schedule in its lees/ subfolder)
+(a few minutes on a CPU for the embedded model; the schedule reuses, never drops, a block's output)
+"""
+
+
+def cmd_route(args: argparse.Namespace) -> None:
+    """Learn a run-or-reuse schedule (the step router) for a frozen model on its sampler's own trajectory."""
+    import json
+
+    from .backbones import load_backbone, load_noise_scheduler
+    from .blocks import find_blocks
+    from .plots import schedule_map
+    from .router import RouterConfig, train_router
+    from .saving import save_pretrained
+
+    model = load_backbone(args.model, device=args.device, seed=args.seed)
+    config = RouterConfig(
+        steps=args.steps, sampler=args.sampler, target_ratio=args.target_ratio or None, lam=args.lam,
+        train_steps=args.train_steps, batch_size=args.batch_size, trajectories=args.trajectories,
+        estimator=args.estimator, seed=args.seed,
+    )  # fmt: skip
+    if args.out is None and not Path(args.model).is_dir():
+        raise ValueError("name --out (or give --model a diffusers folder to write its lees/ subfolder)")
+    out = args.out if args.out is not None else Path(args.model)
+    result = train_router(model, load_noise_scheduler(args.model), config, find_blocks(model), progress=True)
+    schedule = result.schedule
+    path = save_pretrained(schedule, out, model=model, model_spec=args.model, objective="router")
+    png = schedule_map(schedule, path.parent / "schedule.png")
+    (path.parent / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.log))
+    print(
+        f"router on {schedule.num_steps} {args.sampler} steps in {result.seconds:.0f} s: runs "
+        f"{schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs, reuses the "
+        f"rest; wrote {path}, {png} and {path.parent / 'train_log.jsonl'}"
+    )
+
+
+def _route_parser(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "route", cmd_route, "learn a run-or-reuse schedule (the step router)", EPILOG_ROUTE)
+    _add_model(p)
+    _add_out(p)
+    p.add_argument("--steps", type=int, default=50, help="sampler steps of the schedule (50)")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm", help="sampler (default: ddpm)")
+    p.add_argument(
+        "--target-ratio", type=float, default=0.7, help="FLOP ratio wanted (0.7); 0 for lambda mode"
+    )
+    p.add_argument("--lambda", dest="lam", type=float, default=0.5, help="weight of the compute term (0.5)")
+    p.add_argument("--train-steps", type=int, default=300, help="optimisation steps (300)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--trajectories", type=int, default=32, help="teacher sampling runs to train on (32)")
+    p.add_argument("--estimator", choices=("ste", "soft"), default="ste", help="gradient of the decisions")
 
 
 def _sample_parser(sub: argparse._SubParsersAction) -> None:
@@ -672,6 +747,12 @@ def _backbone_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
+    p.add_argument(
+        "--arch",
+        default="embedded",
+        help="embedded (the small default) or embedded-base (see docs/backbones.md)",
+    )
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass (CUDA only)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -687,8 +768,8 @@ def _classifier_parser(sub: argparse._SubParsersAction) -> None:
 
 
 BUILDERS = (
-    _blocks_parser, _train_parser, _schedule_parser, _sample_parser, _eval_parser, _reproduce_parser,
-    _demo_parser, _backbone_parser, _classifier_parser,
+    _blocks_parser, _train_parser, _route_parser, _schedule_parser, _sample_parser, _eval_parser,
+    _reproduce_parser, _demo_parser, _backbone_parser, _classifier_parser,
 )  # fmt: skip
 
 

@@ -7,14 +7,19 @@ at step j *runs* where sigmoid(logit) >= 0.5 and otherwise *reuses* the residual
 last time it ran; step 0 always runs (nothing is cached yet).
 
 Objective (teacher = the frozen full model on its own trajectory): the full sampler is run once
-for ``trajectories`` start noises, keeping every state x_j and the full model's prediction there.
-A training step draws a window of ``window`` consecutive steps; at its first step every block runs
-(filling the cache), and at each later step the student's prediction at the teacher's state, with
-each block's residual carried as ``w * fresh + (1 - w) * cached`` (the engine's soft reuse), is
-compared with the teacher's. Loss = MSE / (the same MSE with every block reusing, measured once)
-+ lambda * the FLOP fraction the soft schedule runs. In budget mode lambda is a Lagrange multiplier
-raised while the hard schedule runs more than ``target_ratio`` of the full model's FLOPs; the
-final table then meets the budget exactly by turning the least confident runs into reuses.
+for ``trajectories`` start noises, keeping every state x_j, the full model's prediction there and
+every block's residual. A training step draws a step j and a batch; each block's cached residual
+at j is what the schedule would hold there: the residual of the last step before j where the
+block ran, relaxed as sum_i w_i prod_{i<m<j} (1 - w_m) R_i over the earlier steps i (step 0
+always runs), with the teacher's residuals R_i. The student's prediction at the teacher's x_j,
+each block carrying ``w_j * fresh + (1 - w_j) * cached`` (the engine's soft reuse), is compared
+with the teacher's. So a block left unrefreshed for many steps is charged for its stale residual,
+not just for one step of drift. Loss = MSE / (the same MSE with nothing refreshed since step 0)
++ lambda * the FLOP fraction the schedule runs. With ``estimator="ste"`` the weights are the hard
+decisions in the forward pass (the loss is that of the schedule that will run), sigmoid gradients
+in the backward. In budget mode lambda is a Lagrange multiplier raised while the hard schedule runs
+more than ``target_ratio`` of the full model's FLOPs; the final table then meets the budget exactly
+by turning the least confident runs into reuses.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from .blocks import Blocks, find_blocks
 from .denoisers import check_context, denoise, draw_labels, latent_shape
 from .engine import REUSE, RUN, Engine, ReuseCache
 from .files import atomic_write_text
+from .gates import straight_through
 from .sampling import make_sampler, sampler_update
 from .schedules import Schedule
 
@@ -46,15 +52,14 @@ class RouterConfig:
     steps: int = 50  # sampler steps the schedule is for
     sampler: str = "ddpm"
     target_ratio: float | None = 0.7  # FLOP ratio wanted (budget mode); None: lambda mode
-    lam: float = 1.0
+    lam: float = 0.5
     train_steps: int = 300
     batch_size: int = 16
-    window: int = 4
     trajectories: int = 64
     lr: float = 0.05
-    dual_lr: float = 0.5
+    dual_lr: float = 0.05
     init_logit: float = 2.0
-    estimator: str = "soft"  # or "ste": the forward uses the hard run/reuse decision
+    estimator: str = "ste"  # or "ste": the forward uses the hard run/reuse decision
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -66,28 +71,32 @@ class RouterConfig:
             raise ValueError(f"estimator must be soft or ste, got {self.estimator!r}")
         if min(self.steps, self.train_steps, self.batch_size, self.trajectories) < 1:
             raise ValueError("steps, train_steps, batch_size and trajectories must be positive")
-        if not 2 <= self.window <= self.steps:
-            raise ValueError(f"the window must hold 2 to {self.steps} steps, got {self.window}")
+        if self.steps < 2:
+            raise ValueError("a schedule that reuses needs at least 2 steps")
 
 
 @dataclass
 class Trajectory:
-    """The full model's sampling run: states x_j (S, N, ...), its predictions there, and conditions."""
+    """The full model's sampling run: states x_j (S, N, ...), its predictions there, each block's
+    residual at each step (``residuals[k]``: (S, N, ...)), and the conditions."""
 
     states: torch.Tensor
     targets: torch.Tensor
+    residuals: list[torch.Tensor]
     timesteps: list[int]
     cond: dict[str, Any]
 
 
 @torch.no_grad()
 def teacher_trajectory(
-    model: nn.Module,
+    engine: Engine,
     scheduler: DDPMScheduler,
     config: RouterConfig,
     context: torch.Tensor | None = None,
 ) -> Trajectory:
-    """Run the full model's sampler on ``config.trajectories`` seeded noises and keep every step."""
+    """Run the full model's sampler on ``config.trajectories`` seeded noises and keep every step
+    (``engine`` attached: every block runs and its residual is recorded)."""
+    model = engine.model
     device = next(model.parameters()).device
     sampler = make_sampler(scheduler, config.sampler, config.steps)
     visited = [int(t) for t in sampler.timesteps]
@@ -96,13 +105,17 @@ def teacher_trajectory(
     gens = [torch.Generator(device).manual_seed(config.seed * 1_000_003 + 500_000 + i) for i in range(n)]
     cond = {"class_labels": draw_labels(model, gens, device), "context": context}
     x = torch.stack([torch.randn(latent_shape(model), generator=g, device=device) for g in gens])
-    states, targets = [], []
+    states, targets, residuals = [], [], []
+    cache = ReuseCache(engine.num_blocks)
     for j, t in enumerate(tqdm(sampler.timesteps, desc="teacher trajectory", leave=False)):
-        eps = denoise(model, x, t.to(device).expand(n), **cond)
+        with engine.deciding([RUN] * engine.num_blocks, "hard", cache):
+            eps = denoise(model, x, t.to(device).expand(n), **cond)
         states.append(x.cpu())
         targets.append(eps.cpu())
+        residuals.append([r.cpu() for r in cache.residuals])
         x = update(eps, j, x, gens)
-    return Trajectory(torch.stack(states), torch.stack(targets), visited, cond)
+    per_block = [torch.stack([step[k] for step in residuals]) for k in range(engine.num_blocks)]
+    return Trajectory(torch.stack(states), torch.stack(targets), per_block, visited, cond)
 
 
 @dataclass
@@ -139,22 +152,33 @@ def hard_actions(
     return np.where(runs.numpy(), RUN, REUSE).astype(np.int8)
 
 
-def _window_loss(engine, logits, traj, idx, start, config, device) -> torch.Tensor:
-    """Mean squared error of the student against the teacher over one window of steps (see module doc)."""
+def carry_weights(w: torch.Tensor, j: int) -> torch.Tensor:
+    """(K, j) weights of steps 0..j-1 in block k's cached residual at step j: w_i prod_{i<m<j} (1 - w_m),
+    with w (K, S) the run decisions and step 0 always run. For 0/1 decisions, one-hot at the last run."""
+    w = torch.cat([torch.ones_like(w[:, :1]), w[:, 1:j]], dim=1)
+    keep = torch.flip(torch.cumprod(torch.flip(1 - w, [1]), 1), [1])  # prod_{m >= i} (1 - w_m)
+    after = torch.cat([keep[:, 1:], torch.ones_like(keep[:, :1])], dim=1)  # prod_{m > i}
+    return w * after
+
+
+def _step_loss(engine, w, traj, idx, j, config, device) -> torch.Tensor:
+    """Squared error of the student at the teacher's state x_j, caches as the schedule would hold them."""
     cache = ReuseCache(engine.num_blocks)
+    carry = carry_weights(w, j)
+    for k in range(engine.num_blocks):
+        past = traj.residuals[k][:j, idx].to(device)
+        cache.residuals[k] = torch.einsum("s,s...->...", carry[k].to(past.dtype), past)
     cond = {key: (v[idx] if key == "class_labels" and v is not None else v) for key, v in traj.cond.items()}
-    total = torch.zeros((), device=device)
-    for j in range(start, start + config.window):
-        x = traj.states[j, idx].to(device)
-        t = torch.full((len(idx),), traj.timesteps[j], device=device)
-        if j == start:
-            with torch.no_grad(), engine.deciding([RUN] * engine.num_blocks, "hard", cache):
-                denoise(engine.model, x, t, **cond)
-            continue
-        with engine.deciding(torch.sigmoid(logits[:, j]), config.estimator, cache, fallback=REUSE):
-            pred = denoise(engine.model, x, t, **cond)
-        total = total + nn.functional.mse_loss(pred, traj.targets[j, idx].to(device))
-    return total / (config.window - 1)
+    t = torch.full((len(idx),), traj.timesteps[j], device=device)
+    with engine.deciding(w[:, j], "soft", cache, fallback=REUSE):
+        pred = denoise(engine.model, traj.states[j, idx].to(device), t, **cond)
+    return nn.functional.mse_loss(pred, traj.targets[j, idx].to(device))
+
+
+def decision_weights(logits: torch.Tensor, estimator: str) -> torch.Tensor:
+    """The run weights of the logits: sigmoid, or its straight-through hard decision (>= 0.5)."""
+    soft = torch.sigmoid(logits)
+    return straight_through(soft) if estimator == "ste" else soft
 
 
 def train_router(
@@ -172,14 +196,15 @@ def train_router(
     blocks = blocks or find_blocks(model)
     device = next(model.parameters()).device
     started = time.perf_counter()
-    traj = teacher_trajectory(model, scheduler, config, context)
+    engine = Engine(model, blocks)
+    with engine.attached():
+        traj = teacher_trajectory(engine, scheduler, config, context)
     steps = len(traj.timesteps)
     weights = flop_weights(blocks, steps).to(device)
     rest = 1.0 - sum(blocks.shares)
     logits = torch.full((len(blocks), steps), config.init_logit, device=device, requires_grad=True)
     opt = torch.optim.Adam([logits], lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
-    engine = Engine(model, blocks)
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     lam, log = config.lam, []
@@ -188,8 +213,9 @@ def train_router(
         bar = tqdm(range(config.train_steps), desc="router", unit="step", disable=not progress)
         for step in bar:
             idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
-            start = int(torch.randint(0, steps - config.window + 1, (1,), generator=gen))
-            error = _window_loss(engine, logits, traj, idx, start, config, device) / scale
+            j = int(torch.randint(1, steps, (1,), generator=gen))
+            w = decision_weights(logits, config.estimator)
+            error = _step_loss(engine, w, traj, idx, j, config, device) / scale
             compute = rest + (torch.sigmoid(logits) * weights).sum()
             loss = error + lam * compute
             opt.zero_grad(set_to_none=True)
@@ -207,7 +233,7 @@ def train_router(
     seconds = time.perf_counter() - started
     settings = {
         **asdict(config),
-        "objective": "teacher-forced windows, eps MSE",
+        "objective": "eps MSE on the teacher trajectory, caches as scheduled",
         "train_seconds": round(seconds, 1),
         "final_lambda": lam,
         "reuse_error_scale": scale,
@@ -221,11 +247,11 @@ def train_router(
 
 @torch.no_grad()
 def _reuse_everywhere_error(engine, traj, config, device, gen) -> float:
-    """The window error with every block reusing after the window's first step: the loss's unit."""
-    logits = torch.full((engine.num_blocks, len(traj.timesteps)), -30.0, device=device)
+    """The step error with nothing refreshed since step 0: the loss's unit."""
+    w = torch.zeros((engine.num_blocks, len(traj.timesteps)), device=device)
     errors = []
-    for _ in range(4):
+    for _ in range(8):
         idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
-        start = int(torch.randint(0, len(traj.timesteps) - config.window + 1, (1,), generator=gen))
-        errors.append(float(_window_loss(engine, logits, traj, idx, start, config, device)))
+        j = int(torch.randint(1, len(traj.timesteps), (1,), generator=gen))
+        errors.append(float(_step_loss(engine, w, traj, idx, j, config, device)))
     return max(sum(errors) / len(errors), 1e-12)
