@@ -1,6 +1,7 @@
 """lees: learn which blocks of a frozen diffusion model to skip at each timestep."""
 
-from .backbones import BackboneError, load_backbone
+from . import baselines
+from .backbones import EMBEDDED_DIR, BackboneError, load_backbone
 from .blocks import Block, Blocks, find_blocks
 from .enable import disable, enable, pipeline_timesteps, reset
 from .engine import REUSE, RUN, SKIP, GatedModel, ReuseCache
@@ -14,7 +15,9 @@ from .training import GateTrainConfig, train_gates
 __version__ = "0.1.0"
 
 __all__ = [
+    "baselines",
     "BackboneError",
+    "EMBEDDED_DIR",
     "Block",
     "Blocks",
     "GateTrainConfig",

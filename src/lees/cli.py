@@ -502,23 +502,29 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """On the embedded model: the shipped LEES schedule against the full model and ASE, sampled and scored."""
+    """On the embedded model: the shipped router schedule against the full model at 50 and at fewer steps,
+    uniform reuse, ASE and the paper's LEES gates, sampled side by side and scored."""
     from .demo import demo
 
     rows = demo(args.out, n=args.n, steps=args.steps, seed=args.seed, device=args.device)
-    print(f"{'method':<6} {'fd_clf':>8} {'s/100 img':>10} {'time cut':>9} {'blocks':>7} {'FLOPs':>6}")
+    head = ("method", "steps", "fd_clf", "s/100 img", "time cut", "blocks", "FLOPs")
+    print("{:<8} {:>5} {:>8} {:>10} {:>9} {:>7} {:>6}".format(*head))
     for r in rows:
         print(
-            f"{r['method']:<6} {r['fd_clf']:>8.3f} {r['seconds_per_100']:>10.2f} {r['latency_cut']:>+9.1%} "
-            f"{r['executed_ratio']:>7.1%} {r['flop_ratio']:>6.1%}"
+            f"{r['method']:<8} {r['steps']:>5} {r['fd_clf']:>8.3f} {r['seconds_per_100']:>10.2f} "
+            f"{r['latency_cut']:>+9.1%} {r['executed_ratio']:>7.1%} {r['flop_ratio']:>6.1%}"
         )
     print(
         "fd_clf: Fréchet distance in a small classifier's features (lower is better), "
         f"{args.n} samples, {args.steps} DDPM steps, seed {args.seed}"
     )
     print(
-        f"wrote {args.out}/samples-{{full,ase,lees}}.png, {args.out}/gates.png, {args.out}/schedule-lees.png"
+        "blocks: share of (block, step) pairs computed (a reused block is not); FLOPs: against the full "
+        f"model at {args.steps} steps"
     )
+    names = ",".join(r["method"] for r in rows)
+    out = args.out
+    print(f"wrote {out}/samples-{{{names}}}.png, {out}/gates.png, {out}/schedule-{{router,lees}}.png")
 
 
 EPILOG_CLASSIFIER = """example:

@@ -1,11 +1,13 @@
-"""The README's main job: the shipped learned schedule against the full model and ASE, in minutes."""
+"""The README's main job, in minutes on a CPU: the shipped learned run-or-reuse schedule (the step
+router) beside the full model, the full model at fewer steps (the bar every method must clear),
+uniform reuse, ASE's and the paper's (LEES) drop schedules, all sampled side by side."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
-from .baselines import ase_schedule
+from .baselines import ase_schedule, uniform_schedule
 from .blocks import find_blocks
 from .images import save_grid
 from .metrics import ClassifierFeatures, fd, features, reference_features
@@ -15,21 +17,27 @@ from .schedules import Schedule
 from .training import load_gate
 
 SHIPPED_GATES = EMBEDDED_DIR / "lees-0.05" / "gates.safetensors"
+SHIPPED_ROUTER = EMBEDDED_DIR / "router-0.70" / "schedule.json"
 
 
 def demo(out: str | Path, n: int = 128, steps: int = 50, seed: int = 0, device: str = "cpu") -> list[dict]:
-    """Sample with the full model, ASE's default and the shipped LEES gates side by side; time and score."""
+    """Sample every method side by side; time and score. FLOP ratios are against the full model at
+    ``steps``; the fewer-steps row runs the full model for the router's share of those FLOPs."""
     out = Path(out)
     model = load_backbone("embedded", device=device)
     noise = load_noise_scheduler("embedded")
     blocks = find_blocks(model)
     timesteps = sampler_timesteps(noise, steps)
     gate, _ = load_gate(SHIPPED_GATES)
-    methods = {
-        "full": Schedule.full(blocks, timesteps),
-        "ase": ase_schedule(blocks, timesteps),
-        "lees": Schedule.from_gate(gate, blocks, timesteps, noise.config.num_train_timesteps),
-    }
+    methods = {"full": Schedule.full(blocks, timesteps)}
+    router = Schedule.load(SHIPPED_ROUTER, blocks)
+    if router.timesteps == timesteps:  # the router is learned for DDPM-50
+        fewer = round(steps * router.flop_ratio)
+        methods["router"] = router
+        methods[f"full-{fewer}"] = Schedule.full(blocks, sampler_timesteps(noise, fewer))
+    methods["reuse-2"] = uniform_schedule(blocks, timesteps, 2, outer=1)
+    methods["ase"] = ase_schedule(blocks, timesteps)
+    methods["lees"] = Schedule.from_gate(gate, blocks, timesteps, noise.config.num_train_timesteps)
     extractor = ClassifierFeatures(device)
     reference = reference_features(extractor, "fashion-mnist", "train", n=10_000)
     runs = sample_lockstep(model, methods, n, steps, seed=seed, noise=noise, device=device, progress=True)
@@ -42,12 +50,15 @@ def demo(out: str | Path, n: int = 128, steps: int = 50, seed: int = 0, device: 
             "fd_clf": fd(features(extractor, images), reference),
             "seconds_per_100": 100 * runs[name].seconds / n,
             "executed_ratio": schedule.executed_ratio,
-            "flop_ratio": schedule.flop_ratio,
+            "flop_ratio": schedule.flop_ratio * schedule.num_steps / steps,
+            "steps": schedule.num_steps,
         })  # fmt: skip
     for row in rows:
         row["latency_cut"] = 1 - row["seconds_per_100"] / rows[0]["seconds_per_100"]
     gate_heatmap(
         gate, blocks.names, out / "gates.png", "shipped LEES gates of the embedded model (lambda=0.05)"
     )
-    schedule_map(methods["lees"], out / "schedule-lees.png")
+    for name in ("router", "lees"):
+        if name in methods:
+            schedule_map(methods[name], out / f"schedule-{name}.png")
     return rows

@@ -53,12 +53,12 @@ class RouterConfig:
     sampler: str = "ddpm"
     target_ratio: float | None = 0.7  # FLOP ratio wanted (budget mode); None: lambda mode
     lam: float = 0.5
-    train_steps: int = 300
+    train_steps: int = 400
     batch_size: int = 16
     trajectories: int = 64
     lr: float = 0.05
     dual_lr: float = 0.05
-    init_logit: float = 2.0
+    init_logit: float = 0.5
     estimator: str = "ste"  # or "ste": the forward uses the hard run/reuse decision
     seed: int = 0
 

@@ -1,0 +1,74 @@
+"""The step router learns where to refresh, and its pieces do what they say."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from torch import nn
+
+from lees import REUSE, RUN, RouterConfig, find_blocks, train_router
+from lees.router import carry_weights, hard_actions
+
+
+class _Residual(nn.Module):
+    """x + conv(c): a constant residual (steady) or x + conv(x) * cos(t / 30) (moving with time)."""
+
+    def __init__(self, moving: bool) -> None:
+        super().__init__()
+        self.moving = moving
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.register_buffer("const", torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(3)))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not self.moving:
+            return x + self.conv(self.const).expand_as(x)
+        return x + self.conv(x) * torch.cos(t.float() / 30).view(-1, 1, 1, 1)
+
+
+class _Toy(nn.Module):
+    config = {"in_channels": 1, "sample_size": 4}
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.steady, self.moving = _Residual(False), _Residual(True)
+
+    def forward(self, x, t, **_):
+        return self.moving(self.steady(x, t), t) * 0.1
+
+
+def test_router_refreshes_the_block_that_changes_and_reuses_the_one_that_does_not():
+    model = _Toy().eval()
+    blocks = find_blocks(
+        model, names=["steady", "moving"], example_inputs=(torch.zeros(1, 1, 4, 4), torch.tensor([5]))
+    )
+    rest = 1 - sum(blocks.shares)
+    target = rest + blocks[1].share + 0.02  # room for the moving block at every step, not for both
+    config = RouterConfig(
+        steps=10, target_ratio=target, train_steps=150, batch_size=4, trajectories=8, lr=0.1
+    )
+    result = train_router(model, DDPMScheduler(num_train_timesteps=1000), config, blocks, progress=False)
+    actions = result.schedule.actions
+    assert result.schedule.flop_ratio <= target + 1e-9
+    assert (actions[:, 0] == RUN).all()
+    assert (actions[0, 1:] == REUSE).mean() >= 0.8  # the steady block reuses
+    assert (actions[1, 1:] == RUN).mean() >= 0.8  # the moving block keeps refreshing
+    assert result.schedule.source == "router" and result.schedule.settings["target_ratio"] == target
+
+
+def test_carry_weights_pick_the_last_run():
+    w = torch.tensor([[1.0, 0.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 0.0]])
+    carry = carry_weights(w, 4)
+    assert carry.tolist() == [[0, 0, 1, 0], [0, 0, 0, 1]]
+    soft = carry_weights(torch.full((1, 4), 0.5), 3)
+    assert torch.allclose(soft, torch.tensor([[0.25, 0.25, 0.5]])) and soft.sum() == pytest.approx(1)
+
+
+def test_hard_actions_meet_the_budget_by_the_least_confident_runs():
+    logits = torch.tensor([[5.0, 3.0, 0.2, 4.0], [5.0, 0.1, 2.0, 0.3]])
+    weights = torch.full((2, 4), 0.5 / 4)
+    free = hard_actions(logits, weights, rest=0.0, target=None)
+    assert (free == RUN).all()
+    budget = hard_actions(logits, weights, rest=0.0, target=0.75)
+    assert (budget == RUN).sum() == 6 and budget[1, 1] == REUSE and budget[0, 2] == REUSE
+    assert np.all(budget[:, 0] == RUN)
