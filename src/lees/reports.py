@@ -31,7 +31,14 @@ METHODS = {
     "lambda-0": "A2 LEES lambda=0",
     "random": "A3 random fixed gates (LEES-0.05 ratio)",
     "budget": "LEES budget mode (ours)",
+    "router": "Router: learned run-or-reuse (ours)",
+    "reuse-2": "uniform reuse, all blocks every 2nd step",
+    "deepcache-3": "DeepCache N=3 (outer level runs)",
+    "full-35": "full model, 35 steps",
+    "full-25": "full model, 25 steps",
+    "full-15": "full model, 15 steps",
 }
+FEWER_STEPS = ("full-35", "full-25", "full-15")  # with "full": the curve every method must beat
 LATENCY_TOLERANCE = 0.10  # how far latency may stray from the FLOP ratio before the report says so
 TIMING_NOISE = 0.02  # latencies of any two methods within 2 % of each other count as equal in the claims
 QUALITY_MARGIN = 0.009  # the paper's "keeps quality": LEES's FID within 0.9 % of the full model's (claim 1)
@@ -363,6 +370,29 @@ def pareto_plot(rows: dict[str, dict], path: Path, metric: str) -> Path:
     return save_figure(fig, path)
 
 
+def frontier_lines(rows: dict[str, dict], metric: str, out: Path) -> list[str]:
+    """The report's headline: every method against the full model at fewer steps, at its latency."""
+    from .frontier import Point, describe, frontier_plot, versus_fewer_steps
+
+    full = _mean(rows["full"], "seconds_per_100")
+    points = {
+        m: Point("full" if m == "full" or m in FEWER_STEPS else m, 0, _mean(row, "flop_ratio"),
+                 _mean(row, "seconds_per_100") / full, {metric: _mean(row, "fd")})
+        for m, row in rows.items()
+    }  # fmt: skip
+    frontier_plot(list(points.values()), metric, out / "frontier.png", f"{metric} vs paired latency")
+    lines = [
+        "## Against fewer steps",
+        "",
+        "The full model at 50, 35, 25 and 15 steps, sampled side by side with every method, traces the "
+        "curve a method must beat at its measured latency (linear between neighbours; `frontier.png`):",
+        "",
+    ]
+    lines += [f"- {describe(p, versus_fewer_steps(p, list(points.values()), metric))}"
+              for m, p in points.items() if p.method != "full"]  # fmt: skip
+    return lines
+
+
 def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
     """Write results.json, report.md and pareto.png to ``out``; raise ReportError if anything is missing."""
     check_rows(rows)
@@ -419,6 +449,7 @@ def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
         if off
         else f"Latency/FLOP ratio within {LATENCY_TOLERANCE:.0%} of 1 for every method.",
     ]
+    lines += ["", *frontier_lines(rows, metric, out)]
     t, p = paired_t(rows["lees-0.05"]["fd"], rows["ase"]["fd"])
     lines += [
         "",

@@ -20,7 +20,7 @@ from safetensors.torch import load, save
 
 from .backbone_training import epoch_seconds
 from .backbones import load_backbone, load_noise_scheduler
-from .baselines import ase_schedule, random_schedule
+from .baselines import ase_schedule, deepcache_schedule, random_schedule, uniform_schedule
 from .blocks import find_blocks
 from .corruptions import CORRUPTIONS, corrupt
 from .data import load_images
@@ -29,7 +29,8 @@ from .files import atomic_write_bytes, atomic_write_text
 from .images import save_grid
 from .metrics import ClassifierFeatures, fd, features, kid, reference_features
 from .plots import gate_heatmap, schedule_map
-from .reports import METHODS, ROW_FIELDS, build_report
+from .reports import FEWER_STEPS, METHODS, ROW_FIELDS, build_report
+from .router import RouterConfig, train_router
 from .sampling import sample_lockstep, sampler_timesteps
 from .schedules import Schedule
 from .training import GateTrainConfig, held_out_loss, load_gate, save_gate, train_gates
@@ -108,6 +109,25 @@ def _claim(work: Path, cfg: ReproduceConfig) -> None:
             f"{work} holds the pieces of a run with other settings ({path}); use another --out or delete it"
         )
     atomic_write_text(path, settings)
+
+
+def _router(cfg: ReproduceConfig, work: Path, model, noise, blocks, timesteps) -> Schedule:
+    """The run-or-reuse router at 0.70 of the FLOPs: the shipped one where it fits, else trained once."""
+    from .backbones import EMBEDDED_DIR
+
+    shipped = EMBEDDED_DIR / "router-0.70" / "schedule.json"
+    if cfg.model == "embedded" and shipped.is_file():
+        schedule = Schedule.load(shipped, blocks)
+        if schedule.timesteps == timesteps:
+            return schedule
+    path = work / "router.json"
+    if path.is_file():
+        return Schedule.load(path, blocks)
+    print("training the run-or-reuse router (0.70 of the FLOPs)")
+    config = RouterConfig(steps=cfg.steps, target_ratio=0.7, train_steps=100 if cfg.train_steps else 400)
+    schedule = train_router(model, noise, config, blocks).schedule
+    schedule.save(path)
+    return schedule
 
 
 def _seed_results(cfg: ReproduceConfig, work: Path, seed: int, model, noise, methods, extractor, ref,
@@ -210,6 +230,11 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
         }
         atomic_write_text(grid_file, json.dumps(grid_info))
         schedules["ase-grid"] = grid.best
+    schedules["router"] = _router(cfg, work, model, noise, blocks, timesteps)
+    schedules["reuse-2"] = uniform_schedule(blocks, timesteps, 2, outer=1)
+    schedules["deepcache-3"] = deepcache_schedule(blocks, timesteps, 3, levels=1)
+    for name in FEWER_STEPS:
+        schedules[name] = Schedule.full(blocks, sampler_timesteps(noise, int(name.split("-")[1])))
     methods = {m: schedules[m] for m in METHODS if m != "soft"}
     methods["soft"] = trained["lees-0.05"]["gate"]  # A1: the lambda=0.05 gate, mixing every block
 
@@ -225,7 +250,7 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
             rows[method]["seconds_per_100"].append(100 * res["seconds"] / cfg.n)
             rows[method]["images_per_s"].append(cfg.n / res["seconds"])
             rows[method]["executed_ratio"].append(schedule.executed_ratio)
-            rows[method]["flop_ratio"].append(schedule.flop_ratio)
+            rows[method]["flop_ratio"].append(schedule.flop_ratio * schedule.num_steps / cfg.steps)
     rows["ase-grid"]["note"] = (
         f"{len(grid_info['rows'])} candidates, {grid_info['seconds']:.0f} s, "
         f"budget FLOPs <= {grid_info['budget']:.2f}"

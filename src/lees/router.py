@@ -44,6 +44,11 @@ from .gates import straight_through
 from .sampling import make_sampler, sampler_update
 from .schedules import Schedule
 
+OBJECTIVES = {
+    "rollout": "distance of the student's own sampling run from the teacher's (same noise), every state",
+    "step": "eps MSE at the teacher's states, caches as the schedule would hold them",
+}
+
 
 @dataclass
 class RouterConfig:
@@ -59,7 +64,8 @@ class RouterConfig:
     lr: float = 0.05
     dual_lr: float = 0.05
     init_logit: float = 0.5
-    estimator: str = "ste"  # or "ste": the forward uses the hard run/reuse decision
+    estimator: str = "ste"  # straight-through: the forward uses the hard run/reuse decision; or "soft"
+    objective: str = "rollout"  # or "step" (see OBJECTIVES)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -67,6 +73,8 @@ class RouterConfig:
             raise ValueError(f"the target ratio must lie in (0, 1], got {self.target_ratio}")
         if not math.isfinite(self.lam) or self.lam < 0:
             raise ValueError(f"lambda must be >= 0, got {self.lam}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {self.objective!r}")
         if self.estimator not in ("soft", "ste"):
             raise ValueError(f"estimator must be soft or ste, got {self.estimator!r}")
         if min(self.steps, self.train_steps, self.batch_size, self.trajectories) < 1:
@@ -85,6 +93,8 @@ class Trajectory:
     residuals: list[torch.Tensor]
     timesteps: list[int]
     cond: dict[str, Any]
+    final: torch.Tensor  # the samples the full model ends at
+    rng: list[torch.Tensor]  # each trajectory's generator state after its start noise (to replay its noise)
 
 
 @torch.no_grad()
@@ -105,6 +115,7 @@ def teacher_trajectory(
     gens = [torch.Generator(device).manual_seed(config.seed * 1_000_003 + 500_000 + i) for i in range(n)]
     cond = {"class_labels": draw_labels(model, gens, device), "context": context}
     x = torch.stack([torch.randn(latent_shape(model), generator=g, device=device) for g in gens])
+    rng = [g.get_state() for g in gens]
     states, targets, residuals = [], [], []
     cache = ReuseCache(engine.num_blocks)
     for j, t in enumerate(tqdm(sampler.timesteps, desc="teacher trajectory", leave=False)):
@@ -115,7 +126,7 @@ def teacher_trajectory(
         residuals.append([r.cpu() for r in cache.residuals])
         x = update(eps, j, x, gens)
     per_block = [torch.stack([step[k] for step in residuals]) for k in range(engine.num_blocks)]
-    return Trajectory(torch.stack(states), torch.stack(targets), per_block, visited, cond)
+    return Trajectory(torch.stack(states), torch.stack(targets), per_block, visited, cond, x.cpu(), rng)
 
 
 @dataclass
@@ -175,6 +186,26 @@ def _step_loss(engine, w, traj, idx, j, config, device) -> torch.Tensor:
     return nn.functional.mse_loss(pred, traj.targets[j, idx].to(device))
 
 
+def _rollout_loss(engine, w, traj, idx, update, device) -> torch.Tensor:
+    """Mean squared distance of the student's own sampling run (the teacher's start noise and step
+    noise, the schedule's decisions w, soft carried residuals) from the teacher's, over every state."""
+    cache = ReuseCache(engine.num_blocks)
+    gens = []
+    for i in idx.tolist():
+        gens.append(torch.Generator(device))
+        gens[-1].set_state(traj.rng[i])
+    cond = {key: (v[idx] if key == "class_labels" and v is not None else v) for key, v in traj.cond.items()}
+    x, total = traj.states[0, idx].to(device), torch.zeros((), device=device)
+    goals = torch.cat([traj.states[1:, idx], traj.final[idx][None]])
+    for j, timestep in enumerate(traj.timesteps):
+        t = torch.full((len(idx),), timestep, device=device)
+        with engine.deciding(w[:, j], "soft", cache, fallback=REUSE):
+            eps = denoise(engine.model, x, t, **cond)
+        x = update(eps, j, x, gens)
+        total = total + nn.functional.mse_loss(x, goals[j].to(device))
+    return total / len(traj.timesteps)
+
+
 def decision_weights(logits: torch.Tensor, estimator: str) -> torch.Tensor:
     """The run weights of the logits: sigmoid, or its straight-through hard decision (>= 0.5)."""
     soft = torch.sigmoid(logits)
@@ -208,14 +239,23 @@ def train_router(
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     lam, log = config.lam, []
+    sampler = make_sampler(scheduler, config.sampler, config.steps)
+    update = sampler_update(sampler, config.sampler, traj.timesteps, device)
+
+    def error_of(w: torch.Tensor) -> torch.Tensor:
+        idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
+        if config.objective == "rollout":
+            return _rollout_loss(engine, w, traj, idx, update, device)
+        return _step_loss(
+            engine, w, traj, idx, int(torch.randint(1, steps, (1,), generator=gen)), config, device
+        )
+
     with engine.attached():
-        scale = _reuse_everywhere_error(engine, traj, config, device, gen)
+        with torch.no_grad():  # the unit of the loss: the error with nothing refreshed since step 0
+            scale = max(sum(float(error_of(torch.zeros_like(logits))) for _ in range(4)) / 4, 1e-12)
         bar = tqdm(range(config.train_steps), desc="router", unit="step", disable=not progress)
         for step in bar:
-            idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
-            j = int(torch.randint(1, steps, (1,), generator=gen))
-            w = decision_weights(logits, config.estimator)
-            error = _step_loss(engine, w, traj, idx, j, config, device) / scale
+            error = error_of(decision_weights(logits, config.estimator)) / scale
             compute = rest + (torch.sigmoid(logits) * weights).sum()
             loss = error + lam * compute
             opt.zero_grad(set_to_none=True)
@@ -233,7 +273,7 @@ def train_router(
     seconds = time.perf_counter() - started
     settings = {
         **asdict(config),
-        "objective": "eps MSE on the teacher trajectory, caches as scheduled",
+        "objective": OBJECTIVES[config.objective],
         "train_seconds": round(seconds, 1),
         "final_lambda": lam,
         "reuse_error_scale": scale,
@@ -243,15 +283,3 @@ def train_router(
     if log_path is not None:
         atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in log))
     return RouterResult(logits.detach().cpu(), schedule, log, seconds)
-
-
-@torch.no_grad()
-def _reuse_everywhere_error(engine, traj, config, device, gen) -> float:
-    """The step error with nothing refreshed since step 0: the loss's unit."""
-    w = torch.zeros((engine.num_blocks, len(traj.timesteps)), device=device)
-    errors = []
-    for _ in range(8):
-        idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
-        j = int(torch.randint(1, len(traj.timesteps), (1,), generator=gen))
-        errors.append(float(_step_loss(engine, w, traj, idx, j, config, device)))
-    return max(sum(errors) / len(errors), 1e-12)
