@@ -653,7 +653,7 @@ def cmd_route(args: argparse.Namespace) -> None:
     config = RouterConfig(
         steps=args.steps, sampler=args.sampler, target_ratio=args.target_ratio or None, lam=args.lam,
         train_steps=args.train_steps, batch_size=args.batch_size, trajectories=args.trajectories,
-        estimator=args.estimator, seed=args.seed,
+        estimator=args.estimator, objective=args.objective, seed=args.seed,
     )  # fmt: skip
     if args.out is None and not Path(args.model).is_dir():
         raise ValueError("name --out (or give --model a diffusers folder to write its lees/ subfolder)")
@@ -684,6 +684,13 @@ def _route_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--trajectories", type=int, default=32, help="teacher sampling runs to train on (32)")
     p.add_argument("--estimator", choices=("ste", "soft"), default="ste", help="gradient of the decisions")
+    p.add_argument(
+        "--objective",
+        choices=("rollout", "step"),
+        default="rollout",
+        help="rollout: the student's own sampling runs against the teacher's (minutes); step: one step at "
+        "the teacher's states with caches as scheduled (faster); see docs/reuse.md",
+    )
 
 
 def _sample_parser(sub: argparse._SubParsersAction) -> None:

@@ -45,7 +45,7 @@ from .sampling import make_sampler, sampler_update
 from .schedules import Schedule
 
 OBJECTIVES = {
-    "rollout": "distance of the student's own sampling run from the teacher's (same noise), every state",
+    "rollout": "distance of the student's own run from the teacher's (same noise): every state + final",
     "step": "eps MSE at the teacher's states, caches as the schedule would hold them",
 }
 
@@ -187,8 +187,9 @@ def _step_loss(engine, w, traj, idx, j, config, device) -> torch.Tensor:
 
 
 def _rollout_loss(engine, w, traj, idx, update, device) -> torch.Tensor:
-    """Mean squared distance of the student's own sampling run (the teacher's start noise and step
-    noise, the schedule's decisions w, soft carried residuals) from the teacher's, over every state."""
+    """Squared distance of the student's own sampling run (the teacher's start noise and step noise,
+    the schedule's decisions w, soft carried residuals) from the teacher's: the mean over every state
+    plus the final samples' own (so the last steps, which set the fine detail, weigh as much as all)."""
     cache = ReuseCache(engine.num_blocks)
     gens = []
     for i in idx.tolist():
@@ -203,7 +204,7 @@ def _rollout_loss(engine, w, traj, idx, update, device) -> torch.Tensor:
             eps = denoise(engine.model, x, t, **cond)
         x = update(eps, j, x, gens)
         total = total + nn.functional.mse_loss(x, goals[j].to(device))
-    return total / len(traj.timesteps)
+    return total / len(traj.timesteps) + nn.functional.mse_loss(x, goals[-1].to(device))
 
 
 def decision_weights(logits: torch.Tensor, estimator: str) -> torch.Tensor:
