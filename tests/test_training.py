@@ -102,3 +102,20 @@ def test_both_estimators_give_gates_finite_nonzero_gradients(setup, estimator):
     result = train_gates(model, data, noise, config, blocks, progress=False)
     grads = [result.gate.a.grad, result.gate.b.grad]
     assert all(torch.isfinite(g).all() and (g != 0).all() for g in grads)
+
+
+def test_device_comes_from_the_model_which_is_never_moved(setup):
+    from lees.training import held_out_loss
+
+    model, data, noise = setup[:3]
+    blocks = find_blocks(model)
+    result = train_gates(model, data, noise, GateTrainConfig(steps=1, batch_size=4), blocks, progress=False)
+    assert result.gate.a.device == next(model.parameters()).device
+    assert held_out_loss(model, blocks, data, noise, n=4, batch_size=4) > 0
+    with pytest.raises(ValueError, match="the model is on cpu, not cuda: move it first"):
+        train_gates(
+            model, data, noise, GateTrainConfig(steps=1, batch_size=4), blocks, device="cuda", progress=False
+        )
+    with pytest.raises(ValueError, match="the model is on cpu, not meta"):
+        held_out_loss(model, blocks, data, noise, n=4, device="meta")
+    assert next(model.parameters()).device.type == "cpu"

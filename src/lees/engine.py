@@ -77,15 +77,24 @@ class ReuseCache:
         return self.peak_bytes / self.peak_batch if self.peak_batch else 0.0
 
 
-class _BlockHook(ModelHook):
-    """Hands block k's call to its engine; stateless itself (the state lives in a ReuseCache)."""
+HOOK_NAME = "lees.block"
 
-    def __init__(self, engine: Engine, k: int) -> None:
+
+class _BlockHook(ModelHook):
+    """One per hooked module, shared by every engine attached to it: hands the call to the engine
+    that is deciding (the latest attached), else runs the block. Sharing one hook keeps the
+    registry's chain to a single lees entry, so engines can detach in any order."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.engine, self.k = engine, k
+        self.users: list[tuple[Engine, int]] = []
 
     def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        return self.engine._call_block(self.k, module, self.fn_ref.original_forward, args, kwargs)
+        forward = self.fn_ref.original_forward
+        for engine, k in reversed(self.users):
+            if engine._decisions is not None:
+                return engine._call_block(k, module, forward, args, kwargs)
+        return forward(*args, **kwargs)
 
 
 class Engine:
@@ -100,7 +109,6 @@ class Engine:
         self.block_names = list(blocks.names if isinstance(blocks, Blocks) else blocks)
         self.modules = resolve_modules(model, self.block_names)
         self.kinds = [block_kind(m) for m in self.modules]
-        self.hook_name = f"lees.block.{id(self):x}"
         self._attached = 0
         self._decisions: Sequence[Any] | None = None
         self._mode = "hard"
@@ -117,9 +125,10 @@ class Engine:
         """Register the block hooks (nested calls count; the first one registers)."""
         if self._attached == 0:
             for k, module in enumerate(self.modules):
-                HookRegistry.check_if_exists_or_initialize(module).register_hook(
-                    _BlockHook(self, k), self.hook_name
-                )
+                registry = HookRegistry.check_if_exists_or_initialize(module)
+                if registry.get_hook(HOOK_NAME) is None:
+                    registry.register_hook(_BlockHook(), HOOK_NAME)
+                registry.get_hook(HOOK_NAME).users.append((self, k))
         self._attached += 1
 
     def detach(self) -> None:
@@ -128,8 +137,11 @@ class Engine:
             return
         self._attached -= 1
         if self._attached == 0:
-            for module in self.modules:
-                _remove_hook(module, self.hook_name)
+            for k, module in enumerate(self.modules):
+                hook = module._diffusers_hook.get_hook(HOOK_NAME)
+                hook.users.remove((self, k))
+                if not hook.users:
+                    _remove_hook(module, HOOK_NAME)
 
     @contextmanager
     def attached(self) -> Iterator[Engine]:

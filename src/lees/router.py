@@ -65,7 +65,7 @@ class RouterConfig:
     dual_lr: float = 0.05
     init_logit: float = 0.5
     estimator: str = "ste"  # straight-through: the forward uses the hard run/reuse decision; or "soft"
-    objective: str = "rollout"  # or "step" (see OBJECTIVES)
+    objective: str = "step"  # or "rollout" (see OBJECTIVES)
     seed: int = 0
 
     def __post_init__(self) -> None:

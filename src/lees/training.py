@@ -117,6 +117,20 @@ def _on(tensor: torch.Tensor | None, device: str | torch.device) -> torch.Tensor
     return None if tensor is None else tensor.to(device)
 
 
+def model_device_checked(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """The device lees runs ``model`` on: its own. A different ``device`` is an error, never a silent move."""
+    own = next(model.parameters()).device
+    if (
+        device is not None
+        and torch.device(device) != own
+        and not (torch.device(device).type == own.type and torch.device(device).index is None)
+    ):
+        raise ValueError(
+            f"the model is on {own}, not {device}: move it first (model.to(...)) or drop device="
+        )
+    return own
+
+
 def _clean(x0: torch.Tensor, autoencoder: nn.Module | None) -> torch.Tensor:
     """The denoiser's clean input: the images, or their latents for latent diffusion."""
     return x0 if autoencoder is None else encode(autoencoder, x0)
@@ -132,7 +146,7 @@ def train_gates(
     noise: DDPMScheduler,
     config: GateTrainConfig | None = None,
     blocks: Blocks | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     progress: bool = True,
     log_path: str | Path | None = None,
     labels: torch.Tensor | None = None,
@@ -153,7 +167,7 @@ def train_gates(
     config = config or GateTrainConfig()
     check_context(backbone, context, len(data))
     blocks = blocks or find_blocks(backbone)
-    backbone = backbone.to(device)
+    device = model_device_checked(backbone, device)
     rank, world_size = world()
     if config.batch_size % world_size:
         raise ValueError(f"the batch size {config.batch_size} must divide among {world_size} processes")
@@ -325,14 +339,15 @@ def held_out_loss(
     n: int = 2000,
     batch_size: int = 100,
     seed: int = 1234,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     labels: torch.Tensor | None = None,
     autoencoder: nn.Module | None = None,
     context: torch.Tensor | None = None,
 ) -> float:
     """Mean epsilon-MSE on the first ``n`` images (fixed noise and t); with ``gate``, under its hard masks."""
     check_context(backbone, context, len(data))
-    gated = GatedModel(backbone.to(device), blocks)
+    device = model_device_checked(backbone, device)
+    gated = GatedModel(backbone, blocks)
     gen = torch.Generator().manual_seed(seed)
     num_train = noise.config.num_train_timesteps
     alphas = noise.alphas_cumprod.to(device)
