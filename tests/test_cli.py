@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,3 +223,43 @@ def test_help_names_the_embedded_model_and_keeps_the_shipped_classifier():
     assert "not the default here: name a model" in _help("blocks")
     classifier = _help("classifier", "train")
     assert "--out runs/classifier" in classifier and "--out src/lees" not in classifier
+
+
+def test_route_writes_into_the_model_folder_and_sample_runs_it(folder, tmp_path, capsys):
+    argv = ["route", "--model", folder, "--steps", "4", "--train-steps", "3", "--trajectories", "2"]
+    assert main([*argv, "--batch-size", "2", "--target-ratio", "0.8"]) == 0
+    path = Path(folder) / "lees" / "schedule.json"
+    out = capsys.readouterr().out
+    assert f"wrote {path}" in out and "reuses the rest" in out
+    schedule = Schedule.load(path)
+    assert schedule.source == "router" and schedule.flop_ratio <= 0.8 + 1e-9
+    assert schedule.settings["provenance"]["model_fingerprint"]
+    assert (
+        main(
+            [
+                "sample",
+                "--model",
+                folder,
+                "-n",
+                "2",
+                "--schedule",
+                str(path),
+                "--out",
+                str(tmp_path / "g.png"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "g.png").is_file()
+
+
+def test_schedule_deepcache_and_uniform(folder, tmp_path, capsys):
+    for kind, extra in (("deepcache", ["--interval", "2"]), ("uniform", ["--between", "skip"])):
+        assert (
+            main(["schedule", kind, "--model", folder, "--steps", "6", "--out", str(tmp_path / kind), *extra])
+            == 0
+        )
+        schedule = Schedule.load(tmp_path / kind / "schedule.json")
+        assert schedule.source == kind and schedule.flop_ratio < 1
+    assert not Schedule.load(tmp_path / "uniform" / "schedule.json").reuses
+    assert Schedule.load(tmp_path / "deepcache" / "schedule.json").reuses
