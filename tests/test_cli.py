@@ -234,22 +234,8 @@ def test_route_writes_into_the_model_folder_and_sample_runs_it(folder, tmp_path,
     schedule = Schedule.load(path)
     assert schedule.source == "router" and schedule.flop_ratio <= 0.8 + 1e-9
     assert schedule.settings["provenance"]["model_fingerprint"]
-    assert (
-        main(
-            [
-                "sample",
-                "--model",
-                folder,
-                "-n",
-                "2",
-                "--schedule",
-                str(path),
-                "--out",
-                str(tmp_path / "g.png"),
-            ]
-        )
-        == 0
-    )
+    grid = str(tmp_path / "g.png")
+    assert main(["sample", "--model", folder, "-n", "2", "--schedule", str(path), "--out", grid]) == 0
     assert (tmp_path / "g.png").is_file()
 
 
