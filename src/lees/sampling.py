@@ -1,5 +1,8 @@
 """Sampling: DDPM (ancestral) or DDIM (deterministic), with a schedule applied step by step.
 
+A schedule's actions (run, reuse the last residual, skip) go through the engine's hooks; each
+method keeps its own reuse cache, cleared at the start of every run and every batch.
+
 Sample i depends only on (seed, i): each sample draws its class label (class-conditional models),
 its start noise and its per-step noise from its own generator, so batching or sharding never
 changes an image (beyond float rounding). Any descending list of timesteps can replace the evenly
@@ -85,7 +88,7 @@ def ddim_step(
 
 
 Method = Schedule | SigmoidTimeGate | None
-"""How one sampling run treats the blocks: a schedule (hard skipping), a gate (soft mixing), or None (all)."""
+"""How one sampling run treats the blocks: a schedule (run/reuse/skip), a gate (soft mix), or None (all)."""
 
 
 @torch.inference_mode()
