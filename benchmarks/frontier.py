@@ -72,8 +72,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7, help="sampling seed (7: one the report does not use)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/frontier")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plots from OUT/frontier.jsonl")
     args = parser.parse_args()
     out = Path(args.out)
+    if args.plot_only:
+        return plot(out, [json.loads(line) for line in (out / "frontier.jsonl").read_text().splitlines()])
     out.mkdir(parents=True, exist_ok=True)
     model = lees.load_backbone("embedded", device=args.device)
     noise = load_noise_scheduler("embedded")
@@ -105,9 +108,17 @@ def main() -> None:
         for j in judged.values():
             print("#", describe(p, j))
     (out / "frontier.jsonl").write_text("\n".join(lines) + "\n")
-    for metric in scorers:
-        frontier_plot(list(points.values()), metric, out / f"frontier-{metric}.png",
-                      f"embedded model, DDPM, {args.n} samples: {metric} vs paired latency")  # fmt: skip
+    plot(out, [json.loads(line) for line in lines])
+
+
+def plot(out: Path, rows: list[dict]) -> None:
+    """One plot per metric from the printed rows."""
+    metrics = [m for m in ("fd_clf", "fid") if m in rows[0]]
+    points = [Point(r["method"], r["steps"], r["flop_ratio"], r["latency_ratio"], {m: r[m] for m in metrics})
+              for r in rows]  # fmt: skip
+    for metric in metrics:
+        title = f"embedded model, DDPM, {rows[0]['n']} samples: {metric} vs paired latency"
+        frontier_plot(points, metric, out / f"frontier-{metric}.png", title)
     print(f"# wrote {out / 'frontier.jsonl'} and frontier-*.png")
 
 

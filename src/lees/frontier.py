@@ -73,7 +73,7 @@ def frontier_plot(points: Sequence[Point], metric: str, path: str | Path, title:
     """Quality against measured latency: the full model's fewer-steps curve and every other method."""
     from .plots import plt, save_figure
 
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(9, 5))
     latency, quality = step_curve(points, metric)
     steps = sorted((p.latency_ratio, p.steps) for p in points if p.is_full and metric in p.quality)
     ax.plot(latency, quality, "k-o", label="full model, fewer steps")
@@ -87,6 +87,6 @@ def frontier_plot(points: Sequence[Point], metric: str, path: str | Path, title:
     ax.set_xlabel("measured latency / full model's (paired, same run)")
     ax.set_ylabel(f"{metric} (lower is better)")
     ax.set_title(title or f"Quality vs latency: every method against fewer steps ({metric})")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3, which="both")
     return save_figure(fig, path)
