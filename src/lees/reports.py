@@ -370,13 +370,14 @@ def pareto_plot(rows: dict[str, dict], path: Path, metric: str) -> Path:
     return save_figure(fig, path)
 
 
-def frontier_lines(rows: dict[str, dict], metric: str, out: Path) -> list[str]:
+def frontier_lines(rows: dict[str, dict], metric: str, steps: int, out: Path) -> list[str]:
     """The report's headline: every method against the full model at fewer steps, at its latency."""
     from .frontier import Point, describe, frontier_plot, versus_fewer_steps
 
     full = _mean(rows["full"], "seconds_per_100")
     points = {
-        m: Point("full" if m == "full" or m in FEWER_STEPS else m, 0, _mean(row, "flop_ratio"),
+        m: Point("full" if m == "full" or m in FEWER_STEPS else m,
+                 int(m.split("-")[1]) if m in FEWER_STEPS else steps, _mean(row, "flop_ratio"),
                  _mean(row, "seconds_per_100") / full, {metric: _mean(row, "fd")})
         for m, row in rows.items()
     }  # fmt: skip
@@ -449,7 +450,7 @@ def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
         if off
         else f"Latency/FLOP ratio within {LATENCY_TOLERANCE:.0%} of 1 for every method.",
     ]
-    lines += ["", *frontier_lines(rows, metric, out)]
+    lines += ["", *frontier_lines(rows, metric, meta["steps"], out)]
     t, p = paired_t(rows["lees-0.05"]["fd"], rows["ase"]["fd"])
     lines += [
         "",

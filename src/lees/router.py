@@ -274,7 +274,7 @@ def train_router(
     seconds = time.perf_counter() - started
     settings = {
         **asdict(config),
-        "objective": OBJECTIVES[config.objective],
+        "objective": f"{config.objective}: {OBJECTIVES[config.objective]}",
         "train_seconds": round(seconds, 1),
         "final_lambda": lam,
         "reuse_error_scale": scale,
