@@ -41,7 +41,7 @@ from .denoisers import check_context, denoise, draw_labels, latent_shape
 from .engine import REUSE, RUN, Engine, ReuseCache
 from .files import atomic_write_text
 from .gates import straight_through
-from .sampling import make_sampler, sampler_update
+from .sampling import make_sampler, model_device, sampler_update
 from .schedules import Schedule
 
 OBJECTIVES = {
@@ -107,7 +107,7 @@ def teacher_trajectory(
     """Run the full model's sampler on ``config.trajectories`` seeded noises and keep every step
     (``engine`` attached: every block runs and its residual is recorded)."""
     model = engine.model
-    device = next(model.parameters()).device
+    device = model_device(model)
     sampler = make_sampler(scheduler, config.sampler, config.steps)
     visited = [int(t) for t in sampler.timesteps]
     update = sampler_update(sampler, config.sampler, visited, device)
@@ -172,6 +172,11 @@ def carry_weights(w: torch.Tensor, j: int) -> torch.Tensor:
     return w * after
 
 
+def _batch_cond(traj: Trajectory, idx: torch.Tensor) -> dict[str, Any]:
+    """The conditions of trajectories ``idx``: their class labels; a context is shared by all."""
+    return {key: (v[idx] if key == "class_labels" and v is not None else v) for key, v in traj.cond.items()}
+
+
 def _step_loss(engine, w, traj, idx, j, config, device) -> torch.Tensor:
     """Squared error of the student at the teacher's state x_j, caches as the schedule would hold them."""
     cache = ReuseCache(engine.num_blocks)
@@ -179,7 +184,7 @@ def _step_loss(engine, w, traj, idx, j, config, device) -> torch.Tensor:
     for k in range(engine.num_blocks):
         past = traj.residuals[k][:j, idx].to(device)
         cache.residuals[k] = torch.einsum("s,s...->...", carry[k].to(past.dtype), past)
-    cond = {key: (v[idx] if key == "class_labels" and v is not None else v) for key, v in traj.cond.items()}
+    cond = _batch_cond(traj, idx)
     t = torch.full((len(idx),), traj.timesteps[j], device=device)
     with engine.deciding(w[:, j], "soft", cache, fallback=REUSE):
         pred = denoise(engine.model, traj.states[j, idx].to(device), t, **cond)
@@ -195,7 +200,7 @@ def _rollout_loss(engine, w, traj, idx, update, device) -> torch.Tensor:
     for i in idx.tolist():
         gens.append(torch.Generator(device))
         gens[-1].set_state(traj.rng[i])
-    cond = {key: (v[idx] if key == "class_labels" and v is not None else v) for key, v in traj.cond.items()}
+    cond = _batch_cond(traj, idx)
     x, total = traj.states[0, idx].to(device), torch.zeros((), device=device)
     goals = torch.cat([traj.states[1:, idx], traj.final[idx][None]])
     for j, timestep in enumerate(traj.timesteps):
@@ -226,7 +231,7 @@ def train_router(
     config = config or RouterConfig()
     check_context(model, context, 1)
     blocks = blocks or find_blocks(model)
-    device = next(model.parameters()).device
+    device = model_device(model)
     started = time.perf_counter()
     engine = Engine(model, blocks)
     with engine.attached():

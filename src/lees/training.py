@@ -36,6 +36,7 @@ from .engine import GatedModel
 from .files import atomic_write_bytes, atomic_write_text
 from .gates import SigmoidTimeGate, normalised_time, open_mask
 from .latents import encode
+from .sampling import model_device
 
 T_GRID = torch.linspace(0.001, 1.0, 100)  # where gates are compared (KL) and ratios measured
 
@@ -119,7 +120,7 @@ def _on(tensor: torch.Tensor | None, device: str | torch.device) -> torch.Tensor
 
 def model_device_checked(model: nn.Module, device: str | torch.device | None) -> torch.device:
     """The device lees runs ``model`` on: its own. A different ``device`` is an error, never a silent move."""
-    own = next(model.parameters()).device
+    own = model_device(model)
     if (
         device is not None
         and torch.device(device) != own
