@@ -165,106 +165,37 @@ def train_gates(
     from it when started again, ending with the gates of an uninterrupted run. Under torchrun each
     rank trains on its slice of the same global batch (see :mod:`lees.distributed`).
     """
-    config = config or GateTrainConfig()
     check_context(backbone, context, len(data))
-    blocks = blocks or find_blocks(backbone)
-    device = model_device_checked(backbone, device)
-    rank, world_size = world()
-    if config.batch_size % world_size:
-        raise ValueError(f"the batch size {config.batch_size} must divide among {world_size} processes")
-    local = slice(rank * config.batch_size // world_size, (rank + 1) * config.batch_size // world_size)
-    gated = GatedModel(backbone, blocks)
-    gate = SigmoidTimeGate(len(blocks), blocks.names).to(device)
-    trained = DistributedDataParallel(gate) if world_size > 1 else gate
-    weights = cost_weights(blocks, config.cost).to(device)
-    opt = torch.optim.Adam(gate.parameters(), lr=config.lr, betas=config.betas)
-    steps = config.steps or max(1, len(data) // config.batch_size)
-    alphas = noise.alphas_cumprod.to(device)
-    num_train = noise.config.num_train_timesteps
+    inputs = {"labels": labels, "autoencoder": autoencoder, "context": context}
+    run = _GateRun(backbone, data, noise, config or GateTrainConfig(), blocks, device, checkpoint, inputs)
     before = _fingerprint(backbone)
     was_training = [p.requires_grad for p in backbone.parameters()]
     backbone.requires_grad_(False)
     backbone.eval()
-    result = GateTrainResult(gate, blocks, config)
-    t_grid = T_GRID.to(device)
-    state = {"step": 0, "lam": config.lam, "calm": 0, "seconds": 0.0}
-    previous = gate(t_grid).detach()
-    gen = torch.Generator().manual_seed(config.seed)
-    if checkpoint is not None and Path(checkpoint).is_file():
-        state, previous, result.log = _resume(checkpoint, config, gate, opt, gen, device)
-    lam = state["lam"]
-    started = time.perf_counter() - state["seconds"]
-    main = rank == 0
-    shape = tuple(data.shape[1:]) if autoencoder is None else latent_shape(backbone)
-    last = state["step"] if state["calm"] >= config.patience else steps  # a resumed run that had stopped
+    main = run.rank == 0
+    state = run.state
+    last = (
+        state["step"] if state["calm"] >= run.config.patience else run.steps
+    )  # a resumed run that had stopped
     bar = tqdm(
-        range(state["step"], last), initial=state["step"], total=steps,
-        desc=f"gates (lambda={config.lam:g})", unit="step", disable=not (progress and main),
+        range(state["step"], last), initial=state["step"], total=run.steps,
+        desc=f"gates (lambda={run.config.lam:g})", unit="step", disable=not (progress and main),
     )  # fmt: skip
-    log_file = _open_log(log_path, result.log) if main else None
+    log_file = _open_log(log_path, run.result.log) if main else None
     try:
         for step in bar:
-            rng = gen.get_state()  # this step's draws start here (what a checkpoint before it keeps)
-            idx = torch.randint(0, len(data), (config.batch_size,), generator=gen)
-            y = _labels(backbone, labels, idx, gen)
-            t = torch.randint(0, num_train, (config.batch_size,), generator=gen)
-            eps = torch.randn((config.batch_size, *shape), generator=gen)
-            idx, t, eps = idx[local], t[local].to(device), eps[local].to(device)
-            x0 = _clean(data[idx].to(device), autoencoder)
-            y = None if y is None else y[local].to(device)
-            ctx = _on(context_rows(context, idx), device)
-            a = alphas[t].view(-1, *([1] * (x0.dim() - 1)))
-            xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-            g = trained(normalised_time(t.cpu(), num_train).to(device))
-            pred = denoise(gated, xt, t, y, ctx, mask=g, mode=config.estimator)
-            diffusion = nn.functional.mse_loss(pred, eps)
-            compute = (g @ weights).mean()
-            loss = diffusion + lam * compute
-            if not torch.isfinite(loss):  # the gates are still those of the last good step
-                where = ""
-                if checkpoint is not None and main:
-                    state.update(step=step, lam=lam, seconds=time.perf_counter() - started)
-                    _save_checkpoint(checkpoint, config, gate, opt, rng, previous, state, result.log)
-                    where = f"; the last good gates are in {checkpoint}"
-                raise FloatingPointError(f"the loss became {loss.item()} at step {step + 1}{where}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            executed = float((open_mask(g.detach()).float() @ weights).mean())
-            executed, diffusion_mean, compute_mean = all_mean(executed, diffusion.item(), compute.item())
-            if config.target_ratio is not None:  # dual ascent: raise lambda while we run too much
-                lam = max(0.0, lam + config.dual_lr * (executed - config.target_ratio))
-            row = {
-                "step": step + 1,
-                "loss": diffusion_mean,
-                "compute": compute_mean,
-                "ratio": executed,
-                "lambda": lam,
-            }
-            if (step + 1) % config.kl_every == 0 or step + 1 == steps:
-                current = gate(t_grid).detach()
-                row["kl"] = gate_kl(current, previous)
-                row["grid_ratio"] = ratio(gate, weights)
-                previous = current
-                settled = config.early_stop_kl is not None and row["kl"] < config.early_stop_kl
-                state["calm"] = state["calm"] + 1 if settled else 0
-            result.log.append(row)
+            row = run.step(step)
+            run.result.log.append(row)
             if log_file is not None:
                 log_file.write(json.dumps(row) + "\n")
                 log_file.flush()
             bar.set_postfix(
-                loss=f"{row['loss']:.4f}", compute=f"{row['compute']:.3f}", ratio=f"{executed:.2f}"
+                loss=f"{row['loss']:.4f}", compute=f"{row['compute']:.3f}", ratio=f"{row['ratio']:.2f}"
             )
-            done = state["calm"] >= config.patience
-            if (
-                checkpoint is not None
-                and main
-                and ((step + 1) % checkpoint_every == 0 or step + 1 == steps or done)
-            ):
-                state.update(step=step + 1, lam=lam, seconds=time.perf_counter() - started)
-                _save_checkpoint(checkpoint, config, gate, opt, gen.get_state(), previous, state, result.log)
+            done = state["calm"] >= run.config.patience
+            if main and ((step + 1) % checkpoint_every == 0 or step + 1 == run.steps or done):
+                run.save(step + 1, run.gen.get_state())
             if done:
-                result.stopped_early = True
                 break
     finally:
         bar.close()
@@ -272,12 +203,110 @@ def train_gates(
             log_file.close()
         for p, flag in zip(backbone.parameters(), was_training, strict=True):
             p.requires_grad_(flag)
-    after = _fingerprint(backbone)
-    if not all(torch.equal(x, y) for x, y in zip(before, after, strict=True)):
+    if not all(torch.equal(x, y) for x, y in zip(before, _fingerprint(backbone), strict=True)):
         raise RuntimeError("a backbone parameter changed during gate training")
-    result.stopped_early = result.stopped_early or state["calm"] >= config.patience
-    result.seconds = time.perf_counter() - started
-    return result
+    run.result.stopped_early = state["calm"] >= run.config.patience
+    run.result.seconds = time.perf_counter() - run.started
+    return run.result
+
+
+class _GateRun:
+    """The moving parts of one gate training run: the gate and its optimizer, the random draws, the
+    state a checkpoint keeps, and one training step."""
+
+    def __init__(self, backbone, data, noise, config, blocks, device, checkpoint, inputs) -> None:
+        self.backbone, self.data, self.config, self.checkpoint = backbone, data, config, checkpoint
+        self.inputs = inputs  # labels, autoencoder, context (see train_gates)
+        blocks = blocks or find_blocks(backbone)
+        self.device = model_device_checked(backbone, device)
+        self.rank, world_size = world()
+        if config.batch_size % world_size:
+            raise ValueError(f"the batch size {config.batch_size} must divide among {world_size} processes")
+        self.local = slice(
+            self.rank * config.batch_size // world_size, (self.rank + 1) * config.batch_size // world_size
+        )
+        self.gated = GatedModel(backbone, blocks)
+        self.gate = SigmoidTimeGate(len(blocks), blocks.names).to(self.device)
+        self.trained = DistributedDataParallel(self.gate) if world_size > 1 else self.gate
+        self.weights = cost_weights(blocks, config.cost).to(self.device)
+        self.opt = torch.optim.Adam(self.gate.parameters(), lr=config.lr, betas=config.betas)
+        self.steps = config.steps or max(1, len(data) // config.batch_size)
+        self.noise = noise
+        self.alphas = noise.alphas_cumprod.to(self.device)
+        self.result = GateTrainResult(self.gate, blocks, config)
+        self.t_grid = T_GRID.to(self.device)
+        self.state = {"step": 0, "lam": config.lam, "calm": 0, "seconds": 0.0}
+        self.previous = self.gate(self.t_grid).detach()
+        self.gen = torch.Generator().manual_seed(config.seed)
+        if checkpoint is not None and Path(checkpoint).is_file():
+            self.state, self.previous, self.result.log = _resume(
+                checkpoint, config, self.gate, self.opt, self.gen, self.device
+            )
+        self.started = time.perf_counter() - self.state["seconds"]
+
+    def draw(self) -> tuple[torch.Tensor, ...]:
+        """This step's batch on the model's device: noised inputs, timesteps, noise, labels, context."""
+        config, gen, autoencoder = self.config, self.gen, self.inputs["autoencoder"]
+        shape = tuple(self.data.shape[1:]) if autoencoder is None else latent_shape(self.backbone)
+        idx = torch.randint(0, len(self.data), (config.batch_size,), generator=gen)
+        y = _labels(self.backbone, self.inputs["labels"], idx, gen)
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (config.batch_size,), generator=gen)
+        eps = torch.randn((config.batch_size, *shape), generator=gen)
+        idx, t, eps = idx[self.local], t[self.local].to(self.device), eps[self.local].to(self.device)
+        x0 = _clean(self.data[idx].to(self.device), autoencoder)
+        y = None if y is None else y[self.local].to(self.device)
+        ctx = _on(context_rows(self.inputs["context"], idx), self.device)
+        a = self.alphas[t].view(-1, *([1] * (x0.dim() - 1)))
+        return a.sqrt() * x0 + (1 - a).sqrt() * eps, t, eps, y, ctx
+
+    def step(self, step: int) -> dict[str, float]:
+        """One gradient step on a fresh batch, the dual update of lambda and the KL check; its log row."""
+        rng = self.gen.get_state()  # this step's draws start here (what a checkpoint before it keeps)
+        xt, t, eps, y, ctx = self.draw()
+        num_train = self.noise.config.num_train_timesteps
+        g = self.trained(normalised_time(t.cpu(), num_train).to(self.device))
+        pred = denoise(self.gated, xt, t, y, ctx, mask=g, mode=self.config.estimator)
+        diffusion = nn.functional.mse_loss(pred, eps)
+        compute = (g @ self.weights).mean()
+        loss = diffusion + self.state["lam"] * compute
+        if not torch.isfinite(loss):  # the gates are still those of the last good step
+            where = ""
+            if self.checkpoint is not None and self.rank == 0:
+                self.save(step, rng)
+                where = f"; the last good gates are in {self.checkpoint}"
+            raise FloatingPointError(f"the loss became {loss.item()} at step {step + 1}{where}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        executed = float((open_mask(g.detach()).float() @ self.weights).mean())
+        executed, diffusion_mean, compute_mean = all_mean(executed, diffusion.item(), compute.item())
+        if self.config.target_ratio is not None:  # dual ascent: raise lambda while we run too much
+            self.state["lam"] = max(
+                0.0, self.state["lam"] + self.config.dual_lr * (executed - self.config.target_ratio)
+            )
+        row = {"step": step + 1, "loss": diffusion_mean, "compute": compute_mean, "ratio": executed,
+               "lambda": self.state["lam"]}  # fmt: skip
+        if (step + 1) % self.config.kl_every == 0 or step + 1 == self.steps:
+            self._check(row)
+        return row
+
+    def _check(self, row: dict[str, float]) -> None:
+        """The paper's convergence measure: KL between this check's gates and the last one's."""
+        current = self.gate(self.t_grid).detach()
+        row["kl"] = gate_kl(current, self.previous)
+        row["grid_ratio"] = ratio(self.gate, self.weights)
+        self.previous = current
+        settled = self.config.early_stop_kl is not None and row["kl"] < self.config.early_stop_kl
+        self.state["calm"] = self.state["calm"] + 1 if settled else 0
+
+    def save(self, step: int, rng: torch.Tensor) -> None:
+        """Checkpoint the run as of ``step`` (``rng``: the generator state to go on from)."""
+        if self.checkpoint is None:
+            return
+        self.state.update(step=step, seconds=time.perf_counter() - self.started)
+        _save_checkpoint(
+            self.checkpoint, self.config, self.gate, self.opt, rng, self.previous, self.state, self.result.log
+        )
 
 
 def _open_log(log_path: str | Path | None, rows: list[dict]):
