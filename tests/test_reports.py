@@ -30,6 +30,7 @@ def _rows(rng):
             "executed_ratio": [1.0 - 0.05 * i] * 3,
             "flop_ratio": [1.0 - 0.05 * i] * 3,
             "delta_fd": list(0.5 + 0.01 * rng.random(3)),
+            "cache_bytes": [1024.0 * i] * 3,
         }
     return rows
 
@@ -144,3 +145,25 @@ def test_lambda_zero_must_keep_quality_as_well_as_use_more_blocks(fd, status):
 def test_report_says_the_hard_rows_are_trained_with_the_soft_estimator(tmp_path):
     text = build_report(_rows(np.random.default_rng(6)), tmp_path, META).read_text()
     assert "LEES hard rows" in text and "trained with the soft estimator" in text
+
+
+def test_claims_are_judged_under_each_metric_with_disagreements_named(tmp_path):
+    rows = _rows(np.random.default_rng(1))
+    pooled = {"full": 60.0, "ase": 80.0, "lees-0.05": 70.0, "full-35": 62.0, "full-25": 64.0, "full-15": 66.0}
+    for method, fid in pooled.items():
+        rows[method]["fid"] = [fid]  # one figure over all seeds' samples
+    text = build_report(rows, tmp_path, META).read_text()
+    assert "| fd_clf: measured | status | Inception FID: measured | status |" in text
+    by_number = {c.number: c for c in claims(rows, META, "fid")}
+    # LEES has the higher fd_clf but the lower FID than ASE (and is faster): claim 3 splits
+    assert next(c for c in claims(rows, META) if c.number == 3).status == "not held"
+    assert by_number[3].status == "held" and "70.000" in by_number[3].measured
+    assert by_number[4].status == "not measured" and "ase-grid" in by_number[4].measured
+    assert by_number[10].status == "not measurable here"  # no per-seed FID for a t-test
+    assert by_number[11].status == "not measurable here"  # corruption deltas are fd_clf only
+    assert "The metrics disagree on claim(s) 3" in text
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["methods"]["ase"]["fid_pooled"] == 80.0
+    assert results["methods"]["random"]["fid_pooled"] is None
+    assert next(c for c in results["claims"] if c["number"] == 3)["fid_status"] == "held"
+    assert (tmp_path / "frontier-fid.png").is_file()

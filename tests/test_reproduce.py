@@ -2,12 +2,25 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from lees.reports import METHODS
-from lees.reproduce import ReproduceConfig, reproduce
+from lees.reproduce import FID_KEY_ROWS, ReproduceConfig, reproduce
+from lees.training import load_gate
 
 from .conftest import tiny_unet
 from .test_data import write_idx
+
+
+class _StandIn:
+    """A cheap feature extractor in Inception's place; counts the images of each call."""
+
+    name = "stand-in"
+    calls: list[int] = []
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        self.calls.append(len(images))
+        return images.flatten(1)[:, :16].double().numpy()
 
 
 def test_protocol_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
@@ -19,14 +32,24 @@ def test_protocol_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
         write_idx(data / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
     tiny_unet().save_pretrained(tmp_path / "model")
     config = ReproduceConfig(
-        model=str(tmp_path / "model"), data=str(data), seeds=[0, 1], n=4, steps=3, train_steps=2, grid_n=4
-    )
+        model=str(tmp_path / "model"), data=str(data), seeds=[0, 1], n=4, steps=3, train_steps=2, grid_n=4,
+        fid="key",
+    )  # fmt: skip
+    # Inception FID's plumbing with a cheap stand-in extractor (the real one is tested in test_metrics)
+    monkeypatch.setattr("lees.reproduce.inception_path", lambda: tmp_path)
+    monkeypatch.setattr("lees.reproduce.InceptionFeatures", lambda device: _StandIn())
     report = reproduce(config, tmp_path / "report")
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert set(results["methods"]) == set(METHODS)
     assert "## The paper's claims, measured here" in report.read_text()
     for name in ("pareto.png", "gates.png", "schedule-lees.png", "work/grids/lees-0.05.png"):
         assert (tmp_path / "report" / name).is_file(), name
+    assert {m for m, r in results["methods"].items() if r["fid_pooled"] is not None} == set(FID_KEY_ROWS)
+    assert _StandIn.calls.count(8) == len(FID_KEY_ROWS)  # each row once, both seeds' 4 samples pooled
+    gates = tmp_path / "report" / "work" / "gates" / "lees-0.05"
+    assert sorted(p.name for p in gates.iterdir()) == ["seed0", "seed1"]  # gates trained per seed
+    seed0, seed1 = (load_gate(gates / s / "gates.safetensors")[0] for s in ("seed0", "seed1"))
+    assert not torch.equal(seed0.b, seed1.b)
     runs = tmp_path / "report" / "work" / "runs"
     assert sorted(p.name for p in runs.iterdir()) == ["seed0", "seed0.json", "seed1", "seed1.json"]
     seed1 = json.loads((runs / "seed1.json").read_text())

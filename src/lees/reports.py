@@ -49,7 +49,9 @@ ESTIMATOR_NOTE = (
     "sampled with hard skipping (A1: mixed); only the STE row is trained with the paper's straight-through "
     "estimator, which collapses on the embedded model (docs/method.md)."
 )
-ROW_FIELDS = ("fd", "kid", "seconds_per_100", "images_per_s", "executed_ratio", "flop_ratio", "delta_fd")
+ROW_FIELDS = (
+    "fd", "kid", "seconds_per_100", "images_per_s", "executed_ratio", "flop_ratio", "delta_fd", "cache_bytes"
+)  # fmt: skip
 
 
 class ReportError(ValueError):
@@ -101,28 +103,50 @@ class Claim:
     why: str
 
 
+QUALITY = {"fd": None, "fid": "Inception FID"}  # row field -> metric name (None: the run's own metric)
+
+
+class NotMeasured(KeyError):
+    """A claim needs a figure the run did not measure under this metric (e.g. FID of a minor row)."""
+
+
+class _Measured(dict):
+    def __missing__(self, method: str) -> float:
+        raise NotMeasured(method)
+
+
 @dataclass(frozen=True)
 class Figures:
-    """What the claims are judged on: each method's means over seeds, and the run's metadata."""
+    """What the claims are judged on under one quality metric: each method's means over seeds, and
+    the run's metadata. ``field`` is the rows' quality field: ``fd`` (the run's metric, per seed) or
+    ``fid`` (Inception FID, one figure over all seeds' samples pooled, for the rows that have it)."""
 
     rows: dict[str, dict]
     meta: dict
     fd: dict[str, float]
     lat: dict[str, float]
     ratio: dict[str, float]
+    field: str = "fd"
 
     @classmethod
-    def of(cls, rows: dict[str, dict], meta: dict) -> Figures:
+    def of(cls, rows: dict[str, dict], meta: dict, field: str = "fd") -> Figures:
         """The means of quality, latency and executed ratio for every method of ``rows``."""
 
-        def means(field: str) -> dict[str, float]:
-            return {m: _mean(r, field) for m, r in rows.items()}
+        def means(name: str) -> dict[str, float]:
+            return _Measured({m: _mean(r, name) for m, r in rows.items() if r.get(name)})
 
-        return cls(rows, meta, means("fd"), means("seconds_per_100"), means("executed_ratio"))
+        return cls(rows, meta, means(field), means("seconds_per_100"), means("executed_ratio"), field)
 
     @property
     def metric(self) -> str:
-        return self.meta["metric"]
+        return QUALITY[self.field] or self.meta["metric"]
+
+    def quality(self, method: str) -> str:
+        """The method's quality as report text: mean ± std over seeds, or the pooled figure."""
+        row = self.rows[method]
+        if not row.get(self.field):
+            raise NotMeasured(method)
+        return _ms(row, self.field) if len(row[self.field]) > 1 else f"{row[self.field][0]:.3f} (pooled)"
 
     def speedup(self, method: str) -> float:
         """The paper's "gain": the latency cut against the full model (312 -> 189 ms is 39 %)."""
@@ -162,15 +186,20 @@ def _claim(number: int, paper: str, rule: str) -> Callable:
 
 
 def judge(spec: ClaimSpec, figures: Figures) -> Claim:
-    """One claim judged on one run's figures."""
-    measured, held = spec.measure(figures)
+    """One claim judged on one run's figures under their metric."""
+    try:
+        measured, held = spec.measure(figures)
+    except NotMeasured as missing:
+        return Claim(spec.number, spec.paper, f"no {figures.metric} for {missing.args[0]}", "not measured",
+                     spec.rule)  # fmt: skip
     status = "not measurable here" if held is None else "held" if held else "not held"
     return Claim(spec.number, spec.paper, measured, status, spec.rule)
 
 
-def claims(rows: dict[str, dict], meta: dict) -> list[Claim]:
-    """Each claim of the paper's evaluation, judged on our rows (the same rule for every run)."""
-    figures = Figures.of(rows, meta)
+def claims(rows: dict[str, dict], meta: dict, field: str = "fd") -> list[Claim]:
+    """Each claim of the paper's evaluation, judged on our rows under the quality ``field`` (the same
+    rule for every run and metric)."""
+    figures = Figures.of(rows, meta, field)
     return [judge(spec, figures) for spec in CLAIMS]
 
 
@@ -185,8 +214,7 @@ def _relative_fd(f: Figures, method: str) -> float:
 )
 def _quality_kept(f: Figures) -> tuple[str, bool]:
     rel = _relative_fd(f, "lees-0.05")
-    lees, full = f.rows["lees-0.05"], f.rows["full"]
-    return f"{f.metric} {_ms(lees, 'fd')} vs {_ms(full, 'fd')} ({rel:+.1%})", rel <= QUALITY_MARGIN
+    return f"{f.metric} {f.quality('lees-0.05')} vs {f.quality('full')} ({rel:+.1%})", rel <= QUALITY_MARGIN
 
 
 @_claim(
@@ -288,9 +316,11 @@ def _pareto(f: Figures) -> tuple[str, bool]:
 
 
 @_claim(10, "The difference to ASE is significant (paired t-test p < 0.05)", "paired over seeds, LEES lower")
-def _significance(f: Figures) -> tuple[str, bool]:
-    lees = f.rows["lees-0.05"]["fd"]
-    t, p = paired_t(lees, f.rows["ase"]["fd"])
+def _significance(f: Figures) -> tuple[str, bool | None]:
+    lees, ase = (f.rows[m].get(f.field) or [] for m in ("lees-0.05", "ase"))
+    if min(len(lees), len(ase)) < 2:
+        return f"{f.metric} is one figure over all seeds, not one per seed", None
+    t, p = paired_t(lees, ase)
     return f"t = {t:.2f}, p = {p:.3g} over {len(lees)} seeds", p < 0.05 and t < 0
 
 
@@ -299,7 +329,9 @@ def _significance(f: Figures) -> tuple[str, bool]:
     "Robustness: dFID +1.50 full, +1.89 ASE, +1.55 LEES (LEES matches full)",
     "LEES at least as close to full as ASE is",
 )
-def _robustness(f: Figures) -> tuple[str, bool]:
+def _robustness(f: Figures) -> tuple[str, bool | None]:
+    if f.field != "fd":
+        return f"the corrupted samples are scored under {f.meta['metric']} only", None
     d = {m: _mean(f.rows[m], "delta_fd") for m in ("full", "ase", "lees-0.05")}
     text = f"d{f.metric} full {d['full']:+.3f}, ASE {d['ase']:+.3f}, LEES {d['lees-0.05']:+.3f}"
     return text, abs(d["lees-0.05"] - d["full"]) <= abs(d["ase"] - d["full"])
@@ -370,28 +402,60 @@ def pareto_plot(rows: dict[str, dict], path: Path, metric: str) -> Path:
     return save_figure(fig, path)
 
 
-def frontier_lines(rows: dict[str, dict], metric: str, steps: int, out: Path) -> list[str]:
-    """The report's headline: every method against the full model at fewer steps, at its latency."""
+def frontier_lines(rows: dict[str, dict], metric: str, steps: int, out: Path, field: str = "fd") -> list[str]:
+    """The report's headline: every method against the full model at fewer steps, at its latency,
+    under the quality ``field`` (methods without that figure are left out)."""
     from .frontier import Point, describe, frontier_plot, versus_fewer_steps
 
     full = _mean(rows["full"], "seconds_per_100")
     points = {
         m: Point("full" if m == "full" or m in FEWER_STEPS else m,
                  int(m.split("-")[1]) if m in FEWER_STEPS else steps, _mean(row, "flop_ratio"),
-                 _mean(row, "seconds_per_100") / full, {metric: _mean(row, "fd")})
-        for m, row in rows.items()
+                 _mean(row, "seconds_per_100") / full, {metric: _mean(row, field)})
+        for m, row in rows.items() if row.get(field)
     }  # fmt: skip
-    frontier_plot(list(points.values()), metric, out / "frontier.png", f"{metric} vs paired latency")
+    curve = ("full", *FEWER_STEPS)
+    if not all(m in points for m in curve):
+        return [f"(no fewer-steps curve under {metric}: the full model's rows lack it)"]
+    name = "frontier.png" if field == "fd" else f"frontier-{field}.png"
+    frontier_plot(list(points.values()), metric, out / name, f"{metric} vs paired latency")
     lines = [
-        "## Against fewer steps",
-        "",
-        "The full model at 50, 35, 25 and 15 steps, sampled side by side with every method, traces the "
-        "curve a method must beat at its measured latency (linear between neighbours; `frontier.png`):",
+        f"Under {metric}: the full model at 50, 35, 25 and 15 steps, sampled side by side with every "
+        f"method, traces the curve a method must beat at its measured latency (linear between "
+        f"neighbours; `{name}`):",
         "",
     ]
     lines += [f"- {describe(p, versus_fewer_steps(p, list(points.values()), metric))}"
               for m, p in points.items() if p.method != "full"]  # fmt: skip
     return lines
+
+
+def _claims_table(rows: dict[str, dict], meta: dict) -> tuple[list[str], list[dict]]:
+    """The claims judged under each metric the run measured, one column pair per metric; the rows
+    where the metrics disagree are listed under the table."""
+    fields = [f for f in QUALITY if any(r.get(f) for r in rows.values())]
+    judged = {f: claims(rows, meta, f) for f in fields}
+    names = {f: QUALITY[f] or meta["metric"] for f in fields}
+    head = (
+        "| # | claim (paper) | " + " | ".join(f"{names[f]}: measured | status" for f in fields) + " | rule |"
+    )
+    lines = [head, "|---" * (3 + 2 * len(fields)) + "|"]
+    for i, spec in enumerate(CLAIMS):
+        cells = " | ".join(f"{judged[f][i].measured} | **{judged[f][i].status}**" for f in fields)
+        lines.append(f"| {spec.number} | {spec.paper} | {cells} | {spec.rule} |")
+    decided = [[judged[f][i].status for f in fields] for i in range(len(CLAIMS))]
+    split = [str(CLAIMS[i].number) for i, s in enumerate(decided)
+             if len({x for x in s if x in ("held", "not held")}) > 1]  # fmt: skip
+    if len(fields) > 1:
+        lines += ["", f"The metrics disagree on claim(s) {', '.join(split)}." if split
+                  else "Where both metrics judge a claim, they agree."]  # fmt: skip
+    payload = []
+    for i in range(len(CLAIMS)):  # the run's own metric first (fields[0] is "fd"), then the others
+        entry = dict(judged["fd"][i].__dict__)
+        for f in fields[1:]:
+            entry |= {f"{f}_measured": judged[f][i].measured, f"{f}_status": judged[f][i].status}
+        payload.append(entry)
+    return lines, payload
 
 
 def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
@@ -401,7 +465,7 @@ def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
         raise ReportError("a figure is NaN: the report would not be honest")
     out.mkdir(parents=True, exist_ok=True)
     metric = meta["metric"]
-    claim_list = claims(rows, meta)
+    claim_lines, claim_payload = _claims_table(rows, meta)
     full_lat = _mean(rows["full"], "seconds_per_100")
     results = {}
     for m, row in rows.items():
@@ -413,8 +477,9 @@ def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
             "speedup_vs_full": 1 - lat / full_lat,  # latency cut, as the paper counts its "gain"
             "latency_over_flops": lat / full_lat / _mean(row, "flop_ratio"),
             "per_seed": {f: row[f] for f in ROW_FIELDS},
+            "fid_pooled": row["fid"][0] if row.get("fid") else None,
         }
-    payload = {"meta": meta, "methods": results, "claims": [c.__dict__ for c in claim_list]}
+    payload = {"meta": meta, "methods": results, "claims": claim_payload}
     atomic_write_text(out / "results.json", json.dumps(payload, indent=1) + "\n")
     pareto_plot(rows, out / "pareto.png", metric)
 
@@ -428,17 +493,21 @@ def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
     lines += [
         "## Results",
         "",
-        f"| method | {metric} | KID | s / 100 img | img/s | latency cut | executed | FLOPs "
-        "| latency/FLOP ratio | d" + metric + " (corrupted) |",
-        "|---" * 10 + "|",
+        f"| method | {metric} | Inception FID (seeds pooled) | KID | s / 100 img | img/s | latency cut "
+        "| executed | FLOPs | latency/FLOP ratio | d"
+        + metric
+        + " (corrupted) | reuse cache (bytes / sample) |",
+        "|---" * 12 + "|",
     ]
     for m, row in rows.items():
         r = results[m]
+        fid = f"{r['fid_pooled']:.2f}" if r["fid_pooled"] is not None else "-"
         lines.append(
-            f"| {METHODS[m]} | {_ms(row, 'fd')} | {_ms(row, 'kid', '.4f')} | "
+            f"| {METHODS[m]} | {_ms(row, 'fd')} | {fid} | {_ms(row, 'kid', '.4f')} | "
             f"{_ms(row, 'seconds_per_100', '.2f')} | {_ms(row, 'images_per_s', '.1f')} | "
             f"{r['speedup_vs_full']:+.1%} | {_ms(row, 'executed_ratio', '.2f')} | "
-            f"{_ms(row, 'flop_ratio', '.2f')} | {r['latency_over_flops']:.2f} | {_ms(row, 'delta_fd')} |"
+            f"{_ms(row, 'flop_ratio', '.2f')} | {r['latency_over_flops']:.2f} | {_ms(row, 'delta_fd')} | "
+            f"{max(row['cache_bytes']):,.0f} |"
         )
     off = [f"{METHODS[m]} ({r['latency_over_flops']:.2f})" for m, r in results.items()
            if abs(r["latency_over_flops"] - 1) > LATENCY_TOLERANCE]  # fmt: skip
@@ -450,7 +519,10 @@ def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
         if off
         else f"Latency/FLOP ratio within {LATENCY_TOLERANCE:.0%} of 1 for every method.",
     ]
-    lines += ["", *frontier_lines(rows, metric, meta["steps"], out)]
+    lines += ["", "## Against fewer steps", ""]
+    for field in QUALITY:
+        name = QUALITY[field] or metric
+        lines += [*frontier_lines(rows, name, meta["steps"], out, field), ""]
     t, p = paired_t(rows["lees-0.05"]["fd"], rows["ase"]["fd"])
     lines += [
         "",
@@ -462,10 +534,8 @@ def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
         "",
         "## The paper's claims, measured here",
         "",
-        "| # | claim (paper) | measured here | status | rule |",
-        "|---|---|---|---|---|",
+        *claim_lines,
     ]
-    lines += [f"| {c.number} | {c.paper} | {c.measured} | **{c.status}** | {c.why} |" for c in claim_list]
     lines += ["", "## Pictures", ""] + [f"- {name}" for name in meta.get("pictures", [])]
     if meta.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in meta["notes"]]
