@@ -5,8 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import lees.metrics
 from lees import Schedule
 from lees.cli import build_parser, main
 
@@ -99,8 +101,23 @@ def test_bad_train_and_schedule_input(folder, tmp_path, capsys, argv, message):
     assert len(err) == 1 and message in err[0]
 
 
+class _PixelFeatures:
+    """A cheap stand-in for the Inception extractor: 8 pooled pixel values."""
+
+    name = "pixels"
+
+    def __init__(self, device=None):
+        pass
+
+    def __call__(self, images):
+        return torch.nn.functional.adaptive_avg_pool2d(images, (2, 4)).flatten(1).double().numpy()
+
+
 def test_eval_two_schedules(folder, idx_data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
+    # installed Inception weights make both metrics the default (a stand-in extractor keeps it fast)
+    monkeypatch.setattr("lees.metrics.inception_path", lambda: tmp_path)
+    monkeypatch.setitem(lees.metrics.EXTRACTORS, "inception", _PixelFeatures)
     for kind in ("full", "ase"):
         assert main(["schedule", kind, "--model", folder, "--steps", "3", "--out", str(tmp_path / kind)]) == 0
     argv = [
@@ -127,7 +144,10 @@ def test_eval_two_schedules(folder, idx_data, tmp_path, capsys, monkeypatch):
     report = json.loads((tmp_path / "eval.json").read_text())
     assert len(report["results"]) == 2 and "t_test" in report
     assert all(len(r["fd"]) == 2 for r in report["results"].values())
-    assert "paired t-test" in capsys.readouterr().out
+    assert report["metrics"] == ["clf", "inception"]
+    assert all(len(r["fd_inception"]) == 2 for r in report["results"].values())
+    out = capsys.readouterr().out
+    assert "paired t-test on clf FD" in out and "inception FD" in out
 
 
 def test_schedule_and_sample_on_custom_timesteps(folder, tmp_path, capsys):

@@ -81,3 +81,35 @@ def test_streamed_score_is_the_same_whatever_the_batch_and_survives_interruption
     )
     with pytest.raises(ValueError, match="another scoring run"):
         score_schedule(tiny, noise, None, pixels, reference, n=21, steps=2, batch_size=6, state=state)
+
+
+def corners(images: torch.Tensor) -> np.ndarray:
+    """A second stand-in metric: 4 corner pixels."""
+    return images[:, 0, [0, 0, -1, -1], [0, -1, 0, -1]].double().numpy()
+
+
+def test_further_metrics_score_the_same_samples_and_resume(tiny, tmp_path):
+    noise = DDPMScheduler(**DDPM_NOISE)
+    reference = pixels(torch.rand(64, 1, 16, 16) * 2 - 1)
+    other = corners(torch.rand(64, 1, 16, 16) * 2 - 1)
+    alone = score_schedule(tiny, noise, None, corners, other, n=12, steps=2, batch_size=5)
+    both = score_schedule(tiny, noise, None, pixels, reference, n=12, steps=2, batch_size=5,
+                          also={"corners": (corners, other)})  # fmt: skip
+    assert both.also["corners"] == pytest.approx(alone.fd, rel=1e-9)
+    state = tmp_path / "s.npz"
+    calls = 0
+
+    def stops(batch):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+        return corners(batch)
+
+    kwargs = {"n": 12, "steps": 2, "batch_size": 5, "state": state, "also": {"corners": (stops, other)}}
+    with pytest.raises(KeyboardInterrupt):
+        score_schedule(tiny, noise, None, pixels, reference, **kwargs)
+    resumed = score_schedule(tiny, noise, None, pixels, reference, **kwargs)
+    assert resumed.also["corners"] == pytest.approx(alone.fd, rel=1e-9) and resumed.fd == pytest.approx(
+        both.fd
+    )

@@ -419,6 +419,25 @@ EPILOG_EVAL = """example:
 """
 
 
+def _default_metrics(say) -> list[str]:
+    """fd_clf, and Inception FID beside it when its weights are installed (the two can disagree)."""
+    from .metrics import inception_path
+
+    try:
+        inception_path()
+    except FileNotFoundError as missing:
+        say(f"scoring under clf only: {missing}")
+        return ["clf"]
+    return ["clf", "inception"]
+
+
+def _pm(values: list[float], fmt: str = ".3f") -> str:
+    from .reports import mean_std
+
+    m, s = mean_std(values)
+    return f"{m:{fmt}} ± {s:{fmt}}"
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     """Sample with each schedule over several seeds; quality, latency, ratios as mean ± std, and a t-test."""
     import json
@@ -428,7 +447,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .distributed import is_main
     from .evaluation import score_schedule
     from .metrics import EXTRACTORS, reference_features
-    from .reports import mean_std, paired_t
+    from .reports import paired_t
     from .sampling import sampler_timesteps
     from .schedules import Schedule
 
@@ -445,18 +464,24 @@ def cmd_eval(args: argparse.Namespace) -> None:
         schedules = {"full": Schedule.full(blocks, timesteps, settings={"sampler": sampler})}
     if args.n < 2 or not args.seeds:
         raise ValueError("need -n >= 2 and at least one seed")
-    extractor = EXTRACTORS[args.metric](device)
-    reference = reference_features(extractor, args.data, "train", n=args.reference_n)
+    metrics = args.metric or _default_metrics(say)
+    scorers = {}
+    for name in metrics:
+        extractor = EXTRACTORS[name](device)
+        count = args.reference_n or (10_000 if name == "clf" else 2_000)
+        scorers[name] = (extractor, reference_features(extractor, args.data, "train", n=count))
+    (extractor, reference), also = scorers[metrics[0]], {m: scorers[m] for m in metrics[1:]}
     results = {}
     for k, (name, schedule) in enumerate(schedules.items()):
         scores = [
             score_schedule(model, noise, schedule, extractor, reference, args.n, schedule.num_steps, seed,
                            device=device, sampler=_schedule_sampler(schedule, args.sampler), progress=True,
-                           state=args.out / "work" / f"schedule{k}-seed{seed}.npz")
+                           state=args.out / "work" / f"schedule{k}-seed{seed}.npz", also=also)
             for seed in args.seeds
         ]  # fmt: skip
         row = {
             "fd": [s.fd for s in scores],
+            **{f"fd_{m}": [s.also[m] for s in scores] for m in also},
             "kid": [s.kid for s in scores],
             "seconds_per_100": [s.seconds_per_100 for s in scores],
             "images_per_s": [s.n / s.seconds for s in scores],
@@ -464,18 +489,23 @@ def cmd_eval(args: argparse.Namespace) -> None:
             "flop_ratio": schedule.flop_ratio,
         }
         results[name] = row
-        fd_m, fd_s = mean_std(row["fd"])
-        lat_m, lat_s = mean_std(row["seconds_per_100"])
+        quality = ", ".join(f"{m} FD {_pm(row['fd' if m == metrics[0] else f'fd_{m}'])}" for m in metrics)
         say(
-            f"{name}: {args.metric} FD {fd_m:.3f} ± {fd_s:.3f}, {lat_m:.2f} ± {lat_s:.2f} s/100 img, "
+            f"{name}: {quality}, {_pm(row['seconds_per_100'], '.2f')} s/100 img, "
             f"blocks {schedule.executed_ratio:.1%}, FLOPs {schedule.flop_ratio:.1%}"
         )
-    report: dict = {"metric": args.metric, "n": args.n, "seeds": args.seeds, "results": results}
+    report: dict = {
+        "metric": metrics[0],
+        "metrics": metrics,
+        "n": args.n,
+        "seeds": args.seeds,
+        "results": results,
+    }
     names = list(results)
     if len(names) >= 2 and len(args.seeds) >= 2:
         t, p = paired_t(results[names[0]]["fd"], results[names[1]]["fd"])
         report["t_test"] = {"a": names[0], "b": names[1], "t": t, "p": p}
-        say(f"paired t-test on FD, {names[0]} vs {names[1]}: t = {t:.3f}, p = {p:.4g}")
+        say(f"paired t-test on {metrics[0]} FD, {names[0]} vs {names[1]}: t = {t:.3f}, p = {p:.4g}")
     if is_main():
         path = atomic_write_text(args.out / "eval.json", json.dumps(report, indent=1) + "\n")
         say(f"wrote {path}{_processes()}")
@@ -721,9 +751,17 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds (0 1 2)")
     p.add_argument("--steps", type=int, default=50, help="sampler steps without --schedule (50)")
     _add_sampler(p, default=None)
-    p.add_argument("--metric", choices=("clf", "inception"), default="clf", help="feature space (clf)")
+    p.add_argument(
+        "--metric", choices=("clf", "inception"), nargs="+", default=None,
+        help="feature spaces, the t-test's first (default: clf, and inception if its weights are installed)",
+    )  # fmt: skip
     p.add_argument("--data", default="fashion-mnist", help="real images for the reference statistics")
-    p.add_argument("--reference-n", type=int, default=10_000, help="real images in the reference (10000)")
+    p.add_argument(
+        "--reference-n",
+        type=int,
+        default=None,
+        help="real images in the reference (clf 10000, inception 2000)",
+    )
 
 
 def _reproduce_parser(sub: argparse._SubParsersAction) -> None:
