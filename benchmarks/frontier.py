@@ -8,7 +8,8 @@ metric. The full model's rows are named ``full``; learned reuse rows say ``route
 rows (``frontier.jsonl``) and one plot per metric into --out.
 
     python benchmarks/frontier.py                          # default: 200 samples, ~25 min on 2 CPU cores
-    python benchmarks/frontier.py -n 1000 --rows reuse-vs-skip --out runs/reuse-vs-skip
+    python benchmarks/frontier.py -n 1000 --rows reuse-vs-skip --fewer 35 25 15 \
+        --fid-rows full-50 full-35 full-25 full-15 ase lees-0.05 uniform-2-reuse --out runs/reuse-vs-skip
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--fewer", type=int, nargs="+", default=[40, 35, 30, 25, 20, 15])
     parser.add_argument("--rows", choices=sorted(ROW_SETS), default="all", help="which methods beside full")
     parser.add_argument("--fid-n", type=int, default=500, help="samples per method scored by Inception FID")
+    parser.add_argument("--fid-rows", nargs="+", default=None, help="rows scored by Inception FID (all)")
     parser.add_argument("--seed", type=int, default=7, help="sampling seed (7: one the report does not use)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/frontier")
@@ -92,13 +94,18 @@ def main() -> None:
     points = {}
     for name, schedule in rows.items():
         images = runs[name].images
-        quality = {m: fd(features(e, images[:k]), reference[m]) for m, (e, k, _) in scorers.items()}
+        scored = {
+            m: v
+            for m, v in scorers.items()
+            if m == "fd_clf" or args.fid_rows is None or name in args.fid_rows
+        }
+        quality = {m: fd(features(e, images[:k]), reference[m]) for m, (e, k, _) in scored.items()}
         method = "full" if name.startswith("full-") else name
         ratio = schedule.flop_ratio * schedule.num_steps / args.steps
         points[name] = Point(method, schedule.num_steps, ratio, runs[name].seconds / base, quality)
     lines = []
     for name, p in points.items():
-        judged = {} if p.is_full else {m: versus_fewer_steps(p, list(points.values()), m) for m in scorers}
+        judged = {} if p.is_full else {m: versus_fewer_steps(p, list(points.values()), m) for m in p.quality}
         row = {"method": p.method, "steps": p.steps, "flop_ratio": round(p.flop_ratio, 4),
                "latency_ratio": round(p.latency_ratio, 4), **{m: round(q, 3) for m, q in p.quality.items()},
                "cache_bytes_per_sample": runs[name].cache_bytes_per_sample, "n": args.n,
@@ -113,9 +120,9 @@ def main() -> None:
 
 def plot(out: Path, rows: list[dict]) -> None:
     """One plot per metric from the printed rows."""
-    metrics = [m for m in ("fd_clf", "fid") if m in rows[0]]
-    points = [Point(r["method"], r["steps"], r["flop_ratio"], r["latency_ratio"], {m: r[m] for m in metrics})
-              for r in rows]  # fmt: skip
+    metrics = [m for m in ("fd_clf", "fid") if any(m in r for r in rows)]
+    points = [Point(r["method"], r["steps"], r["flop_ratio"], r["latency_ratio"],
+                    {m: r[m] for m in metrics if m in r}) for r in rows]  # fmt: skip
     for metric in metrics:
         title = f"embedded model, DDPM, {rows[0]['n']} samples: {metric} vs paired latency"
         frontier_plot(points, metric, out / f"frontier-{metric}.png", title)

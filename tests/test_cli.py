@@ -268,4 +268,6 @@ def test_schedule_deepcache_and_uniform(folder, tmp_path, capsys):
         schedule = Schedule.load(tmp_path / kind / "schedule.json")
         assert schedule.source == kind and schedule.flop_ratio < 1
     assert not Schedule.load(tmp_path / "uniform" / "schedule.json").reuses
-    assert Schedule.load(tmp_path / "deepcache" / "schedule.json").reuses
+    deepcache = Schedule.load(tmp_path / "deepcache" / "schedule.json")
+    assert deepcache.reuses and deepcache.settings["cache_bytes_per_sample"] > 0
+    assert "KiB per sample" in capsys.readouterr().out

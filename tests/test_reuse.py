@@ -131,6 +131,7 @@ def test_cache_memory_is_reported(tiny, noise):
         h.remove()
     kept = [n for n, keep in zip(blocks.names, reuse.kept_blocks(), strict=True) if keep]
     assert runs["reuse"].cache_bytes_per_sample == 4 * sum(sizes[n] for n in kept)
+    assert reuse.cache_bytes_per_sample(blocks) == runs["reuse"].cache_bytes_per_sample  # known before a run
 
 
 def test_schedule_json_keeps_actions_and_reads_version_1(tiny, noise, tmp_path):

@@ -22,6 +22,7 @@ block saves is its own FLOPs minus those of its shortcut, over the whole model's
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -103,13 +104,15 @@ def block_kind(module: nn.Module) -> str:
 
 @dataclass(frozen=True)
 class Block:
-    """One skippable unit: module path, skip rule, and FLOPs at the measured input size."""
+    """One skippable unit: module path, skip rule, FLOPs at the measured input size, and how many
+    values one sample's output holds (what a reuse cache keeps for it)."""
 
     name: str
     kind: str
     flops: int
     saved_flops: int
     share: float
+    out_numel: int = 0
 
 
 @dataclass(frozen=True)
@@ -276,5 +279,6 @@ def find_blocks(
             )
         flops = _module_flops(counts, root, names[k])
         saved = flops - int(shortcut_counter.get_total_flops())
-        blocks.append(Block(names[k], kind, flops, saved, saved / total if total else 0.0))
+        share = saved / total if total else 0.0
+        blocks.append(Block(names[k], kind, flops, saved, share, math.prod(out_shape[1:])))
     return Blocks(tuple(blocks), total, tuple(inputs[0].shape), root)

@@ -376,7 +376,8 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     from .training import load_gate
 
     spec = args.model
-    blocks = find_blocks(load_backbone(spec, device=args.device, seed=args.seed))
+    model = load_backbone(spec, device=args.device, seed=args.seed)
+    blocks = find_blocks(model)
     noise = load_noise_scheduler(spec)
     if args.steps < 1:
         raise ValueError("--steps must be positive")
@@ -403,12 +404,22 @@ def cmd_schedule(args: argparse.Namespace) -> None:
             raise ScheduleMismatchError(f"{args.gates} was trained for other blocks than those of {spec}")
         schedule = Schedule.from_gate(gate, blocks, timesteps, noise.config.num_train_timesteps)
     schedule.settings["sampler"] = args.sampler  # what lees sample and lees eval run it on
+    memory = _note_cache(schedule, blocks, model)
     path = schedule.save(args.out / "schedule.json")
     png = schedule_map(schedule, args.out / "schedule.png")
     print(
         f"{args.kind} schedule on {len(timesteps)} steps: runs {schedule.executed_ratio:.1%} of the blocks, "
-        f"{schedule.flop_ratio:.1%} of the FLOPs; wrote {path} and {png}"
+        f"{schedule.flop_ratio:.1%} of the FLOPs{memory}; wrote {path} and {png}"
     )
+
+
+def _note_cache(schedule, blocks, model) -> str:
+    """Store the reuse cache's peak bytes per sample in the schedule's settings; the text for the user."""
+    if not schedule.reuses:
+        return ""
+    size = next(model.parameters()).element_size()
+    schedule.settings["cache_bytes_per_sample"] = schedule.cache_bytes_per_sample(blocks, size)
+    return f", reuse cache {schedule.settings['cache_bytes_per_sample'] / 1024:.0f} KiB per sample"
 
 
 EPILOG_EVAL = """example:
@@ -536,17 +547,23 @@ def cmd_demo(args: argparse.Namespace) -> None:
     uniform reuse, ASE and the paper's LEES gates, sampled side by side and scored."""
     from .demo import demo
 
-    rows = demo(args.out, n=args.n, steps=args.steps, seed=args.seed, device=args.device)
-    head = ("method", "steps", "fd_clf", "s/100 img", "time cut", "blocks", "FLOPs")
-    print("{:<8} {:>5} {:>8} {:>10} {:>9} {:>7} {:>6}".format(*head))
+    metrics = args.metric or _default_metrics(print)
+    rows = demo(
+        args.out, n=args.n, steps=args.steps, seed=args.seed, device=args.device, metrics=tuple(metrics)
+    )
+    scores = [m for m in ("fd_clf", "fid") if m in rows[0]]
+    head = ("method", "steps", *scores, "s/100 img", "time cut", "blocks", "FLOPs")
+    print(("{:<8} {:>5}" + " {:>8}" * len(scores) + " {:>10} {:>9} {:>7} {:>6}").format(*head))
     for r in rows:
+        quality = "".join(f" {r[m]:>8.3f}" for m in scores)
         print(
-            f"{r['method']:<8} {r['steps']:>5} {r['fd_clf']:>8.3f} {r['seconds_per_100']:>10.2f} "
+            f"{r['method']:<8} {r['steps']:>5}{quality} {r['seconds_per_100']:>10.2f} "
             f"{r['latency_cut']:>+9.1%} {r['executed_ratio']:>7.1%} {r['flop_ratio']:>6.1%}"
         )
     print(
-        "fd_clf: Fréchet distance in a small classifier's features (lower is better), "
-        f"{args.n} samples, {args.steps} DDPM steps, seed {args.seed}"
+        "fd_clf: Fréchet distance in a small classifier's features; fid: Inception FID (biased upwards at "
+        f"small n; compare within its column); lower is better; {args.n} samples, {args.steps} DDPM steps, "
+        f"seed {args.seed}"
     )
     print(
         "blocks: share of (block, step) pairs computed (a reused block is not); FLOPs: against the full "
@@ -688,15 +705,17 @@ def cmd_route(args: argparse.Namespace) -> None:
     if args.out is None and not Path(args.model).is_dir():
         raise ValueError("name --out (or give --model a diffusers folder to write its lees/ subfolder)")
     out = args.out if args.out is not None else Path(args.model)
-    result = train_router(model, load_noise_scheduler(args.model), config, find_blocks(model), progress=True)
+    blocks = find_blocks(model)
+    result = train_router(model, load_noise_scheduler(args.model), config, blocks, progress=True)
     schedule = result.schedule
+    memory = _note_cache(schedule, blocks, model)
     path = save_pretrained(schedule, out, model=model, model_spec=args.model, objective="router")
     png = schedule_map(schedule, path.parent / "schedule.png")
     (path.parent / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.log))
     print(
         f"router on {schedule.num_steps} {args.sampler} steps in {result.seconds:.0f} s: runs "
         f"{schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs, reuses the "
-        f"rest; wrote {path}, {png} and {path.parent / 'train_log.jsonl'}"
+        f"rest{memory}; wrote {path}, {png} and {path.parent / 'train_log.jsonl'}"
     )
 
 
@@ -751,10 +770,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds (0 1 2)")
     p.add_argument("--steps", type=int, default=50, help="sampler steps without --schedule (50)")
     _add_sampler(p, default=None)
-    p.add_argument(
-        "--metric", choices=("clf", "inception"), nargs="+", default=None,
-        help="feature spaces, the t-test's first (default: clf, and inception if its weights are installed)",
-    )  # fmt: skip
+    _add_metric(p, "the t-test's is the first")
     p.add_argument("--data", default="fashion-mnist", help="real images for the reference statistics")
     p.add_argument(
         "--reference-n",
@@ -786,6 +802,14 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=50, help="DDPM sampling steps (50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    _add_metric(p, "clf: fd_clf, inception: Inception FID")
+
+
+def _add_metric(p: argparse.ArgumentParser, note: str) -> None:
+    p.add_argument(
+        "--metric", choices=("clf", "inception"), nargs="+", default=None,
+        help=f"feature spaces ({note}; default: clf, and inception if its weights are installed)",
+    )  # fmt: skip
 
 
 def _backbone_parser(sub: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ from .backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
 from .baselines import ase_schedule, uniform_schedule
 from .blocks import find_blocks
 from .images import save_grid
-from .metrics import ClassifierFeatures, fd, features, reference_features
+from .metrics import EXTRACTORS, fd, features, reference_features
 from .plots import gate_heatmap, schedule_map
 from .sampling import sample_lockstep, sampler_timesteps
 from .schedules import Schedule
@@ -20,9 +20,17 @@ SHIPPED_GATES = EMBEDDED_DIR / "lees-0.05" / "gates.safetensors"
 SHIPPED_ROUTER = EMBEDDED_DIR / "router-0.70" / "schedule.json"
 
 
-def demo(out: str | Path, n: int = 128, steps: int = 50, seed: int = 0, device: str = "cpu") -> list[dict]:
-    """Sample every method side by side; time and score. FLOP ratios are against the full model at
-    ``steps``; the fewer-steps row runs the full model for the router's share of those FLOPs."""
+METRIC_NAMES = {"clf": "fd_clf", "inception": "fid"}
+REFERENCE_N = {"clf": 10_000, "inception": 2_000}
+
+
+def demo(
+    out: str | Path, n: int = 128, steps: int = 50, seed: int = 0, device: str = "cpu",
+    metrics: tuple[str, ...] = ("clf",),
+) -> list[dict]:  # fmt: skip
+    """Sample every method side by side; time and score under each of ``metrics`` (``clf``: fd_clf,
+    ``inception``: Inception FID). FLOP ratios are against the full model at ``steps``; the
+    fewer-steps row runs the full model for the router's share of those FLOPs."""
     out = Path(out)
     model = load_backbone("embedded", device=device)
     noise = load_noise_scheduler("embedded")
@@ -38,8 +46,10 @@ def demo(out: str | Path, n: int = 128, steps: int = 50, seed: int = 0, device: 
     methods["reuse-2"] = uniform_schedule(blocks, timesteps, 2, outer=1)
     methods["ase"] = ase_schedule(blocks, timesteps)
     methods["lees"] = Schedule.from_gate(gate, blocks, timesteps, noise.config.num_train_timesteps)
-    extractor = ClassifierFeatures(device)
-    reference = reference_features(extractor, "fashion-mnist", "train", n=10_000)
+    scorers = {}
+    for metric in metrics:
+        extractor = EXTRACTORS[metric](device)
+        scorers[METRIC_NAMES[metric]] = (extractor, reference_features(extractor, n=REFERENCE_N[metric]))
     runs = sample_lockstep(model, methods, n, steps, seed=seed, noise=noise, device=device, progress=True)
     rows = []
     for name, schedule in methods.items():
@@ -47,7 +57,7 @@ def demo(out: str | Path, n: int = 128, steps: int = 50, seed: int = 0, device: 
         save_grid(images[:64], out / f"samples-{name}.png", nrow=8)
         rows.append({
             "method": name,
-            "fd_clf": fd(features(extractor, images), reference),
+            **{name: fd(features(e, images), ref) for name, (e, ref) in scorers.items()},
             "seconds_per_100": 100 * runs[name].seconds / n,
             "executed_ratio": schedule.executed_ratio,
             "flop_ratio": schedule.flop_ratio * schedule.num_steps / steps,

@@ -166,6 +166,14 @@ class Schedule:
         """Which blocks' residuals a sampling run must keep: those the schedule ever reuses."""
         return (self.actions == REUSE).any(axis=1).tolist()
 
+    def cache_bytes_per_sample(self, blocks: Blocks, element_size: int = 4) -> int:
+        """Peak memory of the reuse cache per sample: every block the schedule reuses keeps one
+        residual (its output's size) from its first run to the end of the sampling run."""
+        self.check_blocks(blocks)
+        return sum(
+            b.out_numel * element_size for b, kept in zip(blocks, self.kept_blocks(), strict=True) if kept
+        )
+
     def mask(self, step: int) -> list[int]:
         """The block actions at sampling step ``step`` (0 = first step of the sampler)."""
         return self.actions[:, step].tolist()
