@@ -5,7 +5,8 @@ turning order), scores each under fd_clf and Inception FID, and prints one JSON 
 method, steps, flop_ratio and latency_ratio (against the full model at --steps), the quality under
 each metric, and where the method lies against the fewer-steps curve at its latency under each
 metric. The full model's rows are named ``full``; learned reuse rows say ``router``. Writes the
-rows (``frontier.jsonl``) and one plot per metric into --out.
+rows (``frontier.jsonl``) and one plot per metric into --out. The samples are stored in --out/pieces as
+they finish, so the same command run again after an interruption picks up where it stopped.
 
     python benchmarks/frontier.py                          # default: 200 samples, ~25 min on 2 CPU cores
     python benchmarks/frontier.py -n 1000 --rows reuse-vs-skip --fewer 35 25 15 \
@@ -32,6 +33,7 @@ from lees.metrics import (
     reference_features,
 )
 from lees.sampling import sampler_timesteps
+from lees.stored_runs import sample_stored
 from lees.training import load_gate
 
 ROW_SETS = {
@@ -85,7 +87,8 @@ def main() -> None:
     rows = methods(model, noise, args.steps, args.fewer)
     keep = ROW_SETS[args.rows]
     rows = {k: v for k, v in rows.items() if k.startswith("full-") or keep is None or k in keep}
-    runs = lees.sample_lockstep(model, rows, args.n, seed=args.seed, noise=noise, device=args.device)
+    runs = sample_stored(model, rows, args.n, out / "pieces", settings={"seed": args.seed}, seed=args.seed,
+                         noise=noise, device=args.device)  # fmt: skip
     scorers = {"fd_clf": (ClassifierFeatures(args.device), args.n, 10_000)}
     if inception_path().is_file():
         scorers["fid"] = (InceptionFeatures(args.device), args.fid_n, 2_000)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load, save
 
 from .backbone_training import epoch_seconds
 from .backbones import load_backbone, load_noise_scheduler
@@ -25,7 +24,7 @@ from .blocks import find_blocks
 from .corruptions import CORRUPTIONS, corrupt
 from .data import load_images
 from .evaluation import ase_grid, device_name
-from .files import atomic_write_bytes, atomic_write_text
+from .files import atomic_write_text
 from .images import save_grid
 from .metrics import (
     ClassifierFeatures,
@@ -39,11 +38,10 @@ from .metrics import (
 from .plots import gate_heatmap, schedule_map
 from .reports import FEWER_STEPS, METHODS, ROW_FIELDS, build_report
 from .router import RouterConfig, train_router
-from .sampling import sample_lockstep, sampler_timesteps
+from .sampling import sampler_timesteps
 from .schedules import Schedule
+from .stored_runs import sample_stored, stored_images
 from .training import GateTrainConfig, held_out_loss, load_gate, save_gate, train_gates
-
-CHUNK = 100  # images per stored piece of a seed's side-by-side sampling run
 
 
 @dataclass
@@ -164,54 +162,33 @@ def _router(cfg: ReproduceConfig, work: Path, model, noise, blocks, timesteps) -
     return schedule
 
 
-def _chunks(cfg: ReproduceConfig, work: Path, seed: int) -> list[tuple[int, Path]]:
-    """The stored pieces of a seed's side-by-side run: (first image, file) for every ``CHUNK`` images."""
-    return [
-        (first, work / "runs" / f"seed{seed}" / f"from{first}.safetensors")
-        for first in range(0, cfg.n, CHUNK)
-    ]
-
-
 def _seed_results(cfg: ReproduceConfig, work: Path, seed: int, model, noise, methods, extractor, ref,
                   ref_corrupted) -> dict[str, dict]:  # fmt: skip
     """Every method's scores and sampling seconds for one seed, sampled side by side (paired timings).
 
-    Sampled in chunks of ``CHUNK`` images, each stored as soon as it is done, so an interruption
-    loses at most one chunk; the seed's scores are stored once all its chunks are in.
+    Sampled in stored pieces (:mod:`lees.stored_runs`), so an interruption loses at most one piece;
+    the seed's scores are stored once all its pieces are in.
     """
     done = work / "runs" / f"seed{seed}.json"
     if done.is_file():
         return json.loads(done.read_text())
-    parts = []
-    for first, chunk in _chunks(cfg, work, seed):
-        if not chunk.is_file():
-            count = min(CHUNK, cfg.n - first)
-            print(f"seed {seed}: images {first}-{first + count - 1}, {len(methods)} methods side by side")
-            runs = sample_lockstep(
-                model, methods, count, cfg.steps, seed=seed, noise=noise, first=first, progress=True
-            )
-            tensors = {name: r.images.contiguous() for name, r in runs.items()}
-            tensors |= {
-                f"{name}.seconds": torch.tensor(r.seconds, dtype=torch.float64) for name, r in runs.items()
-            }
-            tensors |= {
-                f"{name}.cache_bytes": torch.tensor(r.cache_bytes_per_sample, dtype=torch.float64)
-                for name, r in runs.items()
-            }
-            atomic_write_bytes(chunk, save(tensors))
-        parts.append(load(chunk.read_bytes()))
+    runs = sample_stored(
+        model,
+        methods,
+        cfg.n,
+        work / "runs" / f"seed{seed}",
+        steps=cfg.steps,
+        seed=seed,
+        noise=noise,
+        progress=True,
+    )
     results = {}
-    for name in methods:
-        images = torch.cat([part[name] for part in parts])
-        seconds = float(sum(part[f"{name}.seconds"] for part in parts))
-        cache = max(float(part.get(f"{name}.cache_bytes", torch.tensor(0.0))) for part in parts)
-        results[name] = _score(extractor, images, ref, ref_corrupted) | {
-            "seconds": seconds,
-            "cache_bytes": cache,
-        }
+    for name, run in runs.items():
+        score = _score(extractor, run.images, ref, ref_corrupted)
+        results[name] = score | {"seconds": run.seconds, "cache_bytes": run.cache_bytes_per_sample}
         if seed == cfg.seeds[0]:
-            save_grid(images[:64], work / "grids" / f"{name}.png", nrow=8)
-        print(f"{METHODS[name]}, seed {seed}: fd_clf {results[name]['fd']:.3f}, {seconds:.1f} s")
+            save_grid(run.images[:64], work / "grids" / f"{name}.png", nrow=8)
+        print(f"{METHODS[name]}, seed {seed}: fd_clf {results[name]['fd']:.3f}, {run.seconds:.1f} s")
     atomic_write_text(done, json.dumps(results))
     return results
 
@@ -243,7 +220,7 @@ def _pooled_fid(cfg: ReproduceConfig, work: Path) -> dict[str, float]:
     ref = reference_features(extractor, cfg.data, "train", n=cfg.fid_reference_n)
     for method in (m for m in rows if m not in scores):
         images = torch.cat(
-            [load(chunk.read_bytes())[method] for seed in cfg.seeds for _, chunk in _chunks(cfg, work, seed)]
+            [stored_images(work / "runs" / f"seed{seed}", cfg.n, method) for seed in cfg.seeds]
         )
         print(f"Inception FID of {METHODS[method]} over {len(images)} samples")
         scores[method] = fd(features(extractor, images, progress=True), ref)

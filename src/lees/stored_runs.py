@@ -1,0 +1,82 @@
+"""Long side-by-side sampling runs that survive interruption: stored in pieces as they finish.
+
+:func:`sample_stored` samples ``n`` seeds with several methods side by side (paired timing, as
+:func:`lees.sample_lockstep`) in pieces of ``chunk`` images; each piece is written to ``folder`` as
+soon as it is done, and a run started again with the same settings reads the finished pieces
+instead of sampling them. An interruption loses at most one piece.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load, save
+
+from .files import atomic_write_bytes, atomic_write_text
+from .sampling import Method, TimedSamples, sample_lockstep
+
+CHUNK = 100  # images per stored piece
+
+
+def sample_stored(
+    model: torch.nn.Module,
+    methods: Mapping[str, Method],
+    n: int,
+    folder: str | Path,
+    chunk: int = CHUNK,
+    settings: Mapping[str, Any] | None = None,
+    **lockstep: Any,
+) -> dict[str, TimedSamples]:
+    """:func:`lees.sample_lockstep` over ``n`` images in stored pieces of ``chunk``; seconds add up over
+    pieces, cache memory is the largest piece's. ``settings`` (JSON-ready) tie the folder to this run:
+    a folder holding pieces of a run with other settings is an error, never silently mixed."""
+    folder = Path(folder)
+    _claim(folder, {"n": n, "chunk": chunk, "methods": sorted(methods), **(settings or {})})
+    offset = lockstep.pop("first", 0)
+    parts = []
+    for first, path in _pieces(folder, n, chunk):
+        if not path.is_file():
+            count = min(chunk, n - first)
+            print(f"images {first}-{first + count - 1}: {len(methods)} methods side by side")
+            runs = sample_lockstep(model, methods, count, first=offset + first, **lockstep)
+            atomic_write_bytes(path, save(_tensors(runs)))
+        parts.append(load(path.read_bytes()))
+    return {
+        name: TimedSamples(
+            torch.cat([p[name] for p in parts]),
+            float(sum(p[f"{name}.seconds"] for p in parts)),
+            max(float(p[f"{name}.cache_bytes"]) for p in parts),
+        )
+        for name in methods
+    }
+
+
+def stored_images(folder: str | Path, n: int, name: str, chunk: int = CHUNK) -> torch.Tensor:
+    """The images method ``name`` got in a finished :func:`sample_stored` run in ``folder``."""
+    return torch.cat([load(path.read_bytes())[name] for _, path in _pieces(Path(folder), n, chunk)])
+
+
+def _pieces(folder: Path, n: int, chunk: int) -> list[tuple[int, Path]]:
+    return [(first, folder / f"from{first}.safetensors") for first in range(0, n, chunk)]
+
+
+def _tensors(runs: Mapping[str, TimedSamples]) -> dict[str, torch.Tensor]:
+    tensors = {name: r.images.contiguous() for name, r in runs.items()}
+    for name, r in runs.items():
+        tensors[f"{name}.seconds"] = torch.tensor(r.seconds, dtype=torch.float64)
+        tensors[f"{name}.cache_bytes"] = torch.tensor(r.cache_bytes_per_sample, dtype=torch.float64)
+    return tensors
+
+
+def _claim(folder: Path, settings: dict[str, Any]) -> None:
+    path = folder / "settings.json"
+    text = json.dumps(settings, sort_keys=True)
+    if path.is_file() and path.read_text() != text:
+        raise ValueError(
+            f"{folder} holds the pieces of a run with other settings; use another folder or delete it"
+        )
+    atomic_write_text(path, text)

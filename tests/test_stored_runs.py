@@ -1,0 +1,43 @@
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+import lees.stored_runs
+from lees import find_blocks, sample_lockstep
+from lees.backbones import DDPM_NOISE
+from lees.baselines import uniform_schedule
+from lees.sampling import sampler_timesteps
+from lees.stored_runs import sample_stored, stored_images
+
+
+@pytest.fixture
+def noise():
+    return DDPMScheduler(**DDPM_NOISE)
+
+
+def test_an_interrupted_run_resumes_to_the_images_of_one_go(tiny, noise, tmp_path, monkeypatch):
+    blocks = find_blocks(tiny)
+    methods = {"full": None, "reuse": uniform_schedule(blocks, sampler_timesteps(noise, 4), 2, outer=1)}
+    kwargs = {"steps": 4, "noise": noise, "seed": 3, "progress": False}
+    whole = sample_lockstep(tiny, methods, 5, **kwargs)
+    calls = []
+    real = lees.stored_runs.sample_lockstep
+
+    def dies_on_the_second_piece(*args, **kw):
+        calls.append(kw["first"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(lees.stored_runs, "sample_lockstep", dies_on_the_second_piece)
+    with pytest.raises(KeyboardInterrupt):
+        sample_stored(tiny, methods, 5, tmp_path, chunk=2, **kwargs)
+    runs = sample_stored(tiny, methods, 5, tmp_path, chunk=2, **kwargs)
+    assert calls == [0, 2, 2, 4]  # the finished first piece was not sampled again
+    for name in methods:
+        assert torch.allclose(runs[name].images, whole[name].images, atol=1e-5)
+        assert torch.equal(stored_images(tmp_path, 5, name, chunk=2), runs[name].images)
+        assert runs[name].seconds > 0
+    assert runs["reuse"].cache_bytes_per_sample == whole["reuse"].cache_bytes_per_sample > 0
+    with pytest.raises(ValueError, match="other settings"):
+        sample_stored(tiny, methods, 6, tmp_path, chunk=2, **kwargs)
