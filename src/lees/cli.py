@@ -523,8 +523,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 EPILOG_REPRODUCE = """examples:
-  lees reproduce --quick --out report        # under 15 minutes on 2 CPU cores
-  lees reproduce --out report-full           # 5 seeds x 200 samples, one epoch per gate run
+  lees reproduce --quick --out report        # 2 seeds x 64 samples, 100 gate steps per run and seed
+  lees reproduce --out report-full           # 5 seeds x 200 samples, one epoch per gate run and seed
+                                             # (hours on 2 CPU cores, minutes on a GPU)
 (run the same command again after an interruption: finished pieces in OUT/work are reused)
 """
 
@@ -534,7 +535,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from .reproduce import ReproduceConfig, reproduce
 
     overrides = {k: v for k, v in (("seeds", args.seeds), ("n", args.n)) if v is not None}
-    kwargs = {"model": args.model, "device": args.device, "steps": args.steps, **overrides}
+    kwargs = {"model": args.model, "device": args.device, "steps": args.steps, "fid": args.fid, **overrides}
     config = ReproduceConfig.quick(**kwargs) if args.quick else ReproduceConfig(**kwargs)
     if config.n < 2 or len(config.seeds) < 2:
         raise ValueError("the protocol needs n >= 2 samples and at least 2 seeds (for the t-test)")
@@ -792,6 +793,10 @@ def _reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds")
     p.add_argument("-n", type=int, default=None, help="samples per method and seed")
     p.add_argument("--steps", type=int, default=50, help="DDPM sampling steps (50)")
+    p.add_argument(
+        "--fid", choices=("auto", "key", "all", "none"), default="auto",
+        help="rows scored by Inception FID, seeds pooled (auto: every row on CUDA, the key rows on a CPU)",
+    )  # fmt: skip
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
