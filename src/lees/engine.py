@@ -221,18 +221,18 @@ class Engine:
         base = SHORTCUTS[self.kinds[k]](module, args, kwargs)
         full = forward(*args, **kwargs)
         fresh = main_output(full) - base
-        weight = self._decisions[k].to(fresh.device, fresh.dtype)
+        weight = self._decisions[k].to(fresh.device)  # fp32: the mix is computed in fp32
         weight = weight if weight.dim() == 0 else weight.view(-1, *([1] * (fresh.dim() - 1)))
-        residual = weight * fresh
+        residual = weight * fresh.float()
         cache = self._cache
         if self._fallback == REUSE and cache is not None:
             cached = cache.residuals[k]
             if cached is not None and cached.shape == fresh.shape:
-                residual = residual + (1 - weight) * cached
+                residual = residual + (1 - weight) * cached.float()
             else:
                 residual = fresh
-            cache.store(k, residual)
-        return with_main_output(full, base + residual)
+            cache.store(k, residual.to(fresh.dtype))  # the cache holds the block's dtype
+        return with_main_output(full, base + residual.to(fresh.dtype))
 
 
 def _remove_hook(module: nn.Module, name: str) -> None:
