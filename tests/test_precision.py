@@ -6,6 +6,7 @@ the error grows over the network's layers); 10 DDPM steps of a reuse schedule en
 (max abs, images in [-1, 1]) of fp32's. The bounds below leave about 2x headroom.
 """
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
@@ -14,6 +15,7 @@ import lees
 from lees import REUSE, GatedModel, ReuseCache, find_blocks
 from lees.backbones import DDPM_NOISE
 from lees.baselines import uniform_schedule
+from lees.cli import build_parser, main
 from lees.denoisers import denoise, model_dtype
 from lees.router import RouterConfig, train_router
 from lees.sampling import sample, sampler_timesteps
@@ -103,3 +105,22 @@ def test_enable_on_a_bf16_pipeline_is_close_to_fp32():
 
     full, low = run(tiny_unet()), run(half())
     assert torch.isfinite(low).all() and (low - full).abs().max() < 0.1
+
+
+def test_every_command_that_loads_a_model_takes_dtype():
+    parser = build_parser()
+    for command in ("blocks", "train", "route", "schedule full", "sample", "eval", "reproduce"):
+        args = parser.parse_args([*command.split(), "--out", "x", "--dtype", "bfloat16"])
+        assert args.dtype == "bfloat16"
+
+
+def test_cli_samples_a_reuse_schedule_in_bf16_close_to_fp32(folder, tmp_path):
+    schedule = tmp_path / "uniform"
+    assert main(["schedule", "uniform", "--model", folder, "--steps", "6", "--out", str(schedule)]) == 0
+    images = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / f"{dtype}.png"
+        argv = ["sample", "--model", folder, "-n", "3", "--schedule", str(schedule / "schedule.json")]
+        assert main([*argv, "--dtype", dtype, "--out", str(out)]) == 0
+        images[dtype] = np.load(out.with_suffix(".npz"))["images"].astype(int)
+    assert np.abs(images["bfloat16"] - images["float32"]).max() <= 13  # 0.1 in [-1, 1], as above

@@ -28,6 +28,26 @@ def _add_model(p: argparse.ArgumentParser, default: str | None = "embedded") -> 
     )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights and sampling (default: 0)")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="cast the model (and its autoencoder) to this dtype; inputs follow it, the sampler's state "
+        "and the gate math stay float32 (default: float32)",
+    )
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _load_model(args: argparse.Namespace, device: str, spec: str | None = None):
+    """The model ``--model`` (or ``spec``) names, on ``device``, cast to ``--dtype``."""
+    import torch
+
+    from .backbones import load_backbone
+
+    model = load_backbone(spec or args.model, device=device, seed=args.seed)
+    return model.to(getattr(torch, args.dtype))
 
 
 def _add_sampler(p: argparse.ArgumentParser, default: str | None = "ddpm") -> None:
@@ -69,12 +89,15 @@ def _processes() -> str:
     return f", on {world()[1]} processes" if world()[1] > 1 else ""
 
 
-def _autoencoder(spec: str, device: str):
-    """The autoencoder of a latent-diffusion pipeline folder (vae/ or vqvae/), else None."""
+def _autoencoder(args: argparse.Namespace, device: str):
+    """The autoencoder of a latent-diffusion pipeline folder (vae/ or vqvae/) in ``--dtype``, else None."""
+    import torch
+
     from .latents import load_autoencoder
 
-    path = Path(spec).expanduser()
-    return load_autoencoder(path, device) if spec != "embedded" and path.is_dir() else None
+    path = Path(args.model).expanduser()
+    found = load_autoencoder(path, device) if args.model != "embedded" and path.is_dir() else None
+    return None if found is None else found.to(getattr(torch, args.dtype))
 
 
 def _add_out(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -83,13 +106,12 @@ def _add_out(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 def cmd_blocks(args: argparse.Namespace) -> None:
     """Print the skippable blocks of a model with their FLOP shares."""
-    from .backbones import load_backbone
     from .blocks import find_blocks
 
     spec = args.model or args.model_pos
     if spec is None:
         raise ValueError("name a model: lees blocks --model arch:ddpm-cifar10")
-    model = load_backbone(spec, device=args.device, seed=args.seed)
+    model = _load_model(args, args.device, spec)
     blocks = find_blocks(model, sample_size=args.sample_size)
     if args.json:
         print(blocks.to_json())
@@ -186,7 +208,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     """Draw samples (optionally skipping blocks by a schedule); write a picture grid and an .npz."""
     import numpy as np
 
-    from .backbones import load_backbone, load_noise_scheduler
+    from .backbones import load_noise_scheduler
     from .blocks import find_blocks
     from .distributed import is_main, sample_sharded
     from .files import atomic_write_bytes
@@ -198,14 +220,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise ValueError("-n and --steps must be positive")
     grid = _grid_path(args.out)
     device = _join_processes(args.device)
-    model = load_backbone(args.model, device=device, seed=args.seed)
+    model = _load_model(args, device)
     schedule = Schedule.load(args.schedule, find_blocks(model)) if args.schedule else None
     steps, sampler, timesteps = _sampling_plan(args, schedule)
     noise = load_noise_scheduler(args.model)
     images = sample_sharded(
         partial(sample, model, schedule), args.n, steps=steps, sampler=sampler, seed=args.seed,
         noise=noise, batch_size=args.batch_size, device=device, timesteps=timesteps,
-        decoder=_autoencoder(args.model, device),
+        decoder=_autoencoder(args, device),
     )  # fmt: skip
     if not is_main():
         return
@@ -253,7 +275,7 @@ def _held_out_losses(model, blocks, images, noise, gate, device, autoencoder) ->
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train the 2K gate parameters of a frozen backbone; write gates, schedule, log and heat-map."""
-    from .backbones import load_backbone, load_noise_scheduler
+    from .backbones import load_noise_scheduler
     from .data import load_images
     from .distributed import is_main
     from .plots import gate_heatmap, schedule_map
@@ -273,12 +295,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     spec = args.model
     device = _join_processes(args.device)
-    model = load_backbone(spec, device=device, seed=args.seed)
+    model = _load_model(args, device)
     noise = load_noise_scheduler(spec)
     images, _ = load_images(args.data, "train")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    autoencoder = _autoencoder(spec, device)
+    autoencoder = _autoencoder(args, device)
     result = train_gates(
         model, images, noise, config, device=device, log_path=out / "train_log.jsonl",
         autoencoder=autoencoder, checkpoint=out / "checkpoint.safetensors",
@@ -338,7 +360,7 @@ def _ase_grid(args: argparse.Namespace, spec: str, blocks, timesteps):
     """Baseline B3: ASE tuned by grid search on the offline metric; writes grid.json beside the schedule."""
     import json
 
-    from .backbones import load_backbone, load_noise_scheduler
+    from .backbones import load_noise_scheduler
     from .baselines import ase_schedule
     from .evaluation import ase_grid
     from .metrics import ClassifierFeatures, reference_features
@@ -346,7 +368,7 @@ def _ase_grid(args: argparse.Namespace, spec: str, blocks, timesteps):
     budget = args.budget or ase_schedule(blocks, timesteps).flop_ratio
     extractor = ClassifierFeatures(args.device)
     reference = reference_features(extractor, args.data, "train")
-    model = load_backbone(spec, device=args.device, seed=args.seed)
+    model = _load_model(args, args.device)
     grid = ase_grid(
         model, load_noise_scheduler(spec), blocks, timesteps, extractor, reference, budget,
         n=args.n, seed=args.seed, device=args.device,
@@ -366,7 +388,7 @@ def _ase_grid(args: argparse.Namespace, spec: str, blocks, timesteps):
 def cmd_schedule(args: argparse.Namespace) -> None:
     """Write a schedule (full model, ASE's drop schedule or its grid-tuned best, random or learned gates,
     DeepCache, uniform reuse)."""
-    from .backbones import load_backbone, load_noise_scheduler
+    from .backbones import load_noise_scheduler
     from .baselines import ase_schedule, deepcache_schedule, random_schedule, uniform_schedule
     from .blocks import find_blocks
     from .engine import ACTIONS
@@ -376,7 +398,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     from .training import load_gate
 
     spec = args.model
-    blocks = find_blocks(load_backbone(spec, device=args.device, seed=args.seed))
+    blocks = find_blocks(_load_model(args, args.device))
     noise = load_noise_scheduler(spec)
     if args.steps < 1:
         raise ValueError("--steps must be positive")
@@ -423,7 +445,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     """Sample with each schedule over several seeds; quality, latency, ratios as mean ± std, and a t-test."""
     import json
 
-    from .backbones import load_backbone, load_noise_scheduler
+    from .backbones import load_noise_scheduler
     from .blocks import find_blocks
     from .distributed import is_main
     from .evaluation import score_schedule
@@ -435,7 +457,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     spec = args.model
     device = _join_processes(args.device)
     say = print if is_main() else (lambda *a, **k: None)  # under torchrun only rank 0 reports
-    model = load_backbone(spec, device=device)
+    model = _load_model(args, device)
     noise = load_noise_scheduler(spec)
     blocks = find_blocks(model)
     schedules = {str(p): Schedule.load(p, blocks) for p in args.schedule}
@@ -493,7 +515,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from .reproduce import ReproduceConfig, reproduce
 
     overrides = {k: v for k, v in (("seeds", args.seeds), ("n", args.n)) if v is not None}
-    kwargs = {"model": args.model, "device": args.device, "steps": args.steps, **overrides}
+    kwargs = {"model": args.model, "device": args.device, "dtype": args.dtype, "steps": args.steps}
+    kwargs |= overrides
     config = ReproduceConfig.quick(**kwargs) if args.quick else ReproduceConfig(**kwargs)
     if config.n < 2 or len(config.seeds) < 2:
         raise ValueError("the protocol needs n >= 2 samples and at least 2 seeds (for the t-test)")
@@ -643,13 +666,13 @@ def cmd_route(args: argparse.Namespace) -> None:
     """Learn a run-or-reuse schedule (the step router) for a frozen model on its sampler's own trajectory."""
     import json
 
-    from .backbones import load_backbone, load_noise_scheduler
+    from .backbones import load_noise_scheduler
     from .blocks import find_blocks
     from .plots import schedule_map
     from .router import RouterConfig, train_router
     from .saving import save_pretrained
 
-    model = load_backbone(args.model, device=args.device, seed=args.seed)
+    model = _load_model(args, args.device)
     config = RouterConfig(
         steps=args.steps, sampler=args.sampler, target_ratio=args.target_ratio or None, lam=args.lam,
         train_steps=args.train_steps, batch_size=args.batch_size, trajectories=args.trajectories,

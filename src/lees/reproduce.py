@@ -52,6 +52,7 @@ class ReproduceConfig:
     grid_starts: list[int] = field(default_factory=lambda: [0, 100, 200, 300])
     budget_ratio: float = 0.6
     device: str = "cpu"
+    dtype: str = "float32"  # what the model is cast to (float16, bfloat16: half precision)
 
     @classmethod
     def quick(cls, **kwargs) -> ReproduceConfig:
@@ -174,7 +175,7 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
     work = out / "work"
     started = time.perf_counter()
     _claim(work, cfg)
-    model = load_backbone(cfg.model, device=cfg.device)
+    model = load_backbone(cfg.model, device=cfg.device).to(getattr(torch, cfg.dtype))
     noise = load_noise_scheduler(cfg.model)
     blocks = find_blocks(model)
     timesteps = sampler_timesteps(noise, cfg.steps)
