@@ -243,12 +243,13 @@ EPILOG_TRAIN = """example:
   lees train --model embedded --lambda 0.05 --out runs/lees
   lees train --model embedded --target-ratio 0.6 --cost flops --out runs/budget
   lees train --model embedded --no-held-out --out runs/quick   # skip the held-out loss afterwards
+  lees train --model path/to/unet16 --data mnist --resize --out runs/small   # data resized to the model
 """
 
 HELD_OUT_CHUNK = 100  # test images per call of held_out_loss: one tick of the progress bar
 
 
-def _held_out_losses(model, blocks, images, noise, gate, device, autoencoder) -> tuple[float, float]:
+def _held_out_losses(model, blocks, images, noise, gate, device, autoencoder, resize) -> tuple[float, float]:
     """Held-out epsilon-MSE of the full and of the gated model on the first 2000 test images.
 
     Scored chunk by chunk (chunk k with noise seed k, the same for both models) so a progress bar
@@ -266,7 +267,7 @@ def _held_out_losses(model, blocks, images, noise, gate, device, autoencoder) ->
             for j, g in enumerate((None, gate)):
                 loss = held_out_loss(
                     model, blocks, chunk, noise, g, n=len(chunk), batch_size=len(chunk), seed=k,
-                    device=device, autoencoder=autoencoder,
+                    device=device, autoencoder=autoencoder, resize=resize,
                 )  # fmt: skip
                 totals[j] += loss * len(chunk)
                 bar.update(len(chunk))
@@ -303,7 +304,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     autoencoder = _autoencoder(args, device)
     result = train_gates(
         model, images, noise, config, device=device, log_path=out / "train_log.jsonl",
-        autoencoder=autoencoder, checkpoint=out / "checkpoint.safetensors",
+        autoencoder=autoencoder, checkpoint=out / "checkpoint.safetensors", resize=args.resize,
     )  # fmt: skip
     if not is_main():
         return
@@ -311,6 +312,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     settings = config_dict(config) | {
         "model": spec,
         "data": args.data,
+        "resize": args.resize,
         "sampler": args.sampler,
         "train_seconds": round(result.seconds, 1),
         "train_steps_done": len(result.log),
@@ -321,7 +323,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.held_out:
         test_images = load_images(args.data, "test")[0]
         loss_full, loss_gated = _held_out_losses(
-            model, result.blocks, test_images, noise, result.gate, device, autoencoder
+            model, result.blocks, test_images, noise, result.gate, device, autoencoder, args.resize
         )
         settings |= {"held_out_loss_full": loss_full, "held_out_loss_gated": loss_gated}
         held_out = f"; held-out loss {loss_gated:.5f} (full model {loss_full:.5f})"
@@ -600,6 +602,11 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     _add_out(p, required=True)
     p.add_argument(
         "--data", default="fashion-mnist", help="training images: fashion-mnist, mnist, or an idx folder"
+    )
+    p.add_argument(
+        "--resize",
+        action="store_true",
+        help="resize the images to the model's channels and size (without it a mismatch is an error)",
     )
     p.add_argument("--lambda", dest="lam", type=float, default=0.05, help="weight of the compute term (0.05)")
     p.add_argument("--target-ratio", type=float, default=None, help="adapt lambda to land on this ratio")
