@@ -67,6 +67,7 @@ class _StepHook(ModelHook):
         with self.engine.deciding(self.decisions(timestep), "hard", self.cache):
             return self.fn_ref.original_forward(*args, **kwargs)
 
+    @torch.compiler.disable  # eager under an in-place compile: one graph per block set, not per timestep
     def decisions(self, timestep: Any) -> list[int]:
         if timestep is None:
             raise TypeError(
