@@ -6,6 +6,8 @@ reused) and compiles 3 graphs, whatever its length: the first step (all run, emp
 reuse step, and the full steps with a filled cache (see docs/reuse.md).
 """
 
+import warnings
+
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
@@ -13,7 +15,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 import lees
 from lees import GatedModel, find_blocks
-from lees.baselines import uniform_schedule
+from lees.baselines import random_schedule, uniform_schedule
 from lees.engine import CompiledModelError
 from lees.sampling import sample
 
@@ -85,3 +87,19 @@ def test_gated_model_refuses_compiled_forms_in_one_line():
         with pytest.raises(CompiledModelError, match=r"lees.enable\(torch.compile\(model\), schedule\)"):
             gated(x, t, mask=mask)
     assert find_blocks(torch.compile(tiny_unet())).names == blocks.names  # found through _orig_mod
+
+
+def test_enable_warns_when_a_schedule_needs_more_graphs_than_dynamo_keeps(monkeypatch):
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    blocks = find_blocks(tiny_unet())
+    schedule = random_schedule(blocks, lees.pipeline_timesteps(scheduler, 12), 0.5, seed=0)
+    graphs = len({tuple(schedule.mask(j)) for j in range(12)}) + 1
+    assert graphs > torch._dynamo.config.recompile_limit
+    compiled = torch.compile(tiny_unet(), backend="aot_eager")
+    with pytest.warns(UserWarning, match=f"about {graphs} graphs, more than .*recompile_limit"):
+        lees.enable(compiled, schedule)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", graphs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lees.enable(compiled, schedule)  # raised limit: no warning
+        lees.enable(tiny_unet(), schedule)  # an eager model compiles nothing
