@@ -23,7 +23,7 @@ from .backbones import load_backbone, load_noise_scheduler
 from .baselines import ase_schedule, deepcache_schedule, random_schedule, uniform_schedule
 from .blocks import find_blocks
 from .corruptions import CORRUPTIONS, corrupt
-from .data import load_images
+from .data import fit_images, load_images
 from .evaluation import ase_grid, device_name
 from .files import atomic_write_bytes, atomic_write_text
 from .images import save_grid
@@ -53,6 +53,7 @@ class ReproduceConfig:
     budget_ratio: float = 0.6
     device: str = "cpu"
     dtype: str = "float32"  # what the model is cast to (float16, bfloat16: half precision)
+    resize: bool = False  # fit the data to the model's channels and size (else a mismatch is an error)
 
     @classmethod
     def quick(cls, **kwargs) -> ReproduceConfig:
@@ -179,7 +180,7 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
     noise = load_noise_scheduler(cfg.model)
     blocks = find_blocks(model)
     timesteps = sampler_timesteps(noise, cfg.steps)
-    train_images, _ = load_images(cfg.data, "train")
+    train_images = fit_images(load_images(cfg.data, "train")[0], model, resize=cfg.resize)
     extractor = ClassifierFeatures(cfg.device)
     ref = reference_features(extractor, cfg.data, "train", n=10_000)
     ref_images = train_images[
@@ -264,7 +265,7 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
     grids = [work / "grids" / f"{m}.png" for m in ("full", "ase", "lees-0.05")]
     print("timing backbone training steps (the yardstick for the gates' training cost)")
     epoch = epoch_seconds(model, train_images, noise, device=cfg.device)
-    held = load_images(cfg.data, "test")[0]
+    held = fit_images(load_images(cfg.data, "test")[0], model, resize=cfg.resize)
     loss_full = held_out_loss(model, blocks, held, noise)
     loss_lees = held_out_loss(model, blocks, held, noise, gate005["gate"])
     meta = {
