@@ -7,7 +7,7 @@ from diffusers import DDPMScheduler
 
 from lees import find_blocks
 from lees.backbones import DDPM_NOISE
-from lees.cli import main
+from lees.cli import build_parser, main
 from lees.data import DataError, dataset_folder, fit_images, image_shape, load_images, read_idx
 from lees.training import GateTrainConfig, held_out_loss, train_gates
 
@@ -137,6 +137,7 @@ def test_train_gates_and_held_out_loss_check_their_data(tiny):
 
 
 def test_cli_train_refuses_data_of_another_size(folder, idx_data, tmp_path, capsys):
+    assert build_parser().parse_args(["reproduce", "--resize"]).resize
     argv = ["train", "--model", folder, "--data", idx_data, "--train-steps", "1", "--out", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

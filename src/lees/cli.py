@@ -50,6 +50,14 @@ def _load_model(args: argparse.Namespace, device: str, spec: str | None = None):
     return model.to(getattr(torch, args.dtype))
 
 
+def _add_resize(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--resize",
+        action="store_true",
+        help="resize the images to the model's channels and size (without it a mismatch is an error)",
+    )
+
+
 def _add_sampler(p: argparse.ArgumentParser, default: str | None = "ddpm") -> None:
     p.add_argument(
         "--sampler",
@@ -518,7 +526,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
     overrides = {k: v for k, v in (("seeds", args.seeds), ("n", args.n)) if v is not None}
     kwargs = {"model": args.model, "device": args.device, "dtype": args.dtype, "steps": args.steps}
-    kwargs |= overrides
+    kwargs |= {"resize": args.resize, **overrides}
     config = ReproduceConfig.quick(**kwargs) if args.quick else ReproduceConfig(**kwargs)
     if config.n < 2 or len(config.seeds) < 2:
         raise ValueError("the protocol needs n >= 2 samples and at least 2 seeds (for the t-test)")
@@ -603,11 +611,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data", default="fashion-mnist", help="training images: fashion-mnist, mnist, or an idx folder"
     )
-    p.add_argument(
-        "--resize",
-        action="store_true",
-        help="resize the images to the model's channels and size (without it a mismatch is an error)",
-    )
+    _add_resize(p)
     p.add_argument("--lambda", dest="lam", type=float, default=0.05, help="weight of the compute term (0.05)")
     p.add_argument("--target-ratio", type=float, default=None, help="adapt lambda to land on this ratio")
     p.add_argument(
@@ -768,6 +772,7 @@ def _reproduce_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds")
     p.add_argument("-n", type=int, default=None, help="samples per method and seed")
     p.add_argument("--steps", type=int, default=50, help="DDPM sampling steps (50)")
+    _add_resize(p)
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
