@@ -60,7 +60,8 @@ def test_sample_refuses_a_schedule_for_another_model(folder, tmp_path, capsys):
 
 def test_train_then_schedules(folder, idx_data, tmp_path, capsys):
     out = tmp_path / "lees"
-    argv = ["train", "--model", folder, "--data", idx_data, "--train-steps", "3", "--batch-size", "4"]
+    argv = ["train", "--model", folder, "--data", idx_data, "--resize"]  # the tiny model takes 16x16
+    argv += ["--train-steps", "3", "--batch-size", "4"]
     assert main([*argv, "--steps", "10", "--out", str(out)]) == 0
     for name in ("gates.safetensors", "schedule.json", "train_log.jsonl", "gates.png", "schedule.png"):
         assert (out / name).is_file(), name
@@ -206,7 +207,8 @@ def test_sample_writes_the_format_its_suffix_names(folder, tmp_path, capsys):
 
 
 def test_train_shows_the_held_out_loss_or_skips_it(folder, idx_data, tmp_path, capsys):
-    argv = ["train", "--model", folder, "--data", idx_data, "--train-steps", "2", "--batch-size", "4"]
+    argv = ["train", "--model", folder, "--data", idx_data, "--resize"]  # the tiny model takes 16x16
+    argv += ["--train-steps", "2", "--batch-size", "4"]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     out, err = capsys.readouterr()
     assert "held-out loss" in out and "held-out loss" in err  # the result, and the progress bar

@@ -33,7 +33,8 @@ def test_two_process_sampling_equals_one(folder, tmp_path):
 
 
 def test_two_process_gate_training_equals_one(folder, idx_data, tmp_path):
-    common = ["train", "--model", folder, "--data", idx_data, "--train-steps", "6", "--batch-size", "8"]
+    common = ["train", "--model", folder, "--data", idx_data, "--resize"]  # the tiny model takes 16x16
+    common += ["--train-steps", "6", "--batch-size", "8"]
     _run(1, [*common, "--out", str(tmp_path / "one")])
     _run(2, [*common, "--out", str(tmp_path / "two")])
     (one, names1), (two, names2) = (

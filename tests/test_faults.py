@@ -21,7 +21,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 def _train_argv(folder: str, data: str, out: Path, steps: int) -> list[str]:
     return [
-        sys.executable, "-m", "lees.cli", "train", "--model", folder, "--data", data,
+        sys.executable, "-m", "lees.cli", "train", "--model", folder, "--data", data, "--resize",
         "--train-steps", str(steps), "--batch-size", "4", "--lambda", "0.5", "--out", str(out),
     ]  # fmt: skip
 

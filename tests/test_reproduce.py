@@ -38,6 +38,7 @@ def test_protocol_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     # Inception FID's plumbing with a cheap stand-in extractor (the real one is tested in test_metrics)
     monkeypatch.setattr("lees.reproduce.inception_path", lambda: tmp_path)
     monkeypatch.setattr("lees.reproduce.InceptionFeatures", lambda device: _StandIn())
+    config.resize = True  # 28x28 images come padded to 32x32; the tiny model takes 16x16
     report = reproduce(config, tmp_path / "report")
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert set(results["methods"]) == set(METHODS)

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .backbones import ARCHITECTURES, DDPM_NOISE
-from .data import load_images
+from .data import fit_images, load_images
 from .denoisers import denoise
 from .files import atomic_write_bytes, atomic_write_text
 from .images import save_grid
@@ -178,6 +178,7 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
     images, _ = load_images(config.data, "train")
     torch.manual_seed(config.seed)
     model = UNet2DModel(**kwargs).to(device)
+    images = fit_images(images, model)  # the architecture's channels and size, never silently resized
     ema = UNet2DModel(**kwargs).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)

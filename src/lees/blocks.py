@@ -187,9 +187,19 @@ def _module_flops(counts: dict[str, dict], root: str, name: str) -> int:
     return int(sum(counts.get(f"{root}.{name}", {}).values()))
 
 
+def compiled_original(model: nn.Module) -> nn.Module:
+    """The module that ``torch.compile(model)`` compiles (its ``_orig_mod``), else ``model`` itself.
+
+    Blocks are named, measured and hooked on the original: the compiled code calls its submodules,
+    so hooks there are traced into it.
+    """
+    return getattr(model, "_orig_mod", model)
+
+
 def resolve_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
-    """The modules behind ``names``; a clear error for an unknown, repeated or nested name."""
-    modules = dict(model.named_modules())
+    """The modules behind ``names`` (inside a compiled model's original); a clear error for an unknown,
+    repeated or nested name."""
+    modules = dict(compiled_original(model).named_modules())
     missing = [n for n in names if n not in modules or n == ""]
     if missing:
         raise ValueError(f"no module named {missing[0]!r} in {type(model).__name__}")
@@ -216,7 +226,9 @@ def find_blocks(
     diffusers UNets picks every ``ResnetBlock2D`` and residual ``Attention``. ``example_inputs`` is
     the positional input of one forward call (batch 1 recommended) and ``example_kwargs`` its
     keyword input; diffusers denoisers derive both (class labels included where the model takes them).
+    A ``torch.compile``d model is measured through its eager original.
     """
+    model = compiled_original(model)
     names = list(names) if names is not None else candidate_blocks(model)
     if not names:
         raise ValueError(f"{type(model).__name__} has no skippable blocks")

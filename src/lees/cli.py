@@ -28,6 +28,34 @@ def _add_model(p: argparse.ArgumentParser, default: str | None = "embedded") -> 
     )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed for random weights and sampling (default: 0)")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="cast the model (and its autoencoder) to this dtype; inputs follow it, the sampler's state "
+        "and the gate math stay float32 (default: float32)",
+    )
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _load_model(args: argparse.Namespace, device: str, spec: str | None = None):
+    """The model ``--model`` (or ``spec``) names, on ``device``, cast to ``--dtype``."""
+    import torch
+
+    from .backbones import load_backbone
+
+    model = load_backbone(spec or args.model, device=device, seed=args.seed)
+    return model.to(getattr(torch, args.dtype))
+
+
+def _add_resize(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--resize",
+        action="store_true",
+        help="resize the images to the model's channels and size (without it a mismatch is an error)",
+    )
 
 
 def _add_sampler(p: argparse.ArgumentParser, default: str | None = "ddpm") -> None:
@@ -69,12 +97,15 @@ def _processes() -> str:
     return f", on {world()[1]} processes" if world()[1] > 1 else ""
 
 
-def _autoencoder(spec: str, device: str):
-    """The autoencoder of a latent-diffusion pipeline folder (vae/ or vqvae/), else None."""
+def _autoencoder(args: argparse.Namespace, device: str):
+    """The autoencoder of a latent-diffusion pipeline folder (vae/ or vqvae/) in ``--dtype``, else None."""
+    import torch
+
     from .latents import load_autoencoder
 
-    path = Path(spec).expanduser()
-    return load_autoencoder(path, device) if spec != "embedded" and path.is_dir() else None
+    path = Path(args.model).expanduser()
+    found = load_autoencoder(path, device) if args.model != "embedded" and path.is_dir() else None
+    return None if found is None else found.to(getattr(torch, args.dtype))
 
 
 def _add_out(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -83,13 +114,12 @@ def _add_out(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 def cmd_blocks(args: argparse.Namespace) -> None:
     """Print the skippable blocks of a model with their FLOP shares."""
-    from .backbones import load_backbone
     from .blocks import find_blocks
 
     spec = args.model or args.model_pos
     if spec is None:
         raise ValueError("name a model: lees blocks --model arch:ddpm-cifar10")
-    model = load_backbone(spec, device=args.device, seed=args.seed)
+    model = _load_model(args, args.device, spec)
     blocks = find_blocks(model, sample_size=args.sample_size)
     if args.json:
         print(blocks.to_json())
@@ -186,7 +216,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     """Draw samples (optionally skipping blocks by a schedule); write a picture grid and an .npz."""
     import numpy as np
 
-    from .backbones import load_backbone, load_noise_scheduler
+    from .backbones import load_noise_scheduler
     from .blocks import find_blocks
     from .distributed import is_main, sample_sharded
     from .files import atomic_write_bytes
@@ -198,14 +228,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise ValueError("-n and --steps must be positive")
     grid = _grid_path(args.out)
     device = _join_processes(args.device)
-    model = load_backbone(args.model, device=device, seed=args.seed)
+    model = _load_model(args, device)
     schedule = Schedule.load(args.schedule, find_blocks(model)) if args.schedule else None
     steps, sampler, timesteps = _sampling_plan(args, schedule)
     noise = load_noise_scheduler(args.model)
     images = sample_sharded(
         partial(sample, model, schedule), args.n, steps=steps, sampler=sampler, seed=args.seed,
         noise=noise, batch_size=args.batch_size, device=device, timesteps=timesteps,
-        decoder=_autoencoder(args.model, device),
+        decoder=_autoencoder(args, device),
     )  # fmt: skip
     if not is_main():
         return
@@ -221,12 +251,13 @@ EPILOG_TRAIN = """example:
   lees train --model embedded --lambda 0.05 --out runs/lees
   lees train --model embedded --target-ratio 0.6 --cost flops --out runs/budget
   lees train --model embedded --no-held-out --out runs/quick   # skip the held-out loss afterwards
+  lees train --model path/to/unet16 --data mnist --resize --out runs/small   # data resized to the model
 """
 
 HELD_OUT_CHUNK = 100  # test images per call of held_out_loss: one tick of the progress bar
 
 
-def _held_out_losses(model, blocks, images, noise, gate, device, autoencoder) -> tuple[float, float]:
+def _held_out_losses(model, blocks, images, noise, gate, device, autoencoder, resize) -> tuple[float, float]:
     """Held-out epsilon-MSE of the full and of the gated model on the first 2000 test images.
 
     Scored chunk by chunk (chunk k with noise seed k, the same for both models) so a progress bar
@@ -244,7 +275,7 @@ def _held_out_losses(model, blocks, images, noise, gate, device, autoencoder) ->
             for j, g in enumerate((None, gate)):
                 loss = held_out_loss(
                     model, blocks, chunk, noise, g, n=len(chunk), batch_size=len(chunk), seed=k,
-                    device=device, autoencoder=autoencoder,
+                    device=device, autoencoder=autoencoder, resize=resize,
                 )  # fmt: skip
                 totals[j] += loss * len(chunk)
                 bar.update(len(chunk))
@@ -253,7 +284,7 @@ def _held_out_losses(model, blocks, images, noise, gate, device, autoencoder) ->
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train the 2K gate parameters of a frozen backbone; write gates, schedule, log and heat-map."""
-    from .backbones import load_backbone, load_noise_scheduler
+    from .backbones import load_noise_scheduler
     from .data import load_images
     from .distributed import is_main
     from .plots import gate_heatmap, schedule_map
@@ -273,15 +304,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     spec = args.model
     device = _join_processes(args.device)
-    model = load_backbone(spec, device=device, seed=args.seed)
+    model = _load_model(args, device)
     noise = load_noise_scheduler(spec)
     images, _ = load_images(args.data, "train")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    autoencoder = _autoencoder(spec, device)
+    autoencoder = _autoencoder(args, device)
     result = train_gates(
         model, images, noise, config, device=device, log_path=out / "train_log.jsonl",
-        autoencoder=autoencoder, checkpoint=out / "checkpoint.safetensors",
+        autoencoder=autoencoder, checkpoint=out / "checkpoint.safetensors", resize=args.resize,
     )  # fmt: skip
     if not is_main():
         return
@@ -289,6 +320,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     settings = config_dict(config) | {
         "model": spec,
         "data": args.data,
+        "resize": args.resize,
         "sampler": args.sampler,
         "train_seconds": round(result.seconds, 1),
         "train_steps_done": len(result.log),
@@ -299,7 +331,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.held_out:
         test_images = load_images(args.data, "test")[0]
         loss_full, loss_gated = _held_out_losses(
-            model, result.blocks, test_images, noise, result.gate, device, autoencoder
+            model, result.blocks, test_images, noise, result.gate, device, autoencoder, args.resize
         )
         settings |= {"held_out_loss_full": loss_full, "held_out_loss_gated": loss_gated}
         held_out = f"; held-out loss {loss_gated:.5f} (full model {loss_full:.5f})"
@@ -338,7 +370,7 @@ def _ase_grid(args: argparse.Namespace, spec: str, blocks, timesteps):
     """Baseline B3: ASE tuned by grid search on the offline metric; writes grid.json beside the schedule."""
     import json
 
-    from .backbones import load_backbone, load_noise_scheduler
+    from .backbones import load_noise_scheduler
     from .baselines import ase_schedule
     from .evaluation import ase_grid
     from .metrics import ClassifierFeatures, reference_features
@@ -346,7 +378,7 @@ def _ase_grid(args: argparse.Namespace, spec: str, blocks, timesteps):
     budget = args.budget or ase_schedule(blocks, timesteps).flop_ratio
     extractor = ClassifierFeatures(args.device)
     reference = reference_features(extractor, args.data, "train")
-    model = load_backbone(spec, device=args.device, seed=args.seed)
+    model = _load_model(args, args.device)
     grid = ase_grid(
         model, load_noise_scheduler(spec), blocks, timesteps, extractor, reference, budget,
         n=args.n, seed=args.seed, device=args.device,
@@ -366,7 +398,7 @@ def _ase_grid(args: argparse.Namespace, spec: str, blocks, timesteps):
 def cmd_schedule(args: argparse.Namespace) -> None:
     """Write a schedule (full model, ASE's drop schedule or its grid-tuned best, random or learned gates,
     DeepCache, uniform reuse)."""
-    from .backbones import load_backbone, load_noise_scheduler
+    from .backbones import load_noise_scheduler
     from .baselines import ase_schedule, deepcache_schedule, random_schedule, uniform_schedule
     from .blocks import find_blocks
     from .engine import ACTIONS
@@ -376,7 +408,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     from .training import load_gate
 
     spec = args.model
-    model = load_backbone(spec, device=args.device, seed=args.seed)
+    model = _load_model(args, args.device)
     blocks = find_blocks(model)
     noise = load_noise_scheduler(spec)
     if args.steps < 1:
@@ -453,7 +485,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     """Sample with each schedule over several seeds; quality, latency, ratios as mean ± std, and a t-test."""
     import json
 
-    from .backbones import load_backbone, load_noise_scheduler
+    from .backbones import load_noise_scheduler
     from .blocks import find_blocks
     from .distributed import is_main
     from .evaluation import score_schedule
@@ -465,7 +497,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     spec = args.model
     device = _join_processes(args.device)
     say = print if is_main() else (lambda *a, **k: None)  # under torchrun only rank 0 reports
-    model = load_backbone(spec, device=device)
+    model = _load_model(args, device)
     noise = load_noise_scheduler(spec)
     blocks = find_blocks(model)
     schedules = {str(p): Schedule.load(p, blocks) for p in args.schedule}
@@ -535,7 +567,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from .reproduce import ReproduceConfig, reproduce
 
     overrides = {k: v for k, v in (("seeds", args.seeds), ("n", args.n)) if v is not None}
-    kwargs = {"model": args.model, "device": args.device, "steps": args.steps, "fid": args.fid, **overrides}
+    kwargs = {"model": args.model, "device": args.device, "dtype": args.dtype, "steps": args.steps}
+    kwargs |= {"resize": args.resize, "fid": args.fid, **overrides}
     config = ReproduceConfig.quick(**kwargs) if args.quick else ReproduceConfig(**kwargs)
     if config.n < 2 or len(config.seeds) < 2:
         raise ValueError("the protocol needs n >= 2 samples and at least 2 seeds (for the t-test)")
@@ -626,6 +659,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data", default="fashion-mnist", help="training images: fashion-mnist, mnist, or an idx folder"
     )
+    _add_resize(p)
     p.add_argument("--lambda", dest="lam", type=float, default=0.05, help="weight of the compute term (0.05)")
     p.add_argument("--target-ratio", type=float, default=None, help="adapt lambda to land on this ratio")
     p.add_argument(
@@ -691,13 +725,13 @@ def cmd_route(args: argparse.Namespace) -> None:
     """Learn a run-or-reuse schedule (the step router) for a frozen model on its sampler's own trajectory."""
     import json
 
-    from .backbones import load_backbone, load_noise_scheduler
+    from .backbones import load_noise_scheduler
     from .blocks import find_blocks
     from .plots import schedule_map
     from .router import RouterConfig, train_router
     from .saving import save_pretrained
 
-    model = load_backbone(args.model, device=args.device, seed=args.seed)
+    model = _load_model(args, args.device)
     config = RouterConfig(
         steps=args.steps, sampler=args.sampler, target_ratio=args.target_ratio or None, lam=args.lam,
         train_steps=args.train_steps, batch_size=args.batch_size, trajectories=args.trajectories,
@@ -797,6 +831,7 @@ def _reproduce_parser(sub: argparse._SubParsersAction) -> None:
         "--fid", choices=("auto", "key", "all", "none"), default="auto",
         help="rows scored by Inception FID, seeds pooled (auto: every row on CUDA, the key rows on a CPU)",
     )  # fmt: skip
+    _add_resize(p)
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:

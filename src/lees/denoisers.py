@@ -119,6 +119,14 @@ def with_main_output(template: Any, tensor: torch.Tensor) -> Any:
     return type(template)(sample=tensor) if hasattr(template, "sample") else tensor
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of a model's parameters (fp32, fp16, bf16): what its inputs are cast to."""
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return torch.float32
+
+
 def denoise(
     model: nn.Module,
     x: torch.Tensor,
@@ -127,11 +135,17 @@ def denoise(
     context: torch.Tensor | None = None,
     **call: Any,
 ) -> torch.Tensor:
-    """The noise prediction of ``model`` (or of a :class:`lees.GatedModel`, with ``call`` its mask/mode)."""
-    out = main_output(model(x, t, **condition_kwargs(class_labels, context, len(x)), **call))
+    """The noise prediction of ``model`` (or of a :class:`lees.GatedModel`, with ``call`` its mask/mode).
+
+    ``x`` and ``context`` are cast to the model's dtype (a half-precision model takes half-precision
+    inputs) and the prediction back to ``x``'s, so samplers and losses keep their fp32 state.
+    """
+    dtype = model_dtype(model)
+    context = None if context is None else context.to(dtype)
+    out = main_output(model(x.to(dtype), t, **condition_kwargs(class_labels, context, len(x)), **call))
     if out.shape[1] == 2 * x.shape[1]:  # learned variance (DiT, ADM): the first half is epsilon
         out = out[:, : x.shape[1]]
-    return out
+    return out.to(x.dtype)
 
 
 def draw_labels(

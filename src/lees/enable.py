@@ -19,6 +19,7 @@ pipelines do: both halves are samples of one call, each with its own cached resi
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
+from .blocks import compiled_original
 from .engine import Engine, ReuseCache, _remove_hook
 from .gates import SigmoidTimeGate, normalised_time, open_mask
 from .schedules import Schedule, ScheduleError
@@ -67,6 +69,7 @@ class _StepHook(ModelHook):
         with self.engine.deciding(self.decisions(timestep), "hard", self.cache):
             return self.fn_ref.original_forward(*args, **kwargs)
 
+    @torch.compiler.disable  # eager under an in-place compile: one graph per block set, not per timestep
     def decisions(self, timestep: Any) -> list[int]:
         if timestep is None:
             raise TypeError(
@@ -117,7 +120,24 @@ def enable(
     hook = _StepHook(engine, policy, num_train_timesteps or _num_train(pipe_or_model, policy))
     engine.attach()
     HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(hook, ROOT_HOOK)
+    _warn_recompiles(denoiser, policy)
     return denoiser
+
+
+def _warn_recompiles(denoiser: nn.Module, policy: Policy) -> None:
+    """Warn when a compiled denoiser would need more graphs for this schedule than dynamo keeps: one
+    per distinct run-set, plus one for the first step (nothing cached yet). See docs/reuse.md."""
+    compiled = compiled_original(denoiser) is not denoiser or denoiser._compiled_call_impl is not None
+    if not compiled or not isinstance(policy, Schedule):
+        return
+    graphs = len({tuple(policy.mask(j)) for j in range(policy.num_steps)}) + 1
+    limit = torch._dynamo.config.recompile_limit
+    if graphs > limit:
+        warnings.warn(
+            f"this schedule compiles about {graphs} graphs, more than torch._dynamo.config.recompile_limit "
+            f"({limit}): the steps beyond it run uncompiled; raise the limit before the first call",
+            stacklevel=3,
+        )
 
 
 def _num_train(pipe_or_model: Any, policy: Policy) -> int:

@@ -36,7 +36,7 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
-from .blocks import SHORTCUTS, Blocks, block_kind, resolve_modules, skipped_output
+from .blocks import SHORTCUTS, Blocks, block_kind, compiled_original, resolve_modules, skipped_output
 from .denoisers import main_output, with_main_output
 from .gates import straight_through
 
@@ -221,18 +221,18 @@ class Engine:
         base = SHORTCUTS[self.kinds[k]](module, args, kwargs)
         full = forward(*args, **kwargs)
         fresh = main_output(full) - base
-        weight = self._decisions[k].to(fresh.device, fresh.dtype)
+        weight = self._decisions[k].to(fresh.device)  # fp32: the mix is computed in fp32
         weight = weight if weight.dim() == 0 else weight.view(-1, *([1] * (fresh.dim() - 1)))
-        residual = weight * fresh
+        residual = weight * fresh.float()
         cache = self._cache
         if self._fallback == REUSE and cache is not None:
             cached = cache.residuals[k]
             if cached is not None and cached.shape == fresh.shape:
-                residual = residual + (1 - weight) * cached
+                residual = residual + (1 - weight) * cached.float()
             else:
                 residual = fresh
-            cache.store(k, residual)
-        return with_main_output(full, base + residual)
+            cache.store(k, residual.to(fresh.dtype))  # the cache holds the block's dtype
+        return with_main_output(full, base + residual.to(fresh.dtype))
 
 
 def _remove_hook(module: nn.Module, name: str) -> None:
@@ -249,13 +249,30 @@ def _remove_hook(module: nn.Module, name: str) -> None:
         del module.forward
 
 
+class CompiledModelError(ValueError):
+    """A form of ``torch.compile`` that lees cannot run without recompiling at every call."""
+
+
+COMPILED_GATED = (
+    "GatedModel (and gate training) attach hooks call by call, so under torch.compile every call "
+    "would recompile: give it the uncompiled model, or compile the model and sample with "
+    "lees.enable(torch.compile(model), schedule) or lees.sample"
+)
+
+
+@torch.compiler.disable  # runs eagerly, so the error reaches the caller instead of an eager fallback
+def _refuse_compile() -> None:
+    raise CompiledModelError(COMPILED_GATED)
+
+
 class GatedModel(nn.Module):
     """Wrap ``model`` so that each call can run, reuse or skip any of its ``blocks``.
 
     ``blocks`` is the result of :func:`lees.find_blocks` or a list of module names. Call it like the
     model, plus ``mask=`` (K actions or gate values), ``mode=`` and ``cache=`` (a :class:`ReuseCache`
     for ``REUSE``); with ``mask=None`` it is the plain model. The hooks are attached for the length
-    of each call only, so the model is plain between calls.
+    of each call only, so the model is plain between calls; for that reason it refuses to be
+    compiled or to wrap a compiled model (:class:`CompiledModelError`; see docs/reuse.md).
     """
 
     def __init__(self, model: nn.Module, blocks: Blocks | Sequence[str]) -> None:
@@ -280,5 +297,8 @@ class GatedModel(nn.Module):
         """The model's output with the blocks chosen by ``mask`` run, reused, skipped or mixed."""
         if mask is None:
             return self.model(*args, **kwargs)
+        compiled = compiled_original(self.model) is not self.model or self.model._compiled_call_impl
+        if compiled or torch.compiler.is_compiling():
+            _refuse_compile()
         with self.engine.attached(), self.engine.deciding(mask, mode, cache, fallback):
             return self.model(*args, **kwargs)

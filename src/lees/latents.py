@@ -14,6 +14,8 @@ import diffusers
 import torch
 from torch import nn
 
+from .denoisers import model_dtype
+
 AUTOENCODER_SUBFOLDERS = ("vae", "vqvae")
 AUTOENCODERS = ("AutoencoderKL", "VQModel")
 
@@ -26,16 +28,18 @@ def _scale(autoencoder: nn.Module) -> float:
 
 @torch.no_grad()
 def encode(autoencoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Latents of ``images`` in [-1, 1] (the posterior mean for a KL autoencoder), scaled for the denoiser."""
-    out = autoencoder.encode(images)
+    """Latents of ``images`` in [-1, 1] (the posterior mean for a KL autoencoder), scaled for the denoiser;
+    a half-precision autoencoder gets its own dtype, the latents come back in the images' dtype."""
+    out = autoencoder.encode(images.to(model_dtype(autoencoder)))
     latents = out.latent_dist.mean if hasattr(out, "latent_dist") else out.latents
-    return latents * _scale(autoencoder)
+    return latents.to(images.dtype) * _scale(autoencoder)
 
 
 @torch.no_grad()
 def decode(autoencoder: nn.Module, latents: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] from the denoiser's latents."""
-    return autoencoder.decode(latents / _scale(autoencoder)).sample.clamp(-1, 1)
+    images = autoencoder.decode((latents / _scale(autoencoder)).to(model_dtype(autoencoder))).sample
+    return images.to(latents.dtype).clamp(-1, 1)
 
 
 def load_autoencoder(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module | None:

@@ -22,7 +22,7 @@ from .backbones import load_backbone, load_noise_scheduler
 from .baselines import ase_schedule, deepcache_schedule, random_schedule, uniform_schedule
 from .blocks import find_blocks
 from .corruptions import CORRUPTIONS, corrupt
-from .data import load_images
+from .data import fit_images, load_images
 from .evaluation import ase_grid, device_name
 from .files import atomic_write_text
 from .images import save_grid
@@ -58,6 +58,8 @@ class ReproduceConfig:
     grid_starts: list[int] = field(default_factory=lambda: [0, 100, 200, 300])
     budget_ratio: float = 0.6
     device: str = "cpu"
+    dtype: str = "float32"  # what the model is cast to (float16, bfloat16: half precision)
+    resize: bool = False  # fit the data to the model's channels and size (else a mismatch is an error)
     fid: str = "auto"  # Inception FID of: "key" rows, "all" rows, "none"; auto: all on CUDA, else key
     fid_reference_n: int = 2000
 
@@ -292,11 +294,11 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
     work = out / "work"
     started = time.perf_counter()
     _claim(work, cfg)
-    model = load_backbone(cfg.model, device=cfg.device)
+    model = load_backbone(cfg.model, device=cfg.device).to(getattr(torch, cfg.dtype))
     noise = load_noise_scheduler(cfg.model)
     blocks = find_blocks(model)
     timesteps = sampler_timesteps(noise, cfg.steps)
-    train_images, _ = load_images(cfg.data, "train")
+    train_images = fit_images(load_images(cfg.data, "train")[0], model, resize=cfg.resize)
     extractor = ClassifierFeatures(cfg.device)
     ref = reference_features(extractor, cfg.data, "train", n=10_000)
     ref_images = train_images[
@@ -342,10 +344,11 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
         f"{len(grid_info['rows'])} candidates, {grid_info['seconds']:.0f} s, "
         f"budget FLOPs <= {grid_info['budget']:.2f}"
     )
-    return build_report(rows, out, _meta(cfg, out, work, model, noise, blocks, first, shared, started))
+    meta = _meta(cfg, out, work, model, noise, blocks, train_images, first, shared, started)
+    return build_report(rows, out, meta)
 
 
-def _meta(cfg, out, work, model, noise, blocks, first, shared, started) -> dict:
+def _meta(cfg, out, work, model, noise, blocks, train_images, first, shared, started) -> dict:
     """The report's metadata: the command, the gates' training cost and settling, held-out losses,
     the plots of the first seed's gates, and the notes that say how the figures were made."""
     gate005 = first["trained"]["lees-0.05"]
@@ -353,10 +356,9 @@ def _meta(cfg, out, work, model, noise, blocks, first, shared, started) -> dict:
     schedule_map(first["lees"], out / "schedule-lees.png")
     schedule_map(shared["ase"], out / "schedule-ase.png")
     grids = [work / "grids" / f"{m}.png" for m in ("full", "ase", "lees-0.05", "router")]
-    train_images, _ = load_images(cfg.data, "train")
     print("timing backbone training steps (the yardstick for the gates' training cost)")
     epoch = epoch_seconds(model, train_images, noise, device=cfg.device)
-    held = load_images(cfg.data, "test")[0]
+    held = fit_images(load_images(cfg.data, "test")[0], model, resize=cfg.resize)
     loss_full = held_out_loss(model, blocks, held, noise)
     loss_lees = held_out_loss(model, blocks, held, noise, gate005["gate"])
     budget = first["trained"]["budget"]

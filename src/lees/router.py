@@ -183,7 +183,8 @@ def _step_loss(engine, w, traj, idx, j, config, device) -> torch.Tensor:
     carry = carry_weights(w, j)
     for k in range(engine.num_blocks):
         past = traj.residuals[k][:j, idx].to(device)
-        cache.residuals[k] = torch.einsum("s,s...->...", carry[k].to(past.dtype), past)
+        carried = torch.einsum("s,s...->...", carry[k], past.float())  # fp32 sum, stored as the block's
+        cache.residuals[k] = carried.to(past.dtype)
     cond = _batch_cond(traj, idx)
     t = torch.full((len(idx),), traj.timesteps[j], device=device)
     with engine.deciding(w[:, j], "soft", cache, fallback=REUSE):

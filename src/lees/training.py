@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .blocks import Blocks, find_blocks
+from .data import fit_images
 from .denoisers import check_context, context_rows, denoise, latent_shape, num_classes
 from .distributed import all_mean, world
 from .engine import GatedModel
@@ -155,6 +156,7 @@ def train_gates(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 25,
     context: torch.Tensor | None = None,
+    resize: bool = False,
 ) -> GateTrainResult:
     """Learn the 2K gate parameters of ``backbone`` on ``data`` (images in [-1, 1]), backbone frozen.
 
@@ -163,9 +165,11 @@ def train_gates(
     of ``data`` or one per image; ``autoencoder`` encodes each batch for a latent denoiser. With
     ``checkpoint`` the run saves its whole state there every ``checkpoint_every`` steps and resumes
     from it when started again, ending with the gates of an uninterrupted run. Under torchrun each
-    rank trains on its slice of the same global batch (see :mod:`lees.distributed`).
+    rank trains on its slice of the same global batch (see :mod:`lees.distributed`). ``data`` must
+    have the channels and size the backbone takes (:func:`lees.data.fit_images`; ``resize`` fits it).
     """
     check_context(backbone, context, len(data))
+    data = fit_images(data, backbone, autoencoder, resize)
     inputs = {"labels": labels, "autoencoder": autoencoder, "context": context}
     run = _GateRun(backbone, data, noise, config or GateTrainConfig(), blocks, device, checkpoint, inputs)
     before = _fingerprint(backbone)
@@ -373,9 +377,12 @@ def held_out_loss(
     labels: torch.Tensor | None = None,
     autoencoder: nn.Module | None = None,
     context: torch.Tensor | None = None,
+    resize: bool = False,
 ) -> float:
-    """Mean epsilon-MSE on the first ``n`` images (fixed noise and t); with ``gate``, under its hard masks."""
+    """Mean epsilon-MSE on the first ``n`` images (fixed noise and t); with ``gate``, under its hard masks.
+    ``data`` is checked against the backbone as by :func:`train_gates` (``resize`` fits it)."""
     check_context(backbone, context, len(data))
+    data = fit_images(data, backbone, autoencoder, resize)
     device = model_device_checked(backbone, device)
     gated = GatedModel(backbone, blocks)
     gen = torch.Generator().manual_seed(seed)
