@@ -212,7 +212,7 @@ def test_latent_diffusion_end_to_end(noise, vq):
     assert decoded == [torch.Size([5, 3 if vq else 4, 8, 8])]  # decoded once, after the last step
 
 
-def test_class_labels_pass_through_and_are_per_sample():
+def test_class_labels_pass_through_and_are_per_sample(noise):
     model = UNet2DModel(
         sample_size=8,
         in_channels=1,
@@ -226,8 +226,8 @@ def test_class_labels_pass_through_and_are_per_sample():
     ).eval()
     assert num_classes(model) == 5
     assert len(find_blocks(model)) == 9  # 2 down, 2 resnets + attention in the middle, 4 up
-    a = sample(model, None, 4, steps=2, seed=2, batch_size=4, progress=False)
-    b = sample(model, None, 4, steps=2, seed=2, batch_size=1, progress=False)
+    a = sample(model, None, 4, steps=2, seed=2, noise=noise, batch_size=4, progress=False)
+    b = sample(model, None, 4, steps=2, seed=2, noise=noise, batch_size=1, progress=False)
     assert torch.allclose(a, b, atol=1e-4)  # labels, like noise, come from each sample's own generator
 
 
@@ -261,6 +261,7 @@ def test_cross_attention_unet_on_the_command_line(tmp_path, capsys):
     from lees.cli import main
 
     tiny_cross_attention_unet().save_pretrained(tmp_path / "unet")
+    DDPMScheduler(**DDPM_NOISE).save_pretrained(tmp_path / "scheduler")
     assert main(["blocks", "--model", str(tmp_path)]) == 0
     assert "transformer" in capsys.readouterr().out
     argv = ["sample", "--model", str(tmp_path), "-n", "2", "--steps", "2", "--out", str(tmp_path / "s")]

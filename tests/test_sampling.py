@@ -74,7 +74,7 @@ def test_ddim_is_deterministic_and_takes_any_step_count(tiny, noise):
     )
     assert torch.equal(a, same)
     with pytest.raises(ValueError, match="sampler must be one of"):
-        sample(tiny, None, 1, steps=2, sampler="euler", progress=False)
+        sample(tiny, None, 1, steps=2, sampler="euler", noise=noise, progress=False)
 
 
 def test_soft_gate_at_one_is_the_full_model(tiny, noise):

@@ -30,6 +30,7 @@ from .data import load_images
 from .denoisers import denoise
 from .files import atomic_write_bytes, atomic_write_text
 from .images import save_grid
+from .noising import Noising
 from .sampling import sample
 
 # The CIFAR-10 DDPM in miniature: four resolutions, attention at 16x16, 18 skippable blocks.
@@ -116,24 +117,24 @@ def _load_checkpoint(folder: Path, model, ema, opt, config) -> tuple[int, float]
 
 
 def training_step(
-    model: nn.Module, opt: torch.optim.Optimizer, images: torch.Tensor, alphas: torch.Tensor, batch_size: int,
+    model: nn.Module, opt: torch.optim.Optimizer, images: torch.Tensor, noising: Noising, batch_size: int,
     seed: int, bf16: bool = False,
 ) -> torch.Tensor:  # fmt: skip
-    """One step of DDPM training (epsilon-MSE on a seeded random batch, clipped gradients); the loss.
+    """One step of diffusion training (MSE against the scheduler's target, on a seeded random batch,
+    clipped gradients); the loss.
 
     ``bf16`` runs the forward pass under bfloat16 autocast (CUDA); the loss is taken in fp32.
     """
-    device = alphas.device
+    device = noising.alphas.device
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, len(images), (batch_size,), generator=gen)
     x0 = images[idx].to(device)
-    t = torch.randint(0, len(alphas), (batch_size,), generator=gen).to(device)
+    t = torch.randint(0, noising.num_train, (batch_size,), generator=gen).to(device)
     eps = torch.randn(x0.shape, generator=gen).to(device)
-    a = alphas[t].view(-1, 1, 1, 1)
-    xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    xt, target = noising(x0, eps, t)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         pred = denoise(model, xt, t)
-    loss = torch.nn.functional.mse_loss(pred.float(), eps)
+    loss = torch.nn.functional.mse_loss(pred.float(), target)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -152,13 +153,13 @@ def epoch_seconds(
     """
     copy = deepcopy(model).to(device).train().requires_grad_(True)
     opt = torch.optim.Adam(copy.parameters(), lr=1e-5)
-    alphas = noise.alphas_cumprod.to(device)
+    noising = Noising(noise, device)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     times = []
     for step in range(steps + 1):
         sync()
         started = time.perf_counter()
-        training_step(copy, opt, images, alphas, batch_size, step)
+        training_step(copy, opt, images, noising, batch_size, step)
         sync()
         times.append(time.perf_counter() - started)
     return statistics.median(times[1:]) * len(images) / batch_size
@@ -187,7 +188,7 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
     if (out / "checkpoint.json").is_file():
         step, elapsed = _load_checkpoint(out, model, ema, opt, config)
         print(f"resuming from step {step} ({elapsed / 60:.1f} min trained) in {out}")
-    alphas = noise.alphas_cumprod.to(device)
+    noising = Noising(noise, device)
     log = (out / "train_log.jsonl").open("a")
     bar = tqdm(total=config.steps, initial=step, desc="backbone", unit="step")
     invoked = time.perf_counter()
@@ -198,7 +199,7 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
             group["lr"] = config.lr * min(1.0, (step + 1) / config.warmup)
         seed = config.seed * 1_000_003 + step
         torch.manual_seed(seed)  # dropout's masks: a resumed run draws the ones an uninterrupted run would
-        loss = training_step(model, opt, images, alphas, config.batch_size, seed, config.bf16)
+        loss = training_step(model, opt, images, noising, config.batch_size, seed, config.bf16)
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - config.ema_decay)
