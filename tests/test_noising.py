@@ -22,7 +22,7 @@ from lees.noising import (
     split,
     target,
 )
-from lees.sampling import _generators, make_sampler, sample
+from lees.sampling import make_sampler, sample, sample_generators
 from lees.training import GateTrainConfig, held_out_loss, train_gates
 
 from .conftest import tiny_unet
@@ -66,7 +66,7 @@ def _hand_loop(model, noise, sampler: str, steps: int, n: int, seed: int) -> tor
     """diffusers' own scheduler stepped by hand on lees' start noise (and per-sample step noise)."""
     loop = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[sampler].from_config(noise.config)
     loop.set_timesteps(steps)
-    gens = _generators(seed, range(n), torch.device("cpu"))
+    gens = sample_generators(seed, range(n), torch.device("cpu"))
     x = torch.stack([torch.randn((1, 16, 16), generator=g) for g in gens])
     for t in loop.timesteps:
         with torch.no_grad():
@@ -107,7 +107,7 @@ def test_sample_takes_a_pipeline_and_its_scheduler(tiny):
     alone = sample(tiny, None, 3, steps=5, sampler="ddim", seed=2, noise=noise, progress=False)
     assert torch.equal(ours, alone)
 
-    gens = _generators(2, range(3), torch.device("cpu"))
+    gens = sample_generators(2, range(3), torch.device("cpu"))
     images = pipe(batch_size=3, generator=gens, num_inference_steps=5, output_type="np").images
     theirs = torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1  # the pipeline's [0, 1] images
     assert torch.allclose(ours.clamp(-1, 1), theirs, atol=1e-5)

@@ -35,7 +35,9 @@ from .schedules import Schedule
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
 
 
-def _generators(seed: int, indices: range, device: torch.device) -> list[torch.Generator]:
+def sample_generators(seed: int, indices: range, device: torch.device) -> list[torch.Generator]:
+    """Sample i's own generator for run ``seed`` (its label, start noise and step noise come from it):
+    what a diffusers pipeline given these as ``generator=`` draws the same start noise from."""
     return [torch.Generator(device).manual_seed(seed * 1_000_003 + i) for i in indices]
 
 
@@ -232,7 +234,7 @@ def sample_lockstep(
             rows = context_rows(context, range(start, start + len(idx)))
             state = {}
             for name in names:  # each method its own generators: the same streams as sampling alone
-                gens = _generators(seed, idx, device)
+                gens = sample_generators(seed, idx, device)
                 cond = {"class_labels": draw_labels(model, gens, device), "context": rows}
                 x = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
                 state[name] = [x, gens, cond]
