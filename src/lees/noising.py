@@ -12,6 +12,7 @@ written once.
 from __future__ import annotations
 
 import torch
+from diffusers import SchedulerMixin
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -28,7 +29,7 @@ def _unknown(kind: object) -> PredictionTypeError:
     return PredictionTypeError(f"prediction_type {kind!r} is not one of {', '.join(PREDICTION_TYPES)}")
 
 
-def prediction_type(scheduler) -> str:
+def prediction_type(scheduler: SchedulerMixin) -> str:
     """The scheduler config's ``prediction_type``; a clear error unless lees handles it."""
     kind = scheduler.config.get("prediction_type", "epsilon")  # diffusers' default when absent
     if kind not in PREDICTION_TYPES:
@@ -63,7 +64,7 @@ def split(
 class Noising:
     """A scheduler's noise process on one device: x_t and the training target at timesteps t."""
 
-    def __init__(self, scheduler, device: str | torch.device) -> None:
+    def __init__(self, scheduler: SchedulerMixin, device: str | torch.device) -> None:
         self.alphas = scheduler.alphas_cumprod.to(device)
         self.num_train = int(scheduler.config.num_train_timesteps)
         self.prediction_type = prediction_type(scheduler)
