@@ -63,7 +63,7 @@ def main() -> None:
     print(" ".join(f"{name:>{width}}" for name, width in header), f"{'s':>6}")
     for steps in args.steps:
         started = time.perf_counter()
-        common = {"n": args.n, "steps": steps, "seed": args.seed, "noise": noise, "progress": False}
+        common = {"n": args.n, "steps": steps, "seed": args.seed, "scheduler": noise, "progress": False}
         ours = sample(model, None, sampler="ddim", batch_size=args.batch_size, **common)
         theirs = diffusers_ddim(model, noise, args.n, steps, args.seed, args.batch_size)
         ddpm = sample(model, None, sampler="ddpm", batch_size=args.batch_size, **common)

@@ -30,14 +30,14 @@ from .conftest import tiny_unet
 COSINE = {"beta_schedule": "squaredcos_cap_v2", "clip_sample": True}
 
 
-def scheduler(kind: str = "epsilon", cls=DDPMScheduler, **config) -> DDPMScheduler:
+def noise_process(kind: str = "epsilon", cls=DDPMScheduler, **config) -> DDPMScheduler:
     return cls.from_config({**DDPM_NOISE, **COSINE, "prediction_type": kind, **config})
 
 
 @pytest.mark.parametrize("kind", PREDICTION_TYPES)
 @pytest.mark.parametrize("betas", ["linear", "squaredcos_cap_v2"])
 def test_noising_and_targets_are_diffusers(kind, betas):
-    noise = scheduler(kind, beta_schedule=betas)
+    noise = noise_process(kind, beta_schedule=betas)
     gen = torch.Generator().manual_seed(0)
     x0, eps = torch.randn(6, 1, 4, 4, generator=gen), torch.randn(6, 1, 4, 4, generator=gen)
     t = torch.tensor([0, 1, 250, 500, 998, 999])
@@ -83,35 +83,43 @@ def _hand_loop(model, noise, sampler: str, steps: int, n: int, seed: int) -> tor
     ids=["cosine", "alpha-to-one-off", "trailing-unclipped"],
 )
 def test_samplers_step_as_diffusers_does(tiny, kind, sampler, config):
-    noise = scheduler(kind, **config)
-    ours = sample(tiny, None, 3, steps=4, sampler=sampler, seed=5, noise=noise, progress=False)
+    noise = noise_process(kind, **config)
+    ours = sample(tiny, None, 3, steps=4, sampler=sampler, seed=5, scheduler=noise, progress=False)
     theirs = _hand_loop(tiny, noise, sampler, 4, 3, 5)
     assert torch.allclose(ours, theirs, atol=1e-5)
 
 
 def test_ddim_honours_set_alpha_to_one(tiny):
-    on = make_sampler(scheduler(set_alpha_to_one=True), "ddim", 4)
-    off = make_sampler(scheduler(set_alpha_to_one=False), "ddim", 4)
+    on = make_sampler(noise_process(set_alpha_to_one=True), "ddim", 4)
+    off = make_sampler(noise_process(set_alpha_to_one=False), "ddim", 4)
     assert float(on.final_alpha_cumprod) == 1.0 and float(off.final_alpha_cumprod) < 1.0
     a, b = (
-        sample(tiny, None, 2, steps=4, sampler="ddim", noise=scheduler(set_alpha_to_one=one), progress=False)
+        sample(
+            tiny,
+            None,
+            2,
+            steps=4,
+            sampler="ddim",
+            scheduler=noise_process(set_alpha_to_one=one),
+            progress=False,
+        )
         for one in (True, False)
     )
     assert not torch.allclose(a, b, atol=1e-4)
 
 
 def test_sample_takes_a_pipeline_and_its_scheduler(tiny):
-    noise = scheduler("v_prediction", cls=DDIMScheduler, set_alpha_to_one=False)
+    noise = noise_process("v_prediction", cls=DDIMScheduler, set_alpha_to_one=False)
     pipe = DDIMPipeline(unet=tiny, scheduler=noise)
     ours = sample(pipe, None, 3, steps=5, sampler="ddim", seed=2, progress=False)
-    alone = sample(tiny, None, 3, steps=5, sampler="ddim", seed=2, noise=noise, progress=False)
+    alone = sample(tiny, None, 3, steps=5, sampler="ddim", seed=2, scheduler=noise, progress=False)
     assert torch.equal(ours, alone)
 
     gens = sample_generators(2, range(3), torch.device("cpu"))
     images = pipe(batch_size=3, generator=gens, num_inference_steps=5, output_type="np").images
     theirs = torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1  # the pipeline's [0, 1] images
     assert torch.allclose(ours.clamp(-1, 1), theirs, atol=1e-5)
-    with pytest.raises(MissingSchedulerError, match="no noise schedule given"):
+    with pytest.raises(MissingSchedulerError, match="no scheduler given"):
         sample(tiny, None, 1, steps=2, progress=False)
 
 
@@ -134,18 +142,18 @@ def oracle(noise, x0: torch.Tensor) -> UNet2DModel:
 @pytest.mark.parametrize("kind", ["v_prediction", "sample", "epsilon"])
 def test_training_losses_use_the_models_target(kind):
     x0 = torch.rand(1, 1, 16, 16) * 2 - 1
-    data, noise = x0.expand(16, -1, -1, -1).clone(), scheduler(kind)
+    data, noise = x0.expand(16, -1, -1, -1).clone(), noise_process(kind)
     model = oracle(noise, x0)
     blocks = find_blocks(model)
     assert held_out_loss(model, blocks, data, noise, n=16, batch_size=8) < 1e-6
     result = train_gates(model, data, noise, GateTrainConfig(steps=3, batch_size=8), blocks, progress=False)
     assert max(row["loss"] for row in result.log) < 1e-6
-    other = scheduler("epsilon" if kind != "epsilon" else "v_prediction")
+    other = noise_process("epsilon" if kind != "epsilon" else "v_prediction")
     assert held_out_loss(model, blocks, data, other, n=16, batch_size=8) > 1e-2  # another target: not ~0
 
 
 def test_a_folders_scheduler_config_is_used(tmp_path):
-    noise = scheduler("v_prediction", cls=DDIMScheduler, set_alpha_to_one=False, steps_offset=1)
+    noise = noise_process("v_prediction", cls=DDIMScheduler, set_alpha_to_one=False, steps_offset=1)
     tiny_unet().save_pretrained(tmp_path / "pipe" / "unet")
     noise.save_pretrained(tmp_path / "pipe" / "scheduler")
     tiny_unet().save_pretrained(tmp_path / "bare")

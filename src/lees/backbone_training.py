@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDPMPipeline, DDPMScheduler, SchedulerMixin, UNet2DModel
 from safetensors.torch import load_file, save
 from torch import nn
 from tqdm.auto import tqdm
@@ -143,7 +143,7 @@ def training_step(
 
 
 def epoch_seconds(
-    model: nn.Module, images: torch.Tensor, noise: DDPMScheduler, batch_size: int = 64, steps: int = 10,
+    model: nn.Module, images: torch.Tensor, scheduler: SchedulerMixin, batch_size: int = 64, steps: int = 10,
     device: str | torch.device = "cpu",
 ) -> float:  # fmt: skip
     """Seconds one epoch of training ``model`` on ``images`` would take here, from ``steps`` timed steps.
@@ -153,7 +153,7 @@ def epoch_seconds(
     """
     copy = deepcopy(model).to(device).train().requires_grad_(True)
     opt = torch.optim.Adam(copy.parameters(), lr=1e-5)
-    noising = Noising(noise, device)
+    noising = Noising(scheduler, device)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     times = []
     for step in range(steps + 1):
@@ -182,13 +182,13 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
     ema = UNet2DModel(**kwargs).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    noise = DDPMScheduler(**DDPM_NOISE)
+    scheduler = DDPMScheduler(**DDPM_NOISE)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     step, elapsed = 0, 0.0
     if (out / "checkpoint.json").is_file():
         step, elapsed = _load_checkpoint(out, model, ema, opt, config)
         print(f"resuming from step {step} ({elapsed / 60:.1f} min trained) in {out}")
-    noising = Noising(noise, device)
+    noising = Noising(scheduler, device)
     log = (out / "train_log.jsonl").open("a")
     bar = tqdm(total=config.steps, initial=step, desc="backbone", unit="step")
     invoked = time.perf_counter()
@@ -224,14 +224,14 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
     log.close()
     ema.eval()
     folder = out / "model"
-    DDPMPipeline(unet=ema, scheduler=noise).save_pretrained(folder)
+    DDPMPipeline(unet=ema, scheduler=scheduler).save_pretrained(folder)
     where = torch.device(device)
     hardware = torch.cuda.get_device_name(where) if where.type == "cuda" else where.type
     card = {"step": step, "elapsed_s": round(elapsed, 1), "device": hardware, "config": asdict(config)}
     atomic_write_text(folder / "training.json", json.dumps(card, indent=1))
     trained = f"step {step}, {elapsed / 60:.1f} min on {hardware}"
     if config.grid > 0:
-        grid = sample(ema, None, config.grid, steps=50, seed=config.seed, noise=noise, device=device)
+        grid = sample(ema, None, config.grid, steps=50, seed=config.seed, scheduler=scheduler, device=device)
         save_grid(grid, out / "samples.png", nrow=8)
         print(f"wrote {folder} (EMA weights, {trained}) and {out / 'samples.png'}")
     else:

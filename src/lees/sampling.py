@@ -54,9 +54,9 @@ def check_timesteps(timesteps: Sequence[int], num_train: int) -> list[int]:
 
 
 def make_sampler(
-    noise: SchedulerMixin | None, sampler: str, steps: int, timesteps: Sequence[int] | None = None
+    scheduler: SchedulerMixin | None, sampler: str, steps: int, timesteps: Sequence[int] | None = None
 ):
-    """A fresh diffusers scheduler of kind ``sampler`` on the model's noise schedule, set to its steps.
+    """A fresh diffusers scheduler of kind ``sampler`` on the model's ``scheduler`` config, set to its steps.
 
     Every value of the model's scheduler config carries over (betas, ``prediction_type``,
     ``timestep_spacing``, ``steps_offset``, ``clip_sample``, ``set_alpha_to_one``, ...); without one
@@ -66,29 +66,32 @@ def make_sampler(
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
     if timesteps is None and steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
-    if noise is None:
+    if scheduler is None:
         raise MissingSchedulerError(
-            "no noise schedule given: pass the model's scheduler (e.g. "
-            "lees.backbones.load_noise_scheduler(folder)) or sample from its diffusers pipeline"
+            "no scheduler given: pass the model's (e.g. lees.load_noise_scheduler(folder)) "
+            "or sample from its diffusers pipeline"
         )
-    prediction_type(noise)
-    scheduler = SAMPLERS[sampler].from_config(noise.config)
+    prediction_type(scheduler)
+    fresh = SAMPLERS[sampler].from_config(scheduler.config)
     if timesteps is None:
-        scheduler.set_timesteps(steps)
+        fresh.set_timesteps(steps)
     elif sampler == "ddpm":
-        scheduler.set_timesteps(timesteps=check_timesteps(timesteps, scheduler.config.num_train_timesteps))
+        fresh.set_timesteps(timesteps=check_timesteps(timesteps, fresh.config.num_train_timesteps))
     else:  # lees steps DDIM itself (ddim_step), so any list works
-        ts = check_timesteps(timesteps, scheduler.config.num_train_timesteps)
-        scheduler.set_timesteps(len(ts))
-        scheduler.timesteps = torch.tensor(ts)
-    return scheduler
+        ts = check_timesteps(timesteps, fresh.config.num_train_timesteps)
+        fresh.set_timesteps(len(ts))
+        fresh.timesteps = torch.tensor(ts)
+    return fresh
 
 
 def sampler_timesteps(
-    noise: SchedulerMixin | None, steps: int, sampler: str = "ddpm", timesteps: Sequence[int] | None = None
+    scheduler: SchedulerMixin | None,
+    steps: int,
+    sampler: str = "ddpm",
+    timesteps: Sequence[int] | None = None,
 ) -> list[int]:
     """The timesteps a sampler with ``steps`` steps (or the custom ``timesteps``) visits, in order."""
-    return [int(t) for t in make_sampler(noise, sampler, steps, timesteps).timesteps]
+    return [int(t) for t in make_sampler(scheduler, sampler, steps, timesteps).timesteps]
 
 
 def ddim_step(
@@ -104,7 +107,7 @@ def ddim_step(
     return alpha_prev.sqrt() * clip(x0) + (1 - alpha_prev).sqrt() * eps
 
 
-def x0_clip(scheduler) -> Callable[[torch.Tensor], torch.Tensor]:
+def x0_clip(scheduler: SchedulerMixin) -> Callable[[torch.Tensor], torch.Tensor]:
     """What the scheduler's config does to a predicted clean sample: dynamic thresholding, clipping
     to ``clip_sample_range``, or nothing (diffusers' order of precedence)."""
     config = scheduler.config
@@ -128,7 +131,7 @@ def sample(
     steps: int = 50,
     sampler: str = "ddpm",
     seed: int = 0,
-    noise: SchedulerMixin | None = None,
+    scheduler: SchedulerMixin | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -143,7 +146,7 @@ def sample(
 
     A schedule carries its timesteps, so it sets the steps (``steps`` is then ignored).
     ``soft_gate`` instead mixes every block by its gate value (ablation A1: soft gating at inference;
-    no block is skipped). ``noise`` is the model's scheduler, whose config sets the noise process
+    no block is skipped). ``scheduler`` is the model's, whose config sets the noise process
     (betas, ``prediction_type``, spacing, clipping, final alpha); a pipeline brings its own (its
     ``unet`` or ``transformer`` is sampled), a bare model needs it (a clear error without).
     ``timesteps`` replaces the ``steps`` evenly spaced ones; ``decoder`` decodes latents to images.
@@ -157,8 +160,8 @@ def sample(
         raise ValueError("the schedule samples at its own timesteps; drop timesteps=")
     method = schedule if schedule is not None else soft_gate
     runs = sample_lockstep(
-        pipe_or_model, {"": method}, n, steps, sampler, seed, noise, batch_size, device, progress, timesteps,
-        decoder, first, context,
+        pipe_or_model, {"": method}, n, steps, sampler, seed, scheduler, batch_size, device, progress,
+        timesteps, decoder, first, context,
     )  # fmt: skip
     return runs[""].images
 
@@ -181,7 +184,7 @@ def sample_lockstep(
     steps: int = 50,
     sampler: str = "ddpm",
     seed: int = 0,
-    noise: SchedulerMixin | None = None,
+    scheduler: SchedulerMixin | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -198,19 +201,19 @@ def sample_lockstep(
     turns from step to step, so a slow spell of a noisy machine falls on all methods alike: ratios
     of the returned seconds are paired measurements (a method with fewer steps is paired over the
     steps it has). Each method's images equal what :func:`sample` gives it alone (same seeds, same
-    noise). ``device`` defaults to the model's. ``pipe_or_model``, ``noise``, ``context``: as for
+    noise). ``device`` defaults to the model's. ``pipe_or_model``, ``scheduler``, ``context``: as for
     :func:`sample`.
     """
     if not methods:
         raise ValueError("give at least one method to sample with")
     model = denoiser_of(pipe_or_model)
-    noise = noise if noise is not None else getattr(pipe_or_model, "scheduler", None)
+    scheduler = scheduler if scheduler is not None else getattr(pipe_or_model, "scheduler", None)
     check_context(model, context, n)
     device = model_device(model) if device is None else torch.device(device)
     context = None if context is None else context.to(device)
     engines: dict[tuple[str, ...], Engine] = {}
     runs = {
-        name: _Method(model, method, noise, sampler, steps, timesteps, engines, device)
+        name: _Method(model, method, scheduler, sampler, steps, timesteps, engines, device)
         for name, method in methods.items()
     }
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -296,13 +299,13 @@ class _Method:
     soft gates mixed by block name."""
 
     def __init__(
-        self, model, method: Method, noise, sampler: str, steps: int, timesteps, engines, device
+        self, model, method: Method, scheduler, sampler: str, steps: int, timesteps, engines, device
     ) -> None:
         self.model, self.method, self.cache = model, method, None
         if isinstance(method, Schedule):
             _check_sampler(method, sampler)
-            steps, timesteps = method.num_steps, _own_timesteps(noise, sampler, method.timesteps)
-        self.scheduler = make_sampler(noise, sampler, steps, timesteps)
+            steps, timesteps = method.num_steps, _own_timesteps(scheduler, sampler, method.timesteps)
+        self.scheduler = make_sampler(scheduler, sampler, steps, timesteps)
         self.visited = [int(t) for t in self.scheduler.timesteps]
         self.update = sampler_update(self.scheduler, sampler, self.visited, device)
         if method is None:
@@ -352,6 +355,6 @@ def _check_sampler(schedule: Schedule, sampler: str) -> None:
         raise ValueError(f"the schedule was made for the {made_for} sampler, not {sampler}")
 
 
-def _own_timesteps(noise, sampler: str, timesteps: list[int]) -> list[int] | None:
+def _own_timesteps(scheduler, sampler: str, timesteps: list[int]) -> list[int] | None:
     """None where ``timesteps`` are the sampler's evenly spaced ones (its own stepping), else them."""
-    return None if sampler_timesteps(noise, len(timesteps), sampler) == timesteps else timesteps
+    return None if sampler_timesteps(scheduler, len(timesteps), sampler) == timesteps else timesteps

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler
+from diffusers import SchedulerMixin
 from safetensors.torch import load_file, save
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -146,7 +146,7 @@ def _fingerprint(model: nn.Module) -> list[torch.Tensor]:
 def train_gates(
     backbone: nn.Module,
     data: torch.Tensor,
-    noise: DDPMScheduler,
+    scheduler: SchedulerMixin,
     config: GateTrainConfig | None = None,
     blocks: Blocks | None = None,
     device: str | torch.device | None = None,
@@ -169,7 +169,7 @@ def train_gates(
     """
     check_context(backbone, context, len(data))
     inputs = {"labels": labels, "autoencoder": autoencoder, "context": context}
-    run = _GateRun(backbone, data, noise, config or GateTrainConfig(), blocks, device, checkpoint, inputs)
+    run = _GateRun(backbone, data, scheduler, config or GateTrainConfig(), blocks, device, checkpoint, inputs)
     before = _fingerprint(backbone)
     was_training = [p.requires_grad for p in backbone.parameters()]
     backbone.requires_grad_(False)
@@ -216,7 +216,7 @@ class _GateRun:
     """The moving parts of one gate training run: the gate and its optimizer, the random draws, the
     state a checkpoint keeps, and one training step."""
 
-    def __init__(self, backbone, data, noise, config, blocks, device, checkpoint, inputs) -> None:
+    def __init__(self, backbone, data, scheduler, config, blocks, device, checkpoint, inputs) -> None:
         self.backbone, self.data, self.config, self.checkpoint = backbone, data, config, checkpoint
         self.inputs = inputs  # labels, autoencoder, context (see train_gates)
         blocks = blocks or find_blocks(backbone)
@@ -233,7 +233,7 @@ class _GateRun:
         self.weights = cost_weights(blocks, config.cost).to(self.device)
         self.opt = torch.optim.Adam(self.gate.parameters(), lr=config.lr, betas=config.betas)
         self.steps = config.steps or max(1, len(data) // config.batch_size)
-        self.noising = Noising(noise, self.device)
+        self.noising = Noising(scheduler, self.device)
         self.result = GateTrainResult(self.gate, blocks, config)
         self.t_grid = T_GRID.to(self.device)
         self.state = {"step": 0, "lam": config.lam, "calm": 0, "seconds": 0.0}
@@ -365,7 +365,7 @@ def held_out_loss(
     backbone: nn.Module,
     blocks: Blocks,
     data: torch.Tensor,
-    noise: DDPMScheduler,
+    scheduler: SchedulerMixin,
     gate: SigmoidTimeGate | None = None,
     n: int = 2000,
     batch_size: int = 100,
@@ -381,7 +381,7 @@ def held_out_loss(
     device = model_device_checked(backbone, device)
     gated = GatedModel(backbone, blocks)
     gen = torch.Generator().manual_seed(seed)
-    noising = Noising(noise, device)
+    noising = Noising(scheduler, device)
     num_train = noising.num_train
     total, count = 0.0, 0
     for i in range(0, min(n, len(data)), batch_size):
