@@ -36,7 +36,7 @@ def main() -> None:
     extractor = ClassifierFeatures()
     ref = reference_features(extractor, "fashion-mnist", "train", n=10_000, progress=False)
     methods = {"A1 before (registration order)": old, "A1 after (by name)": gate}
-    runs = lees.sample_lockstep(model, methods, args.n, seed=args.seed, noise=noise, progress=False)
+    runs = lees.sample_lockstep(model, methods, args.n, seed=args.seed, scheduler=noise, progress=False)
     for name, run in runs.items():
         row = {
             "row": name,

@@ -71,8 +71,8 @@ def main() -> None:
     methods = {"full": None, "ase": ase_schedule(blocks, timesteps), "lees": lees}
     for batch in args.batches:
         for seed in (0, 1):  # seed 0 warms up (kernels for this batch size), seed 1 is timed
-            runs = sample_lockstep(gpu, methods, batch, args.steps, seed=seed, noise=noise, batch_size=batch,
-                                   device=args.device, progress=False)  # fmt: skip
+            runs = sample_lockstep(gpu, methods, batch, args.steps, seed=seed, scheduler=noise,
+                                   batch_size=batch, device=args.device, progress=False)  # fmt: skip
         full = runs["full"].seconds
         for name in ("ase", "lees"):
             s = methods[name]

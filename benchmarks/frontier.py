@@ -88,7 +88,7 @@ def main() -> None:
     keep = ROW_SETS[args.rows]
     rows = {k: v for k, v in rows.items() if k.startswith("full-") or keep is None or k in keep}
     runs = sample_stored(model, rows, args.n, out / "pieces", settings={"seed": args.seed}, seed=args.seed,
-                         noise=noise, device=args.device)  # fmt: skip
+                         scheduler=noise, device=args.device)  # fmt: skip
     scorers = {"fd_clf": (ClassifierFeatures(args.device), args.n, 10_000)}
     if inception_path().is_file():
         scorers["fid"] = (InceptionFeatures(args.device), args.fid_n, 2_000)

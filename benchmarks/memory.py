@@ -49,7 +49,7 @@ def child(n: int, mode: str) -> None:
     if mode == "streamed":
         value = score_schedule(model, noise, None, pooled, reference, n=n, steps=2, batch_size=100).fd
     else:
-        images = sample(model, None, n, 2, noise=noise, batch_size=100, progress=False)
+        images = sample(model, None, n, 2, scheduler=noise, batch_size=100, progress=False)
         value = fd(pooled(images), reference)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"mode": mode, "n": n, "peak_rss_mib": round(peak_mib, 1), "fd": round(value, 4)}))

@@ -50,10 +50,10 @@ def main() -> None:
     args = parser.parse_args()
     model, noise = lees.load_backbone("embedded"), load_noise_scheduler("embedded")
     router = load_policy(EMBEDDED_DIR / "router-0.70")
-    full = lees.sample(model, router, args.n, seed=args.seed, noise=noise, progress=False)
+    full = lees.sample(model, router, args.n, seed=args.seed, scheduler=noise, progress=False)
     for dtype in DTYPES:
         low = lees.load_backbone("embedded").to(dtype)
-        images = lees.sample(low, router, args.n, seed=args.seed, noise=noise, progress=False)
+        images = lees.sample(low, router, args.n, seed=args.seed, scheduler=noise, progress=False)
         gap = (images - full).abs()
         row = {"dtype": str(dtype).removeprefix("torch."), "n": args.n, "seed": args.seed}
         row["prediction_rel_l2"] = prediction_errors(model, low)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 
-from lees.backbones import build_architecture
+from lees.backbones import DDPM_NOISE, build_architecture
 
 
 def tiny_unet(seed: int = 0) -> UNet2DModel:
@@ -39,8 +39,9 @@ def cifar_ddpm() -> UNet2DModel:
 
 @pytest.fixture
 def folder(tmp_path) -> str:
-    """A diffusers model folder holding the tiny UNet."""
+    """A diffusers model folder holding the tiny UNet, with the scheduler config it was trained with."""
     tiny_unet().save_pretrained(tmp_path / "unet")
+    DDPMScheduler(**DDPM_NOISE).save_pretrained(tmp_path / "unet")
     return str(tmp_path / "unet")
 
 

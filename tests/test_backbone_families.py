@@ -118,13 +118,13 @@ def test_cross_attention_context_is_checked(noise):
     model = tiny_cross_attention_unet()
     data = torch.randn(8, 4, 8, 8)
     with pytest.raises(ValueError, match="context="):
-        sample(model, None, 2, steps=2, noise=noise, progress=False)
+        sample(model, None, 2, steps=2, scheduler=noise, progress=False)
     with pytest.raises(ValueError, match=r"\(1 or 8, tokens, 12\)"):
         train_gates(model, data, noise, GateTrainConfig(steps=1, batch_size=4), context=torch.randn(8, 3, 5))
     with pytest.raises(TypeError, match="must be a tensor, not list"):
-        sample(model, None, 2, steps=2, noise=noise, progress=False, context=[[0.0] * 12])
+        sample(model, None, 2, steps=2, scheduler=noise, progress=False, context=[[0.0] * 12])
     with pytest.raises(ValueError, match="attends to no context"):
-        sample(tiny_latent_unet(), None, 2, steps=2, noise=noise, progress=False, context=data[:1, 0])
+        sample(tiny_latent_unet(), None, 2, steps=2, scheduler=noise, progress=False, context=data[:1, 0])
 
 
 def test_cross_attention_end_to_end(noise):
@@ -135,13 +135,13 @@ def test_cross_attention_end_to_end(noise):
     result = train_gates(model, data, noise, config, progress=False, context=context)
     assert torch.isfinite(result.gate.a.grad).all() and result.gate.a.grad.abs().sum() > 0
     schedule = Schedule.from_gate(result.gate, result.blocks, sampler_timesteps(noise, 3))
-    shared = sample(model, schedule, 5, steps=3, noise=noise, context=context[:1], progress=False)
+    shared = sample(model, schedule, 5, steps=3, scheduler=noise, context=context[:1], progress=False)
     assert shared.shape == (5, 4, 8, 8) and torch.isfinite(shared).all()
     # One context per sample: sample i uses row i, however the run is batched. (Checked with the
     # cross-attention blocks running: these 3 steps of lambda=0.5 close every gate.)
     full = Schedule.full(result.blocks, sampler_timesteps(noise, 3))
-    shared = sample(model, full, 5, steps=3, noise=noise, context=context[:1], progress=False)
-    each = sample(model, full, 5, steps=3, noise=noise, context=context[:5], batch_size=2, progress=False)
+    shared = sample(model, full, 5, steps=3, scheduler=noise, context=context[:1], progress=False)
+    each = sample(model, full, 5, steps=3, scheduler=noise, context=context[:5], batch_size=2, progress=False)
     assert torch.allclose(each[:1], shared[:1], atol=1e-5) and not torch.allclose(each[1:], shared[1:])
     assert held_out_loss(model, result.blocks, data, noise, result.gate, n=16, context=context) > 0
 
@@ -170,7 +170,7 @@ def test_dit_end_to_end(noise):
     assert torch.isfinite(result.gate.a.grad).all() and result.gate.a.grad.abs().sum() > 0
     timesteps = sampler_timesteps(noise, 4, "ddim")
     schedule = Schedule.from_gate(result.gate, result.blocks, timesteps)
-    images = sample(model, schedule, 3, steps=4, sampler="ddim", noise=noise, progress=False)
+    images = sample(model, schedule, 3, steps=4, sampler="ddim", scheduler=noise, progress=False)
     assert images.shape == (3, 4, 8, 8) and torch.isfinite(images).all()
     assert held_out_loss(model, result.blocks, data, noise, result.gate, n=16, labels=labels) > 0
 
@@ -207,12 +207,14 @@ def test_latent_diffusion_end_to_end(noise, vq):
     decoded = []
     original = autoencoder.decode
     autoencoder.decode = lambda z, *a, **k: (decoded.append(z.shape), original(z, *a, **k))[1]
-    out = sample(model, schedule, 5, steps=3, noise=noise, batch_size=5, decoder=autoencoder, progress=False)
+    out = sample(
+        model, schedule, 5, steps=3, scheduler=noise, batch_size=5, decoder=autoencoder, progress=False
+    )
     assert out.shape == (5, 1, 16, 16) and out.abs().max() <= 1
     assert decoded == [torch.Size([5, 3 if vq else 4, 8, 8])]  # decoded once, after the last step
 
 
-def test_class_labels_pass_through_and_are_per_sample():
+def test_class_labels_pass_through_and_are_per_sample(noise):
     model = UNet2DModel(
         sample_size=8,
         in_channels=1,
@@ -226,8 +228,8 @@ def test_class_labels_pass_through_and_are_per_sample():
     ).eval()
     assert num_classes(model) == 5
     assert len(find_blocks(model)) == 9  # 2 down, 2 resnets + attention in the middle, 4 up
-    a = sample(model, None, 4, steps=2, seed=2, batch_size=4, progress=False)
-    b = sample(model, None, 4, steps=2, seed=2, batch_size=1, progress=False)
+    a = sample(model, None, 4, steps=2, seed=2, scheduler=noise, batch_size=4, progress=False)
+    b = sample(model, None, 4, steps=2, seed=2, scheduler=noise, batch_size=1, progress=False)
     assert torch.allclose(a, b, atol=1e-4)  # labels, like noise, come from each sample's own generator
 
 
@@ -261,6 +263,7 @@ def test_cross_attention_unet_on_the_command_line(tmp_path, capsys):
     from lees.cli import main
 
     tiny_cross_attention_unet().save_pretrained(tmp_path / "unet")
+    DDPMScheduler(**DDPM_NOISE).save_pretrained(tmp_path / "scheduler")
     assert main(["blocks", "--model", str(tmp_path)]) == 0
     assert "transformer" in capsys.readouterr().out
     argv = ["sample", "--model", str(tmp_path), "-n", "2", "--steps", "2", "--out", str(tmp_path / "s")]

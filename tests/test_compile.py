@@ -68,8 +68,10 @@ def test_in_place_compile_samples_as_eager():
     counter = CompileCounterWithBackend("aot_eager")
     compiled = tiny_unet()
     compiled.compile(backend=counter)
-    eager = sample(tiny_unet(), schedule, n=2, noise=scheduler, progress=False)
-    assert torch.allclose(sample(compiled, schedule, n=2, noise=scheduler, progress=False), eager, atol=1e-6)
+    eager = sample(tiny_unet(), schedule, n=2, scheduler=scheduler, progress=False)
+    assert torch.allclose(
+        sample(compiled, schedule, n=2, scheduler=scheduler, progress=False), eager, atol=1e-6
+    )
     assert counter.frame_count == 3  # the timestep is read outside the graph: not one graph per step
 
 

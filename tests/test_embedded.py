@@ -41,8 +41,10 @@ def test_trained_samples_beat_untrained_ones():
     untrained = UNet2DModel.from_config(model.config).eval()
     extractor = ClassifierFeatures()
     ref = features(extractor, real)
-    good = fd(features(extractor, sample(model, None, 64, 20, seed=0, noise=noise, progress=False)), ref)
-    bad = fd(features(extractor, sample(untrained, None, 64, 20, seed=0, noise=noise, progress=False)), ref)
+    good = fd(features(extractor, sample(model, None, 64, 20, seed=0, scheduler=noise, progress=False)), ref)
+    bad = fd(
+        features(extractor, sample(untrained, None, 64, 20, seed=0, scheduler=noise, progress=False)), ref
+    )
     assert good < 0.5 * bad
 
 

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from lees import BackboneError, backbones, find_blocks, load_backbone
 from lees.backbone_training import BackboneTrainConfig, export_backbone, train_backbone, training_step
 from lees.backbones import ARCHITECTURES, EMBEDDED_BASE
+from lees.noising import Noising
 
 from .test_backbone_training import TINY
 from .test_data import write_idx
@@ -84,8 +85,8 @@ def test_bf16_step_keeps_fp32_weights():
     torch.manual_seed(0)
     model = UNet2DModel(**TINY).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    images, alphas = torch.rand(8, 1, 32, 32) * 2 - 1, DDPMScheduler().alphas_cumprod
-    loss = training_step(model, opt, images, alphas, 4, seed=0, bf16=True)
+    images, noising = torch.rand(8, 1, 32, 32) * 2 - 1, Noising(DDPMScheduler(), "cpu")
+    loss = training_step(model, opt, images, noising, 4, seed=0, bf16=True)
     assert loss.dtype == torch.float32 and math.isfinite(loss.item())
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 

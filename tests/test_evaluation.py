@@ -52,7 +52,7 @@ def test_streamed_score_is_the_same_whatever_the_batch_and_survives_interruption
     noise = DDPMScheduler(**DDPM_NOISE)
     reference = pixels(torch.rand(64, 1, 16, 16) * 2 - 1)
     whole = score_schedule(tiny, noise, None, pixels, reference, n=20, steps=2, batch_size=20)
-    images = sample(tiny, None, 20, 2, noise=noise, progress=False)
+    images = sample(tiny, None, 20, 2, scheduler=noise, progress=False)
     assert whole.fd == pytest.approx(fd(pixels(images), reference), rel=1e-6)  # streamed == all at once
     small = score_schedule(tiny, noise, None, pixels, reference, n=20, steps=2, batch_size=6)
     assert small.fd == pytest.approx(whole.fd, rel=1e-4) and small.kid == pytest.approx(whole.kid, rel=1e-3)

@@ -45,8 +45,8 @@ def test_bf16_sampling_with_reuse_is_close_to_fp32():
     noise = DDPMScheduler(**DDPM_NOISE)
     schedule = uniform_schedule(find_blocks(tiny_unet()), sampler_timesteps(noise, 10), 2, 1)
     assert schedule.reuses
-    full = sample(tiny_unet(), schedule, n=4, noise=noise, progress=False)
-    low = sample(half(), schedule, n=4, noise=noise, progress=False)
+    full = sample(tiny_unet(), schedule, n=4, scheduler=noise, progress=False)
+    low = sample(half(), schedule, n=4, scheduler=noise, progress=False)
     assert low.dtype == torch.float32 and torch.isfinite(low).all()
     assert (low - full).abs().max() < 0.1
 

@@ -3,7 +3,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from diffusers import DDPMScheduler
 
+from lees.backbones import DDPM_NOISE
 from lees.reports import METHODS
 from lees.reproduce import FID_KEY_ROWS, ReproduceConfig, reproduce
 from lees.training import load_gate
@@ -31,6 +33,7 @@ def test_protocol_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     for split, n in (("train", 40), ("t10k", 12)):
         write_idx(data / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
     tiny_unet().save_pretrained(tmp_path / "model")
+    DDPMScheduler(**DDPM_NOISE).save_pretrained(tmp_path / "model")  # the noise process it comes with
     config = ReproduceConfig(
         model=str(tmp_path / "model"), data=str(data), seeds=[0, 1], n=4, steps=3, train_steps=2, grid_n=4,
         fid="key",

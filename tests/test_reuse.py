@@ -95,9 +95,9 @@ def test_reuse_schedule_costs_and_samples(tiny, noise):
                     block_shares=blocks.shares)  # fmt: skip
     assert reuse.flop_ratio == pytest.approx(skip.flop_ratio) and reuse.flop_ratio < 1
     assert reuse.kept_blocks() == [0 < k < len(blocks) - 1 for k in range(len(blocks))]
-    full = sample(tiny, None, 3, steps=6, noise=noise, progress=False)
-    a = sample(tiny, reuse, 3, steps=6, noise=noise, progress=False)
-    b = sample(tiny, skip, 3, steps=6, noise=noise, progress=False)
+    full = sample(tiny, None, 3, steps=6, scheduler=noise, progress=False)
+    a = sample(tiny, reuse, 3, steps=6, scheduler=noise, progress=False)
+    b = sample(tiny, skip, 3, steps=6, scheduler=noise, progress=False)
     assert not torch.equal(a, b) and not torch.equal(a, full)
     assert (a - full).abs().mean() < (b - full).abs().mean()  # reuse stays nearer the full model
 
@@ -105,11 +105,11 @@ def test_reuse_schedule_costs_and_samples(tiny, noise):
 def test_no_cache_crosses_runs_or_batches(tiny, noise):
     blocks = find_blocks(tiny)
     reuse = _every_other(blocks, sampler_timesteps(noise, 5))
-    first = sample(tiny, reuse, 4, steps=5, noise=noise, seed=0, progress=False)
-    second = sample(tiny, reuse, 4, steps=5, noise=noise, seed=1, progress=False)
-    assert torch.equal(second, sample(tiny, reuse, 4, steps=5, noise=noise, seed=1, progress=False))
-    assert torch.equal(first, sample(tiny, reuse, 4, steps=5, noise=noise, seed=0, progress=False))
-    batched = sample(tiny, reuse, 4, steps=5, noise=noise, seed=0, batch_size=3, progress=False)
+    first = sample(tiny, reuse, 4, steps=5, scheduler=noise, seed=0, progress=False)
+    second = sample(tiny, reuse, 4, steps=5, scheduler=noise, seed=1, progress=False)
+    assert torch.equal(second, sample(tiny, reuse, 4, steps=5, scheduler=noise, seed=1, progress=False))
+    assert torch.equal(first, sample(tiny, reuse, 4, steps=5, scheduler=noise, seed=0, progress=False))
+    batched = sample(tiny, reuse, 4, steps=5, scheduler=noise, seed=0, batch_size=3, progress=False)
     assert torch.allclose(first, batched, atol=1e-5)
 
 
@@ -118,7 +118,7 @@ def test_cache_memory_is_reported(tiny, noise):
 
     blocks = find_blocks(tiny)
     reuse = _every_other(blocks, sampler_timesteps(noise, 4))
-    runs = sample_lockstep(tiny, {"full": None, "reuse": reuse}, 2, steps=4, noise=noise, progress=False)
+    runs = sample_lockstep(tiny, {"full": None, "reuse": reuse}, 2, steps=4, scheduler=noise, progress=False)
     assert runs["full"].cache_bytes_per_sample == 0
     modules = dict(tiny.named_modules())
     x, t = _inputs(tiny, batch=1)

@@ -19,45 +19,49 @@ def noise():
 
 
 def test_samples_do_not_depend_on_batching(tiny, noise):
-    a = sample(tiny, None, 5, steps=4, seed=3, noise=noise, batch_size=5, progress=False)
-    b = sample(tiny, None, 5, steps=4, seed=3, noise=noise, batch_size=2, progress=False)
+    a = sample(tiny, None, 5, steps=4, seed=3, scheduler=noise, batch_size=5, progress=False)
+    b = sample(tiny, None, 5, steps=4, seed=3, scheduler=noise, batch_size=2, progress=False)
     assert a.shape == (5, 1, 16, 16)
     assert torch.allclose(a, b, atol=1e-4)  # same noise per sample; only batched-conv rounding differs
-    c = sample(tiny, None, 5, steps=4, seed=4, noise=noise, batch_size=5, progress=False)
+    c = sample(tiny, None, 5, steps=4, seed=4, scheduler=noise, batch_size=5, progress=False)
     assert not torch.allclose(a, c)
 
 
 def test_schedule_applies_step_by_step(tiny, noise):
     blocks = find_blocks(tiny)
     timesteps = sampler_timesteps(noise, 4)
-    full = sample(tiny, None, 2, steps=4, noise=noise, progress=False)
-    same = sample(tiny, Schedule.full(blocks, timesteps), 2, steps=4, noise=noise, progress=False)
+    full = sample(tiny, None, 2, steps=4, scheduler=noise, progress=False)
+    same = sample(tiny, Schedule.full(blocks, timesteps), 2, steps=4, scheduler=noise, progress=False)
     assert torch.equal(full, same)
     table = np.ones((len(blocks), 4), dtype=bool)
     table[:, -1] = False  # skip everything at the last step only
-    skipped = sample(tiny, Schedule(table, blocks.names, timesteps), 2, steps=4, noise=noise, progress=False)
+    skipped = sample(
+        tiny, Schedule(table, blocks.names, timesteps), 2, steps=4, scheduler=noise, progress=False
+    )
     assert not torch.allclose(full, skipped)
     # a schedule carries its own timesteps: steps= does not apply to it
     assert torch.equal(
-        same, sample(tiny, Schedule.full(blocks, timesteps), 2, steps=5, noise=noise, progress=False)
+        same, sample(tiny, Schedule.full(blocks, timesteps), 2, steps=5, scheduler=noise, progress=False)
     )
     ddim = Schedule.full(blocks, timesteps, settings={"sampler": "ddim"})
     with pytest.raises(ValueError, match="made for the ddim sampler, not ddpm"):
-        sample(tiny, ddim, 2, noise=noise, progress=False)
+        sample(tiny, ddim, 2, scheduler=noise, progress=False)
 
 
 def test_lockstep_samples_fewer_steps_beside_more(tiny, noise):
     blocks = find_blocks(tiny)
     fewer = Schedule.full(blocks, sampler_timesteps(noise, 2))
-    runs = sample_lockstep(tiny, {"full-4": None, "full-2": fewer}, 3, steps=4, noise=noise, progress=False)
-    assert torch.equal(runs["full-4"].images, sample(tiny, None, 3, steps=4, noise=noise, progress=False))
-    assert torch.equal(runs["full-2"].images, sample(tiny, None, 3, steps=2, noise=noise, progress=False))
+    runs = sample_lockstep(
+        tiny, {"full-4": None, "full-2": fewer}, 3, steps=4, scheduler=noise, progress=False
+    )
+    assert torch.equal(runs["full-4"].images, sample(tiny, None, 3, steps=4, scheduler=noise, progress=False))
+    assert torch.equal(runs["full-2"].images, sample(tiny, None, 3, steps=2, scheduler=noise, progress=False))
     assert runs["full-2"].seconds < runs["full-4"].seconds
 
 
 def test_ddim_is_deterministic_and_takes_any_step_count(tiny, noise):
-    a = sample(tiny, None, 3, steps=7, sampler="ddim", seed=1, noise=noise, progress=False)
-    b = sample(tiny, None, 3, steps=7, sampler="ddim", seed=1, noise=noise, progress=False)
+    a = sample(tiny, None, 3, steps=7, sampler="ddim", seed=1, scheduler=noise, progress=False)
+    b = sample(tiny, None, 3, steps=7, sampler="ddim", seed=1, scheduler=noise, progress=False)
     assert torch.equal(a, b) and a.shape == (3, 1, 16, 16)
     timesteps = sampler_timesteps(noise, 7, "ddim")
     assert len(timesteps) == 7 and timesteps == sorted(timesteps, reverse=True)
@@ -69,12 +73,12 @@ def test_ddim_is_deterministic_and_takes_any_step_count(tiny, noise):
         steps=7,
         sampler="ddim",
         seed=1,
-        noise=noise,
+        scheduler=noise,
         progress=False,
     )
     assert torch.equal(a, same)
     with pytest.raises(ValueError, match="sampler must be one of"):
-        sample(tiny, None, 1, steps=2, sampler="euler", progress=False)
+        sample(tiny, None, 1, steps=2, sampler="euler", scheduler=noise, progress=False)
 
 
 def test_soft_gate_at_one_is_the_full_model(tiny, noise):
@@ -84,13 +88,13 @@ def test_soft_gate_at_one_is_the_full_model(tiny, noise):
     gate = SigmoidTimeGate(len(names), names)
     with torch.no_grad():
         gate.b.fill_(30.0)  # g = 1 everywhere (to float precision)
-    full = sample(tiny, None, 2, steps=3, noise=noise, progress=False)
-    soft = sample(tiny, None, 2, steps=3, noise=noise, progress=False, soft_gate=gate)
+    full = sample(tiny, None, 2, steps=3, scheduler=noise, progress=False)
+    soft = sample(tiny, None, 2, steps=3, scheduler=noise, progress=False, soft_gate=gate)
     assert torch.allclose(full, soft, atol=1e-5)
     with torch.no_grad():
         gate.b.fill_(0.0)  # g = 0.5: every block half-mixed, so the samples change
     assert not torch.allclose(
-        full, sample(tiny, None, 2, steps=3, noise=noise, progress=False, soft_gate=gate)
+        full, sample(tiny, None, 2, steps=3, scheduler=noise, progress=False, soft_gate=gate)
     )
 
 
@@ -105,7 +109,7 @@ def test_ddim_step_matches_diffusers(tiny, noise):
     """Our pure DDIM step (used for any timestep list) equals diffusers' DDIM on its own timesteps."""
     from diffusers import DDIMScheduler
 
-    ours = sample(tiny, None, 2, steps=5, sampler="ddim", seed=1, noise=noise, progress=False)
+    ours = sample(tiny, None, 2, steps=5, sampler="ddim", seed=1, scheduler=noise, progress=False)
     ddim = DDIMScheduler.from_config(noise.config)
     ddim.set_timesteps(5)
     gens = [torch.Generator().manual_seed(1 * 1_000_003 + i) for i in range(2)]  # sample i's own noise
@@ -124,15 +128,15 @@ def test_custom_timesteps_with_a_schedule(tiny, noise, sampler):
     table = np.ones((len(blocks), 5), dtype=bool)
     table[0, :2] = False
     schedule = Schedule(table, blocks.names, custom)
-    out = sample(tiny, schedule, 2, sampler=sampler, timesteps=custom, noise=noise, progress=False)
-    full = sample(tiny, None, 2, sampler=sampler, timesteps=custom, noise=noise, progress=False)
+    out = sample(tiny, schedule, 2, sampler=sampler, timesteps=custom, scheduler=noise, progress=False)
+    full = sample(tiny, None, 2, sampler=sampler, timesteps=custom, scheduler=noise, progress=False)
     assert out.shape == (2, 1, 16, 16) and torch.isfinite(out).all()
     assert not torch.allclose(out, full)
-    even = sample(tiny, None, 2, steps=5, sampler=sampler, noise=noise, progress=False)
+    even = sample(tiny, None, 2, steps=5, sampler=sampler, scheduler=noise, progress=False)
     assert not torch.allclose(even, full)
     for bad, message in [([5, 10], "descending"), ([1000, 5], r"\[0, 1000\)"), ([], "empty")]:
         with pytest.raises(ValueError, match=message):
-            sample(tiny, None, 1, sampler=sampler, timesteps=bad, noise=noise, progress=False)
+            sample(tiny, None, 1, sampler=sampler, timesteps=bad, scheduler=noise, progress=False)
 
 
 def test_lockstep_gives_each_method_its_own_samples_and_time(tiny, noise):
@@ -147,12 +151,12 @@ def test_lockstep_gives_each_method_its_own_samples_and_time(tiny, noise):
     methods = {"full": None, "skip0": skip0, "soft": gate}
     inner = next(dict(tiny.named_modules())[blocks.names[0]].children())  # runs only inside block 0
     inner.register_forward_pre_hook(lambda *_: time.sleep(0.05))  # 50 ms whenever block 0 runs
-    runs = sample_lockstep(tiny, methods, 3, steps=4, seed=2, noise=noise, batch_size=2, progress=False)
+    runs = sample_lockstep(tiny, methods, 3, steps=4, seed=2, scheduler=noise, batch_size=2, progress=False)
     alone = {
-        "full": sample(tiny, None, 3, steps=4, seed=2, noise=noise, batch_size=2, progress=False),
-        "skip0": sample(tiny, skip0, 3, steps=4, seed=2, noise=noise, batch_size=2, progress=False),
+        "full": sample(tiny, None, 3, steps=4, seed=2, scheduler=noise, batch_size=2, progress=False),
+        "skip0": sample(tiny, skip0, 3, steps=4, seed=2, scheduler=noise, batch_size=2, progress=False),
         "soft": sample(
-            tiny, None, 3, steps=4, seed=2, noise=noise, batch_size=2, progress=False, soft_gate=gate
+            tiny, None, 3, steps=4, seed=2, scheduler=noise, batch_size=2, progress=False, soft_gate=gate
         ),
     }
     for name in methods:
@@ -165,9 +169,9 @@ def test_lockstep_gives_each_method_its_own_samples_and_time(tiny, noise):
 
 def test_lockstep_refuses_bad_methods(tiny, noise):
     with pytest.raises(ValueError, match="at least one method"):
-        sample_lockstep(tiny, {}, 2, steps=2, noise=noise, progress=False)
+        sample_lockstep(tiny, {}, 2, steps=2, scheduler=noise, progress=False)
     with pytest.raises(TypeError, match="not str"):
-        sample_lockstep(tiny, {"x": "lees"}, 2, steps=2, noise=noise, progress=False)
+        sample_lockstep(tiny, {"x": "lees"}, 2, steps=2, scheduler=noise, progress=False)
 
 
 def test_soft_gate_mixes_the_blocks_it_names(tiny, noise):
@@ -183,7 +187,7 @@ def test_soft_gate_mixes_the_blocks_it_names(tiny, noise):
     table = np.ones((len(names), 3), dtype=bool)
     table[names.index("up_blocks.1.resnets.0")] = False
     hard = Schedule(table, names, sampler_timesteps(noise, 3))
-    soft = sample(tiny, None, 2, steps=3, noise=noise, progress=False, soft_gate=gate)
-    assert torch.allclose(soft, sample(tiny, hard, 2, steps=3, noise=noise, progress=False), atol=1e-5)
+    soft = sample(tiny, None, 2, steps=3, scheduler=noise, progress=False, soft_gate=gate)
+    assert torch.allclose(soft, sample(tiny, hard, 2, steps=3, scheduler=noise, progress=False), atol=1e-5)
     with pytest.raises(ValueError, match="no block names"):
-        sample(tiny, None, 1, steps=2, noise=noise, progress=False, soft_gate=SigmoidTimeGate(len(names)))
+        sample(tiny, None, 1, steps=2, scheduler=noise, progress=False, soft_gate=SigmoidTimeGate(len(names)))

@@ -18,7 +18,7 @@ def noise():
 def test_an_interrupted_run_resumes_to_the_images_of_one_go(tiny, noise, tmp_path, monkeypatch):
     blocks = find_blocks(tiny)
     methods = {"full": None, "reuse": uniform_schedule(blocks, sampler_timesteps(noise, 4), 2, outer=1)}
-    kwargs = {"steps": 4, "noise": noise, "seed": 3, "progress": False}
+    kwargs = {"steps": 4, "scheduler": noise, "seed": 3, "progress": False}
     whole = sample_lockstep(tiny, methods, 5, **kwargs)
     calls = []
     real = lees.stored_runs.sample_lockstep

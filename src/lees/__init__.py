@@ -1,7 +1,7 @@
 """lees: learn which blocks of a frozen diffusion model to skip at each timestep."""
 
 from . import baselines
-from .backbones import EMBEDDED_DIR, BackboneError, load_backbone
+from .backbones import EMBEDDED_DIR, BackboneError, load_backbone, load_noise_scheduler
 from .blocks import Block, Blocks, find_blocks
 from .enable import disable, enable, pipeline_timesteps, reset
 from .engine import REUSE, RUN, SKIP, GatedModel, ReuseCache
@@ -35,6 +35,7 @@ __all__ = [
     "enable",
     "find_blocks",
     "load_backbone",
+    "load_noise_scheduler",
     "load_policy",
     "open_mask",
     "pipeline_timesteps",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDPMPipeline, DDPMScheduler, SchedulerMixin, UNet2DModel
 from safetensors.torch import load_file, save
 from torch import nn
 from tqdm.auto import tqdm
@@ -30,6 +30,7 @@ from .data import fit_images, load_images
 from .denoisers import denoise
 from .files import atomic_write_bytes, atomic_write_text
 from .images import save_grid
+from .noising import Noising
 from .sampling import sample
 
 # The CIFAR-10 DDPM in miniature: four resolutions, attention at 16x16, 18 skippable blocks.
@@ -116,24 +117,24 @@ def _load_checkpoint(folder: Path, model, ema, opt, config) -> tuple[int, float]
 
 
 def training_step(
-    model: nn.Module, opt: torch.optim.Optimizer, images: torch.Tensor, alphas: torch.Tensor, batch_size: int,
+    model: nn.Module, opt: torch.optim.Optimizer, images: torch.Tensor, noising: Noising, batch_size: int,
     seed: int, bf16: bool = False,
 ) -> torch.Tensor:  # fmt: skip
-    """One step of DDPM training (epsilon-MSE on a seeded random batch, clipped gradients); the loss.
+    """One step of diffusion training (MSE against the scheduler's target, on a seeded random batch,
+    clipped gradients); the loss.
 
     ``bf16`` runs the forward pass under bfloat16 autocast (CUDA); the loss is taken in fp32.
     """
-    device = alphas.device
+    device = noising.alphas.device
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, len(images), (batch_size,), generator=gen)
     x0 = images[idx].to(device)
-    t = torch.randint(0, len(alphas), (batch_size,), generator=gen).to(device)
+    t = torch.randint(0, noising.num_train, (batch_size,), generator=gen).to(device)
     eps = torch.randn(x0.shape, generator=gen).to(device)
-    a = alphas[t].view(-1, 1, 1, 1)
-    xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    xt, target = noising(x0, eps, t)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         pred = denoise(model, xt, t)
-    loss = torch.nn.functional.mse_loss(pred.float(), eps)
+    loss = torch.nn.functional.mse_loss(pred.float(), target)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -142,7 +143,7 @@ def training_step(
 
 
 def epoch_seconds(
-    model: nn.Module, images: torch.Tensor, noise: DDPMScheduler, batch_size: int = 64, steps: int = 10,
+    model: nn.Module, images: torch.Tensor, scheduler: SchedulerMixin, batch_size: int = 64, steps: int = 10,
     device: str | torch.device = "cpu",
 ) -> float:  # fmt: skip
     """Seconds one epoch of training ``model`` on ``images`` would take here, from ``steps`` timed steps.
@@ -152,13 +153,13 @@ def epoch_seconds(
     """
     copy = deepcopy(model).to(device).train().requires_grad_(True)
     opt = torch.optim.Adam(copy.parameters(), lr=1e-5)
-    alphas = noise.alphas_cumprod.to(device)
+    noising = Noising(scheduler, device)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     times = []
     for step in range(steps + 1):
         sync()
         started = time.perf_counter()
-        training_step(copy, opt, images, alphas, batch_size, step)
+        training_step(copy, opt, images, noising, batch_size, step)
         sync()
         times.append(time.perf_counter() - started)
     return statistics.median(times[1:]) * len(images) / batch_size
@@ -182,13 +183,13 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
     ema = UNet2DModel(**kwargs).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    noise = DDPMScheduler(**DDPM_NOISE)
+    scheduler = DDPMScheduler(**DDPM_NOISE)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     step, elapsed = 0, 0.0
     if (out / "checkpoint.json").is_file():
         step, elapsed = _load_checkpoint(out, model, ema, opt, config)
         print(f"resuming from step {step} ({elapsed / 60:.1f} min trained) in {out}")
-    alphas = noise.alphas_cumprod.to(device)
+    noising = Noising(scheduler, device)
     log = (out / "train_log.jsonl").open("a")
     bar = tqdm(total=config.steps, initial=step, desc="backbone", unit="step")
     invoked = time.perf_counter()
@@ -199,7 +200,7 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
             group["lr"] = config.lr * min(1.0, (step + 1) / config.warmup)
         seed = config.seed * 1_000_003 + step
         torch.manual_seed(seed)  # dropout's masks: a resumed run draws the ones an uninterrupted run would
-        loss = training_step(model, opt, images, alphas, config.batch_size, seed, config.bf16)
+        loss = training_step(model, opt, images, noising, config.batch_size, seed, config.bf16)
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - config.ema_decay)
@@ -224,14 +225,14 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
     log.close()
     ema.eval()
     folder = out / "model"
-    DDPMPipeline(unet=ema, scheduler=noise).save_pretrained(folder)
+    DDPMPipeline(unet=ema, scheduler=scheduler).save_pretrained(folder)
     where = torch.device(device)
     hardware = torch.cuda.get_device_name(where) if where.type == "cuda" else where.type
     card = {"step": step, "elapsed_s": round(elapsed, 1), "device": hardware, "config": asdict(config)}
     atomic_write_text(folder / "training.json", json.dumps(card, indent=1))
     trained = f"step {step}, {elapsed / 60:.1f} min on {hardware}"
     if config.grid > 0:
-        grid = sample(ema, None, config.grid, steps=50, seed=config.seed, noise=noise, device=device)
+        grid = sample(ema, None, config.grid, steps=50, seed=config.seed, scheduler=scheduler, device=device)
         save_grid(grid, out / "samples.png", nrow=8)
         print(f"wrote {folder} (EMA weights, {trained}) and {out / 'samples.png'}")
     else:

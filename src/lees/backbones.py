@@ -15,6 +15,8 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
+from .noising import MissingSchedulerError
+
 # The config of google/ddpm-cifar10-32 (Ho et al. 2020: ch 128, mult 1,2,2,2, attention at 16x16).
 DDPM_CIFAR10: dict[str, Any] = {
     "_class_name": "UNet2DModel",
@@ -139,7 +141,8 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "ldm-cin256": LDM_CIN256,
 }
 
-# The DDPM noise schedule (Ho et al. 2020), used where a model folder carries no scheduler config.
+# The DDPM noise schedule (Ho et al. 2020): the documented default of ``arch:`` random-weight models
+# (nothing else: a trained model's comes with it) and the recipe of train_backbone.
 DDPM_NOISE: dict[str, Any] = {
     "num_train_timesteps": 1000,
     "beta_schedule": "linear",
@@ -225,12 +228,54 @@ def _embedded_or_path(spec: str) -> Path:
     return EMBEDDED_DIR
 
 
-def load_noise_scheduler(spec: str) -> DDPMScheduler:
-    """The training noise schedule of the model named by ``spec``: its folder's, else DDPM's linear one."""
+# Where a model or pipeline folder (or hub repo) keeps its scheduler config, in the order tried.
+_SCHEDULER_SUBFOLDERS = ("scheduler", None)
+
+
+def _location(spec: str) -> str:
+    """Where the model ``spec`` names (``embedded``, ``embedded-base``, a folder, a hub id) is found."""
     path = _embedded_or_path(spec)
-    if (path / "scheduler" / "scheduler_config.json").is_file():
-        return DDPMScheduler.from_pretrained(path, subfolder="scheduler")
-    return DDPMScheduler(**DDPM_NOISE)
+    if path.exists():
+        if not path.is_dir():
+            raise BackboneError(f"{spec} is a file; --model takes a diffusers folder (with config.json)")
+        return str(path)
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        return spec
+    raise BackboneError(
+        f"unknown model {spec!r}: give embedded, embedded-base, arch:NAME "
+        f"({', '.join(sorted(ARCHITECTURES))}), a local diffusers folder, or a hub id such as "
+        "google/ddpm-cifar10-32"
+    )
+
+
+def load_noise_scheduler(spec: str) -> DDPMScheduler:
+    """The noise process the model named by ``spec`` was trained with, from the scheduler config it
+    comes with: ``scheduler/scheduler_config.json`` of a pipeline folder or hub repo, or
+    ``scheduler_config.json`` beside a bare model's ``config.json``.
+
+    Every value of that config is kept (betas, ``prediction_type``, ``set_alpha_to_one``,
+    ``timestep_spacing``, ...; lees' samplers read them all), whatever scheduler class wrote it. A
+    model without one is a :class:`MissingSchedulerError`; only ``arch:`` models, random weights
+    trained with no noise process, get the documented default, DDPM's linear one (``DDPM_NOISE``).
+    """
+    if spec.startswith("arch:"):
+        return DDPMScheduler(**DDPM_NOISE)
+    location = _location(spec)
+    for sub in _SCHEDULER_SUBFOLDERS:
+        try:
+            config = DDPMScheduler.load_config(location, subfolder=sub)
+        except (OSError, ValueError):
+            continue
+        if "beta_schedule" not in config and config.get("trained_betas") is None:
+            raise BackboneError(
+                f"the scheduler config of {spec} ({config.get('_class_name')}) has no beta schedule; "
+                "lees handles the DDPM family's noise process (betas and alphas_cumprod)"
+            )
+        return DDPMScheduler.from_config(config)
+    raise MissingSchedulerError(
+        f"{spec} comes with no scheduler config (scheduler/scheduler_config.json or "
+        "scheduler_config.json), so its noise process is unknown: add the one it was trained with"
+    )
 
 
 def load_backbone(
@@ -243,19 +288,8 @@ def load_backbone(
     """
     if spec.startswith("arch:"):
         return build_architecture(spec[len("arch:") :], seed).to(device)
-    path = _embedded_or_path(spec)
-    if path.exists():
-        if not path.is_dir():
-            raise BackboneError(f"{spec} is a file; --model takes a diffusers folder (with config.json)")
-        location, subfolder = str(path), _local_subfolder(path)
-    elif spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
-        location, subfolder = spec, _hub_subfolder(spec)
-    else:
-        raise BackboneError(
-            f"unknown model {spec!r}: give embedded, embedded-base, arch:NAME "
-            f"({', '.join(sorted(ARCHITECTURES))}), a local diffusers folder, or a hub id such as "
-            "google/ddpm-cifar10-32"
-        )
+    location = _location(spec)
+    subfolder = _local_subfolder(Path(location)) if Path(location).is_dir() else _hub_subfolder(location)
     config = diffusers.UNet2DModel.load_config(location, subfolder=subfolder)
     cls = _model_class(config)
     try:

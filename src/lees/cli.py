@@ -234,7 +234,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     noise = load_noise_scheduler(args.model)
     images = sample_sharded(
         partial(sample, model, schedule), args.n, steps=steps, sampler=sampler, seed=args.seed,
-        noise=noise, batch_size=args.batch_size, device=device, timesteps=timesteps,
+        scheduler=noise, batch_size=args.batch_size, device=device, timesteps=timesteps,
         decoder=_autoencoder(args, device),
     )  # fmt: skip
     if not is_main():

@@ -50,7 +50,7 @@ def demo(
     for metric in metrics:
         extractor = EXTRACTORS[metric](device)
         scorers[METRIC_NAMES[metric]] = (extractor, reference_features(extractor, n=REFERENCE_N[metric]))
-    runs = sample_lockstep(model, methods, n, steps, seed=seed, noise=noise, device=device, progress=True)
+    runs = sample_lockstep(model, methods, n, steps, seed=seed, scheduler=noise, device=device, progress=True)
     rows = []
     for name, schedule in methods.items():
         images = runs[name].images

@@ -54,7 +54,7 @@ class Score:
 
 def score_schedule(
     model: nn.Module,
-    noise: DDPMScheduler,
+    scheduler: DDPMScheduler,
     schedule: Schedule | None,
     extractor: Callable[[torch.Tensor], np.ndarray],
     reference: np.ndarray,
@@ -95,7 +95,7 @@ def score_schedule(
         count = min(batch_size, part.stop - done)
         started = time.perf_counter()
         images = sample(
-            model, schedule, count, steps, sampler, seed=seed, noise=noise, batch_size=batch_size,
+            model, schedule, count, steps, sampler, seed=seed, scheduler=scheduler, batch_size=batch_size,
             device=device, progress=False, first=done,
             timesteps=schedule.timesteps if schedule is not None else None,
         )  # fmt: skip
@@ -171,7 +171,7 @@ class GridResult:
 
 def ase_grid(
     model: nn.Module,
-    noise: DDPMScheduler,
+    scheduler: DDPMScheduler,
     blocks: Blocks,
     timesteps: Sequence[int],
     extractor: Callable[[torch.Tensor], np.ndarray],
@@ -202,7 +202,9 @@ def ase_grid(
     started = time.perf_counter()
     rows = []
     for i, s in enumerate(candidates):
-        score = score_schedule(model, noise, s, extractor, reference, n, len(timesteps), seed, device=device)
+        score = score_schedule(
+            model, scheduler, s, extractor, reference, n, len(timesteps), seed, device=device
+        )
         rows.append(
             s.settings | {"flop_ratio": s.flop_ratio, "executed_ratio": s.executed_ratio, "fd": score.fd}
         )

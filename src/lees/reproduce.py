@@ -181,7 +181,7 @@ def _seed_results(cfg: ReproduceConfig, work: Path, seed: int, model, noise, met
         work / "runs" / f"seed{seed}",
         steps=cfg.steps,
         seed=seed,
-        noise=noise,
+        scheduler=noise,
         progress=True,
     )
     results = {}

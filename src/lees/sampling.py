@@ -14,26 +14,30 @@ turns the final latents into images once, outside the gated denoiser.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backbones import DDPM_NOISE
 from .denoisers import check_context, context_rows, denoise, draw_labels, latent_shape
+from .enable import denoiser_of
 from .engine import Engine, ReuseCache
 from .gates import SigmoidTimeGate, normalised_time
 from .latents import decode
+from .noising import MissingSchedulerError, prediction_type, split
 from .schedules import Schedule
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
 
 
-def _generators(seed: int, indices: range, device: torch.device) -> list[torch.Generator]:
+def sample_generators(seed: int, indices: range, device: torch.device) -> list[torch.Generator]:
+    """Sample i's own generator for run ``seed`` (its label, start noise and step noise come from it):
+    what a diffusers pipeline given these as ``generator=`` draws the same start noise from."""
     return [torch.Generator(device).manual_seed(seed * 1_000_003 + i) for i in indices]
 
 
@@ -50,41 +54,69 @@ def check_timesteps(timesteps: Sequence[int], num_train: int) -> list[int]:
 
 
 def make_sampler(
-    noise: DDPMScheduler | None, sampler: str, steps: int, timesteps: Sequence[int] | None = None
+    scheduler: SchedulerMixin | None, sampler: str, steps: int, timesteps: Sequence[int] | None = None
 ):
-    """A fresh diffusers scheduler of kind ``sampler`` on the model's noise schedule, set to its steps."""
+    """A fresh diffusers scheduler of kind ``sampler`` on the model's ``scheduler`` config, set to its steps.
+
+    Every value of the model's scheduler config carries over (betas, ``prediction_type``,
+    ``timestep_spacing``, ``steps_offset``, ``clip_sample``, ``set_alpha_to_one``, ...); without one
+    there is no noise schedule to sample with, which is an error rather than a guess.
+    """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
     if timesteps is None and steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
-    config = noise.config if noise is not None else DDPMScheduler(**DDPM_NOISE).config
-    scheduler = SAMPLERS[sampler].from_config(config)
+    if scheduler is None:
+        raise MissingSchedulerError(
+            "no scheduler given: pass the model's (e.g. lees.load_noise_scheduler(folder)) "
+            "or sample from its diffusers pipeline"
+        )
+    prediction_type(scheduler)
+    fresh = SAMPLERS[sampler].from_config(scheduler.config)
     if timesteps is None:
-        scheduler.set_timesteps(steps)
+        fresh.set_timesteps(steps)
     elif sampler == "ddpm":
-        scheduler.set_timesteps(timesteps=check_timesteps(timesteps, scheduler.config.num_train_timesteps))
+        fresh.set_timesteps(timesteps=check_timesteps(timesteps, fresh.config.num_train_timesteps))
     else:  # lees steps DDIM itself (ddim_step), so any list works
-        ts = check_timesteps(timesteps, scheduler.config.num_train_timesteps)
-        scheduler.set_timesteps(len(ts))
-        scheduler.timesteps = torch.tensor(ts)
-    return scheduler
+        ts = check_timesteps(timesteps, fresh.config.num_train_timesteps)
+        fresh.set_timesteps(len(ts))
+        fresh.timesteps = torch.tensor(ts)
+    return fresh
 
 
 def sampler_timesteps(
-    noise: DDPMScheduler | None, steps: int, sampler: str = "ddpm", timesteps: Sequence[int] | None = None
+    scheduler: SchedulerMixin | None,
+    steps: int,
+    sampler: str = "ddpm",
+    timesteps: Sequence[int] | None = None,
 ) -> list[int]:
     """The timesteps a sampler with ``steps`` steps (or the custom ``timesteps``) visits, in order."""
-    return [int(t) for t in make_sampler(noise, sampler, steps, timesteps).timesteps]
+    return [int(t) for t in make_sampler(scheduler, sampler, steps, timesteps).timesteps]
 
 
 def ddim_step(
-    x: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor, alpha_prev: torch.Tensor, clip: float | None
-) -> torch.Tensor:
-    """One deterministic DDIM step (eta = 0) from cumulative alpha ``alpha`` to ``alpha_prev``."""
-    x0 = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
-    if clip is not None:
-        x0 = x0.clamp(-clip, clip)
-    return alpha_prev.sqrt() * x0 + (1 - alpha_prev).sqrt() * eps
+    x: torch.Tensor, output: torch.Tensor, alpha: torch.Tensor, alpha_prev: torch.Tensor, kind: str,
+    clip: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:  # fmt: skip
+    """One deterministic DDIM step (eta = 0) from cumulative alpha ``alpha`` to ``alpha_prev``.
+
+    ``output`` is the model's prediction of type ``kind`` (see :mod:`lees.noising`); ``clip`` is
+    applied to the predicted clean sample, as diffusers' ``DDIMScheduler.step`` does.
+    """
+    x0, eps = split(kind, output, x, alpha)
+    return alpha_prev.sqrt() * clip(x0) + (1 - alpha_prev).sqrt() * eps
+
+
+def x0_clip(scheduler: SchedulerMixin) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What the scheduler's config does to a predicted clean sample: dynamic thresholding, clipping
+    to ``clip_sample_range``, or nothing (diffusers' order of precedence)."""
+    config = scheduler.config
+    if config.get("thresholding", False):
+        return scheduler._threshold_sample
+    if config.get("clip_sample", False):
+        bound = config.clip_sample_range
+        return lambda x0: x0.clamp(-bound, bound)
+    return lambda x0: x0
 
 
 Method = Schedule | SigmoidTimeGate | None
@@ -93,13 +125,13 @@ Method = Schedule | SigmoidTimeGate | None
 
 @torch.inference_mode()
 def sample(
-    model: nn.Module,
+    pipe_or_model: Any,
     schedule: Schedule | None = None,
     n: int = 64,
     steps: int = 50,
     sampler: str = "ddpm",
     seed: int = 0,
-    noise: DDPMScheduler | None = None,
+    scheduler: SchedulerMixin | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -109,11 +141,14 @@ def sample(
     first: int = 0,
     context: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``n`` samples in [-1, 1]; ``schedule`` says what each block does at each step (None: all).
+    """``n`` samples in [-1, 1] from a model or a diffusers pipeline; ``schedule`` says what each block
+    does at each step (None: all).
 
     A schedule carries its timesteps, so it sets the steps (``steps`` is then ignored).
     ``soft_gate`` instead mixes every block by its gate value (ablation A1: soft gating at inference;
-    no block is skipped). ``noise`` is the model's training noise schedule (default: DDPM's linear).
+    no block is skipped). ``scheduler`` is the model's, whose config sets the noise process
+    (betas, ``prediction_type``, spacing, clipping, final alpha); a pipeline brings its own (its
+    ``unet`` or ``transformer`` is sampled), a bare model needs it (a clear error without).
     ``timesteps`` replaces the ``steps`` evenly spaced ones; ``decoder`` decodes latents to images.
     ``first`` is the index of the first sample: ``n`` samples from ``first`` on equal that slice of
     a larger run (how shards and resumed runs continue a sequence). ``context`` is what a
@@ -125,8 +160,8 @@ def sample(
         raise ValueError("the schedule samples at its own timesteps; drop timesteps=")
     method = schedule if schedule is not None else soft_gate
     runs = sample_lockstep(
-        model, {"": method}, n, steps, sampler, seed, noise, batch_size, device, progress, timesteps,
-        decoder, first, context,
+        pipe_or_model, {"": method}, n, steps, sampler, seed, scheduler, batch_size, device, progress,
+        timesteps, decoder, first, context,
     )  # fmt: skip
     return runs[""].images
 
@@ -143,13 +178,13 @@ class TimedSamples:
 
 @torch.inference_mode()
 def sample_lockstep(
-    model: nn.Module,
+    pipe_or_model: Any,
     methods: Mapping[str, Method],
     n: int = 64,
     steps: int = 50,
     sampler: str = "ddpm",
     seed: int = 0,
-    noise: DDPMScheduler | None = None,
+    scheduler: SchedulerMixin | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -166,16 +201,19 @@ def sample_lockstep(
     turns from step to step, so a slow spell of a noisy machine falls on all methods alike: ratios
     of the returned seconds are paired measurements (a method with fewer steps is paired over the
     steps it has). Each method's images equal what :func:`sample` gives it alone (same seeds, same
-    noise). ``device`` defaults to the model's. ``context``: as for :func:`sample`.
+    noise). ``device`` defaults to the model's. ``pipe_or_model``, ``scheduler``, ``context``: as for
+    :func:`sample`.
     """
     if not methods:
         raise ValueError("give at least one method to sample with")
+    model = denoiser_of(pipe_or_model)
+    scheduler = scheduler if scheduler is not None else getattr(pipe_or_model, "scheduler", None)
     check_context(model, context, n)
     device = model_device(model) if device is None else torch.device(device)
     context = None if context is None else context.to(device)
     engines: dict[tuple[str, ...], Engine] = {}
     runs = {
-        name: _Method(model, method, noise, sampler, steps, timesteps, engines, device)
+        name: _Method(model, method, scheduler, sampler, steps, timesteps, engines, device)
         for name, method in methods.items()
     }
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -199,7 +237,7 @@ def sample_lockstep(
             rows = context_rows(context, range(start, start + len(idx)))
             state = {}
             for name in names:  # each method its own generators: the same streams as sampling alone
-                gens = _generators(seed, idx, device)
+                gens = sample_generators(seed, idx, device)
                 cond = {"class_labels": draw_labels(model, gens, device), "context": rows}
                 x = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
                 state[name] = [x, gens, cond]
@@ -236,18 +274,21 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def sampler_update(scheduler, sampler: str, visited: list[int], device: torch.device):
-    """The sampler's update ``x_{j+1} = update(eps, j, x_j, generators)``: DDPM's (ancestral) or DDIM's."""
+    """The sampler's update ``x_{j+1} = update(output, j, x_j, generators)`` from the model's output at
+    step j: DDPM's (ancestral, diffusers' own step) or DDIM's (:func:`ddim_step`, any timestep list;
+    after the last step, the config's final alpha: 1 with ``set_alpha_to_one``, else alpha at t = 0)."""
+    kind = prediction_type(scheduler)
     if sampler == "ddpm":
-        return lambda eps, j, x, gens: (
-            scheduler.step(eps, scheduler.timesteps[j], x, generator=gens).prev_sample
+        return lambda output, j, x, gens: (
+            scheduler.step(output, scheduler.timesteps[j], x, generator=gens).prev_sample
         )
     alphas = scheduler.alphas_cumprod.to(device)
-    clip = scheduler.config.clip_sample_range if scheduler.config.clip_sample else None
+    final = scheduler.final_alpha_cumprod.to(device)
+    clip = x0_clip(scheduler)
 
-    def ddim(eps, j, x, gens):
-        prev = visited[j + 1] if j + 1 < len(visited) else None
-        alpha_prev = alphas[prev] if prev is not None else torch.ones((), device=device)
-        return ddim_step(x, eps, alphas[visited[j]], alpha_prev, clip)
+    def ddim(output, j, x, gens):
+        alpha_prev = alphas[visited[j + 1]] if j + 1 < len(visited) else final
+        return ddim_step(x, output, alphas[visited[j]], alpha_prev, kind, clip)
 
     return ddim
 
@@ -258,13 +299,13 @@ class _Method:
     soft gates mixed by block name."""
 
     def __init__(
-        self, model, method: Method, noise, sampler: str, steps: int, timesteps, engines, device
+        self, model, method: Method, scheduler, sampler: str, steps: int, timesteps, engines, device
     ) -> None:
         self.model, self.method, self.cache = model, method, None
         if isinstance(method, Schedule):
             _check_sampler(method, sampler)
-            steps, timesteps = method.num_steps, _own_timesteps(noise, sampler, method.timesteps)
-        self.scheduler = make_sampler(noise, sampler, steps, timesteps)
+            steps, timesteps = method.num_steps, _own_timesteps(scheduler, sampler, method.timesteps)
+        self.scheduler = make_sampler(scheduler, sampler, steps, timesteps)
         self.visited = [int(t) for t in self.scheduler.timesteps]
         self.update = sampler_update(self.scheduler, sampler, self.visited, device)
         if method is None:
@@ -294,7 +335,7 @@ class _Method:
         return self.cache.peak_bytes_per_sample if self.cache is not None else 0.0
 
     def step(self, x: torch.Tensor, j: int, cond: dict, gens: list[torch.Generator]) -> torch.Tensor:
-        """One sampler step from x_j: the noise prediction, then the sampler's update."""
+        """One sampler step from x_j: the model's prediction, then the sampler's update."""
         t = self.scheduler.timesteps[j].to(x.device).expand(len(x))
         if self.method is None:
             return self.update(denoise(self.model, x, t, **cond), j, x, gens)
@@ -303,8 +344,8 @@ class _Method:
         else:
             decisions, mode = self.method(self.times[j].to(x.device)), "soft"
         with self.engine.deciding(decisions, mode, self.cache):
-            eps = denoise(self.model, x, t, **cond)
-        return self.update(eps, j, x, gens)
+            output = denoise(self.model, x, t, **cond)
+        return self.update(output, j, x, gens)
 
 
 def _check_sampler(schedule: Schedule, sampler: str) -> None:
@@ -314,6 +355,6 @@ def _check_sampler(schedule: Schedule, sampler: str) -> None:
         raise ValueError(f"the schedule was made for the {made_for} sampler, not {sampler}")
 
 
-def _own_timesteps(noise, sampler: str, timesteps: list[int]) -> list[int] | None:
+def _own_timesteps(scheduler, sampler: str, timesteps: list[int]) -> list[int] | None:
     """None where ``timesteps`` are the sampler's evenly spaced ones (its own stepping), else them."""
-    return None if sampler_timesteps(noise, len(timesteps), sampler) == timesteps else timesteps
+    return None if sampler_timesteps(scheduler, len(timesteps), sampler) == timesteps else timesteps

@@ -1,7 +1,8 @@
 """Training the gates: 2K scalars against the diffusion loss plus a compute penalty; backbone frozen.
 
-Loss = E[||eps - eps_theta(x_t, t; gates)||^2] + lambda * C(t), with x_t noised by the backbone's own
-scheduler at uniformly drawn timesteps, the straight-through gate (forward: hard 0/1 mask, backward:
+Loss = E[||target - f_theta(x_t, t; gates)||^2] + lambda * C(t), with x_t noised by the backbone's own
+scheduler at uniformly drawn timesteps and the target its ``prediction_type`` names (eps, v or x0;
+:mod:`lees.noising`), the straight-through gate (forward: hard 0/1 mask, backward:
 gradient of the sigmoid) and C(t) either the mean gate value (``cost="blocks"``, the paper's
 executed-block proxy) or the FLOP-weighted one (``cost="flops"``: each gate weighted by the FLOP
 share its block saves). With ``target_ratio`` lambda becomes a Lagrange multiplier updated by dual
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler
+from diffusers import SchedulerMixin
 from safetensors.torch import load_file, save
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -37,6 +38,7 @@ from .engine import GatedModel
 from .files import atomic_write_bytes, atomic_write_text
 from .gates import SigmoidTimeGate, normalised_time, open_mask
 from .latents import encode
+from .noising import Noising
 from .sampling import model_device
 
 T_GRID = torch.linspace(0.001, 1.0, 100)  # where gates are compared (KL) and ratios measured
@@ -145,7 +147,7 @@ def _fingerprint(model: nn.Module) -> list[torch.Tensor]:
 def train_gates(
     backbone: nn.Module,
     data: torch.Tensor,
-    noise: DDPMScheduler,
+    scheduler: SchedulerMixin,
     config: GateTrainConfig | None = None,
     blocks: Blocks | None = None,
     device: str | torch.device | None = None,
@@ -171,7 +173,7 @@ def train_gates(
     check_context(backbone, context, len(data))
     data = fit_images(data, backbone, autoencoder, resize)
     inputs = {"labels": labels, "autoencoder": autoencoder, "context": context}
-    run = _GateRun(backbone, data, noise, config or GateTrainConfig(), blocks, device, checkpoint, inputs)
+    run = _GateRun(backbone, data, scheduler, config or GateTrainConfig(), blocks, device, checkpoint, inputs)
     before = _fingerprint(backbone)
     was_training = [p.requires_grad for p in backbone.parameters()]
     backbone.requires_grad_(False)
@@ -218,7 +220,7 @@ class _GateRun:
     """The moving parts of one gate training run: the gate and its optimizer, the random draws, the
     state a checkpoint keeps, and one training step."""
 
-    def __init__(self, backbone, data, noise, config, blocks, device, checkpoint, inputs) -> None:
+    def __init__(self, backbone, data, scheduler, config, blocks, device, checkpoint, inputs) -> None:
         self.backbone, self.data, self.config, self.checkpoint = backbone, data, config, checkpoint
         self.inputs = inputs  # labels, autoencoder, context (see train_gates)
         blocks = blocks or find_blocks(backbone)
@@ -235,8 +237,7 @@ class _GateRun:
         self.weights = cost_weights(blocks, config.cost).to(self.device)
         self.opt = torch.optim.Adam(self.gate.parameters(), lr=config.lr, betas=config.betas)
         self.steps = config.steps or max(1, len(data) // config.batch_size)
-        self.noise = noise
-        self.alphas = noise.alphas_cumprod.to(self.device)
+        self.noising = Noising(scheduler, self.device)
         self.result = GateTrainResult(self.gate, blocks, config)
         self.t_grid = T_GRID.to(self.device)
         self.state = {"step": 0, "lam": config.lam, "calm": 0, "seconds": 0.0}
@@ -249,28 +250,28 @@ class _GateRun:
         self.started = time.perf_counter() - self.state["seconds"]
 
     def draw(self) -> tuple[torch.Tensor, ...]:
-        """This step's batch on the model's device: noised inputs, timesteps, noise, labels, context."""
+        """This step's batch on the model's device: noised inputs, timesteps, the model's target
+        there (:mod:`lees.noising`), labels, context."""
         config, gen, autoencoder = self.config, self.gen, self.inputs["autoencoder"]
         shape = tuple(self.data.shape[1:]) if autoencoder is None else latent_shape(self.backbone)
         idx = torch.randint(0, len(self.data), (config.batch_size,), generator=gen)
         y = _labels(self.backbone, self.inputs["labels"], idx, gen)
-        t = torch.randint(0, self.noise.config.num_train_timesteps, (config.batch_size,), generator=gen)
+        t = torch.randint(0, self.noising.num_train, (config.batch_size,), generator=gen)
         eps = torch.randn((config.batch_size, *shape), generator=gen)
         idx, t, eps = idx[self.local], t[self.local].to(self.device), eps[self.local].to(self.device)
         x0 = _clean(self.data[idx].to(self.device), autoencoder)
         y = None if y is None else y[self.local].to(self.device)
         ctx = _on(context_rows(self.inputs["context"], idx), self.device)
-        a = self.alphas[t].view(-1, *([1] * (x0.dim() - 1)))
-        return a.sqrt() * x0 + (1 - a).sqrt() * eps, t, eps, y, ctx
+        xt, target = self.noising(x0, eps, t)
+        return xt, t, target, y, ctx
 
     def step(self, step: int) -> dict[str, float]:
         """One gradient step on a fresh batch, the dual update of lambda and the KL check; its log row."""
         rng = self.gen.get_state()  # this step's draws start here (what a checkpoint before it keeps)
-        xt, t, eps, y, ctx = self.draw()
-        num_train = self.noise.config.num_train_timesteps
-        g = self.trained(normalised_time(t.cpu(), num_train).to(self.device))
+        xt, t, target, y, ctx = self.draw()
+        g = self.trained(normalised_time(t.cpu(), self.noising.num_train).to(self.device))
         pred = denoise(self.gated, xt, t, y, ctx, mask=g, mode=self.config.estimator)
-        diffusion = nn.functional.mse_loss(pred, eps)
+        diffusion = nn.functional.mse_loss(pred, target)
         compute = (g @ self.weights).mean()
         loss = diffusion + self.state["lam"] * compute
         if not torch.isfinite(loss):  # the gates are still those of the last good step
@@ -368,7 +369,7 @@ def held_out_loss(
     backbone: nn.Module,
     blocks: Blocks,
     data: torch.Tensor,
-    noise: DDPMScheduler,
+    scheduler: SchedulerMixin,
     gate: SigmoidTimeGate | None = None,
     n: int = 2000,
     batch_size: int = 100,
@@ -379,15 +380,16 @@ def held_out_loss(
     context: torch.Tensor | None = None,
     resize: bool = False,
 ) -> float:
-    """Mean epsilon-MSE on the first ``n`` images (fixed noise and t); with ``gate``, under its hard masks.
+    """Mean squared error of the model's prediction against its target (its scheduler's
+    ``prediction_type``) on the first ``n`` images, fixed noise and t; with ``gate``, under its hard masks.
     ``data`` is checked against the backbone as by :func:`train_gates` (``resize`` fits it)."""
     check_context(backbone, context, len(data))
     data = fit_images(data, backbone, autoencoder, resize)
     device = model_device_checked(backbone, device)
     gated = GatedModel(backbone, blocks)
     gen = torch.Generator().manual_seed(seed)
-    num_train = noise.config.num_train_timesteps
-    alphas = noise.alphas_cumprod.to(device)
+    noising = Noising(scheduler, device)
+    num_train = noising.num_train
     total, count = 0.0, 0
     for i in range(0, min(n, len(data)), batch_size):
         idx = torch.arange(i, min(n, len(data), i + batch_size))
@@ -397,15 +399,14 @@ def held_out_loss(
         ctx = _on(context_rows(context, idx), device)
         t = torch.randint(0, num_train, (len(x0),), generator=gen)
         eps = torch.randn(x0.shape, generator=gen).to(device)
-        a = alphas[t.to(device)].view(-1, *([1] * (x0.dim() - 1)))
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        xt, target = noising(x0, eps, t)
         if gate is None:
             pred = denoise(backbone, xt, t.to(device), y, ctx)
         else:  # one hard decision per sample: the straight-through forward value is exactly the hard mask
             g = gate(normalised_time(t, num_train).to(device))
             pred = denoise(gated, xt, t.to(device), y, ctx, mask=g, mode="ste")
-        total += nn.functional.mse_loss(pred, eps, reduction="sum").item()
-        count += eps.numel()
+        total += nn.functional.mse_loss(pred, target, reduction="sum").item()
+        count += target.numel()
     return total / count
 
 
