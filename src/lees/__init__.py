@@ -1,10 +1,11 @@
-"""lees: learn which blocks of a frozen diffusion model to skip at each timestep."""
+"""lees: learn which blocks of a frozen diffusion model to run, reuse or skip at each sampling step."""
 
 from . import baselines
 from .backbones import EMBEDDED_DIR, BackboneError, load_backbone, load_noise_scheduler
 from .blocks import Block, Blocks, find_blocks
+from .data import fit_images
 from .enable import disable, enable, pipeline_timesteps, reset
-from .engine import REUSE, RUN, SKIP, GatedModel, ReuseCache
+from .engine import REUSE, RUN, SKIP, CompiledModelError, GatedModel, ReuseCache
 from .gates import SigmoidTimeGate, open_mask
 from .router import RouterConfig, train_router
 from .sampling import sample, sample_lockstep
@@ -20,6 +21,7 @@ __all__ = [
     "EMBEDDED_DIR",
     "Block",
     "Blocks",
+    "CompiledModelError",
     "GateTrainConfig",
     "GatedModel",
     "REUSE",
@@ -34,6 +36,7 @@ __all__ = [
     "disable",
     "enable",
     "find_blocks",
+    "fit_images",
     "load_backbone",
     "load_noise_scheduler",
     "load_policy",
