@@ -95,11 +95,13 @@ def balanced(labels: torch.Tensor, classes: list[int], n: int, skip: int, seed: 
     return torch.from_numpy(np.concatenate(picked))
 
 
+ORDER = (3, 5, 1, 2, 4)  # every change at severity 3 first, so an interrupted run has covered them all
+
+
 def points() -> list[tuple[str, int]]:
-    """Every (change, severity) measured, the floor first."""
-    return [("clean", 0), ("clean-redraw", 0)] + [
-        (change, s) for change in ("classes", *SHIFTS, *CORRUPTIONS) for s in range(1, 6)
-    ]
+    """Every (change, severity) measured: the floor first, then each severity of ORDER for every change."""
+    changes = ("classes", *SHIFTS, *CORRUPTIONS)
+    return [("clean", 0), ("clean-redraw", 0)] + [(change, s) for s in ORDER for change in changes]
 
 
 def images_for(change: str, severity: int, images, labels, n: int, seed: int) -> torch.Tensor:
@@ -189,7 +191,7 @@ def plot(out: Path, rows: list[dict]) -> Path:
     cols, lines = 4, math.ceil(len(changes) / 4)
     fig, axes = plt.subplots(lines, cols, figsize=(12, 2.4 * lines), sharex=True, sharey=True, squeeze=False)
     for ax, change in zip(axes.flat, changes, strict=False):
-        part = [floor] + [r for r in rows if r["change"] == change]
+        part = [floor] + sorted((r for r in rows if r["change"] == change), key=lambda r: r["severity"])
         for key, label in (("fd_clf_ratio", "fd_clf"), ("fid_ratio", "Inception FID")):
             ax.plot([r["severity"] for r in part], [r[key] for r in part], marker="o", ms=3, label=label)
         ax.set_title(change, fontsize=9)
