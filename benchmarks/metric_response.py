@@ -16,9 +16,13 @@ each at severities 1..5 (severity 0 = the clean images, the floor every ratio is
 
 Prints one JSON line per point (fd_clf, fid, kid_clf, kid_fid, and fd_clf and fid over their clean
 floors) and appends it to OUT/metric-response.jsonl as it is done, so a run picks up where an
-interrupted one stopped. Draws OUT/metric-response.png (one panel per change, metric over floor).
+interrupted one stopped; every change is measured at severity 3, then 5, 1, 2, 4. Then prints a
+markdown table (severities 0, 3, 5) and draws OUT/metric-response.png (one panel per change, each
+metric over its floor). ``--clf-variants`` (classifier only, a minute) also scores fd_clf on
+L2-normalised features, a candidate fix, into OUT/clf-variants.jsonl; table and plot show it.
 
-    python benchmarks/metric_response.py --out docs/results/metric-response   # ~35 min on 1 core
+    python benchmarks/metric_response.py --out docs/results/metric-response   # ~35-60 min on 1 core
+    python benchmarks/metric_response.py --clf-variants --out docs/results/metric-response
     python benchmarks/metric_response.py --plot-only --out docs/results/metric-response
 """
 
@@ -182,8 +186,55 @@ def run(out: Path, n: int, seed: int, device: str) -> list[dict]:
     return rows
 
 
-def plot(out: Path, rows: list[dict]) -> Path:
-    """One panel per change: severity against fd_clf and FID over their clean floors (log scale)."""
+def l2(feats: np.ndarray) -> np.ndarray:
+    """Each feature vector over its length: what is left of fd_clf when the features' scale, which
+    follows the image's intensity, is taken out (the normalisation this benchmark measures)."""
+    return feats / np.linalg.norm(feats, axis=1, keepdims=True).clip(1e-12)
+
+
+CLF_VARIANTS = {"fd_clf": lambda feats: feats, "fd_clf_l2": l2}
+
+
+def clf_variants(out: Path, n: int, seed: int, device: str) -> list[dict]:
+    """fd_clf with raw and with L2-normalised features at every point (classifier only: a minute),
+    written to OUT/clf-variants.jsonl."""
+    images, labels = load_images("fashion-mnist", "test")
+    extractor = ClassifierFeatures(device)
+    reference = reference_features(extractor, n=CLF_REFERENCE, progress=False)
+    gaussians = {name: gaussian(norm(reference)) for name, norm in CLF_VARIANTS.items()}
+    rows = []
+    for change, severity in points():
+        feats = features(extractor, images_for(change, severity, images, labels, n, seed))
+        row = {"change": change, "severity": severity, "n": n, "seed": seed}
+        row |= {name: round(fd_few(norm(feats), *gaussians[name]), 4) for name, norm in CLF_VARIANTS.items()}
+        row |= {
+            f"{name}_ratio": round(row[name] / (rows[0] if rows else row)[name], 3) for name in CLF_VARIANTS
+        }
+        rows.append(row)
+    atomic_write_text(out / "clf-variants.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def table(rows: list[dict], variants: list[dict]) -> str:
+    """Markdown: every change at severities 3 and 5 (class loss at all) under each metric, as ratios to
+    the clean floor, with FID's excess over its floor and KID."""
+    l2_ratio = {(v["change"], v["severity"]): v["fd_clf_l2_ratio"] for v in variants}
+    head = ("change", "severity", "fd_clf", "Inception FID", "FID - floor", "KID (Inception) x 1000",
+            "fd_clf, L2 features")  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for change in dict.fromkeys(r["change"] for r in rows):
+        for r in sorted((r for r in rows if r["change"] == change), key=lambda r: r["severity"]):
+            if r["severity"] in (0, 3, 5) or change == "classes":
+                cells = (change, r["severity"], f"{r['fd_clf_ratio']:.2f}", f"{r['fid_ratio']:.3f}",
+                         f"{r['fid'] - rows[0]['fid']:+.1f}", f"{1000 * r['kid_fid']:.2f}",
+                         f"{l2_ratio.get((change, r['severity']), float('nan')):.2f}")  # fmt: skip
+                lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines)
+
+
+def plot(out: Path, rows: list[dict], variants: list[dict]) -> Path:
+    """One panel per change: severity against fd_clf and FID over their clean floors (log scale), and
+    fd_clf on L2-normalised features where ``variants`` holds it."""
     from lees.plots import plt, save_figure
 
     floor = rows[0]
@@ -194,6 +245,12 @@ def plot(out: Path, rows: list[dict]) -> Path:
         part = [floor] + sorted((r for r in rows if r["change"] == change), key=lambda r: r["severity"])
         for key, label in (("fd_clf_ratio", "fd_clf"), ("fid_ratio", "Inception FID")):
             ax.plot([r["severity"] for r in part], [r[key] for r in part], marker="o", ms=3, label=label)
+        l2_part = sorted(
+            (v for v in variants if v["change"] in ("clean", change)), key=lambda v: v["severity"]
+        )
+        if l2_part:
+            ax.plot([v["severity"] for v in l2_part], [v["fd_clf_l2_ratio"] for v in l2_part], ls="--", lw=1,
+                    color="grey", label="fd_clf, L2-normalised features")  # fmt: skip
         ax.set_title(change, fontsize=9)
         ax.set_yscale("log")
         ax.axhline(1, color="grey", lw=0.5)
@@ -213,6 +270,11 @@ def plot(out: Path, rows: list[dict]) -> Path:
     return save_figure(fig, out / "metric-response.png")
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file ([] when there is none)."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -221,17 +283,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("runs/metric-response"))
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot and table from OUT's rows")
     parser.add_argument(
-        "--plot-only", action="store_true", help="redraw the plot from OUT/metric-response.jsonl"
+        "--clf-variants",
+        action="store_true",
+        help="only fd_clf, raw and L2-normalised: OUT/clf-variants.jsonl",
     )
     args = parser.parse_args()
     if args.n < CLASSES * 2:
         raise ValueError(f"-n must be at least {CLASSES * 2} (two images a class)")
-    if args.plot_only:
-        rows = [json.loads(line) for line in (args.out / "metric-response.jsonl").read_text().splitlines()]
-    else:
-        rows = run(args.out, args.n, args.seed, args.device)
-    print(f"# wrote {plot(args.out, rows)} and {args.out / 'metric-response.jsonl'}")
+    if args.clf_variants:
+        for row in clf_variants(args.out, args.n, args.seed, args.device):
+            print(json.dumps(row))
+        return
+    rows = (
+        read_jsonl(args.out / "metric-response.jsonl")
+        if args.plot_only
+        else run(args.out, args.n, args.seed, args.device)
+    )
+    variants = read_jsonl(args.out / "clf-variants.jsonl")
+    print(table(rows, variants))
+    print(f"# wrote {plot(args.out, rows, variants)} and {args.out / 'metric-response.jsonl'}")
 
 
 if __name__ == "__main__":
