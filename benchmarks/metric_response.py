@@ -232,6 +232,11 @@ def table(rows: list[dict], variants: list[dict]) -> str:
     return "\n".join(lines)
 
 
+TITLES = {"classes": "classes missing (severity: how many)"} | {
+    name: f"{name}, c = {', '.join(map(str, levels))}" for name, (_, levels) in SHIFTS.items()
+}
+
+
 def plot(out: Path, rows: list[dict], variants: list[dict]) -> Path:
     """One panel per change: severity against fd_clf and FID over their clean floors (log scale), and
     fd_clf on L2-normalised features where ``variants`` holds it."""
@@ -240,7 +245,8 @@ def plot(out: Path, rows: list[dict], variants: list[dict]) -> Path:
     floor = rows[0]
     changes = list(dict.fromkeys(r["change"] for r in rows if r["severity"] > 0))
     cols, lines = 4, math.ceil(len(changes) / 4)
-    fig, axes = plt.subplots(lines, cols, figsize=(12, 2.4 * lines), sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(lines, cols, figsize=(12, 2.2 * lines + 1), sharex=True, sharey=True,
+                             squeeze=False, layout="constrained")  # fmt: skip
     for ax, change in zip(axes.flat, changes, strict=False):
         part = [floor] + sorted((r for r in rows if r["change"] == change), key=lambda r: r["severity"])
         for key, label in (("fd_clf_ratio", "fd_clf"), ("fid_ratio", "Inception FID")):
@@ -251,15 +257,16 @@ def plot(out: Path, rows: list[dict], variants: list[dict]) -> Path:
         if l2_part:
             ax.plot([v["severity"] for v in l2_part], [v["fd_clf_l2_ratio"] for v in l2_part], ls="--", lw=1,
                     color="grey", label="fd_clf, L2-normalised features")  # fmt: skip
-        ax.set_title(change, fontsize=9)
+        ax.set_title(TITLES.get(change, change), fontsize=9)
         ax.set_yscale("log")
         ax.axhline(1, color="grey", lw=0.5)
         ax.grid(alpha=0.3, which="both")
     for ax in axes.flat[len(changes) :]:
         ax.axis("off")
     redraw = next(r for r in rows if r["change"] == "clean-redraw")
-    axes.flat[0].legend(fontsize=8)
-    fig.supxlabel("severity (0: the clean test images)")
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel("severity (0: clean)", fontsize=8)
     fig.supylabel("metric / its value on the clean images")
     fig.suptitle(
         f"Response to known changes of {floor['n']} real Fashion-MNIST test images; floors fd_clf "
@@ -301,6 +308,8 @@ def main() -> None:
         if args.plot_only
         else run(args.out, args.n, args.seed, args.device)
     )
+    if not rows:
+        raise ValueError(f"{args.out / 'metric-response.jsonl'} holds no rows: run without --plot-only first")
     variants = read_jsonl(args.out / "clf-variants.jsonl")
     print(table(rows, variants))
     print(f"# wrote {plot(args.out, rows, variants)} and {args.out / 'metric-response.jsonl'}")
