@@ -239,24 +239,25 @@ TITLES = {"classes": "classes missing (severity: how many)"} | {
 
 def plot(out: Path, rows: list[dict], variants: list[dict]) -> Path:
     """One panel per change: severity against fd_clf and FID over their clean floors (log scale), and
-    fd_clf on L2-normalised features where ``variants`` holds it."""
+    fd_clf on L2-normalised features where ``variants`` holds it (fd_clf is drawn from there, where
+    every severity has been measured: the same images give the same value)."""
     from lees.plots import plt, save_figure
 
     floor = rows[0]
-    changes = list(dict.fromkeys(r["change"] for r in rows if r["severity"] > 0))
+    changes = list(dict.fromkeys(r["change"] for r in variants or rows if r["severity"] > 0))
     cols, lines = 4, math.ceil(len(changes) / 4)
     fig, axes = plt.subplots(lines, cols, figsize=(12, 2.2 * lines + 1), sharex=True, sharey=True,
                              squeeze=False, layout="constrained")  # fmt: skip
+    dots, dashes = {"marker": "o", "ms": 3}, {"ls": "--", "color": "grey"}
+    series = (("fd_clf", variants or rows, "fd_clf_ratio", dots), ("Inception FID", rows, "fid_ratio", dots),
+              ("fd_clf, L2-normalised features", variants, "fd_clf_l2_ratio", dashes))  # fmt: skip
     for ax, change in zip(axes.flat, changes, strict=False):
-        part = [floor] + sorted((r for r in rows if r["change"] == change), key=lambda r: r["severity"])
-        for key, label in (("fd_clf_ratio", "fd_clf"), ("fid_ratio", "Inception FID")):
-            ax.plot([r["severity"] for r in part], [r[key] for r in part], marker="o", ms=3, label=label)
-        l2_part = sorted(
-            (v for v in variants if v["change"] in ("clean", change)), key=lambda v: v["severity"]
-        )
-        if l2_part:
-            ax.plot([v["severity"] for v in l2_part], [v["fd_clf_l2_ratio"] for v in l2_part], ls="--", lw=1,
-                    color="grey", label="fd_clf, L2-normalised features")  # fmt: skip
+        for label, source, key, style in series:
+            part = sorted(
+                (r for r in source if r["change"] in ("clean", change)), key=lambda r: r["severity"]
+            )
+            if part:
+                ax.plot([r["severity"] for r in part], [r[key] for r in part], label=label, **style)
         ax.set_title(TITLES.get(change, change), fontsize=9)
         ax.set_yscale("log")
         ax.axhline(1, color="grey", lw=0.5)
