@@ -216,19 +216,19 @@ def clf_variants(out: Path, n: int, seed: int, device: str) -> list[dict]:
 
 
 def table(rows: list[dict], variants: list[dict]) -> str:
-    """Markdown: every change at severities 3 and 5 (class loss at all) under each metric, as ratios to
-    the clean floor, with FID's excess over its floor and KID."""
+    """Markdown: the floors, then every change at severity 3 and at 5 ordered by FID's excess over its
+    floor, then the other class-loss points; each metric as a ratio to its clean floor, and KID."""
     l2_ratio = {(v["change"], v["severity"]): v["fd_clf_l2_ratio"] for v in variants}
-    head = ("change", "severity", "fd_clf", "Inception FID", "FID - floor", "KID (Inception) x 1000",
-            "fd_clf, L2 features")  # fmt: skip
+    head = ("change", "severity", "fd_clf / floor", "fd_clf (L2 features) / floor", "Inception FID / floor",
+            "FID - floor", "KID (Inception) x 1000")  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for change in dict.fromkeys(r["change"] for r in rows):
-        for r in sorted((r for r in rows if r["change"] == change), key=lambda r: r["severity"]):
-            if r["severity"] in (0, 3, 5) or change == "classes":
-                cells = (change, r["severity"], f"{r['fd_clf_ratio']:.2f}", f"{r['fid_ratio']:.3f}",
-                         f"{r['fid'] - rows[0]['fid']:+.1f}", f"{1000 * r['kid_fid']:.2f}",
-                         f"{l2_ratio.get((change, r['severity']), float('nan')):.2f}")  # fmt: skip
-                lines.append("| " + " | ".join(map(str, cells)) + " |")
+    group = {0: 0, 3: 1, 5: 2}
+    shown = [r for r in rows if r["severity"] in group or r["change"] == "classes"]
+    for r in sorted(shown, key=lambda r: (group.get(r["severity"], 3), r["fid"])):
+        cells = (r["change"], r["severity"], f"{r['fd_clf_ratio']:.2f}",
+                 f"{l2_ratio.get((r['change'], r['severity']), float('nan')):.2f}", f"{r['fid_ratio']:.3f}",
+                 f"{r['fid'] - rows[0]['fid']:+.1f}", f"{1000 * r['kid_fid']:.2f}")  # fmt: skip
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
 
@@ -266,8 +266,10 @@ def plot(out: Path, rows: list[dict], variants: list[dict]) -> Path:
         ax.axis("off")
     redraw = next(r for r in rows if r["change"] == "clean-redraw")
     fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=9)
-    for ax in axes[-1]:
-        ax.set_xlabel("severity (0: clean)", fontsize=8)
+    for column in axes.T:  # the lowest panel in use of each column carries the severity axis
+        lowest = [ax for ax in column if ax.axison][-1]
+        lowest.set_xlabel("severity (0: clean)", fontsize=8)
+        lowest.tick_params(labelbottom=True)
     fig.supylabel("metric / its value on the clean images")
     fig.suptitle(
         f"Response to known changes of {floor['n']} real Fashion-MNIST test images; floors fd_clf "
