@@ -252,7 +252,7 @@ def test_route_writes_into_the_model_folder_and_sample_runs_it(folder, tmp_path,
     assert main([*argv, "--batch-size", "2", "--target-ratio", "0.8"]) == 0
     path = Path(folder) / "lees" / "schedule.json"
     out = capsys.readouterr().out
-    assert f"wrote {path}" in out and "reuses the rest" in out
+    assert f"wrote {path}" in out and "reuses the rest" in out and "chosen by its step objective" in out
     schedule = Schedule.load(path)
     assert schedule.source == "router" and schedule.flop_ratio <= 0.8 + 1e-9
     assert schedule.settings["provenance"]["model_fingerprint"]
@@ -273,3 +273,48 @@ def test_schedule_deepcache_and_uniform(folder, tmp_path, capsys):
     deepcache = Schedule.load(tmp_path / "deepcache" / "schedule.json")
     assert deepcache.reuses and deepcache.settings["cache_bytes_per_sample"] > 0
     assert "KiB per sample" in capsys.readouterr().out
+
+
+class StubInception:
+    """Stands in for the Inception network (under its name): pooled pixels, no weights to load."""
+
+    name = "inception"
+
+    def __init__(self, device="cpu") -> None:
+        pass
+
+    def __call__(self, images):
+        import torch
+
+        return torch.nn.functional.adaptive_avg_pool2d(images, (2, 3)).flatten(1).double().numpy()
+
+
+def _no_inception(device="cpu"):
+    raise FileNotFoundError("the FID Inception weights are not installed")
+
+
+@pytest.mark.parametrize("inception", [StubInception, _no_inception])
+def test_ase_grid_names_its_metric_and_checks_its_choice(
+    folder, idx_data, tmp_path, capsys, monkeypatch, inception
+):
+    import lees.metrics
+
+    monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(lees.metrics, "InceptionFeatures", inception)
+    argv = ["schedule", "ase-grid", "--model", folder, "--steps", "3", "-n", "4", "--data", idx_data]
+    assert main([*argv, "--out", str(tmp_path / "g")]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "g" / "grid.json").read_text())
+    assert report["metric"] == "fd_clf" and all(r["metric"] == "fd_clf" for r in report["candidates"])
+    assert "candidates by fd_clf" in out and " fd_clf " in out
+    assert Schedule.load(tmp_path / "g" / "schedule.json").settings["grid_metric"] == "fd_clf"
+    if inception is StubInception:
+        scores = report["check"]["scores"]
+        assert set(scores) == {"best", "ase default"} and set(scores["best"]) == {"fd_clf", "fid"}
+        assert scores["best"]["fd_clf"] == pytest.approx(min(r["fd"] for r in report["candidates"]), rel=1e-4)
+        lines = out.splitlines()
+        head = lines.index(next(line for line in lines if line.split() == ["FLOPs", "fd_clf", "fid"]))
+        assert lines[head + 1].startswith("best") and lines[head + 2].startswith("ase default")
+    else:
+        assert report["check"].startswith("skipped: the FID Inception weights are not installed")
+        assert "not checked under Inception FID" in out

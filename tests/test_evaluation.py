@@ -5,7 +5,7 @@ from diffusers import DDPMScheduler
 
 from lees import find_blocks
 from lees.backbones import DDPM_NOISE
-from lees.evaluation import ase_grid, score_schedule
+from lees.evaluation import ase_grid, metric_name, score_schedule, score_under
 from lees.sampling import sample, sampler_timesteps
 
 
@@ -33,6 +33,43 @@ def test_score_and_grid(tiny):
     assert grid.best.settings["drop_length"] == best["drop_length"] and grid.best.source == "ase"
     with pytest.raises(ValueError, match="no ASE schedule"):
         ase_grid(tiny, noise, blocks, timesteps, pixels, reference, budget=0.01, n=8, progress=False)
+
+
+class Named:
+    """``pixels`` under an extractor's name, as the real extractors carry one."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        return pixels(images)
+
+
+def test_metric_names():
+    assert metric_name(Named("clf")) == "fd_clf" and metric_name(Named("inception")) == "fid"
+    assert metric_name(Named("dino")) == "fd_dino" and metric_name(pixels) == "fd"
+
+
+def test_grid_names_its_metric_and_its_choice_is_scored_under_another(tiny, capsys):
+    noise = DDPMScheduler(**DDPM_NOISE)
+    blocks = find_blocks(tiny)
+    timesteps = sampler_timesteps(noise, 3)
+    reference = pixels(torch.rand(64, 1, 16, 16) * 2 - 1)
+    grid = ase_grid(
+        tiny, noise, blocks, timesteps, Named("clf"), reference, budget=0.9, drop_lengths=(200, 400),
+        starts=(0,), n=8,
+    )  # fmt: skip
+    assert grid.metric == "fd_clf" and grid.best.settings["grid_metric"] == "fd_clf"
+    assert all(r["metric"] == "fd_clf" for r in grid.rows)
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == len(grid.rows) and all(" fd_clf " in line for line in printed)
+
+    other = (Named("inception"), reference[:, ::-1] ** 2)
+    scores = score_under(
+        tiny, noise, {"best": grid.best}, {"fd_clf": (Named("clf"), reference), "fid": other}, n=8
+    )
+    assert scores["best"]["fd_clf"] == pytest.approx(min(r["fd"] for r in grid.rows), rel=1e-4)  # same seeds
+    assert scores["best"]["fid"] != pytest.approx(scores["best"]["fd_clf"])
 
 
 def test_running_gaussian_equals_numpy():
