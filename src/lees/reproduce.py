@@ -266,7 +266,8 @@ def _ase_grid(cfg: ReproduceConfig, work: Path, model, noise, blocks, timesteps,
     except ValueError:  # LEES is sparser than any ASE schedule of the grid: tune at ASE default's
         budget = ase.flop_ratio
         grid = tune(budget)
-    info = {"schedule": grid.best.to_dict(), "rows": grid.rows, "seconds": grid.seconds, "budget": budget}
+    info = {"schedule": grid.best.to_dict(), "rows": grid.rows, "seconds": grid.seconds, "budget": budget,
+            "metric": grid.metric}  # fmt: skip
     atomic_write_text(grid_file, json.dumps(info))
     return grid.best, info
 
@@ -341,7 +342,7 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
     for method, fid in _pooled_fid(cfg, work).items():
         rows[method]["fid"] = [fid]
     rows["ase-grid"]["note"] = (
-        f"{len(grid_info['rows'])} candidates, {grid_info['seconds']:.0f} s, "
+        f"{len(grid_info['rows'])} candidates ranked by {grid_info['metric']}, {grid_info['seconds']:.0f} s, "
         f"budget FLOPs <= {grid_info['budget']:.2f}"
     )
     meta = _meta(cfg, out, work, model, noise, blocks, train_images, first, shared, started)
