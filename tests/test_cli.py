@@ -302,12 +302,21 @@ def test_ase_grid_names_its_metric_and_checks_its_choice(
     monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(lees.metrics, "InceptionFeatures", inception)
     argv = ["schedule", "ase-grid", "--model", folder, "--steps", "3", "-n", "4", "--data", idx_data]
+    sampler = "ddpm" if inception is StubInception else "ddim"  # the grid scores on the sampler asked for
+    argv += ["--sampler", sampler]
+    import lees.evaluation
+
+    used, score = [], lees.evaluation.score_schedule
+    monkeypatch.setattr(
+        lees.evaluation, "score_schedule", lambda *a, **k: used.append(k["sampler"]) or score(*a, **k)
+    )
     assert main([*argv, "--out", str(tmp_path / "g")]) == 0
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "g" / "grid.json").read_text())
     assert report["metric"] == "fd_clf" and all(r["metric"] == "fd_clf" for r in report["candidates"])
     assert "candidates by fd_clf" in out and " fd_clf " in out
-    assert Schedule.load(tmp_path / "g" / "schedule.json").settings["grid_metric"] == "fd_clf"
+    settings = Schedule.load(tmp_path / "g" / "schedule.json").settings
+    assert settings["grid_metric"] == "fd_clf" and set(used) == {sampler}
     if inception is StubInception:
         scores = report["check"]["scores"]
         assert set(scores) == {"best", "ase default"} and set(scores["best"]) == {"fd_clf", "fid"}

@@ -366,7 +366,7 @@ EPILOG_SCHEDULE = """examples:
 """
 
 
-def _ase_grid(args: argparse.Namespace, spec: str, blocks, timesteps):
+def _ase_grid(args: argparse.Namespace, model, blocks, timesteps):
     """Baseline B3: ASE tuned by grid search on fd_clf; writes grid.json beside the schedule, naming the
     metric, with the best and the default ASE schedule also under Inception FID where it is installed."""
     import json
@@ -379,11 +379,10 @@ def _ase_grid(args: argparse.Namespace, spec: str, blocks, timesteps):
     budget = args.budget or ase_schedule(blocks, timesteps).flop_ratio
     extractor = ClassifierFeatures(args.device)
     reference = reference_features(extractor, args.data, "train")
-    model = _load_model(args, args.device)
-    noise = load_noise_scheduler(spec)
+    noise = load_noise_scheduler(args.model)
     grid = ase_grid(
         model, noise, blocks, timesteps, extractor, reference, budget, n=args.n, seed=args.seed,
-        device=args.device,
+        device=args.device, sampler=args.sampler,
     )  # fmt: skip
     report = {
         "budget": budget,
@@ -419,7 +418,7 @@ def _check_choice(args: argparse.Namespace, model, noise, grid, ranked_by, defau
         "fid": (inception, reference_features(inception, args.data, "train", 2000)),
     }
     schedules = {"best": grid.best, "ase default": default}
-    scores = score_under(model, noise, schedules, scorers, args.n, args.seed, args.device)
+    scores = score_under(model, noise, schedules, scorers, args.n, args.seed, args.device, args.sampler)
     print(f"{'':<12} {'FLOPs':>6} " + " ".join(f"{m:>8}" for m in scorers))
     for name, schedule in schedules.items():
         values = " ".join(f"{scores[name][m]:>8.3f}" for m in scorers)
@@ -453,7 +452,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     elif args.kind == "random":
         schedule = random_schedule(blocks, timesteps, args.ratio, args.seed)
     elif args.kind == "ase-grid":
-        schedule = _ase_grid(args, spec, blocks, timesteps)
+        schedule = _ase_grid(args, model, blocks, timesteps)
     elif args.kind == "deepcache":
         schedule = deepcache_schedule(
             blocks, timesteps, args.interval, args.levels, between=ACTIONS[args.between]

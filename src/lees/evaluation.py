@@ -197,6 +197,7 @@ def ase_grid(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    sampler: str = "ddpm",
 ) -> GridResult:
     """Tune ASE (baseline B3): best offline quality over drop length, start and step, at FLOPs <= budget.
 
@@ -219,7 +220,7 @@ def ase_grid(
     rows = []
     for i, s in enumerate(candidates):
         score = score_schedule(
-            model, scheduler, s, extractor, reference, n, len(timesteps), seed, device=device
+            model, scheduler, s, extractor, reference, n, len(timesteps), seed, device=device, sampler=sampler
         )
         rows.append(
             s.settings
@@ -241,6 +242,7 @@ def ase_grid(
         "grid_n": n,
         "grid_candidates": len(candidates),
         "grid_metric": metric,
+        "sampler": sampler,
     }
     return GridResult(best, rows, time.perf_counter() - started, metric)
 
@@ -253,6 +255,7 @@ def score_under(
     n: int = 256,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    sampler: str = "ddpm",
 ) -> dict[str, dict[str, float]]:
     """Each schedule's Fréchet distance under each metric (``{metric: (extractor, reference)}``).
 
@@ -264,6 +267,6 @@ def score_under(
     scores = {}
     for name, s in schedules.items():
         score = score_schedule(model, scheduler, s, extractor, reference, n, len(s.timesteps), seed,
-                               device=device, also=dict(rest))  # fmt: skip
+                               device=device, sampler=sampler, also=dict(rest))  # fmt: skip
         scores[name] = {first: score.fd, **score.also}
     return scores
