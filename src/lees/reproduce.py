@@ -339,17 +339,18 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
         methods = {m: methods[m] for m in METHODS}
         results = _seed_results(cfg, work, seed, model, noise, methods, extractor, ref, ref_corrupted)
         _add_seed(rows, results, methods, shared["full"], cfg)
-    for method, fid in _pooled_fid(cfg, work).items():
+    fids = _pooled_fid(cfg, work)
+    for method, fid in fids.items():
         rows[method]["fid"] = [fid]
     rows["ase-grid"]["note"] = (
         f"{len(grid_info['rows'])} candidates ranked by {grid_info['metric']}, {grid_info['seconds']:.0f} s, "
         f"budget FLOPs <= {grid_info['budget']:.2f}"
     )
-    meta = _meta(cfg, out, work, model, noise, blocks, train_images, first, shared, started)
+    meta = _meta(cfg, out, work, model, noise, blocks, train_images, first, shared, started, list(fids))
     return build_report(rows, out, meta)
 
 
-def _meta(cfg, out, work, model, noise, blocks, train_images, first, shared, started) -> dict:
+def _meta(cfg, out, work, model, noise, blocks, train_images, first, shared, started, fid_rows) -> dict:
     """The report's metadata: the command, the gates' training cost and settling, held-out losses,
     the plots of the first seed's gates, and the notes that say how the figures were made."""
     gate005 = first["trained"]["lees-0.05"]
@@ -366,7 +367,6 @@ def _meta(cfg, out, work, model, noise, blocks, train_images, first, shared, sta
     budget_reached = Schedule.from_gate(
         budget["gate"], blocks, shared["full"].timesteps, noise.config.num_train_timesteps
     ).executed_ratio
-    fid_rows = _fid_rows(cfg)
     return {
         "model": cfg.model,
         "command": " ".join(shlex.quote(a) for a in ["lees", *sys.argv[1:]]),
