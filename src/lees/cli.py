@@ -505,13 +505,6 @@ def _default_metrics(say) -> list[str]:
     return ["clf", "inception"]
 
 
-def _pm(values: list[float], fmt: str = ".3f") -> str:
-    from .reports import mean_std
-
-    m, s = mean_std(values)
-    return f"{m:{fmt}} ± {s:{fmt}}"
-
-
 def cmd_eval(args: argparse.Namespace) -> None:
     """Sample with each schedule over several seeds; quality, latency, ratios as mean ± std, and a t-test."""
     import json
@@ -520,8 +513,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .blocks import find_blocks
     from .distributed import is_main
     from .evaluation import score_schedule
-    from .metrics import EXTRACTORS, reference_features
-    from .reports import paired_t
+    from .metrics import EXTRACTORS, REFERENCE_N, reference_features
+    from .reports import mean_pm_std, paired_t
     from .sampling import sampler_timesteps
     from .schedules import Schedule
 
@@ -542,7 +535,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     scorers = {}
     for name in metrics:
         extractor = EXTRACTORS[name](device)
-        count = args.reference_n or (10_000 if name == "clf" else 2_000)
+        count = args.reference_n or REFERENCE_N[name]
         scorers[name] = (extractor, reference_features(extractor, args.data, "train", n=count))
     (extractor, reference), also = scorers[metrics[0]], {m: scorers[m] for m in metrics[1:]}
     results = {}
@@ -563,9 +556,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
             "flop_ratio": schedule.flop_ratio,
         }
         results[name] = row
-        quality = ", ".join(f"{m} FD {_pm(row['fd' if m == metrics[0] else f'fd_{m}'])}" for m in metrics)
+        quality = ", ".join(
+            f"{m} FD {mean_pm_std(row['fd' if m == metrics[0] else f'fd_{m}'])}" for m in metrics
+        )
         say(
-            f"{name}: {quality}, {_pm(row['seconds_per_100'], '.2f')} s/100 img, "
+            f"{name}: {quality}, {mean_pm_std(row['seconds_per_100'], '.2f')} s/100 img, "
             f"blocks {schedule.executed_ratio:.1%}, FLOPs {schedule.flop_ratio:.1%}"
         )
     report: dict = {

@@ -10,7 +10,7 @@ from .backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
 from .baselines import ase_schedule, uniform_schedule
 from .blocks import find_blocks
 from .images import save_grid
-from .metrics import EXTRACTORS, fd, features, reference_features
+from .metrics import EXTRACTORS, METRIC_NAMES, REFERENCE_N, fd, features, reference_features
 from .plots import gate_heatmap, schedule_map
 from .sampling import sample_lockstep, sampler_timesteps
 from .schedules import Schedule
@@ -18,10 +18,6 @@ from .training import load_gate
 
 SHIPPED_GATES = EMBEDDED_DIR / "lees-0.05" / "gates.safetensors"
 SHIPPED_ROUTER = EMBEDDED_DIR / "router-0.70" / "schedule.json"
-
-
-METRIC_NAMES = {"clf": "fd_clf", "inception": "fid"}
-REFERENCE_N = {"clf": 10_000, "inception": 2_000}
 
 
 def demo(

@@ -22,7 +22,7 @@ from .baselines import ase_schedule
 from .blocks import Blocks
 from .distributed import is_main, shard, world
 from .files import atomic_write_bytes
-from .metrics import RunningGaussian, frechet_distance, gaussian, kid
+from .metrics import METRIC_NAMES, RunningGaussian, frechet_distance, gaussian, kid
 from .sampling import sample
 from .schedules import Schedule
 
@@ -33,10 +33,6 @@ def device_name(device: str | torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"the CPU ({torch.get_num_threads()} threads, {platform.machine()})"
-
-
-METRIC_NAMES = {"clf": "fd_clf", "inception": "fid"}
-"""What a Fréchet distance in each extractor's features is called in every output."""
 
 
 def metric_name(extractor: Callable[[torch.Tensor], np.ndarray]) -> str:

@@ -83,9 +83,14 @@ def check_rows(rows: dict[str, dict[str, Any]]) -> None:
             raise ReportError(f"{method} lacks {', '.join(absent)}")
 
 
-def _ms(row: dict, field: str, fmt: str = ".3f") -> str:
-    m, s = mean_std(row[field])
+def mean_pm_std(values: Sequence[float], fmt: str = ".3f") -> str:
+    """``mean ± std`` over seeds, as every report prints it."""
+    m, s = mean_std(values)
     return f"{m:{fmt}} ± {s:{fmt}}"
+
+
+def _ms(row: dict, field: str, fmt: str = ".3f") -> str:
+    return mean_pm_std(row[field], fmt)
 
 
 def _mean(row: dict, field: str) -> float:
