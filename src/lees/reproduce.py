@@ -24,7 +24,7 @@ from .blocks import find_blocks
 from .corruptions import CORRUPTIONS, corrupt
 from .data import fit_images, load_images
 from .evaluation import ase_grid, device_name
-from .files import atomic_write_text
+from .files import atomic_write_text, claim_folder
 from .images import save_grid
 from .metrics import (
     ClassifierFeatures,
@@ -136,13 +136,7 @@ def _score(extractor, images, ref, ref_corrupted) -> dict:
 
 def _claim(work: Path, cfg: ReproduceConfig) -> None:
     """Tie ``work`` to one configuration: its stored pieces are only reused by the same settings."""
-    path = work / "config.json"
-    settings = json.dumps(asdict(cfg), sort_keys=True)
-    if path.is_file() and path.read_text() != settings:
-        raise ValueError(
-            f"{work} holds the pieces of a run with other settings ({path}); use another --out or delete it"
-        )
-    atomic_write_text(path, settings)
+    claim_folder(work / "config.json", asdict(cfg), "use another --out")
 
 
 def _router(cfg: ReproduceConfig, work: Path, model, noise, blocks, timesteps) -> Schedule:

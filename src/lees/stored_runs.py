@@ -8,7 +8,6 @@ instead of sampling them. An interruption loses at most one piece.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load, save
 
-from .files import atomic_write_bytes, atomic_write_text
+from .files import atomic_write_bytes, claim_folder
 from .sampling import Method, TimedSamples, sample_lockstep
 
 CHUNK = 100  # images per stored piece
@@ -35,7 +34,9 @@ def sample_stored(
     pieces, cache memory is the largest piece's. ``settings`` (JSON-ready) tie the folder to this run:
     a folder holding pieces of a run with other settings is an error, never silently mixed."""
     folder = Path(folder)
-    _claim(folder, {"n": n, "chunk": chunk, "methods": sorted(methods), **(settings or {})})
+    claim_folder(
+        folder / "settings.json", {"n": n, "chunk": chunk, "methods": sorted(methods), **(settings or {})}
+    )
     offset = lockstep.pop("first", 0)
     parts = []
     for first, path in _pieces(folder, n, chunk):
@@ -70,13 +71,3 @@ def _tensors(runs: Mapping[str, TimedSamples]) -> dict[str, torch.Tensor]:
         tensors[f"{name}.seconds"] = torch.tensor(r.seconds, dtype=torch.float64)
         tensors[f"{name}.cache_bytes"] = torch.tensor(r.cache_bytes_per_sample, dtype=torch.float64)
     return tensors
-
-
-def _claim(folder: Path, settings: dict[str, Any]) -> None:
-    path = folder / "settings.json"
-    text = json.dumps(settings, sort_keys=True)
-    if path.is_file() and path.read_text() != text:
-        raise ValueError(
-            f"{folder} holds the pieces of a run with other settings; use another folder or delete it"
-        )
-    atomic_write_text(path, text)
