@@ -10,7 +10,7 @@ they finish, so the same command run again after an interruption picks up where 
 
     python benchmarks/frontier.py                          # default: 200 samples, ~25 min on 2 CPU cores
     python benchmarks/frontier.py -n 1000 --rows reuse-vs-skip --fewer 35 25 15 \
-        --fid-rows full-50 full-35 full-25 full-15 ase lees-0.05 uniform-2-reuse --out runs/reuse-vs-skip
+        --fid-rows full-50 full-35 full-25 full-15 ase lees-0.05 uniform-2-reuse --clf-raw --out runs/rvs
 """
 
 from __future__ import annotations
@@ -73,6 +73,11 @@ def main() -> None:
     parser.add_argument("--rows", choices=sorted(ROW_SETS), default="all", help="which methods beside full")
     parser.add_argument("--fid-n", type=int, default=500, help="samples per method scored by Inception FID")
     parser.add_argument("--fid-rows", nargs="+", default=None, help="rows scored by Inception FID (all)")
+    parser.add_argument(
+        "--clf-raw",
+        action="store_true",
+        help="also fd_clf_raw: fd_clf on raw features, its definition before 2026-11-27",
+    )
     parser.add_argument("--seed", type=int, default=7, help="sampling seed (7: one the report does not use)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/frontier")
@@ -90,6 +95,8 @@ def main() -> None:
     runs = sample_stored(model, rows, args.n, out / "pieces", settings={"seed": args.seed}, seed=args.seed,
                          scheduler=noise, device=args.device)  # fmt: skip
     scorers = {"fd_clf": (ClassifierFeatures(args.device), args.n, 10_000)}
+    if args.clf_raw:
+        scorers["fd_clf_raw"] = (ClassifierFeatures(args.device, raw=True), args.n, 10_000)
     if inception_path().is_file():
         scorers["fid"] = (InceptionFeatures(args.device), args.fid_n, 2_000)
     reference = {m: reference_features(e, "fashion-mnist", "train", n=r) for m, (e, _, r) in scorers.items()}
@@ -98,9 +105,7 @@ def main() -> None:
     for name, schedule in rows.items():
         images = runs[name].images
         scored = {
-            m: v
-            for m, v in scorers.items()
-            if m == "fd_clf" or args.fid_rows is None or name in args.fid_rows
+            m: v for m, v in scorers.items() if m != "fid" or args.fid_rows is None or name in args.fid_rows
         }
         quality = {m: fd(features(e, images[:k]), reference[m]) for m, (e, k, _) in scored.items()}
         method = "full" if name.startswith("full-") else name
@@ -123,7 +128,7 @@ def main() -> None:
 
 def plot(out: Path, rows: list[dict]) -> None:
     """One plot per metric from the printed rows."""
-    metrics = [m for m in ("fd_clf", "fid") if any(m in r for r in rows)]
+    metrics = [m for m in ("fd_clf", "fid", "fd_clf_raw") if any(m in r for r in rows)]
     points = [Point(r["method"], r["steps"], r["flop_ratio"], r["latency_ratio"],
                     {m: r[m] for m in metrics if m in r}) for r in rows]  # fmt: skip
     for metric in metrics:

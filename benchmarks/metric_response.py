@@ -18,8 +18,10 @@ Prints one JSON line per point (fd_clf, fid, kid_clf, kid_fid, and fd_clf and fi
 floors) and appends it to OUT/metric-response.jsonl as it is done, so a run picks up where an
 interrupted one stopped; every change is measured at severity 3, then 5, 1, 2, 4. Then prints a
 markdown table (severities 0, 3, 5) and draws OUT/metric-response.png (one panel per change, each
-metric over its floor). ``--clf-variants`` (classifier only, a minute) also scores fd_clf on
-L2-normalised features, a candidate fix, into OUT/clf-variants.jsonl; table and plot show it.
+metric over its floor). The main run scores the classifier's raw features (``fd_clf_raw``, fd_clf's
+definition before 2026-11-27, when this run was made); ``--clf-variants`` (classifier only, a minute)
+scores fd_clf as it is now (features scaled to one length) and fd_clf_raw at every point into
+OUT/clf-variants.jsonl, and the table and plot take both from there.
 
     python benchmarks/metric_response.py --out docs/results/metric-response   # ~35-60 min on 1 core
     python benchmarks/metric_response.py --clf-variants --out docs/results/metric-response
@@ -141,7 +143,7 @@ class Scorer:
 
     def __init__(self, device: str) -> None:
         inception_path()  # a one-line error when the weights are not installed
-        self.extractors = {"clf": ClassifierFeatures(device), "fid": InceptionFeatures(device)}
+        self.extractors = {"clf": ClassifierFeatures(device, raw=True), "fid": InceptionFeatures(device)}
         self.references = {
             "clf": reference_features(self.extractors["clf"], n=CLF_REFERENCE, progress=False),
             "fid": reference_features(self.extractors["fid"], n=INCEPTION_REFERENCE, progress=False),
@@ -149,13 +151,14 @@ class Scorer:
         self.gaussians = {name: gaussian(ref) for name, ref in self.references.items()}
 
     def __call__(self, images: torch.Tensor, check: bool = False) -> dict[str, float]:
-        """fd_clf, fid, kid_clf, kid_fid; with ``check`` also both FDs as ``lees.metrics.fd`` gives them."""
+        """fd_clf_raw, fid, kid_clf_raw, kid_fid; with ``check`` also both FDs as ``lees.metrics.fd``
+        gives them."""
         row = {}
         for name, extractor in self.extractors.items():
             feats, ref = features(extractor, images), self.references[name]
-            key = "fd_clf" if name == "clf" else "fid"
+            key = "fd_clf_raw" if name == "clf" else "fid"
             row[key] = round(fd_few(feats, *self.gaussians[name]), 3)
-            row[f"kid_{name}"] = round(kid(feats, ref)[0], 5)
+            row[f"kid_{name}_raw" if name == "clf" else f"kid_{name}"] = round(kid(feats, ref)[0], 5)
             if check:
                 row[f"{key}_sqrtm"] = round(fd(feats, ref), 3)
         return row
@@ -177,7 +180,7 @@ def run(out: Path, n: int, seed: int, device: str) -> list[dict]:
         row = {"change": change, "severity": severity, "n": n, "seed": seed}
         row |= scorer(images_for(change, severity, images, labels, n, seed), check=change == "clean")
         floor = rows[0] if rows else row
-        row |= {"fd_clf_ratio": round(row["fd_clf"] / floor["fd_clf"], 3),
+        row |= {"fd_clf_raw_ratio": round(row["fd_clf_raw"] / floor["fd_clf_raw"], 3),
                 "fid_ratio": round(row["fid"] / floor["fid"], 3),
                 "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
         rows.append(row)
@@ -186,27 +189,26 @@ def run(out: Path, n: int, seed: int, device: str) -> list[dict]:
     return rows
 
 
-def l2(feats: np.ndarray) -> np.ndarray:
-    """Each feature vector over its length: what is left of fd_clf when the features' scale, which
-    follows the image's intensity, is taken out (the normalisation this benchmark measures)."""
-    return feats / np.linalg.norm(feats, axis=1, keepdims=True).clip(1e-12)
-
-
-CLF_VARIANTS = {"fd_clf": lambda feats: feats, "fd_clf_l2": l2}
+CLF_VARIANTS = {"fd_clf": {}, "fd_clf_raw": {"raw": True}}
+"""fd_clf as it is (features scaled to one length) and on the raw features (its first definition)."""
 
 
 def clf_variants(out: Path, n: int, seed: int, device: str) -> list[dict]:
-    """fd_clf with raw and with L2-normalised features at every point (classifier only: a minute),
-    written to OUT/clf-variants.jsonl."""
+    """fd_clf and fd_clf_raw at every point (classifier only: a minute), written to
+    OUT/clf-variants.jsonl."""
     images, labels = load_images("fashion-mnist", "test")
-    extractor = ClassifierFeatures(device)
-    reference = reference_features(extractor, n=CLF_REFERENCE, progress=False)
-    gaussians = {name: gaussian(norm(reference)) for name, norm in CLF_VARIANTS.items()}
+    extractors = {name: ClassifierFeatures(device, **kw) for name, kw in CLF_VARIANTS.items()}
+    gaussians = {
+        name: gaussian(reference_features(e, n=CLF_REFERENCE, progress=False))
+        for name, e in extractors.items()
+    }
     rows = []
     for change, severity in points():
-        feats = features(extractor, images_for(change, severity, images, labels, n, seed))
+        changed = images_for(change, severity, images, labels, n, seed)
         row = {"change": change, "severity": severity, "n": n, "seed": seed}
-        row |= {name: round(fd_few(norm(feats), *gaussians[name]), 4) for name, norm in CLF_VARIANTS.items()}
+        row |= {
+            name: round(fd_few(features(e, changed), *gaussians[name]), 4) for name, e in extractors.items()
+        }
         row |= {
             f"{name}_ratio": round(row[name] / (rows[0] if rows else row)[name], 3) for name in CLF_VARIANTS
         }
@@ -218,15 +220,17 @@ def clf_variants(out: Path, n: int, seed: int, device: str) -> list[dict]:
 def table(rows: list[dict], variants: list[dict]) -> str:
     """Markdown: the floors, then every change at severity 3 and at 5 ordered by FID's excess over its
     floor, then the other class-loss points; each metric as a ratio to its clean floor, and KID."""
-    l2_ratio = {(v["change"], v["severity"]): v["fd_clf_l2_ratio"] for v in variants}
-    head = ("change", "severity", "fd_clf / floor", "fd_clf (L2 features) / floor", "Inception FID / floor",
-            "FID - floor", "KID (Inception) x 1000")  # fmt: skip
+    clf = {(v["change"], v["severity"]): v for v in variants}
+    nan = {"fd_clf_ratio": float("nan"), "fd_clf_raw_ratio": float("nan")}
+    head = ("change", "severity", "fd_clf / floor", "fd_clf_raw (raw features) / floor",
+            "Inception FID / floor", "FID - floor", "KID (Inception) x 1000")  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     group = {0: 0, 3: 1, 5: 2}
     shown = [r for r in rows if r["severity"] in group or r["change"] == "classes"]
     for r in sorted(shown, key=lambda r: (group.get(r["severity"], 3), r["fid"])):
-        cells = (r["change"], r["severity"], f"{r['fd_clf_ratio']:.2f}",
-                 f"{l2_ratio.get((r['change'], r['severity']), float('nan')):.2f}", f"{r['fid_ratio']:.3f}",
+        v = clf.get((r["change"], r["severity"]), nan)
+        cells = (r["change"], r["severity"], f"{v['fd_clf_ratio']:.2f}", f"{v['fd_clf_raw_ratio']:.2f}",
+                 f"{r['fid_ratio']:.3f}",
                  f"{r['fid'] - rows[0]['fid']:+.1f}", f"{1000 * r['kid_fid']:.2f}")  # fmt: skip
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
@@ -238,19 +242,19 @@ TITLES = {"classes": "classes missing (severity: how many)"} | {
 
 
 def plot(out: Path, rows: list[dict], variants: list[dict]) -> Path:
-    """One panel per change: severity against fd_clf and FID over their clean floors (log scale), and
-    fd_clf on L2-normalised features where ``variants`` holds it (fd_clf is drawn from there, where
-    every severity has been measured: the same images give the same value)."""
+    """One panel per change: severity against fd_clf, fd_clf_raw (both from ``variants``, where every
+    severity has been measured) and FID over their clean floors (log scale)."""
     from lees.plots import plt, save_figure
 
     floor = rows[0]
-    changes = list(dict.fromkeys(r["change"] for r in variants or rows if r["severity"] > 0))
+    changes = list(dict.fromkeys(r["change"] for r in variants if r["severity"] > 0))
     cols, lines = 4, math.ceil(len(changes) / 4)
     fig, axes = plt.subplots(lines, cols, figsize=(12, 2.2 * lines + 1), sharex=True, sharey=True,
                              squeeze=False, layout="constrained")  # fmt: skip
     dots, dashes = {"marker": "o", "ms": 3}, {"ls": "--", "color": "grey"}
-    series = (("fd_clf", variants or rows, "fd_clf_ratio", dots), ("Inception FID", rows, "fid_ratio", dots),
-              ("fd_clf, L2-normalised features", variants, "fd_clf_l2_ratio", dashes))  # fmt: skip
+    series = (("fd_clf", variants, "fd_clf_ratio", dots), ("Inception FID", rows, "fid_ratio", dots),
+              ("fd_clf_raw: raw features (fd_clf before 2026-11-27)", variants, "fd_clf_raw_ratio",
+               dashes))  # fmt: skip
     for ax, change in zip(axes.flat, changes, strict=False):
         for label, source, key, style in series:
             part = sorted(
@@ -265,6 +269,7 @@ def plot(out: Path, rows: list[dict], variants: list[dict]) -> Path:
     for ax in axes.flat[len(changes) :]:
         ax.axis("off")
     redraw = next(r for r in rows if r["change"] == "clean-redraw")
+    clf_redraw = next(r for r in variants if r["change"] == "clean-redraw")
     fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=9)
     for column in axes.T:  # the lowest panel in use of each column carries the severity axis
         lowest = [ax for ax in column if ax.axison][-1]
@@ -273,8 +278,8 @@ def plot(out: Path, rows: list[dict], variants: list[dict]) -> Path:
     fig.supylabel("metric / its value on the clean images")
     fig.suptitle(
         f"Response to known changes of {floor['n']} real Fashion-MNIST test images; floors fd_clf "
-        f"{floor['fd_clf']:.2f}, FID {floor['fid']:.1f} (another clean draw: {redraw['fd_clf_ratio']:.2f}x, "
-        f"{redraw['fid_ratio']:.2f}x)",
+        f"{variants[0]['fd_clf']:.2f}, FID {floor['fid']:.1f} (another clean draw: "
+        f"{clf_redraw['fd_clf_ratio']:.2f}x, {redraw['fid_ratio']:.2f}x)",
         fontsize=10,
     )
     return save_figure(fig, out / "metric-response.png")
@@ -297,7 +302,7 @@ def main() -> None:
     parser.add_argument(
         "--clf-variants",
         action="store_true",
-        help="only fd_clf, raw and L2-normalised: OUT/clf-variants.jsonl",
+        help="only fd_clf and fd_clf_raw (classifier features scaled or raw): OUT/clf-variants.jsonl",
     )
     args = parser.parse_args()
     if args.n < CLASSES * 2:

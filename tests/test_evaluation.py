@@ -120,6 +120,31 @@ def test_streamed_score_is_the_same_whatever_the_batch_and_survives_interruption
         score_schedule(tiny, noise, None, pixels, reference, n=21, steps=2, batch_size=6, state=state)
 
 
+class _Defined:
+    """``pixels`` under a named definition, as ClassifierFeatures names raw and scaled features."""
+
+    def __init__(self, definition: str) -> None:
+        self.definition = definition
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        return pixels(images)
+
+
+def test_a_scoring_state_never_mixes_feature_definitions(tiny, tmp_path):
+    noise = DDPMScheduler(**DDPM_NOISE)
+    reference = pixels(torch.rand(64, 1, 16, 16) * 2 - 1)
+    state = tmp_path / "score.npz"
+    score_schedule(tiny, noise, None, _Defined("raw"), reference, n=6, steps=2, batch_size=6, state=state)
+    again = score_schedule(
+        tiny, noise, None, _Defined("raw"), reference, n=6, steps=2, batch_size=6, state=state
+    )
+    assert np.isfinite(again.fd)  # the same definition resumes
+    with pytest.raises(ValueError, match="another scoring run"):
+        score_schedule(
+            tiny, noise, None, _Defined("scaled"), reference, n=6, steps=2, batch_size=6, state=state
+        )
+
+
 def corners(images: torch.Tensor) -> np.ndarray:
     """A second stand-in metric: 4 corner pixels."""
     return images[:, 0, [0, 0, -1, -1], [0, -1, 0, -1]].double().numpy()

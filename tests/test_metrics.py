@@ -8,6 +8,7 @@ import torch
 
 from lees.data import DataError, load_images
 from lees.metrics import (
+    FEATURE_RADIUS,
     ClassifierFeatures,
     InceptionFeatures,
     fd,
@@ -114,6 +115,39 @@ def test_fd_clf_ranks_known_cases(tmp_path, monkeypatch):
     ]
     assert held_out < noisy[0] < noisy[1] < noisy[2]
     assert held_out < 0.05 * noisy[2]
+
+
+def _dim(images: torch.Tensor, factor: float) -> torch.Tensor:
+    """A contrast cut towards black, in [0, 1] pixel units (the garment darkens, the background stays)."""
+    return ((images + 1) / 2 * factor) * 2 - 1
+
+
+def test_fd_clf_compares_feature_directions_so_dimming_weighs_less_than_lost_classes(tmp_path, monkeypatch):
+    """fd_clf scales every feature vector to one length (raw lengths follow intensity): its response to
+    a dimmed set falls to less than half of fd_clf_raw's, and most of its response to missing classes
+    stays, so lost classes weigh more against dimming than they did."""
+    monkeypatch.setenv("LEES_CACHE", str(tmp_path))
+    try:
+        real, labels = load_images("fashion-mnist", "test")
+    except DataError as err:
+        pytest.skip(str(err))
+    scaled, raw = ClassifierFeatures(), ClassifierFeatures(raw=True)
+    feats = scaled(real[:50])
+    assert np.allclose(np.linalg.norm(feats, axis=1), FEATURE_RADIUS)
+    unit = raw(real[:50]) / np.linalg.norm(raw(real[:50]), axis=1, keepdims=True)
+    assert np.allclose(feats, FEATURE_RADIUS * unit)  # the same directions as the raw features
+    assert scaled.definition != raw.definition and scaled.name == "clf" and raw.name == "clf_raw"
+    held_out, dimmed = real[:1000], _dim(real[:1000], 0.6)
+    seven_classes = real[1000:][labels[1000:] < 7][:1000]
+    response = {}
+    for name, extractor in (("scaled", scaled), ("raw", raw)):
+        ref = reference_features(extractor, "fashion-mnist", "train", n=2000, progress=False)
+        floor = fd(features(extractor, held_out), ref)
+        response[name] = [fd(features(extractor, x), ref) / floor for x in (dimmed, seven_classes)]
+    (dim_s, classes_s), (dim_r, classes_r) = response["scaled"], response["raw"]
+    assert dim_s < 0.5 * dim_r  # dimming: less than half the response (measured: 42 vs 96 x the floor)
+    assert classes_s > 0.7 * classes_r > 2  # lost classes: most of it kept (42 vs 54)
+    assert classes_s / dim_s > 1.5 * classes_r / dim_r
 
 
 def test_inception_features_shape():

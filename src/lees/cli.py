@@ -874,12 +874,14 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=50, help="DDPM sampling steps (50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    _add_metric(p, "clf: fd_clf, inception: Inception FID")
+    _add_metric(
+        p, "clf: fd_clf, inception: Inception FID, clf_raw: fd_clf on raw features as before 2026-11-27"
+    )
 
 
 def _add_metric(p: argparse.ArgumentParser, note: str) -> None:
     p.add_argument(
-        "--metric", choices=("clf", "inception"), nargs="+", default=None,
+        "--metric", choices=("clf", "inception", "clf_raw"), nargs="+", default=None,
         help=f"feature spaces ({note}; default: clf, and inception if its weights are installed)",
     )  # fmt: skip
 

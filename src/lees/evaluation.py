@@ -22,7 +22,7 @@ from .baselines import ase_schedule
 from .blocks import Blocks
 from .distributed import is_main, shard, world
 from .files import atomic_write_bytes
-from .metrics import METRIC_NAMES, RunningGaussian, frechet_distance, gaussian, kid
+from .metrics import METRIC_NAMES, RunningGaussian, definition, frechet_distance, gaussian, kid
 from .sampling import sample
 from .schedules import Schedule
 
@@ -93,6 +93,7 @@ def score_schedule(
         state = Path(f"{state}.rank{world()[0]}")
     key = {"n": n, "steps": steps, "seed": seed, "sampler": sampler, "batch_size": batch_size,
            "schedule": None if schedule is None else schedule.actions.tobytes().hex(),
+           "features": [definition(extractor), *(definition(also[m][0]) for m in sorted(also))],
            "also": sorted(also)}  # fmt: skip
     if state is not None and Path(state).is_file():
         moments, kid_feats, seconds, done, extra = _load_state(state, key)

@@ -6,7 +6,11 @@
   to 299x299 with TensorFlow-1-style bilinear resampling and scaled to [-1, 0.9921875], as the
   original FID code feeds them. About 10 images/s on 2 CPU cores.
 * ``clf``: the 128-d features of the project's small Fashion-MNIST classifier (``fd_clf``): fast,
-  offline, comparable only with itself.
+  offline, comparable only with itself. Each feature vector is scaled to one length
+  (``FEATURE_RADIUS``), so fd_clf compares where the features point, not how long they are: the
+  length follows the image's intensity, and with it raw features made fd_clf mostly a brightness
+  and contrast detector (docs/data-and-metrics.md). ``ClassifierFeatures(raw=True)`` gives the raw
+  features (``fd_clf_raw``, the fd_clf of results stored before 2026-11-27).
 
 The Fréchet distance and KID formulas are those of pytorch-fid and torch-fidelity (KID with
 torch-fidelity's 100 subsets of up to 1000 samples). Features of real
@@ -21,6 +25,7 @@ import io
 import os
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -91,29 +96,52 @@ class InceptionFeatures:
         return self.net(x / 128 - 1).cpu().numpy().astype(np.float64)
 
 
+FEATURE_RADIUS = 36.0
+"""The length fd_clf's features are scaled to: the mean length of the raw features of the 10,000
+reference images (36.3), so that fd_clf keeps about the units it had with raw features."""
+CLF_DEFINITION = f"clf-radius{FEATURE_RADIUS:g}"
+"""fd_clf's features exactly (raw ones are ``clf``): part of every cache key and stored run's claim."""
+
+
 class ClassifierFeatures:
-    """128-d features of the project's small classifier (``fd_clf``)."""
+    """128-d features of the project's small classifier, each scaled to length ``FEATURE_RADIUS``
+    (``fd_clf``), or as the network gives them with ``raw=True`` (``fd_clf_raw``).
 
-    name = "clf"
+    ``definition`` names the features exactly; reference caches and resumable scoring states are
+    keyed by it, so features of one definition are never mixed with another's.
+    """
 
-    def __init__(self, device: str | torch.device = "cpu") -> None:
+    def __init__(self, device: str | torch.device = "cpu", raw: bool = False) -> None:
         self.device = torch.device(device)
         self.net = load_classifier().to(self.device)
+        self.raw = raw
+        self.name = "clf_raw" if raw else "clf"
+        self.definition = "clf" if raw else CLF_DEFINITION
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         x = quantise(images.to(self.device)) / 127.5 - 1  # the same 8-bit images Inception sees
-        return self.net.features(x).cpu().numpy().astype(np.float64)
+        feats = self.net.features(x).double()
+        if not self.raw:
+            feats = FEATURE_RADIUS * feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return feats.cpu().numpy()
 
 
 EXTRACTORS: dict[str, Callable[..., Callable[[torch.Tensor], np.ndarray]]] = {
     "clf": ClassifierFeatures,
+    "clf_raw": partial(ClassifierFeatures, raw=True),
     "inception": InceptionFeatures,
 }
-METRIC_NAMES = {"clf": "fd_clf", "inception": "fid"}
+METRIC_NAMES = {"clf": "fd_clf", "clf_raw": "fd_clf_raw", "inception": "fid"}
 """What a Fréchet distance in each extractor's features is called in every output."""
-REFERENCE_N = {"clf": 10_000, "inception": 2_000}
+REFERENCE_N = {"clf": 10_000, "clf_raw": 10_000, "inception": 2_000}
 """Real images in each extractor's reference statistics (Inception's are ~0.1 s an image on a CPU)."""
+
+
+def definition(extractor: Callable[[torch.Tensor], np.ndarray]) -> str:
+    """What exactly ``extractor``'s features are (its ``definition``, else its ``name``): the key of
+    every cache of them."""
+    return getattr(extractor, "definition", None) or getattr(extractor, "name", "features")
 
 
 def features(
@@ -245,7 +273,7 @@ def reference_features(
     images, _ = load_images(data, split)
     n = len(images) if n is None else min(n, len(images))
     tag = data if "/" not in data else hashlib.sha1(str(Path(data).resolve()).encode()).hexdigest()[:12]
-    path = cache_dir() / "features" / f"{extractor.name}-{tag}-{split}-{n}-seed{seed}.npy"
+    path = cache_dir() / "features" / f"{definition(extractor)}-{tag}-{split}-{n}-seed{seed}.npy"
     if path.is_file():
         return np.load(path)
     idx = torch.from_numpy(np.random.default_rng(seed).permutation(len(images))[:n])

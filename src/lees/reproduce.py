@@ -27,6 +27,7 @@ from .evaluation import ase_grid, device_name
 from .files import atomic_write_text, claim_folder
 from .images import save_grid
 from .metrics import (
+    CLF_DEFINITION,
     ClassifierFeatures,
     InceptionFeatures,
     fd,
@@ -135,8 +136,9 @@ def _score(extractor, images, ref, ref_corrupted) -> dict:
 
 
 def _claim(work: Path, cfg: ReproduceConfig) -> None:
-    """Tie ``work`` to one configuration: its stored pieces are only reused by the same settings."""
-    claim_folder(work / "config.json", asdict(cfg), "use another --out")
+    """Tie ``work`` to one configuration and fd_clf's definition: its stored pieces and choices (the
+    ASE grid's, made under fd_clf) are only reused by the same settings."""
+    claim_folder(work / "config.json", {**asdict(cfg), "fd_clf": CLF_DEFINITION}, "use another --out")
 
 
 def _router(cfg: ReproduceConfig, work: Path, model, noise, blocks, timesteps) -> Schedule:
