@@ -128,7 +128,13 @@ def main() -> None:
         images = {name: run.images for name, run in runs.items()}
         reference = images["full"]
     else:
+        if not (args.pieces / "settings.json").is_file():
+            parser.error(
+                f"{args.pieces} holds no stored run (no settings.json): give a frontier.py pieces folder"
+            )
         names = json.loads((args.pieces / "settings.json").read_text())["methods"]
+        if args.against not in names:
+            parser.error(f"--against {args.against!r} is not among the stored methods: {', '.join(names)}")
         images = {name: stored_images(args.pieces, args.n, name) for name in names}
         reference = images[args.against]
     extractor = ClassifierFeatures()
