@@ -25,6 +25,7 @@ from lees.baselines import ase_schedule, deepcache_schedule, uniform_schedule
 from lees.engine import SKIP
 from lees.frontier import Point, describe, frontier_plot, versus_fewer_steps
 from lees.metrics import (
+    REFERENCE_N,
     ClassifierFeatures,
     InceptionFeatures,
     fd,
@@ -94,11 +95,11 @@ def main() -> None:
     rows = {k: v for k, v in rows.items() if k.startswith("full-") or keep is None or k in keep}
     runs = sample_stored(model, rows, args.n, out / "pieces", settings={"seed": args.seed}, seed=args.seed,
                          scheduler=noise, device=args.device)  # fmt: skip
-    scorers = {"fd_clf": (ClassifierFeatures(args.device), args.n, 10_000)}
+    scorers = {"fd_clf": (ClassifierFeatures(args.device), args.n, REFERENCE_N["clf"])}
     if args.clf_raw:
-        scorers["fd_clf_raw"] = (ClassifierFeatures(args.device, raw=True), args.n, 10_000)
+        scorers["fd_clf_raw"] = (ClassifierFeatures(args.device, raw=True), args.n, REFERENCE_N["clf_raw"])
     if inception_path().is_file():
-        scorers["fid"] = (InceptionFeatures(args.device), args.fid_n, 2_000)
+        scorers["fid"] = (InceptionFeatures(args.device), args.fid_n, REFERENCE_N["inception"])
     reference = {m: reference_features(e, "fashion-mnist", "train", n=r) for m, (e, _, r) in scorers.items()}
     base = runs[f"full-{args.steps}"].seconds
     points = {}

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ import torch
 
 import lees
 from lees.backbones import load_noise_scheduler
-from lees.baselines import uniform_schedule
+from lees.baselines import unet_stage, uniform_schedule
 from lees.engine import REUSE, RUN
 from lees.metrics import REFERENCE_N, ClassifierFeatures, fd, features, reference_features
 from lees.sampling import sampler_timesteps
@@ -54,17 +53,16 @@ def bias_corrected_shift(diff: np.ndarray) -> float:
 
 
 def drift(
-    images: torch.Tensor, reference: torch.Tensor, extractor: ClassifierFeatures, real: np.ndarray
+    images: torch.Tensor, reference: torch.Tensor, feats: np.ndarray, ref_feats: np.ndarray, real: np.ndarray
 ) -> dict[str, float]:
-    """The figures of the module docstring for one method's images against the paired reference
-    and the ``real`` images' features."""
+    """The figures of the module docstring for one method's images and their fd_clf features against
+    the paired reference's, and the ``real`` images' features."""
     diff = (images - reference).flatten(1).double().numpy()
-    feats = features(extractor, images)
     shift = feats.mean(0) - real.mean(0)
     return {
         "sample_mse": round(float((diff**2).mean()), 5),
         "drift": round(bias_corrected_shift(diff), 4),
-        "feature_drift": round(bias_corrected_shift(feats - features(extractor, reference)), 4),
+        "feature_drift": round(bias_corrected_shift(feats - ref_feats), 4),
         "brightness": round(float(images.mean() - reference.mean()), 4),
         "fd_clf": round(fd(feats, real), 3),
         "fd_clf_mean": round(float(shift @ shift), 3),
@@ -75,8 +73,7 @@ def block_groups(names: list[str]) -> dict[str, list[int]]:
     """Blocks grouped by UNet stage (``down_blocks.1``, ``mid_block``, ...); else one group each."""
     groups: dict[str, list[int]] = {}
     for k, name in enumerate(names):
-        m = re.match(r"^(down_blocks\.\d+|up_blocks\.\d+|mid_block)\.", name)
-        groups.setdefault(m.group(1) if m else name, []).append(k)
+        groups.setdefault(unet_stage(name) or name, []).append(k)
     return groups
 
 
@@ -139,8 +136,11 @@ def main() -> None:
         reference = images[args.against]
     extractor = ClassifierFeatures()
     real = reference_features(extractor, n=REFERENCE_N["clf"], progress=False)
+    feats = {name: features(extractor, x) for name, x in images.items()}
+    ref_feats = features(extractor, reference)
     for name, x in images.items():
-        print(json.dumps({"method": name, "n": args.n, **drift(x, reference, extractor, real)}), flush=True)
+        row = drift(x, reference, feats[name], ref_feats, real)
+        print(json.dumps({"method": name, "n": args.n, **row}), flush=True)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,12 @@ def cached_schedule(
     return Schedule(actions, blocks.names, list(timesteps), source, settings, blocks.shares)
 
 
+def unet_stage(name: str) -> str | None:
+    """The UNet stage a block belongs to (``down_blocks.1``, ``mid_block``, ...); None outside them."""
+    m = _UNET_NAME.match(name)
+    return m.group(0).rstrip(".") if m else None
+
+
 def unet_level(name: str) -> int | None:
     """How many resolution levels lie above a UNet block (0: the outermost); None outside the paths."""
     m = _UNET_NAME.match(name)
