@@ -5,7 +5,7 @@ REUSE (cache filled by a full step first), and the full step as RUN with and wit
 residuals the next steps reuse, in interleaved rounds (noise falls on all alike); medians are
 compared. Also prints the cache's memory at the batch size.
 
-    python benchmarks/reuse_overhead.py --batch 64 --repeats 15
+    python benchmarks/reuse_overhead.py --batch 64 --repeats 50
 """
 
 from __future__ import annotations

@@ -50,23 +50,50 @@ def test_reuse_is_the_current_shortcut_plus_the_last_residual(tiny):
     module = dict(tiny.named_modules())[name]
     cache = ReuseCache(len(blocks))
     seen, handle = _io(tiny, name)
+    branch, branch_handle = _io(tiny, f"{name}.conv2")  # the residual branch's output
     x1, t1 = _inputs(tiny, seed=1)
     gated(x1, t1, mask=[RUN] * len(blocks), cache=cache)  # step 0: block k runs
     x_in, y_out = seen[-1]
-    residual = y_out - module.conv_shortcut(x_in)
+    assert torch.allclose(branch[-1][1], y_out - module.conv_shortcut(x_in), atol=1e-6)
     x2, t2 = _inputs(tiny, seed=2)
     gated(x2, t2, mask=[RUN] * len(blocks), cache=cache)  # step 1: runs again: a newer residual
-    x_in, y_out = seen[-1]
-    residual = y_out - module.conv_shortcut(x_in)
+    residual = branch[-1][1]
+    assert torch.equal(cache.residuals[k], residual)
     x3, t3 = _inputs(tiny, seed=3)
     mask = [REUSE if i == k else RUN for i in range(len(blocks))]
-    gated(x3, t3, mask=mask, cache=cache)  # step 2: reuse
+    calls = len(branch)
+    gated(x3, t3, mask=mask, cache=cache)  # step 2: reuse: the branch does not run
+    assert len(branch) == calls
     x_in, y_out = seen[-1]
     assert torch.equal(y_out, module.conv_shortcut(x_in) + residual)
     skip = [SKIP if i == k else RUN for i in range(len(blocks))]
     gated(x3, t3, mask=skip, cache=cache)
     assert torch.equal(seen[-1][1], module.conv_shortcut(seen[-1][0]))
     handle.remove()
+    branch_handle.remove()
+
+
+@torch.no_grad()
+def test_reuse_leaves_every_block_input_as_it_was(tiny):
+    """Reuse adds the residual in place only to a fresh shortcut tensor, never to a block's input
+    (which the UNet also keeps for its skip connections)."""
+    blocks = find_blocks(tiny)
+    gated = GatedModel(tiny, blocks)
+    cache = ReuseCache(len(blocks))
+    x, t = _inputs(tiny)
+    gated(x, t, mask=[RUN] * len(blocks), cache=cache)
+    inputs = []
+    handles = [
+        dict(tiny.named_modules())[name].register_forward_pre_hook(
+            lambda _, args: inputs.append((args[0], args[0].clone()))
+        )
+        for name in blocks.names
+    ]
+    gated(x, t, mask=[REUSE] * len(blocks), cache=cache)
+    for h in handles:
+        h.remove()
+    assert len(inputs) == len(blocks)
+    assert all(torch.equal(seen, copy) for seen, copy in inputs)
 
 
 @torch.no_grad()

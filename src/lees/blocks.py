@@ -38,7 +38,7 @@ from .denoisers import main_output
 Shortcut = Callable[[nn.Module, tuple, dict], torch.Tensor]
 
 
-def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
+def first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
     """The block's main input: its first positional tensor, else ``hidden_states``/``input_tensor``."""
     if args and isinstance(args[0], torch.Tensor):
         return args[0]
@@ -50,7 +50,7 @@ def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
 
 def resnet_shortcut(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
     """Skip path of a diffusers ``ResnetBlock2D``: resample, 1x1 projection, output scale."""
-    x = _first_tensor(args, kwargs)
+    x = first_tensor(args, kwargs)
     if module.upsample is not None:
         x = module.upsample(x)
     elif module.downsample is not None:
@@ -64,14 +64,14 @@ def resnet_shortcut(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tenso
 
 def attention_shortcut(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
     """Skip path of a residual diffusers ``Attention``: its input over ``rescale_output_factor``."""
-    x = _first_tensor(args, kwargs)
+    x = first_tensor(args, kwargs)
     scale = getattr(module, "rescale_output_factor", 1.0)
     return x / scale if scale != 1 else x
 
 
 def identity_shortcut(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
     """Skip path of any other residual unit: its input, unchanged."""
-    return _first_tensor(args, kwargs)
+    return first_tensor(args, kwargs)
 
 
 SHORTCUTS: dict[str, Shortcut] = {

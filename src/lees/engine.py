@@ -11,7 +11,9 @@ still keep their caches apart (side-by-side timing).
 Block actions (hard mode, one per block for the whole batch):
 
 * ``RUN``: the block computes. If the cache keeps that block, its residual
-  ``output - shortcut(input)`` is stored per sample.
+  ``output - shortcut(input)`` is stored per sample (for a ``ResnetBlock2D``, the output of its
+  residual branch, taken by a hook on its ``conv2`` as it is computed: no second shortcut, no
+  subtraction).
 * ``REUSE``: the block's shortcut of the *current* input plus the residual it computed the last
   time it ran in this sampling run. A block with no cached residual yet (or one of another batch
   shape) runs instead, so a reuse schedule's first step always computes.
@@ -36,7 +38,15 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
-from .blocks import SHORTCUTS, Blocks, block_kind, compiled_original, resolve_modules, skipped_output
+from .blocks import (
+    SHORTCUTS,
+    Blocks,
+    block_kind,
+    compiled_original,
+    first_tensor,
+    resolve_modules,
+    skipped_output,
+)
 from .denoisers import main_output, with_main_output
 from .gates import straight_through
 
@@ -78,6 +88,22 @@ class ReuseCache:
 
 
 HOOK_NAME = "lees.block"
+CAPTURE_NAME = "lees.residual"
+
+
+class _CaptureHook(ModelHook):
+    """On a resnet block's ``conv2``: while armed, keeps its output, the block's residual branch
+    (diffusers' ``ResnetBlock2D`` returns ``(shortcut + conv2(...)) / output_scale_factor``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.output: torch.Tensor | None = None
+
+    def post_forward(self, module: nn.Module, output: Any) -> Any:
+        if self.armed:
+            self.output = output
+        return output
 
 
 class _BlockHook(ModelHook):
@@ -128,6 +154,9 @@ class Engine:
                 registry = HookRegistry.check_if_exists_or_initialize(module)
                 if registry.get_hook(HOOK_NAME) is None:
                     registry.register_hook(_BlockHook(), HOOK_NAME)
+                    if self.kinds[k] == "resnet":
+                        conv2 = HookRegistry.check_if_exists_or_initialize(module.conv2)
+                        conv2.register_hook(_CaptureHook(), CAPTURE_NAME)
                 registry.get_hook(HOOK_NAME).users.append((self, k))
         self._attached += 1
 
@@ -142,6 +171,8 @@ class Engine:
                 hook.users.remove((self, k))
                 if not hook.users:
                     _remove_hook(module, HOOK_NAME)
+                    if self.kinds[k] == "resnet":
+                        _remove_hook(module.conv2, CAPTURE_NAME)
 
     @contextmanager
     def attached(self) -> Iterator[Engine]:
@@ -210,10 +241,22 @@ class Engine:
         if action == REUSE and cached is not None:
             base = shortcut(module, args, kwargs)
             if cached.shape == base.shape:
-                return skipped_output(self.kinds[k], kwargs, base + cached)
-        out = forward(*args, **kwargs)
-        if cache is not None and cache.keep[k]:
+                fresh = base is not first_tensor(args, kwargs)  # a new tensor: add in place
+                return skipped_output(self.kinds[k], kwargs, base.add_(cached) if fresh else base + cached)
+        if cache is None or not cache.keep[k]:
+            return forward(*args, **kwargs)
+        if self.kinds[k] != "resnet":
+            out = forward(*args, **kwargs)
             cache.store(k, main_output(out) - shortcut(module, args, kwargs))
+            return out
+        capture = module.conv2._diffusers_hook.get_hook(CAPTURE_NAME)
+        capture.armed = True
+        try:
+            out = forward(*args, **kwargs)
+        finally:
+            capture.armed, residual, capture.output = False, capture.output, None
+        scale = module.output_scale_factor
+        cache.store(k, residual if scale == 1 else residual / scale)
         return out
 
     def _mixed(self, k: int, module: nn.Module, forward, args: tuple, kwargs: dict) -> Any:
