@@ -72,3 +72,19 @@ def test_hard_actions_meet_the_budget_by_the_least_confident_runs():
     budget = hard_actions(logits, weights, rest=0.0, target=0.75)
     assert (budget == RUN).sum() == 6 and budget[1, 1] == REUSE and budget[0, 2] == REUSE
     assert np.all(budget[:, 0] == RUN)
+
+
+def test_a_start_schedule_sets_the_first_logits_and_must_fit():
+    from lees import Schedule
+    from lees.router import start_logits
+
+    blocks = find_blocks(
+        _Toy().eval(), names=["steady", "moving"], example_inputs=(torch.zeros(1, 1, 4, 4), torch.tensor([5]))
+    )
+    actions = np.array([[RUN, REUSE, RUN], [RUN, RUN, REUSE]], dtype=np.int8)
+    start = Schedule(actions, blocks.names, [900, 500, 100], "manual", {}, blocks.shares)
+    logits = start_logits(start, blocks, [900, 500, 100], 2.0)
+    assert torch.equal(logits, torch.tensor([[2.0, -2.0, 2.0], [2.0, 2.0, -2.0]]))
+    assert torch.equal(start_logits(None, blocks, [900, 500, 100], 0.5), torch.full((2, 3), 0.5))
+    with pytest.raises(ValueError, match="other timesteps"):
+        start_logits(start, blocks, [900, 400, 100], 2.0)

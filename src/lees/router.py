@@ -213,6 +213,16 @@ def _rollout_loss(engine, w, traj, idx, update, device) -> torch.Tensor:
     return total / len(traj.timesteps) + nn.functional.mse_loss(x, goals[-1].to(device))
 
 
+def start_logits(start: Schedule | None, blocks: Blocks, timesteps: list[int], size: float) -> torch.Tensor:
+    """(K, S) initial logits: ``size`` everywhere (run all), or +/- ``size`` by ``start``'s runs."""
+    if start is None:
+        return torch.full((len(blocks), len(timesteps)), float(size))
+    start.check_blocks(blocks)
+    if start.timesteps != timesteps:
+        raise ValueError(f"the start schedule samples at {start.num_steps} other timesteps than the router's")
+    return torch.from_numpy(np.where(start.actions == RUN, abs(size), -abs(size))).float()
+
+
 def decision_weights(logits: torch.Tensor, estimator: str) -> torch.Tensor:
     """The run weights of the logits: sigmoid, or its straight-through hard decision (>= 0.5)."""
     soft = torch.sigmoid(logits)
@@ -227,8 +237,13 @@ def train_router(
     progress: bool = True,
     context: torch.Tensor | None = None,
     log_path: str | None = None,
+    start: Schedule | None = None,
 ) -> RouterResult:
-    """Learn a K x S run-or-reuse table for ``model`` with its sampler (backbone frozen, on its device)."""
+    """Learn a K x S run-or-reuse table for ``model`` with its sampler (backbone frozen, on its device).
+
+    ``start`` (a schedule for the same blocks and timesteps, e.g. uniform reuse or DeepCache) warm
+    starts the logits at +/- ``init_logit`` where it runs / does not run, so training refines a
+    baseline instead of starting from "run everything"."""
     config = config or RouterConfig()
     check_context(model, context, 1)
     blocks = blocks or find_blocks(model)
@@ -240,7 +255,7 @@ def train_router(
     steps = len(traj.timesteps)
     weights = flop_weights(blocks, steps).to(device)
     rest = 1.0 - sum(blocks.shares)
-    logits = torch.full((len(blocks), steps), config.init_logit, device=device, requires_grad=True)
+    logits = start_logits(start, blocks, traj.timesteps, config.init_logit).to(device).requires_grad_()
     opt = torch.optim.Adam([logits], lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     frozen = [p.requires_grad for p in model.parameters()]
@@ -284,6 +299,7 @@ def train_router(
         "train_seconds": round(seconds, 1),
         "final_lambda": lam,
         "reuse_error_scale": scale,
+        "start": None if start is None else {"source": start.source, **start.settings},
     }
     schedule = Schedule(actions, blocks.names, traj.timesteps, "router", settings, blocks.shares,
                         scheduler.config.num_train_timesteps)  # fmt: skip
