@@ -261,6 +261,22 @@ def test_route_writes_into_the_model_folder_and_sample_runs_it(folder, tmp_path,
     assert (tmp_path / "g.png").is_file()
 
 
+def test_route_starts_from_a_schedule(folder, tmp_path, capsys):
+    start = tmp_path / "uniform"
+    made = ["schedule", "uniform", "--model", folder, "--steps", "4", "--interval", "2", "--out", str(start)]
+    assert main(made) == 0
+    argv = ["route", "--model", folder, "--steps", "4", "--train-steps", "1", "--trajectories", "2",
+            "--batch-size", "2", "--schedule", str(start / "schedule.json"),
+            "--out", str(tmp_path / "w")]  # fmt: skip
+    assert main([*argv, "--lambda", "0", "--target-ratio", "0"]) == 0
+    warm = Schedule.load(tmp_path / "w" / "schedule.json")
+    assert warm.settings["start"]["source"] == "uniform"
+    uniform = Schedule.load(start / "schedule.json")
+    assert (warm.actions == uniform.actions).mean() >= 0.9  # one small step keeps most of the start
+    assert main([*argv, "--steps", "5"]) == 2
+    assert "timesteps are not the router's (4 vs 5 steps)" in capsys.readouterr().err
+
+
 def test_schedule_deepcache_and_uniform(folder, tmp_path, capsys):
     for kind, extra in (("deepcache", ["--interval", "2"]), ("uniform", ["--between", "skip"])):
         assert (

@@ -86,5 +86,5 @@ def test_a_start_schedule_sets_the_first_logits_and_must_fit():
     logits = start_logits(start, blocks, [900, 500, 100], 2.0)
     assert torch.equal(logits, torch.tensor([[2.0, -2.0, 2.0], [2.0, 2.0, -2.0]]))
     assert torch.equal(start_logits(None, blocks, [900, 500, 100], 0.5), torch.full((2, 3), 0.5))
-    with pytest.raises(ValueError, match="other timesteps"):
+    with pytest.raises(ValueError, match="not the router's"):
         start_logits(start, blocks, [900, 400, 100], 2.0)

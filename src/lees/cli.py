@@ -747,6 +747,8 @@ def _schedule_parser(sub: argparse._SubParsersAction) -> None:
 EPILOG_ROUTE = """examples:
   lees route --model embedded --steps 50 --target-ratio 0.7 --train-steps 300 --out runs/router-0.70
   lees route --model path/to/pipeline --steps 20 --sampler ddim --target-ratio 0.5
+  lees schedule uniform --model embedded --interval 2 --outer 1 --out runs/uniform2
+  lees route --model embedded --schedule runs/uniform2/schedule.json --train-steps 50 --out runs/router-warm
   (without --out a diffusers folder gets the schedule in its lees/ subfolder)
 (a few minutes on a CPU for the embedded model; the schedule reuses, never drops, a block's output)
 """
@@ -761,6 +763,7 @@ def cmd_route(args: argparse.Namespace) -> None:
     from .plots import schedule_map
     from .router import RouterConfig, train_router
     from .saving import save_pretrained
+    from .schedules import Schedule
 
     model = _load_model(args, args.device)
     config = RouterConfig(
@@ -772,7 +775,8 @@ def cmd_route(args: argparse.Namespace) -> None:
         raise ValueError("name --out (or give --model a diffusers folder to write its lees/ subfolder)")
     out = args.out if args.out is not None else Path(args.model)
     blocks = find_blocks(model)
-    result = train_router(model, load_noise_scheduler(args.model), config, blocks, progress=True)
+    start = Schedule.load(args.schedule, blocks) if args.schedule else None
+    result = train_router(model, load_noise_scheduler(args.model), config, blocks, progress=True, start=start)
     schedule = result.schedule
     memory = _note_cache(schedule, blocks, model)
     path = save_pretrained(schedule, out, model=model, model_spec=args.model, objective="router")
@@ -799,6 +803,9 @@ def _route_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-steps", type=int, default=300, help="optimisation steps (300)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--trajectories", type=int, default=32, help="teacher sampling runs to train on (32)")
+    p.add_argument(
+        "--schedule", type=Path, default=None, help="start from this schedule JSON (same steps), not all-run"
+    )
     p.add_argument("--estimator", choices=("ste", "soft"), default="ste", help="gradient of the decisions")
     p.add_argument(
         "--objective",

@@ -219,7 +219,10 @@ def start_logits(start: Schedule | None, blocks: Blocks, timesteps: list[int], s
         return torch.full((len(blocks), len(timesteps)), float(size))
     start.check_blocks(blocks)
     if start.timesteps != timesteps:
-        raise ValueError(f"the start schedule samples at {start.num_steps} other timesteps than the router's")
+        raise ValueError(
+            f"the start schedule's timesteps are not the router's ({start.num_steps} vs {len(timesteps)} "
+            "steps): make it for the same steps and sampler"
+        )
     return torch.from_numpy(np.where(start.actions == RUN, abs(size), -abs(size))).float()
 
 
