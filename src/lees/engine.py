@@ -245,9 +245,14 @@ class Engine:
                 return skipped_output(self.kinds[k], kwargs, base.add_(cached) if fresh else base + cached)
         if cache is None or not cache.keep[k]:
             return forward(*args, **kwargs)
+        return self._run_and_store(k, module, forward, args, kwargs, cache)
+
+    def _run_and_store(self, k: int, module: nn.Module, forward, args: tuple, kwargs: dict, cache) -> Any:
+        """Run block k and keep its residual: a resnet's as its ``conv2`` computes it (no second
+        shortcut, no subtraction), any other block's as ``output - shortcut(input)``."""
         if self.kinds[k] != "resnet":
             out = forward(*args, **kwargs)
-            cache.store(k, main_output(out) - shortcut(module, args, kwargs))
+            cache.store(k, main_output(out) - SHORTCUTS[self.kinds[k]](module, args, kwargs))
             return out
         capture = module.conv2._diffusers_hook.get_hook(CAPTURE_NAME)
         capture.armed = True
