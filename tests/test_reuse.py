@@ -177,3 +177,32 @@ def test_schedule_json_keeps_actions_and_reads_version_1(tiny, noise, tmp_path):
     loaded = Schedule.load(tmp_path / "old.json")
     assert loaded.table.tolist() == [[True, False], [True, True]] and not loaded.reuses
     assert loaded.flop_ratio == pytest.approx(0.9)
+
+
+class _ScaledResnet(torch.nn.Module):
+    """One diffusers ResnetBlock2D with a projecting shortcut and output_scale_factor 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from diffusers.models.resnet import ResnetBlock2D
+
+        torch.manual_seed(0)
+        self.block = ResnetBlock2D(in_channels=8, out_channels=4, temb_channels=None, groups=4,
+                                   output_scale_factor=2.0)  # fmt: skip
+
+    def forward(self, x, t=None):
+        return self.block(x, None)
+
+
+@torch.no_grad()
+def test_a_scaled_resnet_keeps_its_residual_branch_over_the_scale():
+    model = _ScaledResnet().eval()
+    blocks = find_blocks(model, names=["block"], example_inputs=(torch.zeros(1, 8, 4, 4),))
+    gated = GatedModel(model, blocks)
+    cache = ReuseCache(1)
+    block = model.block
+    x1, x2 = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
+    y1 = gated(x1, mask=[RUN], cache=cache)
+    shortcut = lambda x: block.conv_shortcut(x) / 2  # noqa: E731
+    assert torch.allclose(cache.residuals[0], y1 - shortcut(x1), atol=1e-6)
+    assert torch.equal(gated(x2, mask=[REUSE], cache=cache), shortcut(x2) + cache.residuals[0])
