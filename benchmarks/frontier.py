@@ -9,6 +9,8 @@ rows (``frontier.jsonl``) and one plot per metric into --out. The samples are st
 they finish, so the same command run again after an interruption picks up where it stopped.
 
     python benchmarks/frontier.py                          # default: 200 samples, ~25 min on 2 CPU cores
+    python benchmarks/frontier.py -n 500 --rows learned --fewer 35 25 20 --reuse-steps 35 \
+        --schedules my-router/schedule.json --out runs/learned
     python benchmarks/frontier.py -n 1000 --rows reuse-vs-skip --fewer 35 25 15 \
         --fid-rows full-50 full-35 full-25 full-15 ase lees-0.05 uniform-2-reuse --clf-raw --out runs/rvs
 """
@@ -42,11 +44,13 @@ ROW_SETS = {
     "reuse-vs-skip": ["ase", "lees-0.05", "uniform-2-skip", "uniform-2-reuse", "uniform-3-reuse",
                       "uniform-5-reuse", "router-0.70", "router-0.50"],
     "reuse": ["uniform-2-reuse", "uniform-3-reuse", "deepcache-2", "deepcache-3", "router-0.70"],
+    "learned": ["uniform-2-reuse", "router-0.70"],
 }  # fmt: skip
 
 
-def methods(model, noise, steps: int, fewer: list[int]) -> dict[str, lees.Schedule]:
-    """Every method as a schedule: the full model at each step count, the baselines, the shipped ones."""
+def methods(model, noise, steps: int, fewer: list[int], reuse_steps: list[int]) -> dict[str, lees.Schedule]:
+    """Every method as a schedule: the full model at each step count, the baselines, the shipped ones,
+    and uniform reuse and DeepCache at each of ``reuse_steps`` (reuse plus fewer steps, ``NAME@K``)."""
     blocks = lees.find_blocks(model)
     ts = sampler_timesteps(noise, steps)
     gate, _ = load_gate(EMBEDDED_DIR / "lees-0.05" / "gates.safetensors")
@@ -62,7 +66,17 @@ def methods(model, noise, steps: int, fewer: list[int]) -> dict[str, lees.Schedu
         schedule = lees.Schedule.load(folder / "schedule.json", blocks)
         if schedule.timesteps == ts:
             rows[folder.name] = schedule
+    for k in reuse_steps:
+        fewer_ts = sampler_timesteps(noise, k)
+        rows[f"uniform-2-reuse@{k}"] = uniform_schedule(blocks, fewer_ts, 2, outer=1)
+        rows[f"deepcache-3@{k}"] = deepcache_schedule(blocks, fewer_ts, 3, levels=1)
     return rows
+
+
+def row_name(path: str) -> str:
+    """A schedule file's row name: its folder's for ``FOLDER/schedule.json``, else the file's stem."""
+    p = Path(path)
+    return p.parent.name if p.name == "schedule.json" else p.stem
 
 
 def main() -> None:
@@ -72,6 +86,12 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=200, help="samples per method (200)")
     parser.add_argument("--steps", type=int, default=50, help="the full model's sampler steps (50)")
     parser.add_argument("--fewer", type=int, nargs="+", default=[40, 35, 30, 25, 20, 15])
+    parser.add_argument(
+        "--reuse-steps", type=int, nargs="*", default=[], help="also uniform reuse, DeepCache at these steps"
+    )
+    parser.add_argument(
+        "--schedules", nargs="*", default=[], help="also these schedule files (any steps; named by file)"
+    )
     parser.add_argument("--rows", choices=sorted(ROW_SETS), default="all", help="which methods beside full")
     parser.add_argument("--fid-n", type=int, default=500, help="samples per method scored by Inception FID")
     parser.add_argument("--fid-rows", nargs="+", default=None, help="rows scored by Inception FID (all)")
@@ -91,9 +111,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = lees.load_backbone("embedded", device=args.device)
     noise = load_noise_scheduler("embedded")
-    rows = methods(model, noise, args.steps, args.fewer)
+    rows = methods(model, noise, args.steps, args.fewer, args.reuse_steps)
     keep = ROW_SETS[args.rows]
-    rows = {k: v for k, v in rows.items() if k.startswith("full-") or keep is None or k in keep}
+    rows = {k: v for k, v in rows.items() if k.startswith("full-") or "@" in k or keep is None or k in keep}
+    blocks = lees.find_blocks(model)
+    rows.update({row_name(f): lees.Schedule.load(f, blocks) for f in args.schedules})
     runs = sample_stored(model, rows, args.n, out / "pieces", settings={"seed": args.seed}, seed=args.seed,
                          scheduler=noise, device=args.device)  # fmt: skip
     scorers = {"fd_clf": (ClassifierFeatures(args.device), args.n, REFERENCE_N["clf"])}
