@@ -88,3 +88,35 @@ def test_a_start_schedule_sets_the_first_logits_and_must_fit():
     assert torch.equal(start_logits(None, blocks, [900, 500, 100], 0.5), torch.full((2, 3), 0.5))
     with pytest.raises(ValueError, match="not the router's"):
         start_logits(start, blocks, [900, 400, 100], 2.0)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
+def test_transition_weights_are_the_kl_of_diffusers_own_ddpm_step(kind, variance):
+    """(d mean / d output)^2 / (2 var), with the mean's slope and the noise measured on diffusers'
+    DDPMScheduler.step itself (same generator: the added noise cancels in the difference)."""
+    from lees.router import transition_weights
+    from lees.sampling import make_sampler
+
+    scheduler = DDPMScheduler(prediction_type=kind, variance_type=variance, clip_sample=False)
+    sampler = make_sampler(scheduler, "ddpm", 10)
+    visited = [int(t) for t in sampler.timesteps]
+    weights = transition_weights(sampler, visited)
+    x, out = torch.zeros(1, 1, 1, 1, dtype=torch.float64), torch.zeros(1, 1, 1, 1, dtype=torch.float64)
+    drawn = float(torch.randn(1, generator=torch.Generator().manual_seed(0), dtype=x.dtype))
+    for j, t in enumerate(sampler.timesteps[:-1]):
+
+        def step(o, t=t):
+            return sampler.step(o, t, x, generator=torch.Generator().manual_seed(0)).prev_sample
+
+        slope = float(step(out + 1) - step(out))
+        noise = float(step(out)) / drawn
+        assert float(weights[j]) == pytest.approx(slope**2 / (2 * noise**2), rel=1e-6)
+    if variance == "fixed_small":  # the last step's posterior variance is 0: the largest finite weight
+        assert weights[-1] == weights[:-1].max()
+        assert weights[-2] > 10 * weights[len(weights) // 2]  # the last steps weigh most
+
+
+def test_the_kl_objective_needs_ddpm():
+    with pytest.raises(ValueError, match="DDIM adds no noise"):
+        RouterConfig(objective="kl", sampler="ddim")

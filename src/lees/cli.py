@@ -809,9 +809,10 @@ def _route_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--estimator", choices=("ste", "soft"), default="ste", help="gradient of the decisions")
     p.add_argument(
         "--objective",
-        choices=("step", "rollout"),
+        choices=("step", "kl", "rollout"),
         default="step",
         help="step (default): one step at the teacher's states, caches as scheduled (about 2 min here); "
+        "kl: the same, steps weighted as DDPM's ELBO (the last steps most); "
         "rollout: the student's own sampling runs against the teacher's (slower); see docs/reuse.md",
     )
 

@@ -41,10 +41,12 @@ from .denoisers import check_context, denoise, draw_labels, latent_shape
 from .engine import REUSE, RUN, Engine, ReuseCache
 from .files import atomic_write_text
 from .gates import straight_through
+from .noising import prediction_type, split
 from .sampling import make_sampler, model_device, sampler_update
 from .schedules import Schedule
 
 OBJECTIVES = {
+    "kl": "step, steps drawn by the KL weight of their Gaussian transition (the ELBO's): last steps most",
     "rollout": "distance of the student's own run from the teacher's (same noise): every state + final",
     "step": "eps MSE at the teacher's states, caches as the schedule would hold them",
 }
@@ -75,6 +77,8 @@ class RouterConfig:
             raise ValueError(f"lambda must be >= 0, got {self.lam}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {self.objective!r}")
+        if self.objective == "kl" and self.sampler != "ddpm":
+            raise ValueError("the kl objective weighs DDPM's noisy transitions; DDIM adds no noise")
         if self.estimator not in ("soft", "ste"):
             raise ValueError(f"estimator must be soft or ste, got {self.estimator!r}")
         if min(self.steps, self.train_steps, self.batch_size, self.trajectories) < 1:
@@ -127,6 +131,32 @@ def teacher_trajectory(
         x = update(eps, j, x, gens)
     per_block = [torch.stack([step[k] for step in residuals]) for k in range(engine.num_blocks)]
     return Trajectory(torch.stack(states), torch.stack(targets), per_block, visited, cond, x.cpu(), rng)
+
+
+def transition_weights(scheduler: DDPMScheduler, visited: list[int]) -> torch.Tensor:
+    """Per DDPM step j, the KL between two Gaussian transitions x_j -> x_{j+1} whose model outputs
+    differ by a unit: (d mean / d output)^2 / (2 sigma_j^2), the weights of the diffusion ELBO.
+
+    A step's error is hidden by the noise the step adds; the last steps add the least, so they
+    weigh most. The last step adds none and takes the largest finite weight."""
+    variance_type = scheduler.config.get("variance_type", "fixed_small")
+    if variance_type not in ("fixed_small", "fixed_large"):
+        raise ValueError(f"the kl objective needs a fixed DDPM variance, not {variance_type!r}")
+    alphas = scheduler.alphas_cumprod.double()
+    kind = prediction_type(scheduler)
+    weights = []
+    for j, t in enumerate(visited):
+        a_t = alphas[t]
+        a_prev = alphas[visited[j + 1]] if j + 1 < len(visited) else torch.ones((), dtype=torch.float64)
+        beta = 1 - a_t / a_prev
+        one, zero = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+        dx0 = split(kind, one, zero, a_t)[0] - split(kind, zero, zero, a_t)[0]  # x0 is linear in the output
+        slope = a_prev.sqrt() * beta / (1 - a_t) * dx0  # the posterior mean's coefficient of x0
+        var = beta if variance_type == "fixed_large" else (1 - a_prev) / (1 - a_t) * beta
+        weights.append(float(slope**2 / (2 * var)) if var > 0 else math.inf)
+    w = torch.tensor(weights)
+    finite = w[torch.isfinite(w)]
+    return torch.where(torch.isfinite(w), w, finite.max() if len(finite) else torch.ones(()))
 
 
 @dataclass
@@ -267,13 +297,17 @@ def train_router(
     sampler = make_sampler(scheduler, config.sampler, config.steps)
     update = sampler_update(sampler, config.sampler, traj.timesteps, device)
 
+    odds = transition_weights(sampler, traj.timesteps) if config.objective == "kl" else None
+
     def error_of(w: torch.Tensor) -> torch.Tensor:
         idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
         if config.objective == "rollout":
             return _rollout_loss(engine, w, traj, idx, update, device)
-        return _step_loss(
-            engine, w, traj, idx, int(torch.randint(1, steps, (1,), generator=gen)), config, device
-        )
+        if odds is None:  # step j uniform over 1..S-1 (step 0 always runs)
+            j = int(torch.randint(1, steps, (1,), generator=gen))
+        else:
+            j = 1 + int(torch.multinomial(odds[1:], 1, generator=gen))
+        return _step_loss(engine, w, traj, idx, j, config, device)
 
     with engine.attached():
         with torch.no_grad():  # the unit of the loss: the error with nothing refreshed since step 0
