@@ -48,10 +48,9 @@ ROW_SETS = {
 }  # fmt: skip
 
 
-def methods(model, noise, steps: int, fewer: list[int], reuse_steps: list[int]) -> dict[str, lees.Schedule]:
+def methods(blocks, noise, steps: int, fewer: list[int], reuse_steps: list[int]) -> dict[str, lees.Schedule]:
     """Every method as a schedule: the full model at each step count, the baselines, the shipped ones,
     and uniform reuse and DeepCache at each of ``reuse_steps`` (reuse plus fewer steps, ``NAME@K``)."""
-    blocks = lees.find_blocks(model)
     ts = sampler_timesteps(noise, steps)
     gate, _ = load_gate(EMBEDDED_DIR / "lees-0.05" / "gates.safetensors")
     rows = {f"full-{k}": lees.Schedule.full(blocks, sampler_timesteps(noise, k)) for k in [steps, *fewer]}
@@ -111,10 +110,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = lees.load_backbone("embedded", device=args.device)
     noise = load_noise_scheduler("embedded")
-    rows = methods(model, noise, args.steps, args.fewer, args.reuse_steps)
+    blocks = lees.find_blocks(model)
+    rows = methods(blocks, noise, args.steps, args.fewer, args.reuse_steps)
     keep = ROW_SETS[args.rows]
     rows = {k: v for k, v in rows.items() if k.startswith("full-") or "@" in k or keep is None or k in keep}
-    blocks = lees.find_blocks(model)
     rows.update({row_name(f): lees.Schedule.load(f, blocks) for f in args.schedules})
     runs = sample_stored(model, rows, args.n, out / "pieces", settings={"seed": args.seed}, seed=args.seed,
                          scheduler=noise, device=args.device)  # fmt: skip

@@ -144,12 +144,12 @@ def transition_weights(scheduler: DDPMScheduler, visited: list[int]) -> torch.Te
         raise ValueError(f"the kl objective needs a fixed DDPM variance, not {variance_type!r}")
     alphas = scheduler.alphas_cumprod.double()
     kind = prediction_type(scheduler)
+    one, zero = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
     weights = []
     for j, t in enumerate(visited):
         a_t = alphas[t]
-        a_prev = alphas[visited[j + 1]] if j + 1 < len(visited) else torch.ones((), dtype=torch.float64)
+        a_prev = alphas[visited[j + 1]] if j + 1 < len(visited) else one
         beta = 1 - a_t / a_prev
-        one, zero = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
         dx0 = split(kind, one, zero, a_t)[0] - split(kind, zero, zero, a_t)[0]  # x0 is linear in the output
         slope = a_prev.sqrt() * beta / (1 - a_t) * dx0  # the posterior mean's coefficient of x0
         var = beta if variance_type == "fixed_large" else (1 - a_prev) / (1 - a_t) * beta
