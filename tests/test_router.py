@@ -120,3 +120,23 @@ def test_transition_weights_are_the_kl_of_diffusers_own_ddpm_step(kind, variance
 def test_the_kl_objective_needs_ddpm():
     with pytest.raises(ValueError, match="DDIM adds no noise"):
         RouterConfig(objective="kl", sampler="ddim")
+
+
+def test_a_start_or_scheduler_that_does_not_fit_is_refused_before_the_teacher_runs(monkeypatch):
+    import lees.router
+    from lees import Schedule
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher ran before the input was checked")
+
+    monkeypatch.setattr(lees.router, "teacher_trajectory", no_teacher)
+    model = _Toy().eval()
+    blocks = find_blocks(
+        model, names=["steady", "moving"], example_inputs=(torch.zeros(1, 1, 4, 4), torch.tensor([5]))
+    )
+    start = Schedule.full(blocks, [900, 500, 100])
+    with pytest.raises(ValueError, match="not the router's"):
+        train_router(model, DDPMScheduler(), RouterConfig(steps=10), blocks, progress=False, start=start)
+    learned = DDPMScheduler(variance_type="learned")
+    with pytest.raises(ValueError, match="fixed DDPM variance"):
+        train_router(model, learned, RouterConfig(steps=10, objective="kl"), blocks, progress=False)

@@ -282,22 +282,24 @@ def train_router(
     blocks = blocks or find_blocks(model)
     device = model_device(model)
     started = time.perf_counter()
+    sampler = make_sampler(scheduler, config.sampler, config.steps)
+    visited = [int(t) for t in sampler.timesteps]
+    # a start schedule or a scheduler that does not fit is refused before the teacher runs
+    first_logits = start_logits(start, blocks, visited, config.init_logit)
+    odds = transition_weights(sampler, visited) if config.objective == "kl" else None
     engine = Engine(model, blocks)
     with engine.attached():
         traj = teacher_trajectory(engine, scheduler, config, context)
     steps = len(traj.timesteps)
     weights = flop_weights(blocks, steps).to(device)
     rest = 1.0 - sum(blocks.shares)
-    logits = start_logits(start, blocks, traj.timesteps, config.init_logit).to(device).requires_grad_()
+    logits = first_logits.to(device).requires_grad_()
     opt = torch.optim.Adam([logits], lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     lam, log = config.lam, []
-    sampler = make_sampler(scheduler, config.sampler, config.steps)
     update = sampler_update(sampler, config.sampler, traj.timesteps, device)
-
-    odds = transition_weights(sampler, traj.timesteps) if config.objective == "kl" else None
 
     def error_of(w: torch.Tensor) -> torch.Tensor:
         idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
