@@ -44,7 +44,7 @@ ROW_SETS = {
     "reuse-vs-skip": ["ase", "lees-0.05", "uniform-2-skip", "uniform-2-reuse", "uniform-3-reuse",
                       "uniform-5-reuse", "router-0.70", "router-0.50"],
     "reuse": ["uniform-2-reuse", "uniform-3-reuse", "deepcache-2", "deepcache-3", "router-0.70"],
-    "learned": ["uniform-2-reuse", "router-0.70"],
+    "learned": ["uniform-2-reuse", "deepcache-3", "router-0.70"],
 }  # fmt: skip
 
 

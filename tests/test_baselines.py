@@ -1,8 +1,10 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from lees import Schedule, find_blocks
-from lees.baselines import ase_schedule, depth_order, random_schedule
+from lees.baselines import ase_schedule, deepcache_schedule, depth_order, random_schedule, reuse_baseline
 
 DDPM50 = list(range(980, -1, -20))
 
@@ -62,3 +64,21 @@ def test_baselines_round_trip(tmp_path, tiny):
         assert np.array_equal(loaded.table, s.table) and loaded.settings == s.settings
     with pytest.raises(ValueError, match="ratio must lie"):
         random_schedule(blocks, DDPM50, 0)
+
+
+def test_reuse_baseline_is_deepcache_at_the_smallest_interval_within_the_budget(cifar_ddpm):
+    blocks = find_blocks(cifar_ddpm)
+    ratios = {n: deepcache_schedule(blocks, DDPM50, n, levels=1).flop_ratio for n in (2, 3, 4)}
+    target = (ratios[2] + ratios[3]) / 2  # interval 2 is over it, 3 within
+    s = reuse_baseline(blocks, DDPM50, target)
+    assert s.source == "deepcache" and s.settings["interval"] == 3 and s.flop_ratio <= target
+    assert reuse_baseline(blocks, DDPM50).settings["interval"] == 2  # no budget: the densest
+    assert reuse_baseline(blocks, DDPM50, 0.01).settings["interval"] == 50  # out of reach: the cheapest
+
+
+def test_reuse_baseline_of_other_blocks_is_uniform_reuse(cifar_ddpm):
+    unet = find_blocks(cifar_ddpm)
+    renamed = tuple(dataclasses.replace(b, name=f"transformer_blocks.{k}") for k, b in enumerate(unet))
+    blocks = dataclasses.replace(unet, blocks=renamed)  # as a DiT's blocks read
+    s = reuse_baseline(blocks, DDPM50, 0.7)
+    assert s.source == "uniform" and s.settings["outer"] == 1 and s.flop_ratio <= 0.7

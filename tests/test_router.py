@@ -7,6 +7,7 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from lees import REUSE, RUN, RouterConfig, find_blocks, train_router
+from lees.baselines import reuse_baseline
 from lees.router import carry_weights, hard_actions
 
 
@@ -140,3 +141,19 @@ def test_a_start_or_scheduler_that_does_not_fit_is_refused_before_the_teacher_ru
     learned = DDPMScheduler(variance_type="learned")
     with pytest.raises(ValueError, match="fixed DDPM variance"):
         train_router(model, learned, RouterConfig(steps=10, objective="kl"), blocks, progress=False)
+
+
+def test_the_default_start_is_the_baseline_within_the_budget(tiny):
+    blocks = find_blocks(tiny)
+    config = RouterConfig(steps=6, target_ratio=0.75, train_steps=1, batch_size=2, trajectories=2)
+    noise = DDPMScheduler(num_train_timesteps=1000)
+    result = train_router(tiny, noise, config, blocks, progress=False)
+    start = result.schedule.settings["start"]
+    assert (
+        start["source"] == "deepcache"
+        and start["interval"] == reuse_baseline(blocks, result.schedule.timesteps, 0.75).settings["interval"]
+    )
+    full = train_router(tiny, noise, config, blocks, progress=False, start="full")
+    assert full.schedule.settings["start"] is None
+    with pytest.raises(ValueError, match="start must be a schedule, 'baseline' or 'full'"):
+        train_router(tiny, noise, config, blocks, progress=False, start="uniform")

@@ -197,6 +197,21 @@ def _dense_around(steps: int, count: int, centre: int, power: float) -> list[int
         power = max(1.0, power - 0.05)
 
 
+def reuse_baseline(blocks: Blocks, timesteps: Sequence[int], target: float | None = None) -> Schedule:
+    """The cached baseline for a FLOP budget, the router's default start: DeepCache (outer level
+    always) for a diffusers UNet, else uniform reuse (outer pair always), at the smallest interval
+    whose FLOP ratio is at most ``target`` (interval 2 without one; the cheapest if none is)."""
+    unet = all(_UNET_NAME.match(n) for n in blocks.names)
+    for interval in range(2, max(len(timesteps), 2) + 1):
+        if unet:
+            schedule = deepcache_schedule(blocks, timesteps, interval, levels=1)
+        else:
+            schedule = uniform_schedule(blocks, timesteps, interval, outer=1)
+        if target is None or schedule.flop_ratio <= target + 1e-9:
+            break
+    return schedule
+
+
 def uniform_schedule(
     blocks: Blocks,
     timesteps: Sequence[int],

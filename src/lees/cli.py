@@ -749,6 +749,8 @@ EPILOG_ROUTE = """examples:
   lees route --model path/to/pipeline --steps 20 --sampler ddim --target-ratio 0.5
   lees schedule uniform --model embedded --interval 2 --outer 1 --out runs/uniform2
   lees route --model embedded --schedule runs/uniform2/schedule.json --train-steps 50 --out runs/router-warm
+  lees route --model embedded --schedule full --out runs/router-from-full   # every logit starts at "run"
+  (the default start is the baseline within the budget: DeepCache for a UNet, else uniform reuse)
   (without --out a diffusers folder gets the schedule in its lees/ subfolder)
 (a few minutes on a CPU for the embedded model; the schedule reuses, never drops, a block's output)
 """
@@ -775,7 +777,7 @@ def cmd_route(args: argparse.Namespace) -> None:
         raise ValueError("name --out (or give --model a diffusers folder to write its lees/ subfolder)")
     out = args.out if args.out is not None else Path(args.model)
     blocks = find_blocks(model)
-    start = Schedule.load(args.schedule, blocks) if args.schedule else None
+    start = args.schedule if args.schedule in ("baseline", "full") else Schedule.load(args.schedule, blocks)
     result = train_router(model, load_noise_scheduler(args.model), config, blocks, progress=True, start=start)
     schedule = result.schedule
     memory = _note_cache(schedule, blocks, model)
@@ -783,11 +785,20 @@ def cmd_route(args: argparse.Namespace) -> None:
     png = schedule_map(schedule, path.parent / "schedule.png")
     (path.parent / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result.log))
     print(
-        f"router on {schedule.num_steps} {args.sampler} steps in {result.seconds:.0f} s, chosen by its "
-        f"{config.objective} objective (distance to the full model's run; no fd_clf or FID): runs "
+        f"router on {schedule.num_steps} {args.sampler} steps in {result.seconds:.0f} s, started from "
+        f"{_start_name(schedule)}, chosen by its {config.objective} objective (distance to the full "
+        "model's run; no fd_clf or FID): runs "
         f"{schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs, reuses the "
         f"rest{memory}; wrote {path}, {png} and {path.parent / 'train_log.jsonl'}"
     )
+
+
+def _start_name(schedule) -> str:
+    """The start a router schedule's settings record, in words: 'run everything' or its source."""
+    start = schedule.settings.get("start")
+    if start is None:
+        return "run everything"
+    return start["source"] + (f" every {start['interval']} steps" if "interval" in start else "")
 
 
 def _route_parser(sub: argparse._SubParsersAction) -> None:
@@ -804,7 +815,10 @@ def _route_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--trajectories", type=int, default=32, help="teacher sampling runs to train on (32)")
     p.add_argument(
-        "--schedule", type=Path, default=None, help="start from this schedule JSON (same steps), not all-run"
+        "--schedule",
+        default="baseline",
+        help="start from: baseline (the default: DeepCache for a UNet, else uniform reuse, within the "
+        "budget), full (run everything), or a schedule JSON for the same steps",
     )
     p.add_argument("--estimator", choices=("ste", "soft"), default="ste", help="gradient of the decisions")
     p.add_argument(

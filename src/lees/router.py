@@ -36,6 +36,7 @@ from diffusers import DDPMScheduler
 from torch import nn
 from tqdm.auto import tqdm
 
+from .baselines import reuse_baseline
 from .blocks import Blocks, find_blocks
 from .denoisers import check_context, denoise, draw_labels, latent_shape
 from .engine import REUSE, RUN, Engine, ReuseCache
@@ -270,13 +271,15 @@ def train_router(
     progress: bool = True,
     context: torch.Tensor | None = None,
     log_path: str | None = None,
-    start: Schedule | None = None,
+    start: Schedule | str | None = "baseline",
 ) -> RouterResult:
     """Learn a K x S run-or-reuse table for ``model`` with its sampler (backbone frozen, on its device).
 
-    ``start`` (a schedule for the same blocks and timesteps, e.g. uniform reuse or DeepCache) warm
-    starts the logits at +/- ``init_logit`` where it runs / does not run, so training refines a
-    baseline instead of starting from "run everything"."""
+    ``start`` sets the first logits to +/- ``init_logit`` where a schedule runs / does not run, so
+    training refines it: ``"baseline"`` (DeepCache for a UNet, else uniform reuse, within the
+    budget: ``reuse_baseline``), a schedule for the same blocks and timesteps, or ``None``/``"full"``
+    (every logit +``init_logit``: run everything). From "run everything" the objectives leave the
+    deep blocks stale over the first and last steps, which the samples punish (docs/reuse.md)."""
     config = config or RouterConfig()
     check_context(model, context, 1)
     blocks = blocks or find_blocks(model)
@@ -284,6 +287,10 @@ def train_router(
     started = time.perf_counter()
     sampler = make_sampler(scheduler, config.sampler, config.steps)
     visited = [int(t) for t in sampler.timesteps]
+    if isinstance(start, str):
+        if start not in ("baseline", "full"):
+            raise ValueError(f"start must be a schedule, 'baseline' or 'full', got {start!r}")
+        start = reuse_baseline(blocks, visited, config.target_ratio) if start == "baseline" else None
     # a start schedule or a scheduler that does not fit is refused before the teacher runs
     first_logits = start_logits(start, blocks, visited, config.init_logit)
     odds = transition_weights(sampler, visited) if config.objective == "kl" else None
