@@ -7,7 +7,7 @@ from lees import find_blocks, sample_lockstep
 from lees.backbones import DDPM_NOISE
 from lees.baselines import uniform_schedule
 from lees.sampling import sampler_timesteps
-from lees.stored_runs import sample_stored, stored_images
+from lees.stored_runs import method_digest, sample_stored, stored_images
 
 
 @pytest.fixture
@@ -41,3 +41,15 @@ def test_an_interrupted_run_resumes_to_the_images_of_one_go(tiny, noise, tmp_pat
     assert runs["reuse"].cache_bytes_per_sample == whole["reuse"].cache_bytes_per_sample > 0
     with pytest.raises(ValueError, match="other settings"):
         sample_stored(tiny, methods, 6, tmp_path, chunk=2, **kwargs)
+
+
+def test_a_method_changed_under_the_same_name_is_refused_not_mixed(tiny, noise, tmp_path):
+    blocks = find_blocks(tiny)
+    timesteps = sampler_timesteps(noise, 4)
+    kwargs = {"steps": 4, "scheduler": noise, "seed": 3, "progress": False}
+    sample_stored(tiny, {"reuse": uniform_schedule(blocks, timesteps, 2, outer=1)}, 2, tmp_path, **kwargs)
+    retrained = {"reuse": uniform_schedule(blocks, timesteps, 3, outer=1)}  # same name, other table
+    with pytest.raises(ValueError, match="other settings"):
+        sample_stored(tiny, retrained, 2, tmp_path, **kwargs)
+    assert method_digest(None) == "full"
+    assert method_digest(retrained["reuse"]) == method_digest(uniform_schedule(blocks, timesteps, 3, outer=1))

@@ -8,6 +8,7 @@ instead of sampling them. An interruption loses at most one piece.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from safetensors.torch import load, save
 
 from .files import atomic_write_bytes, claim_folder
 from .sampling import Method, TimedSamples, sample_lockstep
+from .schedules import Schedule
 
 CHUNK = 100  # images per stored piece
 
@@ -31,12 +33,13 @@ def sample_stored(
     **lockstep: Any,
 ) -> dict[str, TimedSamples]:
     """:func:`lees.sample_lockstep` over ``n`` images in stored pieces of ``chunk``; seconds add up over
-    pieces, cache memory is the largest piece's. ``settings`` (JSON-ready) tie the folder to this run:
-    a folder holding pieces of a run with other settings is an error, never silently mixed."""
+    pieces, cache memory is the largest piece's. ``settings`` (JSON-ready) and each method's digest
+    (its table or gate values, so a retrained schedule under the same name counts as another method)
+    tie the folder to this run: a folder holding pieces of a run with other settings is an error,
+    never silently mixed."""
     folder = Path(folder)
-    claim_folder(
-        folder / "settings.json", {"n": n, "chunk": chunk, "methods": sorted(methods), **(settings or {})}
-    )
+    digests = {name: method_digest(m) for name, m in methods.items()}
+    claim_folder(folder / "settings.json", {"n": n, "chunk": chunk, "methods": digests, **(settings or {})})
     offset = lockstep.pop("first", 0)
     parts = []
     for first, path in _pieces(folder, n, chunk):
@@ -54,6 +57,21 @@ def sample_stored(
         )
         for name in methods
     }
+
+
+def method_digest(method: Method) -> str:
+    """A short hash of what a method does: a schedule's actions, timesteps and block names, or a
+    gate's values; ``"full"`` for None (the plain model)."""
+    if method is None:
+        return "full"
+    digest = hashlib.sha256()
+    if isinstance(method, Schedule):
+        digest.update(method.actions.tobytes())
+        digest.update(repr((list(method.timesteps), list(method.block_names))).encode())
+    else:
+        for name, tensor in sorted(method.state_dict().items()):
+            digest.update(name.encode() + tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def stored_images(folder: str | Path, n: int, name: str, chunk: int = CHUNK) -> torch.Tensor:
