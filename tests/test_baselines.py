@@ -2,8 +2,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+from diffusers import UNet2DModel
 
 from lees import Schedule, find_blocks
+from lees.backbone_training import EMBEDDED_UNET
 from lees.baselines import ase_schedule, deepcache_schedule, depth_order, random_schedule, reuse_baseline
 
 DDPM50 = list(range(980, -1, -20))
@@ -66,14 +68,21 @@ def test_baselines_round_trip(tmp_path, tiny):
         random_schedule(blocks, DDPM50, 0)
 
 
-def test_reuse_baseline_is_deepcache_at_the_smallest_interval_within_the_budget(cifar_ddpm):
-    blocks = find_blocks(cifar_ddpm)
-    ratios = {n: deepcache_schedule(blocks, DDPM50, n, levels=1).flop_ratio for n in (2, 3, 4)}
-    target = (ratios[2] + ratios[3]) / 2  # interval 2 is over it, 3 within
-    s = reuse_baseline(blocks, DDPM50, target)
-    assert s.source == "deepcache" and s.settings["interval"] == 3 and s.flop_ratio <= target
-    assert reuse_baseline(blocks, DDPM50).settings["interval"] == 2  # no budget: the densest
-    assert reuse_baseline(blocks, DDPM50, 0.01).settings["interval"] == 50  # out of reach: the cheapest
+def test_reuse_baseline_spends_most_of_the_budget():
+    blocks = find_blocks(UNet2DModel(**EMBEDDED_UNET))  # the embedded model's architecture
+    picked = {
+        target: (s.source, s.settings["levels"], s.settings["interval"], s.flop_ratio)
+        for target in (None, 0.7, 0.5, 0.01)
+        for s in [reuse_baseline(blocks, DDPM50, target)]
+    }
+    assert picked[None][:3] == ("deepcache", 1, 2)
+    assert picked[0.7][:3] == ("deepcache", 1, 3) and picked[0.7][3] <= 0.7  # interval 2 runs 0.77
+    assert picked[0.5][:3] == ("deepcache", 0, 3) and picked[0.5][3] <= 0.5  # the outer level alone is 0.54
+    assert picked[0.01][:3] == ("deepcache", 0, 50)  # out of reach: the cheapest
+    for target in (0.7, 0.5):  # nothing between the pick and the budget
+        for levels, interval in ((1, 2), (1, 3), (0, 2), (0, 3)):
+            ratio = deepcache_schedule(blocks, DDPM50, interval, levels=levels).flop_ratio
+            assert ratio > target or ratio <= picked[target][3]
 
 
 def test_reuse_baseline_of_other_blocks_is_uniform_reuse(cifar_ddpm):
