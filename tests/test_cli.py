@@ -275,6 +275,14 @@ def test_route_starts_from_a_schedule(folder, tmp_path, capsys):
     assert (warm.actions == uniform.actions).mean() >= 0.9  # one small step keeps most of the start
     assert main([*argv, "--steps", "5"]) == 2
     assert "timesteps are not the router's (4 vs 5 steps)" in capsys.readouterr().err
+    base = ["route", "--model", folder, "--steps", "4", "--train-steps", "1", "--trajectories", "2",
+            "--batch-size", "2", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main([*base, "--schedule", "full"]) == 0
+    assert Schedule.load(tmp_path / "r" / "schedule.json").settings["start"] is None
+    assert "started from run everything" in capsys.readouterr().out
+    assert main(base) == 0  # the default: the cached baseline within the budget
+    assert Schedule.load(tmp_path / "r" / "schedule.json").settings["start"]["source"] == "deepcache"
+    assert "started from deepcache every" in capsys.readouterr().out
 
 
 def test_schedule_deepcache_and_uniform(folder, tmp_path, capsys):
