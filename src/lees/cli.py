@@ -763,7 +763,7 @@ def cmd_route(args: argparse.Namespace) -> None:
     from .backbones import load_noise_scheduler
     from .blocks import find_blocks
     from .plots import schedule_map
-    from .router import RouterConfig, train_router
+    from .router import STARTS, RouterConfig, train_router
     from .saving import save_pretrained
     from .schedules import Schedule
 
@@ -777,7 +777,7 @@ def cmd_route(args: argparse.Namespace) -> None:
         raise ValueError("name --out (or give --model a diffusers folder to write its lees/ subfolder)")
     out = args.out if args.out is not None else Path(args.model)
     blocks = find_blocks(model)
-    start = args.schedule if args.schedule in ("baseline", "full") else Schedule.load(args.schedule, blocks)
+    start = args.schedule if args.schedule in STARTS else Schedule.load(args.schedule, blocks)
     result = train_router(model, load_noise_scheduler(args.model), config, blocks, progress=True, start=start)
     schedule = result.schedule
     memory = _note_cache(schedule, blocks, model)

@@ -53,6 +53,9 @@ OBJECTIVES = {
 }
 
 
+STARTS = ("baseline", "full")  # the named starts of train_router; anything else is a schedule
+
+
 @dataclass
 class RouterConfig:
     """Settings of one router training run (saved in the schedule's settings)."""
@@ -288,7 +291,7 @@ def train_router(
     sampler = make_sampler(scheduler, config.sampler, config.steps)
     visited = [int(t) for t in sampler.timesteps]
     if isinstance(start, str):
-        if start not in ("baseline", "full"):
+        if start not in STARTS:
             raise ValueError(f"start must be a schedule, 'baseline' or 'full', got {start!r}")
         start = reuse_baseline(blocks, visited, config.target_ratio) if start == "baseline" else None
     # a start schedule or a scheduler that does not fit is refused before the teacher runs
