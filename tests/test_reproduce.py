@@ -63,7 +63,13 @@ def test_protocol_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     (runs / "seed1.json").unlink()
     again = reproduce(config, tmp_path / "report")
     assert json.loads((runs / "seed1.json").read_text()) == seed1
-    assert json.loads((tmp_path / "report" / "results.json").read_text())["methods"] == results["methods"]
+    resumed = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert resumed["methods"] == results["methods"]
+    # the compute held in the pieces is counted once, whichever invocation made them
+    spent = results["meta"]["piece_seconds"]
+    assert set(spent) == {"gates", "sampling", "ASE grid"} and min(spent.values()) > 0
+    assert resumed["meta"]["piece_seconds"] == spent
+    assert "Compute held in the stored pieces: gates" in again.read_text()
     assert again == report
     other = ReproduceConfig(**{**config.__dict__, "n": 6})
     with pytest.raises(ValueError, match="other settings"):

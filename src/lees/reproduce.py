@@ -312,6 +312,7 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
 
     rows: dict[str, dict] = {m: {k: [] for k in ROW_FIELDS} for m in METHODS}
     first: dict = {}
+    spent = {"gates": 0.0, "sampling": 0.0}  # seconds held in the stored pieces, resumed runs included
     for seed in cfg.seeds:
         trained = {
             name: _gates(cfg, work, name, seed, model, noise, train_images, blocks) for name in GATE_RUNS
@@ -335,6 +336,8 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
         methods = {m: methods[m] for m in METHODS}
         results = _seed_results(cfg, work, seed, model, noise, methods, extractor, ref, ref_corrupted)
         _add_seed(rows, results, methods, shared["full"], cfg)
+        spent["gates"] += sum(run["seconds"] for run in trained.values())
+        spent["sampling"] += sum(res["seconds"] for res in results.values())
     fids = _pooled_fid(cfg, work)
     for method, fid in fids.items():
         rows[method]["fid"] = [fid]
@@ -342,7 +345,10 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
         f"{len(grid_info['rows'])} candidates ranked by {grid_info['metric']}, {grid_info['seconds']:.0f} s, "
         f"budget FLOPs <= {grid_info['budget']:.2f}"
     )
+    spent["ASE grid"] = grid_info["seconds"]
     meta = _meta(cfg, out, work, model, noise, blocks, train_images, first, shared, started, list(fids))
+    meta["piece_seconds"] = spent
+    meta["notes"].append(_time_note(spent, meta["wall_seconds"]))
     return build_report(rows, out, meta)
 
 
@@ -387,6 +393,13 @@ def _meta(cfg, out, work, model, noise, blocks, train_images, first, shared, sta
         "wall_seconds": time.perf_counter() - started,
         "notes": _notes(cfg, epoch, loss_full, loss_lees, budget_reached, fid_rows),
     }
+
+
+def _time_note(spent: dict[str, float], wall: float) -> str:
+    """What the run cost: the seconds held in its stored pieces (a resumed run's included) and this
+    invocation's wall time (less than the total when it resumed from stored pieces)."""
+    parts = ", ".join(f"{name} {seconds / 60:.0f} min" for name, seconds in spent.items())
+    return f"Compute held in the stored pieces: {parts}; this invocation's wall time: {wall / 60:.0f} min."
 
 
 def _notes(cfg, epoch, loss_full, loss_lees, budget_reached, fid_rows) -> list[str]:
