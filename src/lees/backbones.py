@@ -132,9 +132,29 @@ EMBEDDED_BASE: dict[str, Any] = DDPM_CIFAR10 | {
     "dropout": 0.1,
 }
 
+# embedded-dit: a class-conditional DiT (Peebles & Xie 2023, adaLN-Zero) for 1-channel 32x32 images,
+# 10 classes (+ the null class of classifier-free guidance), patch 4 (64 tokens), 12 blocks, width 128
+# (4 heads of 32), trained with flow matching (FLOW_NOISE): the velocity has the input's one channel.
+EMBEDDED_DIT: dict[str, Any] = {
+    "_class_name": "DiTTransformer2DModel",
+    "sample_size": 32,
+    "in_channels": 1,
+    "out_channels": 1,
+    "patch_size": 4,
+    "num_layers": 12,
+    "num_attention_heads": 4,
+    "attention_head_dim": 32,
+    "num_embeds_ada_norm": 10,
+    "norm_type": "ada_norm_zero",
+    "activation_fn": "gelu-approximate",
+    "dropout": 0.0,
+    "norm_elementwise_affine": False,
+}
+
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "ddpm-cifar10": DDPM_CIFAR10,
     "embedded-base": EMBEDDED_BASE,
+    "embedded-dit": EMBEDDED_DIT,
     "dit-xl-2": DIT_XL_2,
     "adm-64": ADM_64,
     "ldm-celebahq-256": LDM_CELEBAHQ_256,
@@ -152,6 +172,10 @@ DDPM_NOISE: dict[str, Any] = {
     "clip_sample": True,
     "variance_type": "fixed_small",
 }
+
+# The flow-matching noise process (rectified flow, SD3's FlowMatchEulerDiscreteScheduler with no
+# shift: 32x32 images need none): the recipe of train_backbone for transformers.
+FLOW_NOISE: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 1.0}
 
 # The embedded default model: a DDPM pipeline folder shipped inside the package.
 EMBEDDED_DIR = Path(__file__).parent / "embedded"

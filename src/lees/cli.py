@@ -146,9 +146,10 @@ def cmd_blocks(args: argparse.Namespace) -> None:
         print(f"wrote {path}", file=sys.stderr)
 
 
-EPILOG_BACKBONE = """example:
+EPILOG_BACKBONE = """examples:
   lees backbone train --data fashion-mnist --out runs/backbone --train-steps 5000 --max-minutes 60
-  (run the same command again to resume from runs/backbone/checkpoint.safetensors)
+  lees backbone train --arch embedded-dit --out runs/dit --train-steps 36000 --lr 3e-4 --grid-every 1000
+  (run the same command again to resume from its folder's checkpoint.safetensors)
 """
 
 
@@ -167,6 +168,12 @@ def cmd_backbone_train(args: argparse.Namespace) -> None:
         max_minutes=args.max_minutes,
         arch=args.arch,
         bf16=args.bf16,
+        warmup=args.warmup,
+        ema_decay=args.ema_decay,
+        checkpoint_every=args.checkpoint_every,
+        grid_every=args.grid_every,
+        grid=args.grid,
+        guidance_scale=args.guidance_scale,
     )
     train_backbone(args.out, config, device=args.device)
 
@@ -909,9 +916,12 @@ def _add_metric(p: argparse.ArgumentParser, note: str) -> None:
 
 
 def _backbone_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("backbone", help="make a backbone: train a small DDPM UNet on local data")
+    p = sub.add_parser("backbone", help="make a backbone: train a small diffusion model on local data")
     actions = p.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")
-    p = _command(actions, "train", cmd_backbone_train, "train (or resume) a DDPM UNet", EPILOG_BACKBONE)
+    p = _command(
+        actions, "train", cmd_backbone_train, "train (or resume) a DDPM UNet or a flow-matching DiT",
+        EPILOG_BACKBONE,
+    )  # fmt: skip
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist, or a folder of idx files")
     _add_out(p, required=True)
     p.add_argument("--train-steps", type=int, default=5000, help="optimisation steps (5000)")
@@ -921,8 +931,17 @@ def _backbone_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--arch",
         default="embedded",
-        help="embedded (the small default) or embedded-base (see docs/backbones.md)",
+        help="embedded (the small default UNet), embedded-base, or embedded-dit (see docs/backbones.md)",
     )
+    p.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up (200)")
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (250)")
+    p.add_argument(
+        "--grid-every", type=int, default=0,
+        help="steps between sample grids in OUT/grids/ (a multiple of --checkpoint-every; 0: only at the end)",
+    )  # fmt: skip
+    p.add_argument("--grid", type=int, default=64, help="samples per grid (class-conditional: one row a class)")
+    p.add_argument("--guidance-scale", type=float, default=2.0, help="of class-conditional grids (2.0)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass (CUDA only)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0)
