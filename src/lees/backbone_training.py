@@ -317,7 +317,9 @@ def _train_loop(run: _Run) -> None:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         run.elapsed = time.perf_counter() - started
-        out_of_time = config.max_minutes is not None and time.perf_counter() - invoked > 60 * config.max_minutes
+        out_of_time = (
+            config.max_minutes is not None and time.perf_counter() - invoked > 60 * config.max_minutes
+        )
         if run.step % 50 == 0 or run.step == config.steps or out_of_time:
             log.write(json.dumps({"step": run.step, "loss": loss.item(), "elapsed_s": round(run.elapsed, 1)}))
             log.write("\n")
@@ -326,7 +328,10 @@ def _train_loop(run: _Run) -> None:
             run.checkpoint()
             started = time.perf_counter() - run.elapsed  # the grid's time is not training time
         if out_of_time:
-            print(f"\nstopped at step {run.step} after {run.elapsed / 60:.1f} min (--max-minutes); run again to resume")
+            print(
+                f"\nstopped at step {run.step} after {run.elapsed / 60:.1f} min (--max-minutes); "
+                "run again to resume"
+            )
             break
     bar.close()
     log.close()
@@ -354,7 +359,12 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
     _pipeline(ema, run.scheduler).save_pretrained(folder)
     where = torch.device(device)
     hardware = torch.cuda.get_device_name(where) if where.type == "cuda" else where.type
-    card = {"step": run.step, "elapsed_s": round(run.elapsed, 1), "device": hardware, "config": asdict(config)}
+    card = {
+        "step": run.step,
+        "elapsed_s": round(run.elapsed, 1),
+        "device": hardware,
+        "config": asdict(config),
+    }
     atomic_write_text(folder / "training.json", json.dumps(card, indent=1))
     trained = f"step {run.step}, {run.elapsed / 60:.1f} min on {hardware}"
     if config.grid > 0:
@@ -375,7 +385,9 @@ def export_backbone(model_folder: str | Path, out: str | Path, max_mb: float = 2
     src, out = Path(model_folder), Path(out)
     sub = "unet" if (src / "unet" / "config.json").is_file() else "transformer"
     config = diffusers.UNet2DModel.load_config(src, subfolder=sub)
-    model = getattr(diffusers, config["_class_name"]).from_pretrained(src, subfolder=sub, low_cpu_mem_usage=False)
+    model = getattr(diffusers, config["_class_name"]).from_pretrained(
+        src, subfolder=sub, low_cpu_mem_usage=False
+    )
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     blob = save(half, metadata={"format": "pt"})

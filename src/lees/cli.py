@@ -938,9 +938,9 @@ def _backbone_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (250)")
     p.add_argument(
         "--grid-every", type=int, default=0,
-        help="steps between sample grids in OUT/grids/ (a multiple of --checkpoint-every; 0: only at the end)",
+        help="steps between sample grids in OUT/grids/ (a multiple of --checkpoint-every; 0: at the end)",
     )  # fmt: skip
-    p.add_argument("--grid", type=int, default=64, help="samples per grid (class-conditional: one row a class)")
+    p.add_argument("--grid", type=int, default=64, help="samples per grid (a row per class if conditional)")
     p.add_argument("--guidance-scale", type=float, default=2.0, help="of class-conditional grids (2.0)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass (CUDA only)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")

@@ -115,7 +115,11 @@ class ClassFlowPipeline(DiffusionPipeline):
         config = self.transformer.config
         shape = (len(labels), config.in_channels, config.sample_size, config.sample_size)
         dtype = self.transformer.dtype
-        x = latents.to(device, dtype) if latents is not None else randn_tensor(shape, generator, device, dtype)
+        x = (
+            latents.to(device, dtype)
+            if latents is not None
+            else randn_tensor(shape, generator, device, dtype)
+        )
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         for t in self.progress_bar(self.scheduler.timesteps):
             v = self.velocity(x, t, labels, guidance_scale, guidance)
