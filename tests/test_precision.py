@@ -12,12 +12,13 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 
 import lees
-from lees import REUSE, GatedModel, ReuseCache, find_blocks
+from lees import REUSE, GatedModel, ReuseCache, find_blocks, router
 from lees.backbones import DDPM_NOISE
 from lees.baselines import uniform_schedule
 from lees.cli import build_parser, main
 from lees.denoisers import denoise, model_dtype
-from lees.router import RouterConfig, train_router
+from lees.engine import Engine
+from lees.router import RouterConfig, teacher_trajectory, train_router
 from lees.sampling import sample, sampler_timesteps
 from lees.training import GateTrainConfig, held_out_loss, train_gates
 
@@ -73,22 +74,79 @@ def test_bf16_gate_training_and_held_out_loss_are_close_to_fp32():
     model = half()
     low = train_gates(model, data, noise, config, progress=False)
     assert low.gate.a.dtype == torch.float32 and model_dtype(model) == torch.bfloat16
+    assert torch.isfinite(low.gate.a).all() and torch.isfinite(low.gate.b).all()
     for a, b in zip(full.log, low.log, strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-2 * a["loss"]
-    assert torch.allclose(low.gate.a, full.gate.a, atol=1e-3)
+    # not the gate parameters themselves: as the router's logits (below), Adam moves each by about
+    # its learning rate, in the sign of a gradient that bf16 rounding may flip where it is near zero
     scored = [
         held_out_loss(m, r.blocks, data, noise, r.gate, n=8) for m, r in ((tiny_unet(), full), (model, low))
     ]
     assert abs(scored[0] - scored[1]) < 1e-2 * scored[0]
 
 
+ROUTER = RouterConfig(steps=4, train_steps=3, batch_size=2, trajectories=2)
+
+
+def _teacher(model):
+    engine = Engine(model, find_blocks(model))
+    with engine.attached():
+        return engine, teacher_trajectory(engine, DDPMScheduler(**DDPM_NOISE), ROUTER)
+
+
+def _step_losses(model):
+    """The router's step loss, and its gradient in the decisions, at a fixed run/reuse table."""
+    engine, traj = _teacher(model)
+    w = torch.tensor([[1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 0.0, 1.0]]).repeat(engine.num_blocks, 1)
+    w = w[: engine.num_blocks].requires_grad_()
+    out = []
+    with engine.attached():
+        for j in (1, 2, 3):
+            loss = router._step_loss(engine, w, traj, torch.arange(2), j, ROUTER, "cpu")
+            (grad,) = torch.autograd.grad(loss, w)
+            out.append((loss.item(), grad))
+    return out
+
+
+def assert_teacher_close(low, full):
+    """The bf16 teacher's predictions and block residuals within the one-prediction bound of fp32's."""
+    for j in range(len(full.timesteps)):
+        assert relative(low.targets[j], full.targets[j]) < 3e-2, f"prediction at step {j}"
+    for k, residual in enumerate(full.residuals):
+        assert relative(low.residuals[k], residual) < 3e-2, f"residual of block {k}"
+
+
 def test_bf16_router_trains_close_to_fp32():
+    """What bf16 must keep: the teacher trajectory, the loss and its gradient at a fixed schedule, and
+    the training run's losses and schedule. Not the raw logits: Adam moves each logit by about its
+    learning rate whatever the gradient's size, so a near-zero gradient whose sign bf16 rounding flips
+    moves a logit a full step the other way (0.11 after three steps on a CPU with native bf16)."""
+    assert_teacher_close(_teacher(half())[1], _teacher(tiny_unet())[1])
+    for (loss, grad), (low_loss, low_grad) in zip(
+        _step_losses(tiny_unet()), _step_losses(half()), strict=True
+    ):
+        assert abs(low_loss - loss) < 2e-2 * loss
+        assert relative(low_grad, grad) < 5e-2
     noise = DDPMScheduler(**DDPM_NOISE)
-    config = RouterConfig(steps=4, train_steps=3, batch_size=2, trajectories=2)
-    full = train_router(tiny_unet(), noise, config, progress=False)
-    low = train_router(half(), noise, config, progress=False)
-    assert low.logits.dtype == torch.float32
-    assert torch.allclose(low.logits, full.logits, atol=1e-2)
+    full = train_router(tiny_unet(), noise, ROUTER, progress=False)
+    low = train_router(half(), noise, ROUTER, progress=False)
+    assert low.logits.dtype == torch.float32 and torch.isfinite(low.logits).all()
+    for a, b in zip(full.log, low.log, strict=True):
+        assert abs(a["error"] - b["error"]) < 5e-2 * a["error"]
+    assert (low.schedule.actions == full.schedule.actions).mean() >= 0.9
+
+
+def test_the_bf16_router_check_catches_a_wrong_cast(monkeypatch):
+    """The low-precision model's input cast to float8 (3 mantissa bits) instead of its own bf16 fails."""
+    plain = router.denoise
+
+    def wrong(model, x, t, **kwargs):
+        low = model_dtype(model) != torch.float32
+        return plain(model, x.to(torch.float8_e4m3fn).float() if low else x, t, **kwargs)
+
+    monkeypatch.setattr(router, "denoise", wrong)
+    with pytest.raises(AssertionError, match="prediction at step"):
+        assert_teacher_close(_teacher(half())[1], _teacher(tiny_unet())[1])
 
 
 def test_enable_on_a_bf16_pipeline_is_close_to_fp32():
