@@ -14,10 +14,10 @@ import copy
 import json
 
 import lees
-from lees.backbones import EMBEDDED_DIR, load_noise_scheduler
-from lees.blocks import candidate_blocks
-from lees.metrics import ClassifierFeatures, fd, features, reference_features
-from lees.training import load_gate
+from lees.engine.blocks import candidate_blocks
+from lees.evaluation.metrics import ClassifierFeatures, fd, features, reference_features
+from lees.models.backbones import EMBEDDED_DIR, load_noise_scheduler
+from lees.schedules.saving import load_gate
 
 
 def main() -> None:

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from lees import GatedModel, Schedule, find_blocks
-from lees.backbones import ARCHITECTURES, build_architecture, load_backbone
-from lees.blocks import SHORTCUTS, resolve_modules
-from lees.denoisers import example_inputs
+from lees.engine.blocks import SHORTCUTS, resolve_modules
+from lees.models.architectures import ARCHITECTURES
+from lees.models.backbones import build_architecture, load_backbone
+from lees.models.denoisers import example_inputs
 
 
 def main() -> None:

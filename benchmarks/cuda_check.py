@@ -20,13 +20,14 @@ import sys
 import torch
 
 from lees import GatedModel, Schedule, find_blocks, sample_lockstep
-from lees.backbones import load_backbone, load_noise_scheduler
-from lees.baselines import ase_schedule
-from lees.data import load_images
-from lees.demo import SHIPPED_GATES
-from lees.denoisers import denoise
-from lees.sampling import sampler_timesteps
-from lees.training import GateTrainConfig, load_gate, train_gates
+from lees.diffusion.samplers import sampler_timesteps
+from lees.learn.gate_training import GateTrainConfig, train_gates
+from lees.models.backbones import load_backbone, load_noise_scheduler
+from lees.models.data import load_images
+from lees.models.denoisers import denoise
+from lees.reporting.demo import SHIPPED_GATES
+from lees.schedules.baselines import ase_schedule
+from lees.schedules.saving import load_gate
 
 
 def main() -> None:

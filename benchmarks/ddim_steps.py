@@ -16,12 +16,12 @@ import json
 import statistics
 
 from lees import Schedule, find_blocks, load_backbone
-from lees.backbones import load_noise_scheduler
-from lees.demo import SHIPPED_GATES
-from lees.evaluation import score_schedule
-from lees.metrics import ClassifierFeatures, reference_features
-from lees.sampling import sampler_timesteps
-from lees.training import load_gate
+from lees.diffusion.samplers import sampler_timesteps
+from lees.evaluation.metrics import ClassifierFeatures, reference_features
+from lees.evaluation.scoring import score_schedule
+from lees.models.backbones import load_noise_scheduler
+from lees.reporting.demo import SHIPPED_GATES
+from lees.schedules.saving import load_gate
 
 
 def main() -> None:

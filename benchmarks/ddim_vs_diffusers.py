@@ -21,9 +21,10 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler
 
 from lees import load_backbone
-from lees.backbones import load_noise_scheduler
-from lees.metrics import ClassifierFeatures, fd, features, reference_features
-from lees.sampling import sample, sample_generators
+from lees.diffusion.samplers import sample_generators
+from lees.evaluation.metrics import ClassifierFeatures, fd, features, reference_features
+from lees.models.backbones import load_noise_scheduler
+from lees.sampling.lockstep import sample
 
 
 def diffusers_ddim(model, noise, n: int, steps: int, seed: int, batch_size: int) -> torch.Tensor:

@@ -14,12 +14,13 @@ import argparse
 import json
 import time
 
-import lees.gates
+import lees.schedules.gates
 from lees import Schedule, find_blocks, load_backbone
-from lees.backbones import load_noise_scheduler
-from lees.data import load_images
-from lees.sampling import sampler_timesteps
-from lees.training import GateTrainConfig, held_out_loss, train_gates
+from lees.diffusion.samplers import sampler_timesteps
+from lees.evaluation.held_out import held_out_loss
+from lees.learn.gate_training import GateTrainConfig, train_gates
+from lees.models.backbones import load_noise_scheduler
+from lees.models.data import load_images
 
 SETTINGS = [("ste", 0.05, 0.5), ("ste", 0.005, 0.5), ("ste", 0.05, 0.4), ("soft", 0.05, 0.5)]
 
@@ -39,7 +40,9 @@ def main() -> None:
     full = held_out_loss(model, blocks, test, noise, n=args.held_out)
     print(f"# full model held-out eps-MSE {full:.5f} ({args.held_out} test images)")
     for estimator, lam, threshold in SETTINGS:
-        lees.gates.OPEN_THRESHOLD = threshold  # every hard decision reads it (training, schedule, loss)
+        lees.engine.actions.OPEN_THRESHOLD = (
+            threshold  # every hard decision reads it (training, schedule, loss)
+        )
         started = time.perf_counter()
         config = GateTrainConfig(lam=lam, steps=args.steps, estimator=estimator)
         result = train_gates(model, train, noise, config, blocks, progress=False)
@@ -54,7 +57,7 @@ def main() -> None:
             "seconds": round(time.perf_counter() - started, 1),
         }
         print(json.dumps(row), flush=True)
-    lees.gates.OPEN_THRESHOLD = 0.5
+    lees.engine.actions.OPEN_THRESHOLD = 0.5
 
 
 if __name__ == "__main__":

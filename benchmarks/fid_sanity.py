@@ -16,8 +16,8 @@ import time
 import numpy as np
 import torch
 
-from lees.data import load_images
-from lees.metrics import InceptionFeatures, fd, features, kid
+from lees.evaluation.metrics import InceptionFeatures, fd, features, kid
+from lees.models.data import load_images
 
 
 def subset(data: str, split: str, n: int, seed: int) -> torch.Tensor:

@@ -22,11 +22,10 @@ import json
 from pathlib import Path
 
 import lees
-from lees.backbones import EMBEDDED_DIR, load_noise_scheduler
-from lees.baselines import ase_schedule, deepcache_schedule, uniform_schedule
-from lees.engine import SKIP
-from lees.frontier import Point, describe, frontier_plot, versus_fewer_steps
-from lees.metrics import (
+from lees.diffusion.samplers import sampler_timesteps
+from lees.engine.actions import SKIP
+from lees.evaluation.frontier import Point, describe, versus_fewer_steps
+from lees.evaluation.metrics import (
     REFERENCE_N,
     ClassifierFeatures,
     InceptionFeatures,
@@ -35,9 +34,11 @@ from lees.metrics import (
     inception_path,
     reference_features,
 )
-from lees.sampling import sampler_timesteps
-from lees.stored_runs import sample_stored
-from lees.training import load_gate
+from lees.models.backbones import EMBEDDED_DIR, load_noise_scheduler
+from lees.reporting.plots import frontier_plot
+from lees.sampling.stored import sample_stored
+from lees.schedules.baselines import ase_schedule, deepcache_schedule, uniform_schedule
+from lees.schedules.saving import load_gate
 
 ROW_SETS = {
     "all": None,

@@ -2,7 +2,7 @@
 
 Each measurement runs in a fresh process and reads its peak resident memory (ru_maxrss), for a
 small UNet (random weights, 2 DDPM steps, 32x32 images) and a pooled-pixel feature extractor: what
-is measured is the pipeline's own memory, not a network's. ``lees.evaluation.score_schedule``
+is measured is the pipeline's own memory, not a network's. ``lees.evaluation.scoring.score_schedule``
 streams (sample a batch, extract its features, keep running moments, drop the images); the
 "all at once" row keeps every image before extracting features, as a naive pipeline would.
 
@@ -39,10 +39,10 @@ def pooled(images: torch.Tensor) -> np.ndarray:
 def child(n: int, mode: str) -> None:
     from diffusers import DDPMScheduler
 
-    from lees.backbones import DDPM_NOISE
-    from lees.evaluation import score_schedule
-    from lees.metrics import fd
-    from lees.sampling import sample
+    from lees.evaluation.metrics import fd
+    from lees.evaluation.scoring import score_schedule
+    from lees.models.architectures import DDPM_NOISE
+    from lees.sampling.lockstep import sample
 
     model, noise = small_unet(), DDPMScheduler(**DDPM_NOISE)
     reference = pooled(torch.rand(1000, 1, 32, 32) * 2 - 1)

@@ -9,7 +9,7 @@ each at severities 1..5 (severity 0 = the clean images, the floor every ratio is
   pixel units, clipped. The corruption module's ``brightness`` and ``contrast`` cover brighter and
   flatter (about each image's mean); these cover darker, which is how the drop schedules' samples
   differ.
-* every function of ``lees.corruptions`` at its CIFAR-10-C severities 1..5;
+* every function of ``lees.evaluation.corruptions`` at its CIFAR-10-C severities 1..5;
 * ``classes``: N clean images from 10 - severity classes only (a seeded order of the classes),
   spread evenly over those left;
 * ``clean-redraw``: N other clean images (severity 0), to show how far the floor moves by chance.
@@ -41,10 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lees.corruptions import CORRUPTIONS, corrupt
-from lees.data import load_images
-from lees.files import atomic_write_text
-from lees.metrics import (
+from lees.evaluation.corruptions import CORRUPTIONS, corrupt
+from lees.evaluation.metrics import (
     ClassifierFeatures,
     InceptionFeatures,
     fd,
@@ -54,6 +52,8 @@ from lees.metrics import (
     kid,
     reference_features,
 )
+from lees.models.data import load_images
+from lees.utils.files import atomic_write_text
 
 CLASSES = 10
 INCEPTION_REFERENCE = 2000  # real training images behind FID and KID in Inception features
@@ -151,8 +151,8 @@ class Scorer:
         self.gaussians = {name: gaussian(ref) for name, ref in self.references.items()}
 
     def __call__(self, images: torch.Tensor, check: bool = False) -> dict[str, float]:
-        """fd_clf_raw, fid, kid_clf_raw, kid_fid; with ``check`` also both FDs as ``lees.metrics.fd``
-        gives them."""
+        """fd_clf_raw, fid, kid_clf_raw, kid_fid; with ``check`` also both FDs as
+        ``lees.evaluation.metrics.fd`` gives them."""
         row = {}
         for name, extractor in self.extractors.items():
             feats, ref = features(extractor, images), self.references[name]
@@ -244,7 +244,7 @@ TITLES = {"classes": "classes missing (severity: how many)"} | {
 def plot(out: Path, rows: list[dict], variants: list[dict]) -> Path:
     """One panel per change: severity against fd_clf, fd_clf_raw (both from ``variants``, where every
     severity has been measured) and FID over their clean floors (log scale)."""
-    from lees.plots import plt, save_figure
+    from lees.reporting.plots import plt, save_figure
 
     floor = rows[0]
     changes = list(dict.fromkeys(r["change"] for r in variants if r["severity"] > 0))

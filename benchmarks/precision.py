@@ -17,10 +17,10 @@ import json
 import torch
 
 import lees
-from lees.backbones import EMBEDDED_DIR, load_noise_scheduler
-from lees.denoisers import denoise
-from lees.saving import load_policy
-from lees.schedules import Schedule
+from lees.models.backbones import EMBEDDED_DIR, load_noise_scheduler
+from lees.models.denoisers import denoise
+from lees.schedules.saving import load_policy
+from lees.schedules.schedule import Schedule
 
 DTYPES = (torch.bfloat16, torch.float16)
 

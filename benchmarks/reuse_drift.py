@@ -37,12 +37,13 @@ import numpy as np
 import torch
 
 import lees
-from lees.backbones import load_noise_scheduler
-from lees.baselines import unet_stage, uniform_schedule
-from lees.engine import REUSE, RUN
-from lees.metrics import REFERENCE_N, ClassifierFeatures, fd, features, reference_features
-from lees.sampling import sampler_timesteps
-from lees.stored_runs import sample_stored, stored_images
+from lees.diffusion.samplers import sampler_timesteps
+from lees.engine.actions import REUSE, RUN
+from lees.engine.blocks import unet_stage
+from lees.evaluation.metrics import REFERENCE_N, ClassifierFeatures, fd, features, reference_features
+from lees.models.backbones import load_noise_scheduler
+from lees.sampling.stored import sample_stored, stored_images
+from lees.schedules.baselines import uniform_schedule
 
 
 def bias_corrected_shift(diff: np.ndarray) -> float:

@@ -18,9 +18,10 @@ import time
 import torch
 
 import lees
-from lees.baselines import uniform_schedule
-from lees.denoisers import example_inputs
-from lees.engine import RUN, Engine, ReuseCache
+from lees.engine.actions import RUN
+from lees.engine.hooks import Engine, ReuseCache
+from lees.models.denoisers import example_inputs
+from lees.schedules.baselines import uniform_schedule
 
 
 def main() -> None:

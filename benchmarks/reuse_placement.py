@@ -18,12 +18,13 @@ import argparse
 import numpy as np
 
 import lees
-from lees.backbones import load_noise_scheduler
-from lees.baselines import cached_schedule, uniform_schedule
-from lees.blocks import Blocks
-from lees.engine import RUN
-from lees.metrics import REFERENCE_N, ClassifierFeatures, fd, features, reference_features
-from lees.sampling import sample_lockstep, sampler_timesteps
+from lees.diffusion.samplers import sampler_timesteps
+from lees.engine.actions import RUN
+from lees.engine.blocks import Blocks
+from lees.evaluation.metrics import REFERENCE_N, ClassifierFeatures, fd, features, reference_features
+from lees.models.backbones import load_noise_scheduler
+from lees.sampling.lockstep import sample_lockstep
+from lees.schedules.baselines import cached_schedule, uniform_schedule
 
 
 def spread(first: int, last: int, count: int) -> list[int]:

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from lees import GatedModel, Schedule, find_blocks
-from lees.backbones import ARCHITECTURES, build_architecture
-from lees.blocks import Blocks
-from lees.denoisers import example_inputs
+from lees.engine.blocks import Blocks
+from lees.models.architectures import ARCHITECTURES
+from lees.models.backbones import build_architecture
+from lees.models.denoisers import example_inputs
 
 
 def schedule_for(blocks: Blocks, target: float, order: list[int], label: str) -> Schedule:

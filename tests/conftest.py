@@ -7,7 +7,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from lees.backbones import DDPM_NOISE, build_architecture
+from lees.models.architectures import DDPM_NOISE
+from lees.models.backbones import build_architecture
 
 
 def tiny_unet(seed: int = 0) -> UNet2DModel:

@@ -12,11 +12,13 @@ from diffusers import (
 )
 
 from lees import GatedModel, Schedule, find_blocks, sample
-from lees.backbones import DDPM_NOISE, build_architecture
-from lees.denoisers import denoise, num_classes
-from lees.latents import decode, encode
-from lees.sampling import sampler_timesteps
-from lees.training import GateTrainConfig, held_out_loss, train_gates
+from lees.diffusion.samplers import sampler_timesteps
+from lees.evaluation.held_out import held_out_loss
+from lees.learn.gate_training import GateTrainConfig, train_gates
+from lees.models.architectures import DDPM_NOISE
+from lees.models.backbones import build_architecture
+from lees.models.denoisers import denoise, num_classes
+from lees.models.latents import decode, encode
 
 
 @pytest.fixture
@@ -249,7 +251,7 @@ def test_adm_architecture_blocks(name, count, kinds):
 
 def test_pipeline_folder_with_transformer_and_vae(tmp_path):
     from lees import load_backbone
-    from lees.latents import load_autoencoder
+    from lees.models.latents import load_autoencoder
 
     tiny_dit().save_pretrained(tmp_path / "transformer")
     tiny_vae().save_pretrained(tmp_path / "vae")

@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from lees import find_blocks, load_backbone
-from lees.backbone_training import EMBEDDED_UNET, BackboneTrainConfig, train_backbone
+from lees.learn.backbone_training import BackboneTrainConfig, train_backbone
+from lees.models.architectures import EMBEDDED_UNET
 
 from .test_data import write_idx
 

@@ -5,8 +5,9 @@ import pytest
 from diffusers import UNet2DModel
 
 from lees import Schedule, find_blocks
-from lees.backbone_training import EMBEDDED_UNET
-from lees.baselines import ase_schedule, deepcache_schedule, depth_order, random_schedule, reuse_baseline
+from lees.engine.blocks import depth_order
+from lees.models.architectures import EMBEDDED_UNET
+from lees.schedules.baselines import ase_schedule, deepcache_schedule, random_schedule, reuse_baseline
 
 DDPM50 = list(range(980, -1, -20))
 

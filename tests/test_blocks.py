@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from lees import find_blocks
-from lees.blocks import flop_counter
-from lees.denoisers import example_inputs
+from lees.engine.flops import flop_counter
+from lees.models.denoisers import example_inputs
 
 
 def test_ddpm_cifar10_blocks_in_execution_order(cifar_ddpm):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-import lees.metrics
+import lees.evaluation.metrics
 from lees import Schedule
 from lees.cli import build_parser, main
 
@@ -117,8 +117,8 @@ class _PixelFeatures:
 def test_eval_two_schedules(folder, idx_data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
     # installed Inception weights make both metrics the default (a stand-in extractor keeps it fast)
-    monkeypatch.setattr("lees.metrics.inception_path", lambda: tmp_path)
-    monkeypatch.setitem(lees.metrics.EXTRACTORS, "inception", _PixelFeatures)
+    monkeypatch.setattr("lees.evaluation.metrics.inception_path", lambda: tmp_path)
+    monkeypatch.setitem(lees.evaluation.metrics.EXTRACTORS, "inception", _PixelFeatures)
     for kind in ("full", "ase"):
         assert main(["schedule", kind, "--model", folder, "--steps", "3", "--out", str(tmp_path / kind)]) == 0
     argv = [
@@ -321,18 +321,18 @@ def _no_inception(device="cpu"):
 def test_ase_grid_names_its_metric_and_checks_its_choice(
     folder, idx_data, tmp_path, capsys, monkeypatch, inception
 ):
-    import lees.metrics
+    import lees.evaluation.metrics
 
     monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(lees.metrics, "InceptionFeatures", inception)
+    monkeypatch.setattr(lees.evaluation.metrics, "InceptionFeatures", inception)
     argv = ["schedule", "ase-grid", "--model", folder, "--steps", "3", "-n", "4", "--data", idx_data]
     sampler = "ddpm" if inception is StubInception else "ddim"  # the grid scores on the sampler asked for
     argv += ["--sampler", sampler]
-    import lees.evaluation
+    import lees.evaluation.scoring
 
-    used, score = [], lees.evaluation.score_schedule
+    used, score = [], lees.evaluation.scoring.score_schedule
     monkeypatch.setattr(
-        lees.evaluation, "score_schedule", lambda *a, **k: used.append(k["sampler"]) or score(*a, **k)
+        lees.evaluation.scoring, "score_schedule", lambda *a, **k: used.append(k["sampler"]) or score(*a, **k)
     )
     assert main([*argv, "--out", str(tmp_path / "g")]) == 0
     out = capsys.readouterr().out

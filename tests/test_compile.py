@@ -15,9 +15,9 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 import lees
 from lees import GatedModel, find_blocks
-from lees.baselines import random_schedule, uniform_schedule
-from lees.engine import CompiledModelError
-from lees.sampling import sample
+from lees.engine.hooks import CompiledModelError
+from lees.sampling.lockstep import sample
+from lees.schedules.baselines import random_schedule, uniform_schedule
 
 from .conftest import tiny_unet
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lees.corruptions import CORRUPTIONS, SEVERITY, corrupt
+from lees.evaluation.corruptions import CORRUPTIONS, SEVERITY, corrupt
 
 
 def _flat(value: float, n: int = 8, c: int = 1, size: int = 32) -> torch.Tensor:

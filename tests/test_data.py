@@ -6,10 +6,11 @@ import torch
 from diffusers import DDPMScheduler
 
 from lees import find_blocks
-from lees.backbones import DDPM_NOISE
 from lees.cli import build_parser, main
-from lees.data import DataError, dataset_folder, fit_images, image_shape, load_images, read_idx
-from lees.training import GateTrainConfig, held_out_loss, train_gates
+from lees.evaluation.held_out import held_out_loss
+from lees.learn.gate_training import GateTrainConfig, train_gates
+from lees.models.architectures import DDPM_NOISE
+from lees.models.data import DataError, dataset_folder, fit_images, image_shape, load_images, read_idx
 
 from .conftest import tiny_unet
 
@@ -58,7 +59,9 @@ def test_bad_files(idx_folder, tmp_path):
 
 
 def test_missing_dataset_says_what_to_install(monkeypatch, tmp_path):
-    monkeypatch.setitem(__import__("lees.data").data.SEARCH_PATHS, "mnist", (str(tmp_path / "none"),))
+    monkeypatch.setitem(
+        __import__("lees.models.data").models.data.SEARCH_PATHS, "mnist", (str(tmp_path / "none"),)
+    )
     monkeypatch.setenv("LEES_DATA", str(tmp_path))
     with pytest.raises(
         DataError, match="mnist is not installed here; install it with: bash scripts/setup.sh"

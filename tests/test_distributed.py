@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import torch
 
-from lees.training import load_gate
+from lees.schedules.saving import load_gate
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -7,12 +7,12 @@ import torch
 from diffusers import UNet2DModel
 
 from lees import Schedule, find_blocks, load_backbone, sample
-from lees.backbones import EMBEDDED_DIR, load_noise_scheduler
-from lees.data import DataError, load_images
-from lees.demo import SHIPPED_GATES
-from lees.metrics import ClassifierFeatures, fd, features
-from lees.sampling import sampler_timesteps
-from lees.training import load_gate
+from lees.diffusion.samplers import sampler_timesteps
+from lees.evaluation.metrics import ClassifierFeatures, fd, features
+from lees.models.backbones import EMBEDDED_DIR, load_noise_scheduler
+from lees.models.data import DataError, load_images
+from lees.reporting.demo import SHIPPED_GATES
+from lees.schedules.saving import load_gate
 
 pytestmark = pytest.mark.skipif(
     not (EMBEDDED_DIR / "unet" / "config.json").is_file(), reason="the embedded model is not in this checkout"

@@ -9,10 +9,11 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file
 
-from lees import BackboneError, backbones, find_blocks, load_backbone
-from lees.backbone_training import BackboneTrainConfig, export_backbone, train_backbone, training_step
-from lees.backbones import ARCHITECTURES, EMBEDDED_BASE
-from lees.noising import Noising
+from lees import BackboneError, find_blocks, load_backbone
+from lees.diffusion.noising import Noising
+from lees.learn.backbone_training import BackboneTrainConfig, export_backbone, train_backbone, training_step
+from lees.models import backbones
+from lees.models.architectures import ARCHITECTURES, EMBEDDED_BASE
 
 from .test_backbone_training import TINY
 from .test_data import write_idx

@@ -217,7 +217,7 @@ def test_save_pretrained_round_trip(tmp_path):
     loaded = lees.load_policy(tmp_path / "model")
     assert np.array_equal(loaded.actions, schedule.actions)
     found = loaded.settings["provenance"]
-    assert found["model_fingerprint"] == lees.saving.model_fingerprint(unet) and found["steps"] == 4
+    assert found["model_fingerprint"] == lees.schedules.saving.model_fingerprint(unet) and found["steps"] == 4
     gate = lees.SigmoidTimeGate(schedule.num_blocks, schedule.block_names)
     lees.save_pretrained(gate, tmp_path / "gates", model=unet, lam=0.05)
     back = lees.load_policy(tmp_path / "gates")

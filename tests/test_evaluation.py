@@ -4,9 +4,11 @@ import torch
 from diffusers import DDPMScheduler
 
 from lees import find_blocks
-from lees.backbones import DDPM_NOISE
-from lees.evaluation import ase_grid, metric_name, score_schedule, score_under
-from lees.sampling import sample, sampler_timesteps
+from lees.diffusion.samplers import sampler_timesteps
+from lees.evaluation.scoring import metric_name, score_schedule, score_under
+from lees.learn.ase_grid import ase_grid
+from lees.models.architectures import DDPM_NOISE
+from lees.sampling.lockstep import sample
 
 
 def pixels(images: torch.Tensor) -> np.ndarray:
@@ -73,7 +75,7 @@ def test_grid_names_its_metric_and_its_choice_is_scored_under_another(tiny, caps
 
 
 def test_running_gaussian_equals_numpy():
-    from lees.metrics import RunningGaussian
+    from lees.evaluation.metrics import RunningGaussian
 
     feats = np.random.default_rng(0).normal(3.0, 2.0, (103, 5))
     moments = RunningGaussian()
@@ -84,7 +86,7 @@ def test_running_gaussian_equals_numpy():
 
 
 def test_streamed_score_is_the_same_whatever_the_batch_and_survives_interruption(tiny, tmp_path):
-    from lees.metrics import fd
+    from lees.evaluation.metrics import fd
 
     noise = DDPMScheduler(**DDPM_NOISE)
     reference = pixels(torch.rand(64, 1, 16, 16) * 2 - 1)

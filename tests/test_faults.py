@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from lees.cli import main
-from lees.training import GateTrainConfig, load_gate, train_gates
+from lees.learn.gate_training import GateTrainConfig, train_gates
+from lees.schedules.saving import load_gate
 
 from .conftest import tiny_unet
 
@@ -58,7 +59,7 @@ def test_nan_stops_with_a_message_and_keeps_the_last_good_gates(tmp_path):
     data[5] = float("nan")  # one broken image, drawn at some step
     from diffusers import DDPMScheduler
 
-    from lees.backbones import DDPM_NOISE
+    from lees.models.architectures import DDPM_NOISE
 
     noise = DDPMScheduler(**DDPM_NOISE)
     config = GateTrainConfig(lam=0.1, steps=50, batch_size=4)

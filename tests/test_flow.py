@@ -8,10 +8,10 @@ import torch
 from diffusers import DDPMScheduler, DiTTransformer2DModel, FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file
 
-from lees.backbone_training import BackboneTrainConfig, train_backbone, training_step
-from lees.backbones import ARCHITECTURES, EMBEDDED_DIT, FLOW_NOISE
-from lees.noising import FlowNoising, Noising, is_flow_matching, noise_process
-from lees.pipelines import ClassFlowPipeline
+from lees.diffusion.noising import FlowNoising, Noising, is_flow_matching, noise_process
+from lees.learn.backbone_training import BackboneTrainConfig, train_backbone, training_step
+from lees.models.architectures import ARCHITECTURES, EMBEDDED_DIT, FLOW_NOISE
+from lees.models.pipelines import ClassFlowPipeline
 
 from .test_data import write_idx
 

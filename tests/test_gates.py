@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from lees import SigmoidTimeGate, open_mask
-from lees.gates import normalised_time, straight_through
+from lees.diffusion.samplers import normalised_time
+from lees.engine.actions import straight_through
 
 
 def test_init_is_neutral_and_open():

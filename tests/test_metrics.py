@@ -6,8 +6,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from lees.data import DataError, load_images
-from lees.metrics import (
+from lees.evaluation.metrics import (
     FEATURE_RADIUS,
     ClassifierFeatures,
     InceptionFeatures,
@@ -19,6 +18,7 @@ from lees.metrics import (
     reference_features,
     resize_like_tf1,
 )
+from lees.models.data import DataError, load_images
 
 from .fixtures.make_inception_features import gradients
 

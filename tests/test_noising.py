@@ -13,8 +13,7 @@ from diffusers import (
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from lees import BackboneError, find_blocks
-from lees.backbones import DDPM_NOISE, load_noise_scheduler
-from lees.noising import (
+from lees.diffusion.noising import (
     PREDICTION_TYPES,
     MissingSchedulerError,
     Noising,
@@ -22,8 +21,12 @@ from lees.noising import (
     split,
     target,
 )
-from lees.sampling import make_sampler, sample, sample_generators
-from lees.training import GateTrainConfig, held_out_loss, train_gates
+from lees.diffusion.samplers import make_sampler, sample_generators
+from lees.evaluation.held_out import held_out_loss
+from lees.learn.gate_training import GateTrainConfig, train_gates
+from lees.models.architectures import DDPM_NOISE
+from lees.models.backbones import load_noise_scheduler
+from lees.sampling.lockstep import sample
 
 from .conftest import tiny_unet
 

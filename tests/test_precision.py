@@ -12,15 +12,18 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 
 import lees
-from lees import REUSE, GatedModel, ReuseCache, find_blocks, router
-from lees.backbones import DDPM_NOISE
-from lees.baselines import uniform_schedule
+from lees import REUSE, GatedModel, ReuseCache, find_blocks
 from lees.cli import build_parser, main
-from lees.denoisers import denoise, model_dtype
-from lees.engine import Engine
-from lees.router import RouterConfig, teacher_trajectory, train_router
-from lees.sampling import sample, sampler_timesteps
-from lees.training import GateTrainConfig, held_out_loss, train_gates
+from lees.diffusion.samplers import sampler_timesteps
+from lees.engine.hooks import Engine
+from lees.evaluation.held_out import held_out_loss
+from lees.learn import router
+from lees.learn.gate_training import GateTrainConfig, train_gates
+from lees.learn.router import RouterConfig, teacher_trajectory, train_router
+from lees.models.architectures import DDPM_NOISE
+from lees.models.denoisers import denoise, model_dtype
+from lees.sampling.lockstep import sample
+from lees.schedules.baselines import uniform_schedule
 
 from .conftest import tiny_unet
 

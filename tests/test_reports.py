@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lees.reports import METHODS, ReportError, build_report, claims, mean_std, paired_t
+from lees.evaluation.stats import mean_std, paired_t
+from lees.reporting.claims import claims
+from lees.reporting.protocol import METHODS
+from lees.reporting.report import ReportError, build_report
 
 
 def test_mean_std_and_t_test_against_scipy():

@@ -5,10 +5,10 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from lees.backbones import DDPM_NOISE
-from lees.reports import METHODS
-from lees.reproduce import FID_KEY_ROWS, ReproduceConfig, reproduce
-from lees.training import load_gate
+from lees.models.architectures import DDPM_NOISE
+from lees.reporting.protocol import FID_KEY_ROWS, METHODS
+from lees.reporting.reproduce import ReproduceConfig, reproduce
+from lees.schedules.saving import load_gate
 
 from .conftest import tiny_unet
 from .test_data import write_idx
@@ -39,8 +39,8 @@ def test_protocol_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
         fid="key",
     )  # fmt: skip
     # Inception FID's plumbing with a cheap stand-in extractor (the real one is tested in test_metrics)
-    monkeypatch.setattr("lees.reproduce.inception_path", lambda: tmp_path)
-    monkeypatch.setattr("lees.reproduce.InceptionFeatures", lambda device: _StandIn())
+    monkeypatch.setattr("lees.reporting.reproduce.inception_path", lambda: tmp_path)
+    monkeypatch.setattr("lees.reporting.reproduce.InceptionFeatures", lambda device: _StandIn())
     config.resize = True  # 28x28 images come padded to 32x32; the tiny model takes 16x16
     report = reproduce(config, tmp_path / "report")
     results = json.loads((tmp_path / "report" / "results.json").read_text())

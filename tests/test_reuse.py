@@ -8,9 +8,10 @@ import torch
 from diffusers import DDPMScheduler
 
 from lees import Schedule, find_blocks, sample
-from lees.backbones import DDPM_NOISE
-from lees.engine import REUSE, RUN, SKIP, GatedModel, ReuseCache
-from lees.sampling import sampler_timesteps
+from lees.diffusion.samplers import sampler_timesteps
+from lees.engine.actions import REUSE, RUN, SKIP
+from lees.engine.hooks import GatedModel, ReuseCache
+from lees.models.architectures import DDPM_NOISE
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from lees import REUSE, RUN, RouterConfig, find_blocks, train_router
-from lees.baselines import reuse_baseline
-from lees.router import carry_weights, hard_actions
+from lees.learn.router import carry_weights, hard_actions
+from lees.schedules.baselines import reuse_baseline
 
 
 class _Residual(nn.Module):
@@ -77,7 +77,7 @@ def test_hard_actions_meet_the_budget_by_the_least_confident_runs():
 
 def test_a_start_schedule_sets_the_first_logits_and_must_fit():
     from lees import Schedule
-    from lees.router import start_logits
+    from lees.learn.router import start_logits
 
     blocks = find_blocks(
         _Toy().eval(), names=["steady", "moving"], example_inputs=(torch.zeros(1, 1, 4, 4), torch.tensor([5]))
@@ -96,8 +96,8 @@ def test_a_start_schedule_sets_the_first_logits_and_must_fit():
 def test_transition_weights_are_the_kl_of_diffusers_own_ddpm_step(kind, variance):
     """(d mean / d output)^2 / (2 var), with the mean's slope and the noise measured on diffusers'
     DDPMScheduler.step itself (same generator: the added noise cancels in the difference)."""
-    from lees.router import transition_weights
-    from lees.sampling import make_sampler
+    from lees.diffusion.samplers import make_sampler
+    from lees.learn.router import transition_weights
 
     scheduler = DDPMScheduler(prediction_type=kind, variance_type=variance, clip_sample=False)
     sampler = make_sampler(scheduler, "ddpm", 10)
@@ -124,13 +124,13 @@ def test_the_kl_objective_needs_ddpm():
 
 
 def test_a_start_or_scheduler_that_does_not_fit_is_refused_before_the_teacher_runs(monkeypatch):
-    import lees.router
+    import lees.learn.router
     from lees import Schedule
 
     def no_teacher(*args, **kwargs):
         raise AssertionError("the teacher ran before the input was checked")
 
-    monkeypatch.setattr(lees.router, "teacher_trajectory", no_teacher)
+    monkeypatch.setattr(lees.learn.router, "teacher_trajectory", no_teacher)
     model = _Toy().eval()
     blocks = find_blocks(
         model, names=["steady", "moving"], example_inputs=(torch.zeros(1, 1, 4, 4), torch.tensor([5]))

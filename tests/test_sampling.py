@@ -7,10 +7,11 @@ from diffusers import DDPMScheduler
 from PIL import Image
 
 from lees import Schedule, find_blocks
-from lees.backbones import DDPM_NOISE
-from lees.gates import SigmoidTimeGate
-from lees.images import save_grid
-from lees.sampling import sample, sample_lockstep, sampler_timesteps
+from lees.diffusion.samplers import sampler_timesteps
+from lees.models.architectures import DDPM_NOISE
+from lees.sampling.lockstep import sample, sample_lockstep
+from lees.schedules.gates import SigmoidTimeGate
+from lees.utils.images import save_grid
 
 
 @pytest.fixture

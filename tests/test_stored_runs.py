@@ -2,12 +2,12 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-import lees.stored_runs
+import lees.sampling.stored
 from lees import find_blocks, sample_lockstep
-from lees.backbones import DDPM_NOISE
-from lees.baselines import uniform_schedule
-from lees.sampling import sampler_timesteps
-from lees.stored_runs import method_digest, sample_stored, stored_images
+from lees.diffusion.samplers import sampler_timesteps
+from lees.models.architectures import DDPM_NOISE
+from lees.sampling.stored import method_digest, sample_stored, stored_images
+from lees.schedules.baselines import uniform_schedule
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def test_an_interrupted_run_resumes_to_the_images_of_one_go(tiny, noise, tmp_pat
     kwargs = {"steps": 4, "scheduler": noise, "seed": 3, "progress": False}
     whole = sample_lockstep(tiny, methods, 5, **kwargs)
     calls = []
-    real = lees.stored_runs.sample_lockstep
+    real = lees.sampling.stored.sample_lockstep
 
     def dies_on_the_second_piece(*args, **kw):
         calls.append(kw["first"])
@@ -29,7 +29,7 @@ def test_an_interrupted_run_resumes_to_the_images_of_one_go(tiny, noise, tmp_pat
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(lees.stored_runs, "sample_lockstep", dies_on_the_second_piece)
+    monkeypatch.setattr(lees.sampling.stored, "sample_lockstep", dies_on_the_second_piece)
     with pytest.raises(KeyboardInterrupt):
         sample_stored(tiny, methods, 5, tmp_path, chunk=2, **kwargs)
     runs = sample_stored(tiny, methods, 5, tmp_path, chunk=2, **kwargs)

@@ -3,9 +3,10 @@ import torch
 from diffusers import DDPMScheduler
 
 from lees import find_blocks
-from lees.backbones import DDPM_NOISE
-from lees.gates import SigmoidTimeGate
-from lees.training import GateTrainConfig, cost_weights, gate_kl, load_gate, ratio, save_gate, train_gates
+from lees.learn.gate_training import GateTrainConfig, cost_weights, gate_kl, ratio, train_gates
+from lees.models.architectures import DDPM_NOISE
+from lees.schedules.gates import SigmoidTimeGate
+from lees.schedules.saving import load_gate, save_gate
 
 from .conftest import tiny_unet
 
@@ -105,7 +106,7 @@ def test_both_estimators_give_gates_finite_nonzero_gradients(setup, estimator):
 
 
 def test_device_comes_from_the_model_which_is_never_moved(setup):
-    from lees.training import held_out_loss
+    from lees.evaluation.held_out import held_out_loss
 
     model, data, noise = setup[:3]
     blocks = find_blocks(model)

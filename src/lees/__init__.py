@@ -1,19 +1,22 @@
 """lees: learn which blocks of a frozen diffusion model to run, reuse or skip at each sampling step."""
 
-from . import baselines
-from .backbones import EMBEDDED_DIR, BackboneError, load_backbone, load_noise_scheduler
-from .blocks import Block, Blocks, find_blocks
-from .data import fit_images
-from .enable import disable, enable, pipeline_timesteps, reset
-from .engine import REUSE, RUN, SKIP, CompiledModelError, GatedModel, ReuseCache
-from .gates import SigmoidTimeGate, open_mask
-from .router import RouterConfig, train_router
-from .sampling import sample, sample_lockstep
-from .saving import load_policy, save_pretrained
-from .schedules import Schedule, ScheduleError, ScheduleMismatchError
-from .training import GateTrainConfig, train_gates
+from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
+from .diffusion.samplers import pipeline_timesteps
+from .enable import disable, enable, reset
+from .engine.actions import REUSE, RUN, SKIP, open_mask
+from .engine.blocks import Block, Blocks, find_blocks
+from .engine.hooks import CompiledModelError, GatedModel, ReuseCache
+from .learn.gate_training import GateTrainConfig, train_gates
+from .learn.router import RouterConfig, train_router
+from .models.backbones import EMBEDDED_DIR, BackboneError, load_backbone, load_noise_scheduler
+from .models.data import fit_images
+from .sampling.lockstep import sample, sample_lockstep
+from .schedules import baselines
+from .schedules.gates import SigmoidTimeGate
+from .schedules.saving import load_policy, save_pretrained
+from .schedules.schedule import Schedule, ScheduleError, ScheduleMismatchError
 
 __all__ = [
     "baselines",

@@ -3,7 +3,7 @@
 After ``enable`` the user's ``pipe(...)`` (or their own sampling loop) runs unchanged and every
 hooked block follows the schedule at the timestep the scheduler passes to the denoiser. Built on
 diffusers' hooks, as ``apply_first_block_cache`` is: a stateful root hook on the denoiser reads the
-timestep of each call and sets the block decisions of a :class:`lees.engine.Engine` for that call.
+timestep of each call and sets the block decisions of a :class:`lees.engine.hooks.Engine` for that call.
 
 Which column of a schedule applies: the one whose timestep equals the call's timestep rounded to
 an integer (float timesteps, as Euler passes, included); a timestep that is not on the schedule's
@@ -27,26 +27,19 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
-from .blocks import compiled_original
-from .engine import Engine, ReuseCache, _remove_hook
-from .gates import SigmoidTimeGate, normalised_time, open_mask
-from .schedules import Schedule, ScheduleError
+from .diffusion.samplers import normalised_time
+from .engine.actions import open_mask
+from .engine.blocks import compiled_original
+from .engine.hooks import Engine, ReuseCache, remove_hook
+from .models.denoisers import denoiser_of
+from .schedules.gates import SigmoidTimeGate
+from .schedules.saving import load_policy
+from .schedules.schedule import Schedule, ScheduleError
 
 ROOT_HOOK = "lees.steps"
+
+
 Policy = Schedule | SigmoidTimeGate
-
-
-def denoiser_of(pipe_or_model: Any) -> nn.Module:
-    """The denoiser of a diffusers pipeline (``unet`` or ``transformer``), or the model itself."""
-    if isinstance(pipe_or_model, nn.Module):
-        return pipe_or_model
-    for name in ("unet", "transformer"):
-        module = getattr(pipe_or_model, name, None)
-        if isinstance(module, nn.Module):
-            return module
-    raise TypeError(
-        f"{type(pipe_or_model).__name__} is neither a model nor a pipeline with a unet or transformer"
-    )
 
 
 class _StepHook(ModelHook):
@@ -107,8 +100,6 @@ def enable(
     saved by lees) until :func:`disable`; returns the denoiser. Enabling again replaces the policy."""
     denoiser = denoiser_of(pipe_or_model)
     if isinstance(policy, (str, Path)):
-        from .saving import load_policy
-
         policy = load_policy(policy)
     if not isinstance(policy, (Schedule, SigmoidTimeGate)):
         raise TypeError(f"enable takes a Schedule, a SigmoidTimeGate or a path, not {type(policy).__name__}")
@@ -159,7 +150,7 @@ def disable(pipe_or_model: Any) -> None:
     hook = _root_hook(denoiser)
     if hook is None:
         return
-    _remove_hook(denoiser, ROOT_HOOK)
+    remove_hook(denoiser, ROOT_HOOK)
     hook.engine.detach()
 
 
@@ -168,9 +159,3 @@ def reset(pipe_or_model: Any) -> None:
     hook = _root_hook(denoiser_of(pipe_or_model))
     if hook is not None:
         hook.reset_state(hook.engine.model)
-
-
-def pipeline_timesteps(scheduler: Any, steps: int) -> list[int]:
-    """The integer timesteps a diffusers scheduler visits in ``steps`` steps (for a schedule)."""
-    scheduler.set_timesteps(steps)
-    return [round(float(t)) for t in scheduler.timesteps]

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from .files import atomic_write_text
+from ..utils.files import atomic_write_text
 
 EPILOG_BLOCKS = """example:
   lees blocks --model arch:ddpm-cifar10
@@ -44,7 +44,7 @@ def _load_model(args: argparse.Namespace, device: str, spec: str | None = None):
     """The model ``--model`` (or ``spec``) names, on ``device``, cast to ``--dtype``."""
     import torch
 
-    from .backbones import load_backbone
+    from ..models.backbones import load_backbone
 
     model = load_backbone(spec or args.model, device=device, seed=args.seed)
     return model.to(getattr(torch, args.dtype))
@@ -84,7 +84,7 @@ def _timestep_list(text: str) -> list[int]:
 
 def _join_processes(device: str) -> str:
     """Under torchrun, join the process group; the device this process uses."""
-    from .distributed import init_from_env, local_device
+    from ..utils.distributed import init_from_env, local_device
 
     init_from_env(device)
     return local_device(device)
@@ -92,7 +92,7 @@ def _join_processes(device: str) -> str:
 
 def _processes() -> str:
     """ ", on N processes" under torchrun, else nothing (for the summary line of a command)."""
-    from .distributed import world
+    from ..utils.distributed import world
 
     return f", on {world()[1]} processes" if world()[1] > 1 else ""
 
@@ -101,7 +101,7 @@ def _autoencoder(args: argparse.Namespace, device: str):
     """The autoencoder of a latent-diffusion pipeline folder (vae/ or vqvae/) in ``--dtype``, else None."""
     import torch
 
-    from .latents import load_autoencoder
+    from ..models.latents import load_autoencoder
 
     path = Path(args.model).expanduser()
     found = load_autoencoder(path, device) if args.model != "embedded" and path.is_dir() else None
@@ -114,7 +114,7 @@ def _add_out(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 def cmd_blocks(args: argparse.Namespace) -> None:
     """Print the skippable blocks of a model with their FLOP shares."""
-    from .blocks import find_blocks
+    from ..engine.blocks import find_blocks
 
     spec = args.model or args.model_pos
     if spec is None:
@@ -155,7 +155,7 @@ EPILOG_BACKBONE = """examples:
 
 def cmd_backbone_train(args: argparse.Namespace) -> None:
     """Train a small DDPM UNet on local data (how the embedded model is made); resumable."""
-    from .backbone_training import BackboneTrainConfig, train_backbone
+    from ..learn.backbone_training import BackboneTrainConfig, train_backbone
 
     if args.train_steps < 1 or args.batch_size < 1:
         raise ValueError("--train-steps and --batch-size must be positive")
@@ -211,7 +211,7 @@ def _sampling_plan(args: argparse.Namespace, schedule) -> tuple[int, str, list[i
 
 def _grid_path(out: Path) -> Path:
     """``out`` itself when it names a picture (its suffix gives the format), else ``out/samples.png``."""
-    from .images import image_format
+    from ..utils.images import image_format
 
     if out.suffix and not out.is_dir():
         image_format(out)  # refuse an unknown suffix before sampling, not after
@@ -223,13 +223,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     """Draw samples (optionally skipping blocks by a schedule); write a picture grid and an .npz."""
     import numpy as np
 
-    from .backbones import load_noise_scheduler
-    from .blocks import find_blocks
-    from .distributed import is_main, sample_sharded
-    from .files import atomic_write_bytes
-    from .images import save_grid, to_uint8
-    from .sampling import sample
-    from .schedules import Schedule
+    from ..engine.blocks import find_blocks
+    from ..models.backbones import load_noise_scheduler
+    from ..sampling.lockstep import sample
+    from ..schedules.schedule import Schedule
+    from ..utils.distributed import is_main, sample_sharded
+    from ..utils.files import atomic_write_bytes
+    from ..utils.images import save_grid, to_uint8
 
     if args.n < 1 or (args.steps is not None and args.steps < 1):
         raise ValueError("-n and --steps must be positive")
@@ -261,6 +261,7 @@ EPILOG_TRAIN = """example:
   lees train --model path/to/unet16 --data mnist --resize --out runs/small   # data resized to the model
 """
 
+
 HELD_OUT_CHUNK = 100  # test images per call of held_out_loss: one tick of the progress bar
 
 
@@ -272,7 +273,7 @@ def _held_out_losses(model, blocks, images, noise, gate, device, autoencoder, re
     """
     from tqdm.auto import tqdm
 
-    from .training import held_out_loss
+    from ..evaluation.held_out import held_out_loss
 
     images = images[:2000]
     totals = [0.0, 0.0]
@@ -291,13 +292,14 @@ def _held_out_losses(model, blocks, images, noise, gate, device, autoencoder, re
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train the 2K gate parameters of a frozen backbone; write gates, schedule, log and heat-map."""
-    from .backbones import load_noise_scheduler
-    from .data import load_images
-    from .distributed import is_main
-    from .plots import gate_heatmap, schedule_map
-    from .sampling import sampler_timesteps
-    from .schedules import Schedule
-    from .training import GateTrainConfig, config_dict, save_gate, train_gates
+    from ..diffusion.samplers import sampler_timesteps
+    from ..learn.gate_training import GateTrainConfig, config_dict, train_gates
+    from ..models.backbones import load_noise_scheduler
+    from ..models.data import load_images
+    from ..reporting.plots import gate_heatmap, schedule_map
+    from ..schedules.saving import save_gate
+    from ..schedules.schedule import Schedule
+    from ..utils.distributed import is_main
 
     config = GateTrainConfig(
         lam=args.lam,
@@ -378,10 +380,10 @@ def _ase_grid(args: argparse.Namespace, model, blocks, timesteps):
     metric, with the best and the default ASE schedule also under Inception FID where it is installed."""
     import json
 
-    from .backbones import load_noise_scheduler
-    from .baselines import ase_schedule
-    from .evaluation import ase_grid
-    from .metrics import ClassifierFeatures, reference_features
+    from ..evaluation.metrics import ClassifierFeatures, reference_features
+    from ..learn.ase_grid import ase_grid
+    from ..models.backbones import load_noise_scheduler
+    from ..schedules.baselines import ase_schedule
 
     budget = args.budget or ase_schedule(blocks, timesteps).flop_ratio
     extractor = ClassifierFeatures(args.device)
@@ -410,8 +412,8 @@ def _ase_grid(args: argparse.Namespace, model, blocks, timesteps):
 def _check_choice(args: argparse.Namespace, model, noise, grid, ranked_by, default) -> dict | str:
     """The grid's best and ASE's default, each under the grid's metric and Inception FID (same seeds),
     printed side by side; a note instead when the Inception weights are not installed or --no-check."""
-    from .evaluation import score_under
-    from .metrics import InceptionFeatures, reference_features
+    from ..evaluation.metrics import InceptionFeatures, reference_features
+    from ..evaluation.scoring import score_under
 
     if args.no_check:
         return "skipped (--no-check)"
@@ -436,14 +438,14 @@ def _check_choice(args: argparse.Namespace, model, noise, grid, ranked_by, defau
 def cmd_schedule(args: argparse.Namespace) -> None:
     """Write a schedule (full model, ASE's drop schedule or its grid-tuned best, random or learned gates,
     DeepCache, uniform reuse)."""
-    from .backbones import load_noise_scheduler
-    from .baselines import ase_schedule, deepcache_schedule, random_schedule, uniform_schedule
-    from .blocks import find_blocks
-    from .engine import ACTIONS
-    from .plots import schedule_map
-    from .sampling import sampler_timesteps
-    from .schedules import Schedule, ScheduleMismatchError
-    from .training import load_gate
+    from ..diffusion.samplers import sampler_timesteps
+    from ..engine.actions import ACTIONS
+    from ..engine.blocks import find_blocks
+    from ..models.backbones import load_noise_scheduler
+    from ..reporting.plots import schedule_map
+    from ..schedules.baselines import ase_schedule, deepcache_schedule, random_schedule, uniform_schedule
+    from ..schedules.saving import load_gate
+    from ..schedules.schedule import Schedule, ScheduleMismatchError
 
     spec = args.model
     model = _load_model(args, args.device)
@@ -502,7 +504,7 @@ EPILOG_EVAL = """example:
 
 def _default_metrics(say) -> list[str]:
     """fd_clf, and Inception FID beside it when its weights are installed (the two can disagree)."""
-    from .metrics import inception_path
+    from ..evaluation.metrics import inception_path
 
     try:
         inception_path()
@@ -516,14 +518,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     """Sample with each schedule over several seeds; quality, latency, ratios as mean ± std, and a t-test."""
     import json
 
-    from .backbones import load_noise_scheduler
-    from .blocks import find_blocks
-    from .distributed import is_main
-    from .evaluation import score_schedule
-    from .metrics import EXTRACTORS, REFERENCE_N, reference_features
-    from .reports import mean_pm_std, paired_t
-    from .sampling import sampler_timesteps
-    from .schedules import Schedule
+    from ..diffusion.samplers import sampler_timesteps
+    from ..engine.blocks import find_blocks
+    from ..evaluation.metrics import EXTRACTORS, REFERENCE_N, reference_features
+    from ..evaluation.scoring import score_schedule
+    from ..evaluation.stats import mean_pm_std, paired_t
+    from ..models.backbones import load_noise_scheduler
+    from ..schedules.schedule import Schedule
+    from ..utils.distributed import is_main
 
     spec = args.model
     device = _join_processes(args.device)
@@ -597,7 +599,7 @@ EPILOG_REPRODUCE = """examples:
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
     """Run the paper's evaluation protocol on a model and write the report with the claims table."""
-    from .reproduce import ReproduceConfig, reproduce
+    from ..reporting.reproduce import ReproduceConfig, reproduce
 
     overrides = {k: v for k, v in (("seeds", args.seeds), ("n", args.n)) if v is not None}
     kwargs = {"model": args.model, "device": args.device, "dtype": args.dtype, "steps": args.steps}
@@ -612,7 +614,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     """On the embedded model: the shipped router schedule against the full model at 50 and at fewer steps,
     uniform reuse, ASE and the paper's LEES gates, sampled side by side and scored."""
-    from .demo import demo
+    from ..reporting.demo import demo
 
     metrics = args.metric or _default_metrics(print)
     rows = demo(
@@ -649,7 +651,7 @@ EPILOG_CLASSIFIER = """example:
 
 def cmd_classifier_train(args: argparse.Namespace) -> None:
     """Train the small classifier whose features give the offline metric fd_clf."""
-    from .classifier import train_classifier
+    from ..evaluation.classifier import train_classifier
 
     card = train_classifier(args.out, args.data, args.epochs, seed=args.seed)
     print(f"test accuracy {card['test_accuracy']:.4f}; wrote {args.out}/model.safetensors and card.json")
@@ -767,12 +769,12 @@ def cmd_route(args: argparse.Namespace) -> None:
     """Learn a run-or-reuse schedule (the step router) for a frozen model on its sampler's own trajectory."""
     import json
 
-    from .backbones import load_noise_scheduler
-    from .blocks import find_blocks
-    from .plots import schedule_map
-    from .router import STARTS, RouterConfig, train_router
-    from .saving import save_pretrained
-    from .schedules import Schedule
+    from ..engine.blocks import find_blocks
+    from ..learn.router import STARTS, RouterConfig, train_router
+    from ..models.backbones import load_noise_scheduler
+    from ..reporting.plots import schedule_map
+    from ..schedules.saving import save_pretrained
+    from ..schedules.schedule import Schedule
 
     model = _load_model(args, args.device)
     config = RouterConfig(
@@ -965,7 +967,7 @@ BUILDERS = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``lees`` parser: one subcommand per job, each added by its builder in ``BUILDERS``."""
-    from . import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="lees",
@@ -992,6 +994,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

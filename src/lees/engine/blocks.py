@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,10 +31,45 @@ from typing import Any
 import torch
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .denoisers import example_inputs as example_call
-from .denoisers import main_output
+from ..models.denoisers import example_inputs as example_call
+from ..models.denoisers import main_output
+from .flops import _module_flops, flop_counter
+
+_UNET_NAME = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^mid_block\.")
+
+
+def depth_order(names: Sequence[str]) -> list[int]:
+    """Block indices from deepest to shallowest (see the module docstring)."""
+    matches = [_UNET_NAME.match(n) for n in names]
+    if not all(matches):  # not a UNet: deeper = later in execution
+        return list(range(len(names)))[::-1]
+    levels = 1 + max(int(m.group(2)) for m in matches if m.group(1) == "down_blocks")
+    levels = max(levels, 1 + max((int(m.group(2)) for m in matches if m.group(1) == "up_blocks"), default=0))
+
+    def depth(k: int) -> int:
+        m = matches[k]
+        if m.group(1) is None:
+            return levels  # the middle block
+        level = int(m.group(2))
+        return level if m.group(1) == "down_blocks" else levels - 1 - level
+
+    return sorted(range(len(names)), key=lambda k: (-depth(k), -k))
+
+
+def unet_stage(name: str) -> str | None:
+    """The UNet stage a block belongs to (``down_blocks.1``, ``mid_block``, ...); None outside them."""
+    m = _UNET_NAME.match(name)
+    return m.group(0).rstrip(".") if m else None
+
+
+def unet_level(name: str) -> int | None:
+    """How many resolution levels lie above a UNet block (0: the outermost); None outside the paths."""
+    m = _UNET_NAME.match(name)
+    if m is None or m.group(1) is None:
+        return None
+    return int(m.group(2))
+
 
 Shortcut = Callable[[nn.Module, tuple, dict], torch.Tensor]
 
@@ -168,23 +204,6 @@ def candidate_blocks(model: nn.Module) -> list[str]:
         f"no block adapter for {type(model).__name__}; pass the module names to gate, "
         "e.g. find_blocks(model, names=['blocks.0', 'blocks.1'], example_inputs=(x, t))"
     )
-
-
-def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-# torch counts fused attention on CUDA but not its CPU kernel; count both the same way.
-_CUSTOM_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
-
-
-def flop_counter() -> FlopCounterMode:
-    """A FLOP counter (matmul, conv and attention FLOPs, as torch counts them) that prints nothing."""
-    return FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS)
-
-
-def _module_flops(counts: dict[str, dict], root: str, name: str) -> int:
-    return int(sum(counts.get(f"{root}.{name}", {}).values()))
 
 
 def compiled_original(model: nn.Module) -> nn.Module:

@@ -38,6 +38,8 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
+from ..models.denoisers import main_output, with_main_output
+from .actions import MODES, REUSE, RUN, SKIP, straight_through
 from .blocks import (
     SHORTCUTS,
     Blocks,
@@ -47,12 +49,6 @@ from .blocks import (
     resolve_modules,
     skipped_output,
 )
-from .denoisers import main_output, with_main_output
-from .gates import straight_through
-
-SKIP, RUN, REUSE = 0, 1, 2
-ACTIONS = {"skip": SKIP, "run": RUN, "reuse": REUSE}
-MODES = ("hard", "soft", "ste")
 
 
 class ReuseCache:
@@ -88,6 +84,8 @@ class ReuseCache:
 
 
 HOOK_NAME = "lees.block"
+
+
 CAPTURE_NAME = "lees.residual"
 
 
@@ -170,9 +168,9 @@ class Engine:
                 hook = module._diffusers_hook.get_hook(HOOK_NAME)
                 hook.users.remove((self, k))
                 if not hook.users:
-                    _remove_hook(module, HOOK_NAME)
+                    remove_hook(module, HOOK_NAME)
                     if self.kinds[k] == "resnet":
-                        _remove_hook(module.conv2, CAPTURE_NAME)
+                        remove_hook(module.conv2, CAPTURE_NAME)
 
     @contextmanager
     def attached(self) -> Iterator[Engine]:
@@ -283,7 +281,7 @@ class Engine:
         return with_main_output(full, base + residual.to(fresh.dtype))
 
 
-def _remove_hook(module: nn.Module, name: str) -> None:
+def remove_hook(module: nn.Module, name: str) -> None:
     """Remove hook ``name``; with no hooks left, drop the registry and the forward it installed."""
     registry = getattr(module, "_diffusers_hook", None)
     if registry is None:

@@ -17,10 +17,10 @@ from safetensors.torch import load_file, save
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import load_images
-from .files import atomic_write_bytes, atomic_write_text
+from ..models.data import load_images
+from ..utils.files import atomic_write_bytes, atomic_write_text
 
-CLASSIFIER_DIR = Path(__file__).parent / "embedded" / "classifier"
+CLASSIFIER_DIR = Path(__file__).parents[1] / "embedded" / "classifier"
 
 
 class SmallCNN(nn.Module):

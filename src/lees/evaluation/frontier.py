@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -67,26 +66,3 @@ def describe(point: Point, judged: dict[str, object]) -> str:
         f"{point.method}: {judged['verdict']} the fewer-steps curve under {metric} "
         f"({point.quality[metric]:.2f} vs {judged['curve']:.2f} at {at}: {abs(judged['margin']):.0%} {sign})"
     )
-
-
-def frontier_plot(points: Sequence[Point], metric: str, path: str | Path, title: str = "") -> Path:
-    """Quality against measured latency: the full model's fewer-steps curve and every other method."""
-    from .plots import plt, save_figure
-
-    fig, ax = plt.subplots(figsize=(9, 5))
-    latency, quality = step_curve(points, metric)
-    steps = sorted((p.latency_ratio, p.steps) for p in points if p.is_full and metric in p.quality)
-    ax.plot(latency, quality, "k-o", label="full model, fewer steps")
-    for (x, k), y in zip(steps, quality, strict=True):
-        ax.annotate(f"{k}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    colours = plt.get_cmap("tab20")
-    others = [p for p in points if not p.is_full and metric in p.quality]
-    for i, p in enumerate(others):
-        ax.plot(p.latency_ratio, p.quality[metric], "s", color=colours(i % 20), label=p.method)
-    ax.set_yscale("log")
-    ax.set_xlabel("measured latency / full model's (paired, same run)")
-    ax.set_ylabel(f"{metric} (lower is better)")
-    ax.set_title(title or f"Quality vs latency: every method against fewer steps ({metric})")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.grid(alpha=0.3, which="both")
-    return save_figure(fig, path)

@@ -34,11 +34,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..models.data import load_images
+from ..utils.files import atomic_write_bytes
 from .classifier import load_classifier
-from .data import load_images
-from .files import atomic_write_bytes
 
 INCEPTION_SIZE = 299
+
+
 IMAGINARY_TOLERANCE = 1e-3  # pytorch-fid's bound on the imaginary part of the FD's square root
 
 
@@ -97,9 +99,15 @@ class InceptionFeatures:
 
 
 FEATURE_RADIUS = 36.0
+
+
 """The length fd_clf's features are scaled to: the mean length of the raw features of the 10,000
 reference images (36.3), so that fd_clf keeps about the units it had with raw features."""
+
+
 CLF_DEFINITION = f"clf-radius{FEATURE_RADIUS:g}"
+
+
 """fd_clf's features exactly (raw ones are ``clf``): part of every cache key and stored run's claim."""
 
 
@@ -132,9 +140,17 @@ EXTRACTORS: dict[str, Callable[..., Callable[[torch.Tensor], np.ndarray]]] = {
     "clf_raw": partial(ClassifierFeatures, raw=True),
     "inception": InceptionFeatures,
 }
+
+
 METRIC_NAMES = {"clf": "fd_clf", "clf_raw": "fd_clf_raw", "inception": "fid"}
+
+
 """What a Fréchet distance in each extractor's features is called in every output."""
+
+
 REFERENCE_N = {"clf": 10_000, "clf_raw": 10_000, "inception": 2_000}
+
+
 """Real images in each extractor's reference statistics (Inception's are ~0.1 s an image on a CPU)."""
 
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import io
-import itertools
 import json
-import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,21 +16,11 @@ from diffusers import DDPMScheduler
 from torch import nn
 from tqdm.auto import tqdm
 
-from .baselines import ase_schedule
-from .blocks import Blocks
-from .distributed import is_main, shard, world
-from .files import atomic_write_bytes
+from ..sampling.lockstep import sample
+from ..schedules.schedule import Schedule
+from ..utils.distributed import is_main, shard, world
+from ..utils.files import atomic_write_bytes
 from .metrics import METRIC_NAMES, RunningGaussian, definition, frechet_distance, gaussian, kid
-from .sampling import sample
-from .schedules import Schedule
-
-
-def device_name(device: str | torch.device) -> str:
-    """What a timing ran on, for reports: the GPU's name, or the CPU's threads and architecture."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"the CPU ({torch.get_num_threads()} threads, {platform.machine()})"
 
 
 def metric_name(extractor: Callable[[torch.Tensor], np.ndarray]) -> str:
@@ -166,82 +154,6 @@ def _load_state(path, key):
             raise ValueError(f"{path} belongs to another scoring run; delete it to start over")
         extra = {name: moments_of(z, f"{name}.") for name in key["also"]}
         return moments_of(z), list(z["kid"]), float(z["seconds"]), int(z["done"]), extra
-
-
-@dataclass
-class GridResult:
-    """ASE's grid search: the best schedule within the budget, every candidate tried, the cost, and
-    the metric (``metric_name``) the candidates were ranked by."""
-
-    best: Schedule
-    rows: list[dict]
-    seconds: float
-    metric: str
-
-
-def ase_grid(
-    model: nn.Module,
-    scheduler: DDPMScheduler,
-    blocks: Blocks,
-    timesteps: Sequence[int],
-    extractor: Callable[[torch.Tensor], np.ndarray],
-    reference: np.ndarray,
-    budget: float,
-    drop_lengths: Sequence[int] = (100, 200, 300, 400, 500),
-    starts: Sequence[int] = (0, 100, 200, 300),
-    drop_steps: Sequence[int] | None = None,
-    n: int = 256,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    sampler: str = "ddpm",
-) -> GridResult:
-    """Tune ASE (baseline B3): best offline quality over drop length, start and step, at FLOPs <= budget.
-
-    Every candidate with a FLOP ratio within ``budget`` is sampled (``n`` images, same seed) and
-    scored; the one with the lowest Fréchet distance in ``extractor``'s features wins. Rows, the
-    printed lines and the best schedule's settings name that metric (a choice tuned on one metric can
-    be tuned to its blind spots: see ``score_under``). The search's wall time is reported.
-    """
-    metric = metric_name(extractor)
-    k = len(blocks)
-    drop_steps = drop_steps or sorted({max(1, round(k / 10)), max(1, round(k / 7)), max(1, round(k / 5))})
-    candidates = []
-    for length, start, step in itertools.product(drop_lengths, starts, drop_steps):
-        s = ase_schedule(blocks, timesteps, length, step, start)
-        if s.flop_ratio <= budget and all(s.table.tolist() != c.table.tolist() for c in candidates):
-            candidates.append(s)
-    if not candidates:
-        raise ValueError(f"no ASE schedule of the grid fits a FLOP budget of {budget}")
-    started = time.perf_counter()
-    rows = []
-    for i, s in enumerate(candidates):
-        score = score_schedule(
-            model, scheduler, s, extractor, reference, n, len(timesteps), seed, device=device, sampler=sampler
-        )
-        rows.append(
-            s.settings
-            | {
-                "flop_ratio": s.flop_ratio,
-                "executed_ratio": s.executed_ratio,
-                "fd": score.fd,
-                "metric": metric,
-            }
-        )
-        if progress:
-            print(
-                f"ase-grid {i + 1}/{len(candidates)}: {s.settings} FLOPs {s.flop_ratio:.1%} "
-                f"{metric} {score.fd:.3f}"
-            )
-    best = candidates[int(np.argmin([r["fd"] for r in rows]))]
-    best.settings |= {
-        "grid_budget": budget,
-        "grid_n": n,
-        "grid_candidates": len(candidates),
-        "grid_metric": metric,
-        "sampler": sampler,
-    }
-    return GridResult(best, rows, time.perf_counter() - started, metric)
 
 
 def score_under(

@@ -5,7 +5,7 @@ Two recipes, chosen by the architecture:
 - a diffusers ``UNet2DModel`` with the DDPM recipe (linear betas, 1000 steps, epsilon prediction):
   the embedded default architecture, or a named one (``arch="embedded-base"``);
 - a class-conditional ``DiTTransformer2DModel`` (``arch="embedded-dit"``) with flow matching
-  (rectified flow, velocity target, logit-normal timesteps; :class:`lees.noising.FlowNoising`) and
+  (rectified flow, velocity target, logit-normal timesteps; :class:`lees.diffusion.noising.FlowNoising`) and
   classifier-free guidance: each sample's label is replaced by the null class with probability
   ``label_dropout``.
 
@@ -34,27 +34,15 @@ from safetensors.torch import load_file, save
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backbones import ARCHITECTURES, DDPM_NOISE, FLOW_NOISE
-from .data import fit_images, load_images
-from .denoisers import denoise, num_classes
-from .files import atomic_write_bytes, atomic_write_text
-from .images import save_grid
-from .noising import FlowNoising, Noising, noise_process
-from .pipelines import ClassFlowPipeline
-from .sampling import sample
-
-# The CIFAR-10 DDPM in miniature: four resolutions, attention at 16x16, 18 skippable blocks.
-EMBEDDED_UNET: dict[str, Any] = {
-    "sample_size": 32,
-    "in_channels": 1,
-    "out_channels": 1,
-    "block_out_channels": [32, 64, 64, 64],
-    "layers_per_block": 1,
-    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-    "norm_num_groups": 16,
-    "attention_head_dim": None,
-}
+from ..diffusion.noising import FlowNoising, Noising, noise_process
+from ..models.architectures import ARCHITECTURES, DDPM_NOISE, EMBEDDED_UNET, FLOW_NOISE
+from ..models.data import fit_images, load_images
+from ..models.denoisers import denoise, num_classes
+from ..models.pipelines import ClassFlowPipeline
+from ..sampling.lockstep import sample
+from ..utils.files import atomic_write_bytes, atomic_write_text
+from ..utils.images import save_grid
+from ..utils.timing import synchronizer
 
 
 @dataclass
@@ -205,7 +193,7 @@ def epoch_seconds(
     copy = deepcopy(model).to(device).train().requires_grad_(True)
     opt = torch.optim.Adam(copy.parameters(), lr=1e-5)
     noising = noise_process(scheduler, device)
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
     times = []
     for step in range(steps + 1):
         sync()

@@ -2,7 +2,7 @@
 
 Loss = E[||target - f_theta(x_t, t; gates)||^2] + lambda * C(t), with x_t noised by the backbone's own
 scheduler at uniformly drawn timesteps and the target its ``prediction_type`` names (eps, v or x0;
-:mod:`lees.noising`), the straight-through gate (forward: hard 0/1 mask, backward:
+:mod:`lees.diffusion.noising`), the straight-through gate (forward: hard 0/1 mask, backward:
 gradient of the sigmoid) and C(t) either the mean gate value (``cost="blocks"``, the paper's
 executed-block proxy) or the FLOP-weighted one (``cost="flops"``: each gate weighted by the FLOP
 share its block saves). With ``target_ratio`` lambda becomes a Lagrange multiplier updated by dual
@@ -18,28 +18,37 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import SchedulerMixin
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .blocks import Blocks, find_blocks
-from .data import fit_images
-from .denoisers import check_context, context_rows, denoise, latent_shape, num_classes
-from .distributed import all_mean, world
-from .engine import GatedModel
-from .files import atomic_write_bytes, atomic_write_text
-from .gates import SigmoidTimeGate, normalised_time, open_mask
-from .latents import encode
-from .noising import Noising
-from .sampling import model_device
+from ..diffusion.noising import Noising
+from ..diffusion.samplers import normalised_time
+from ..engine.actions import open_mask
+from ..engine.blocks import Blocks, find_blocks
+from ..engine.hooks import GatedModel
+from ..models.data import fit_images
+from ..models.denoisers import (
+    batch_labels,
+    check_context,
+    context_rows,
+    denoise,
+    latent_shape,
+    model_device_checked,
+    on_device,
+)
+from ..models.latents import denoiser_input
+from ..schedules.gates import SigmoidTimeGate
+from ..schedules.saving import read_safetensors
+from ..utils.distributed import all_mean, world
+from ..utils.files import atomic_write_bytes, atomic_write_text
 
 T_GRID = torch.linspace(0.001, 1.0, 100)  # where gates are compared (KL) and ratios measured
 
@@ -107,39 +116,6 @@ def gate_kl(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> float:
     return float((p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).mean())
 
 
-def _labels(
-    backbone: nn.Module, labels: torch.Tensor | None, idx: torch.Tensor, gen: torch.Generator
-) -> torch.Tensor | None:
-    """Class labels of a batch for a class-conditional backbone (uniform random when not given)."""
-    classes = num_classes(backbone)
-    if classes is None:
-        return None
-    return labels[idx] if labels is not None else torch.randint(0, classes, (len(idx),), generator=gen)
-
-
-def _on(tensor: torch.Tensor | None, device: str | torch.device) -> torch.Tensor | None:
-    return None if tensor is None else tensor.to(device)
-
-
-def model_device_checked(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    """The device lees runs ``model`` on: its own. A different ``device`` is an error, never a silent move."""
-    own = model_device(model)
-    if (
-        device is not None
-        and torch.device(device) != own
-        and not (torch.device(device).type == own.type and torch.device(device).index is None)
-    ):
-        raise ValueError(
-            f"the model is on {own}, not {device}: move it first (model.to(...)) or drop device="
-        )
-    return own
-
-
-def _clean(x0: torch.Tensor, autoencoder: nn.Module | None) -> torch.Tensor:
-    """The denoiser's clean input: the images, or their latents for latent diffusion."""
-    return x0 if autoencoder is None else encode(autoencoder, x0)
-
-
 def _fingerprint(model: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.state_dict().values()]
 
@@ -167,8 +143,8 @@ def train_gates(
     of ``data`` or one per image; ``autoencoder`` encodes each batch for a latent denoiser. With
     ``checkpoint`` the run saves its whole state there every ``checkpoint_every`` steps and resumes
     from it when started again, ending with the gates of an uninterrupted run. Under torchrun each
-    rank trains on its slice of the same global batch (see :mod:`lees.distributed`). ``data`` must
-    have the channels and size the backbone takes (:func:`lees.data.fit_images`; ``resize`` fits it).
+    rank trains on its slice of the same global batch (see :mod:`lees.utils.distributed`). ``data`` must
+    have the channels and size the backbone takes (:func:`lees.models.data.fit_images`; ``resize`` fits it).
     """
     check_context(backbone, context, len(data))
     data = fit_images(data, backbone, autoencoder, resize)
@@ -251,17 +227,17 @@ class _GateRun:
 
     def draw(self) -> tuple[torch.Tensor, ...]:
         """This step's batch on the model's device: noised inputs, timesteps, the model's target
-        there (:mod:`lees.noising`), labels, context."""
+        there (:mod:`lees.diffusion.noising`), labels, context."""
         config, gen, autoencoder = self.config, self.gen, self.inputs["autoencoder"]
         shape = tuple(self.data.shape[1:]) if autoencoder is None else latent_shape(self.backbone)
         idx = torch.randint(0, len(self.data), (config.batch_size,), generator=gen)
-        y = _labels(self.backbone, self.inputs["labels"], idx, gen)
+        y = batch_labels(self.backbone, self.inputs["labels"], idx, gen)
         t = torch.randint(0, self.noising.num_train, (config.batch_size,), generator=gen)
         eps = torch.randn((config.batch_size, *shape), generator=gen)
         idx, t, eps = idx[self.local], t[self.local].to(self.device), eps[self.local].to(self.device)
-        x0 = _clean(self.data[idx].to(self.device), autoencoder)
+        x0 = denoiser_input(self.data[idx].to(self.device), autoencoder)
         y = None if y is None else y[self.local].to(self.device)
-        ctx = _on(context_rows(self.inputs["context"], idx), self.device)
+        ctx = on_device(context_rows(self.inputs["context"], idx), self.device)
         xt, target = self.noising(x0, eps, t)
         return xt, t, target, y, ctx
 
@@ -343,7 +319,7 @@ def _save_checkpoint(path, config, gate, opt, rng, previous, state, log) -> None
 
 def _resume(path, config, gate, opt, gen, device):
     """Load a checkpoint written by :func:`_save_checkpoint` into the fresh gate, optimizer and RNG."""
-    tensors, metadata = _read_safetensors(path, "gate checkpoint (delete it to start over)")
+    tensors, metadata = read_safetensors(path, "gate checkpoint (delete it to start over)")
     if metadata.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a lees gate checkpoint; delete it to start over")
     if json.loads(metadata["config"]) != config_dict(config):
@@ -362,87 +338,6 @@ def _resume(path, config, gate, opt, gen, device):
     opt.load_state_dict(adam)
     gen.set_state(tensors["rng"])
     return json.loads(metadata["state"]), tensors["previous"].to(device), json.loads(metadata["log"])
-
-
-@torch.no_grad()
-def held_out_loss(
-    backbone: nn.Module,
-    blocks: Blocks,
-    data: torch.Tensor,
-    scheduler: SchedulerMixin,
-    gate: SigmoidTimeGate | None = None,
-    n: int = 2000,
-    batch_size: int = 100,
-    seed: int = 1234,
-    device: str | torch.device | None = None,
-    labels: torch.Tensor | None = None,
-    autoencoder: nn.Module | None = None,
-    context: torch.Tensor | None = None,
-    resize: bool = False,
-) -> float:
-    """Mean squared error of the model's prediction against its target (its scheduler's
-    ``prediction_type``) on the first ``n`` images, fixed noise and t; with ``gate``, under its hard masks.
-    ``data`` is checked against the backbone as by :func:`train_gates` (``resize`` fits it)."""
-    check_context(backbone, context, len(data))
-    data = fit_images(data, backbone, autoencoder, resize)
-    device = model_device_checked(backbone, device)
-    gated = GatedModel(backbone, blocks)
-    gen = torch.Generator().manual_seed(seed)
-    noising = Noising(scheduler, device)
-    num_train = noising.num_train
-    total, count = 0.0, 0
-    for i in range(0, min(n, len(data)), batch_size):
-        idx = torch.arange(i, min(n, len(data), i + batch_size))
-        x0 = _clean(data[idx].to(device), autoencoder)
-        y = _labels(backbone, labels, idx, gen)
-        y = None if y is None else y.to(device)
-        ctx = _on(context_rows(context, idx), device)
-        t = torch.randint(0, num_train, (len(x0),), generator=gen)
-        eps = torch.randn(x0.shape, generator=gen).to(device)
-        xt, target = noising(x0, eps, t)
-        if gate is None:
-            pred = denoise(backbone, xt, t.to(device), y, ctx)
-        else:  # one hard decision per sample: the straight-through forward value is exactly the hard mask
-            g = gate(normalised_time(t, num_train).to(device))
-            pred = denoise(gated, xt, t.to(device), y, ctx, mask=g, mode="ste")
-        total += nn.functional.mse_loss(pred, target, reduction="sum").item()
-        count += target.numel()
-    return total / count
-
-
-def save_gate(gate: SigmoidTimeGate, block_names: Sequence[str], path: str | Path, **info: Any) -> Path:
-    """Write the gate parameters as safetensors, with the block names and ``info`` as metadata."""
-    metadata = {"block_names": json.dumps(list(block_names)), **{k: json.dumps(v) for k, v in info.items()}}
-    tensors = {"a": gate.a.detach().cpu().contiguous(), "b": gate.b.detach().cpu().contiguous()}
-    return atomic_write_bytes(path, save(tensors, metadata=metadata))
-
-
-def _read_safetensors(path: str | Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file; a ValueError naming ``what`` if it cannot be read."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            metadata = f.metadata() or {}
-        return load_file(path), metadata
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not a readable {what}: {err}") from None
-
-
-def load_gate(path: str | Path) -> tuple[SigmoidTimeGate, list[str]]:
-    """Read a gate written by :func:`save_gate`: the gate and the block names it was trained for."""
-    tensors, metadata = _read_safetensors(path, "gate file")
-    try:
-        names = json.loads(metadata.get("block_names", "null"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not a readable gate file: {err}") from None
-    if names is None or set(tensors) != {"a", "b"} or tensors["a"].shape != (len(names),):
-        raise ValueError(f"{path} is not a lees gate file")
-    gate = SigmoidTimeGate(len(names), names)
-    with torch.no_grad():
-        gate.a.copy_(tensors["a"])
-        gate.b.copy_(tensors["b"])
-    return gate, names
 
 
 def config_dict(config: GateTrainConfig) -> dict[str, Any]:

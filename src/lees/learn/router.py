@@ -36,15 +36,15 @@ from diffusers import DDPMScheduler
 from torch import nn
 from tqdm.auto import tqdm
 
-from .baselines import reuse_baseline
-from .blocks import Blocks, find_blocks
-from .denoisers import check_context, denoise, draw_labels, latent_shape
-from .engine import REUSE, RUN, Engine, ReuseCache
-from .files import atomic_write_text
-from .gates import straight_through
-from .noising import prediction_type, split
-from .sampling import make_sampler, model_device, sampler_update
-from .schedules import Schedule
+from ..diffusion.noising import prediction_type, split
+from ..diffusion.samplers import make_sampler, sampler_update, timestep_list
+from ..engine.actions import REUSE, RUN, straight_through
+from ..engine.blocks import Blocks, find_blocks
+from ..engine.hooks import Engine, ReuseCache
+from ..models.denoisers import check_context, denoise, draw_labels, latent_shape, model_device
+from ..schedules.baselines import reuse_baseline
+from ..schedules.schedule import Schedule
+from ..utils.files import atomic_write_text
 
 OBJECTIVES = {
     "kl": "step, steps drawn by the KL weight of their Gaussian transition (the ELBO's): last steps most",
@@ -117,7 +117,7 @@ def teacher_trajectory(
     model = engine.model
     device = model_device(model)
     sampler = make_sampler(scheduler, config.sampler, config.steps)
-    visited = [int(t) for t in sampler.timesteps]
+    visited = timestep_list(sampler.timesteps)
     update = sampler_update(sampler, config.sampler, visited, device)
     n = config.trajectories
     gens = [torch.Generator(device).manual_seed(config.seed * 1_000_003 + 500_000 + i) for i in range(n)]
@@ -289,7 +289,7 @@ def train_router(
     device = model_device(model)
     started = time.perf_counter()
     sampler = make_sampler(scheduler, config.sampler, config.steps)
-    visited = [int(t) for t in sampler.timesteps]
+    visited = timestep_list(sampler.timesteps)
     if isinstance(start, str):
         if start not in STARTS:
             raise ValueError(f"start must be a schedule, 'baseline' or 'full', got {start!r}")

@@ -157,3 +157,49 @@ def draw_labels(
         return None
     drawn = [torch.randint(classes, (1,), generator=g, device=g.device) for g in generators]
     return torch.cat(drawn).to(device)
+
+
+def denoiser_of(pipe_or_model: Any) -> nn.Module:
+    """The denoiser of a diffusers pipeline (``unet`` or ``transformer``), or the model itself."""
+    if isinstance(pipe_or_model, nn.Module):
+        return pipe_or_model
+    for name in ("unet", "transformer"):
+        module = getattr(pipe_or_model, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise TypeError(
+        f"{type(pipe_or_model).__name__} is neither a model nor a pipeline with a unet or transformer"
+    )
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device a model's parameters are on: where lees runs it unless told otherwise."""
+    return next(model.parameters()).device
+
+
+def batch_labels(
+    backbone: nn.Module, labels: torch.Tensor | None, idx: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor | None:
+    """Class labels of a batch for a class-conditional backbone (uniform random when not given)."""
+    classes = num_classes(backbone)
+    if classes is None:
+        return None
+    return labels[idx] if labels is not None else torch.randint(0, classes, (len(idx),), generator=gen)
+
+
+def on_device(tensor: torch.Tensor | None, device: str | torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
+
+
+def model_device_checked(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """The device lees runs ``model`` on: its own. A different ``device`` is an error, never a silent move."""
+    own = model_device(model)
+    if (
+        device is not None
+        and torch.device(device) != own
+        and not (torch.device(device).type == own.type and torch.device(device).index is None)
+    ):
+        raise ValueError(
+            f"the model is on {own}, not {device}: move it first (model.to(...)) or drop device="
+        )
+    return own

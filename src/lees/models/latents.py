@@ -14,9 +14,13 @@ import diffusers
 import torch
 from torch import nn
 
-from .denoisers import model_dtype
+from .denoisers import (
+    model_dtype,
+)
 
 AUTOENCODER_SUBFOLDERS = ("vae", "vqvae")
+
+
 AUTOENCODERS = ("AutoencoderKL", "VQModel")
 
 
@@ -55,3 +59,8 @@ def load_autoencoder(folder: str | Path, device: str | torch.device = "cpu") -> 
             model = cls.from_pretrained(folder, subfolder=sub, use_safetensors=True, low_cpu_mem_usage=False)
             return model.eval().to(device)
     return None
+
+
+def denoiser_input(x0: torch.Tensor, autoencoder: nn.Module | None) -> torch.Tensor:
+    """The denoiser's clean input: the images, or their latents for latent diffusion."""
+    return x0 if autoencoder is None else encode(autoencoder, x0)

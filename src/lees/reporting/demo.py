@@ -6,17 +6,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
-from .baselines import ase_schedule, uniform_schedule
-from .blocks import find_blocks
-from .images import save_grid
-from .metrics import EXTRACTORS, METRIC_NAMES, REFERENCE_N, fd, features, reference_features
+from ..diffusion.samplers import sampler_timesteps
+from ..engine.blocks import find_blocks
+from ..evaluation.metrics import EXTRACTORS, METRIC_NAMES, REFERENCE_N, fd, features, reference_features
+from ..models.backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
+from ..sampling.lockstep import sample_lockstep
+from ..schedules.baselines import ase_schedule, uniform_schedule
+from ..schedules.saving import load_gate
+from ..schedules.schedule import Schedule
+from ..utils.images import save_grid
 from .plots import gate_heatmap, schedule_map
-from .sampling import sample_lockstep, sampler_timesteps
-from .schedules import Schedule
-from .training import load_gate
 
 SHIPPED_GATES = EMBEDDED_DIR / "lees-0.05" / "gates.safetensors"
+
+
 SHIPPED_ROUTER = EMBEDDED_DIR / "router-0.70" / "schedule.json"
 
 

@@ -7,16 +7,42 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 import torch  # noqa: E402
 
-from .engine import REUSE, RUN  # noqa: E402
-from .files import atomic_write_bytes  # noqa: E402
-from .gates import SigmoidTimeGate  # noqa: E402
-from .schedules import Schedule  # noqa: E402
+from ..engine.actions import REUSE, RUN
+from ..evaluation.frontier import Point, step_curve
+from ..evaluation.stats import mean_std
+from ..schedules.gates import SigmoidTimeGate
+from ..schedules.schedule import Schedule
+from ..utils.files import atomic_write_bytes
+from .protocol import METHODS
+
+
+def frontier_plot(points: Sequence[Point], metric: str, path: str | Path, title: str = "") -> Path:
+    """Quality against measured latency: the full model's fewer-steps curve and every other method."""
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    latency, quality = step_curve(points, metric)
+    steps = sorted((p.latency_ratio, p.steps) for p in points if p.is_full and metric in p.quality)
+    ax.plot(latency, quality, "k-o", label="full model, fewer steps")
+    for (x, k), y in zip(steps, quality, strict=True):
+        ax.annotate(f"{k}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    colours = plt.get_cmap("tab20")
+    others = [p for p in points if not p.is_full and metric in p.quality]
+    for i, p in enumerate(others):
+        ax.plot(p.latency_ratio, p.quality[metric], "s", color=colours(i % 20), label=p.method)
+    ax.set_yscale("log")
+    ax.set_xlabel("measured latency / full model's (paired, same run)")
+    ax.set_ylabel(f"{metric} (lower is better)")
+    ax.set_title(title or f"Quality vs latency: every method against fewer steps ({metric})")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3, which="both")
+    return save_figure(fig, path)
+
+
+matplotlib.use("Agg")
 
 
 def save_figure(fig, path: str | Path) -> Path:
@@ -60,4 +86,28 @@ def schedule_map(schedule: Schedule, path: str | Path, title: str | None = None)
     if schedule.block_shares is not None:
         ratios += f", FLOPs {schedule.flop_ratio:.0%}"
     ax.set_title(title or f"{schedule.source} schedule ({ratios})")
+    return save_figure(fig, path)
+
+
+def pareto_plot(rows: dict[str, dict], path: Path, metric: str) -> Path:
+    """Quality (lower is better) against latency per 100 images, with error bars over seeds."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for i, (method, row) in enumerate(rows.items()):  # tab20: a distinct colour for each of the 11 rows
+        (x, xe), (y, ye) = mean_std(row["seconds_per_100"]), mean_std(row["fd"])
+        style = "o-" if method.startswith("lees") else "s"
+        ax.errorbar(
+            x, y, xerr=xe, yerr=ye, fmt=style, capsize=3, label=METHODS[method], color=plt.cm.tab20(i)
+        )
+    lees = sorted(
+        (mean_std(rows[m]["seconds_per_100"])[0], mean_std(rows[m]["fd"])[0])
+        for m in ("lees-0.01", "lees-0.05", "lees-0.1")
+    )
+    ax.plot(*zip(*lees, strict=True), "k--", lw=0.8, label="LEES lambda sweep")
+    ax.set_xlabel("latency per 100 images, whole sampling run (s)")
+    ax.set_yscale("log")  # the methods span two orders of magnitude in quality
+    ax.set_ylabel(f"{metric} (lower is better, log scale)")
+    ax.set_title("quality vs latency, mean ± std over seeds")
+    ax.legend(fontsize=7)
     return save_figure(fig, path)

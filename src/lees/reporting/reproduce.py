@@ -17,16 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbone_training import epoch_seconds
-from .backbones import load_backbone, load_noise_scheduler
-from .baselines import ase_schedule, deepcache_schedule, random_schedule, uniform_schedule
-from .blocks import find_blocks
-from .corruptions import CORRUPTIONS, corrupt
-from .data import fit_images, load_images
-from .evaluation import ase_grid, device_name
-from .files import atomic_write_text, claim_folder
-from .images import save_grid
-from .metrics import (
+from ..diffusion.samplers import sampler_timesteps
+from ..engine.blocks import find_blocks
+from ..evaluation.corruptions import CORRUPTIONS, corrupt
+from ..evaluation.held_out import held_out_loss
+from ..evaluation.metrics import (
     CLF_DEFINITION,
     ClassifierFeatures,
     InceptionFeatures,
@@ -36,13 +31,22 @@ from .metrics import (
     kid,
     reference_features,
 )
+from ..learn.ase_grid import ase_grid
+from ..learn.backbone_training import epoch_seconds
+from ..learn.gate_training import GateTrainConfig, train_gates
+from ..learn.router import RouterConfig, train_router
+from ..models.backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
+from ..models.data import fit_images, load_images
+from ..sampling.stored import sample_stored, stored_images
+from ..schedules.baselines import ase_schedule, deepcache_schedule, random_schedule, uniform_schedule
+from ..schedules.saving import load_gate, save_gate
+from ..schedules.schedule import Schedule
+from ..utils.files import atomic_write_text, claim_folder
+from ..utils.images import save_grid
+from ..utils.timing import device_name
 from .plots import gate_heatmap, schedule_map
-from .reports import FEWER_STEPS, METHODS, ROW_FIELDS, build_report
-from .router import RouterConfig, train_router
-from .sampling import sampler_timesteps
-from .schedules import Schedule
-from .stored_runs import sample_stored, stored_images
-from .training import GateTrainConfig, held_out_loss, load_gate, save_gate, train_gates
+from .protocol import FEWER_STEPS, FID_KEY_ROWS, GATE_RUNS, METHODS
+from .report import ROW_FIELDS, build_report
 
 
 @dataclass
@@ -72,18 +76,6 @@ class ReproduceConfig:
     def quick(cls, **kwargs) -> ReproduceConfig:
         quick = {"seeds": [0, 1], "n": 64, "train_steps": 100, "grid_n": 48, "grid_starts": [0, 200]}
         return cls(**{**quick, **kwargs})
-
-
-GATE_RUNS = {
-    "lees-0.01": {"lam": 0.01},
-    "lees-0.05": {"lam": 0.05},
-    "lees-0.1": {"lam": 0.1},
-    "lambda-0": {"lam": 0.0},
-    "budget": {"lam": 0.0, "target_ratio": None},  # the config's budget ratio
-    "ste": {"lam": 0.05, "estimator": "ste"},  # the paper's estimator, for comparison
-}
-# Inception FID on the CPU goes to the rows the conclusions rest on (every row on a GPU).
-FID_KEY_ROWS = ("full", "ase", "ase-grid", "lees-0.05", "router", "reuse-2", "deepcache-3", *FEWER_STEPS)
 
 
 def _gates(cfg: ReproduceConfig, work: Path, name: str, seed: int, model, noise, images, blocks) -> dict:
@@ -143,7 +135,6 @@ def _claim(work: Path, cfg: ReproduceConfig) -> None:
 
 def _router(cfg: ReproduceConfig, work: Path, model, noise, blocks, timesteps) -> Schedule:
     """The run-or-reuse router at 0.70 of the FLOPs: the shipped one where it fits, else trained once."""
-    from .backbones import EMBEDDED_DIR
 
     shipped = EMBEDDED_DIR / "router-0.70" / "schedule.json"
     if cfg.model == "embedded" and shipped.is_file():
@@ -164,7 +155,7 @@ def _seed_results(cfg: ReproduceConfig, work: Path, seed: int, model, noise, met
                   ref_corrupted) -> dict[str, dict]:  # fmt: skip
     """Every method's scores and sampling seconds for one seed, sampled side by side (paired timings).
 
-    Sampled in stored pieces (:mod:`lees.stored_runs`), so an interruption loses at most one piece;
+    Sampled in stored pieces (:mod:`lees.sampling.stored`), so an interruption loses at most one piece;
     the seed's scores are stored once all its pieces are in.
     """
     done = work / "runs" / f"seed{seed}.json"

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from safetensors.torch import load, save
 
-from .files import atomic_write_bytes, claim_folder
-from .sampling import Method, TimedSamples, sample_lockstep
-from .schedules import Schedule
+from ..schedules.schedule import Schedule
+from ..utils.files import atomic_write_bytes, claim_folder
+from .lockstep import Method, TimedSamples, sample_lockstep
 
 CHUNK = 100  # images per stored piece
 

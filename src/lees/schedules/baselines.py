@@ -18,34 +18,13 @@ resolution of the down and up paths, outwards), since a UNet's last blocks produ
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
-from .blocks import Blocks
-from .engine import REUSE, RUN, SKIP
-from .schedules import Schedule
-
-_UNET_NAME = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^mid_block\.")
-
-
-def depth_order(names: Sequence[str]) -> list[int]:
-    """Block indices from deepest to shallowest (see the module docstring)."""
-    matches = [_UNET_NAME.match(n) for n in names]
-    if not all(matches):  # not a UNet: deeper = later in execution
-        return list(range(len(names)))[::-1]
-    levels = 1 + max(int(m.group(2)) for m in matches if m.group(1) == "down_blocks")
-    levels = max(levels, 1 + max((int(m.group(2)) for m in matches if m.group(1) == "up_blocks"), default=0))
-
-    def depth(k: int) -> int:
-        m = matches[k]
-        if m.group(1) is None:
-            return levels  # the middle block
-        level = int(m.group(2))
-        return level if m.group(1) == "down_blocks" else levels - 1 - level
-
-    return sorted(range(len(names)), key=lambda k: (-depth(k), -k))
+from ..engine.actions import REUSE, RUN, SKIP
+from ..engine.blocks import _UNET_NAME, Blocks, depth_order, unet_level
+from .schedule import Schedule
 
 
 def ase_schedule(
@@ -130,20 +109,6 @@ def cached_schedule(
     actions[:, sorted({0, *full_steps})] = RUN
     settings = {**settings, "between": "reuse" if between == REUSE else "skip"}
     return Schedule(actions, blocks.names, list(timesteps), source, settings, blocks.shares)
-
-
-def unet_stage(name: str) -> str | None:
-    """The UNet stage a block belongs to (``down_blocks.1``, ``mid_block``, ...); None outside them."""
-    m = _UNET_NAME.match(name)
-    return m.group(0).rstrip(".") if m else None
-
-
-def unet_level(name: str) -> int | None:
-    """How many resolution levels lie above a UNet block (0: the outermost); None outside the paths."""
-    m = _UNET_NAME.match(name)
-    if m is None or m.group(1) is None:
-        return None
-    return int(m.group(2))
 
 
 def deepcache_schedule(

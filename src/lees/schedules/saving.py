@@ -11,16 +11,26 @@ budget, seed).
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file, save
 from torch import nn
 
+from .._version import __version__
+from ..utils.files import atomic_write_bytes
 from .gates import SigmoidTimeGate
-from .schedules import Schedule, ScheduleError
+from .schedule import Schedule, ScheduleError
 
 SUBFOLDER = "lees"
+
+
 SCHEDULE_FILE = "schedule.json"
+
+
 GATE_FILE = "gates.safetensors"
 
 
@@ -35,7 +45,6 @@ def model_fingerprint(model: nn.Module) -> str:
 
 def provenance(model: nn.Module | None = None, **info: Any) -> dict[str, Any]:
     """What a saved policy records about where it came from."""
-    from . import __version__
 
     found = {"lees_version": __version__, **info}
     if model is not None:
@@ -53,7 +62,6 @@ def save_pretrained(
     policy: Schedule | SigmoidTimeGate, folder: str | Path, model: nn.Module | None = None, **info: Any
 ) -> Path:
     """Write ``policy`` with its provenance into ``folder`` (``lees/`` of a diffusers folder)."""
-    from .training import save_gate
 
     target = _target_folder(folder)
     target.mkdir(parents=True, exist_ok=True)
@@ -68,7 +76,6 @@ def save_pretrained(
 
 def load_policy(path: str | Path) -> Schedule | SigmoidTimeGate:
     """A schedule (``.json``) or gate (``.safetensors``) file, or a folder holding one (or its ``lees/``)."""
-    from .training import load_gate
 
     path = Path(path)
     if path.is_dir():
@@ -82,3 +89,38 @@ def load_policy(path: str | Path) -> Schedule | SigmoidTimeGate:
     if path.suffix == ".safetensors":
         return load_gate(path)[0]
     raise ScheduleError(f"{path} is neither a schedule (.json) nor a gate file (.safetensors)")
+
+
+def save_gate(gate: SigmoidTimeGate, block_names: Sequence[str], path: str | Path, **info: Any) -> Path:
+    """Write the gate parameters as safetensors, with the block names and ``info`` as metadata."""
+    metadata = {"block_names": json.dumps(list(block_names)), **{k: json.dumps(v) for k, v in info.items()}}
+    tensors = {"a": gate.a.detach().cpu().contiguous(), "b": gate.b.detach().cpu().contiguous()}
+    return atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; a ValueError naming ``what`` if it cannot be read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(path), metadata
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable {what}: {err}") from None
+
+
+def load_gate(path: str | Path) -> tuple[SigmoidTimeGate, list[str]]:
+    """Read a gate written by :func:`save_gate`: the gate and the block names it was trained for."""
+    tensors, metadata = read_safetensors(path, "gate file")
+    try:
+        names = json.loads(metadata.get("block_names", "null"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not a readable gate file: {err}") from None
+    if names is None or set(tensors) != {"a", "b"} or tensors["a"].shape != (len(names),):
+        raise ValueError(f"{path} is not a lees gate file")
+    gate = SigmoidTimeGate(len(names), names)
+    with torch.no_grad():
+        gate.a.copy_(tensors["a"])
+        gate.b.copy_(tensors["b"])
+    return gate, names

@@ -1,7 +1,7 @@
 """Schedules: what each block does at each sampling step, as data.
 
 A :class:`Schedule` is a K x T table of block actions (run, reuse its last residual, or skip; see
-:mod:`lees.engine`) with the model's block names, the sampler's timesteps in sampling order, where
+:mod:`lees.engine.hooks`) with the model's block names, the sampler's timesteps in sampling order, where
 it came from and its settings. Learned, router, ASE, DeepCache, random and hand-made schedules are
 all this one object, saved as the same JSON, so every sampler, benchmark and plot takes any of them.
 
@@ -21,15 +21,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from .blocks import Blocks
-from .engine import REUSE, RUN, SKIP
-from .files import atomic_write_text
-from .gates import SigmoidTimeGate, normalised_time, open_mask
+from ..diffusion.samplers import normalised_time
+from ..engine.actions import REUSE, RUN, SKIP, open_mask
+from ..engine.blocks import Blocks
+from ..utils.files import atomic_write_text
+from .gates import SigmoidTimeGate
 
 FORMAT = "lees.schedule"
+
+
 VERSION = 2
+
+
 READS = (1, 2)  # file versions this one reads
+
+
 SOURCES = ("full", "learned", "router", "ase", "deepcache", "uniform", "random", "manual")
+
+
 CHARS = {RUN: "1", REUSE: "r", SKIP: "0"}
 
 

@@ -1,0 +1,144 @@
+"""Samplers as functions: the timesteps a sampler visits, its update rule (DDPM's ancestral step,
+deterministic DDIM) and each sample's own random generator.
+
+The one home of timesteps: :func:`sampler_timesteps` (lees' DDPM and DDIM samplers) and
+:func:`pipeline_timesteps` (any diffusers scheduler) both give them as :func:`timestep_list` does,
+rounded to integers, the form a schedule's columns and ``lees.enable`` use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin
+
+from .noising import MissingSchedulerError, prediction_type, split
+
+SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+
+
+def sample_generators(seed: int, indices: range, device: torch.device) -> list[torch.Generator]:
+    """Sample i's own generator for run ``seed`` (its label, start noise and step noise come from it):
+    what a diffusers pipeline given these as ``generator=`` draws the same start noise from."""
+    return [torch.Generator(device).manual_seed(seed * 1_000_003 + i) for i in indices]
+
+
+def check_timesteps(timesteps: Sequence[int], num_train: int) -> list[int]:
+    """A custom timestep list as ints; a clear error unless strictly descending within [0, num_train)."""
+    ts = [int(t) for t in timesteps]
+    if not ts:
+        raise ValueError("the timestep list is empty")
+    if any(t < 0 or t >= num_train for t in ts):
+        raise ValueError(f"timesteps must lie in [0, {num_train}), got {ts}")
+    if any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
+        raise ValueError(f"timesteps must be strictly descending, got {ts}")
+    return ts
+
+
+def make_sampler(
+    scheduler: SchedulerMixin | None, sampler: str, steps: int, timesteps: Sequence[int] | None = None
+):
+    """A fresh diffusers scheduler of kind ``sampler`` on the model's ``scheduler`` config, set to its steps.
+
+    Every value of the model's scheduler config carries over (betas, ``prediction_type``,
+    ``timestep_spacing``, ``steps_offset``, ``clip_sample``, ``set_alpha_to_one``, ...); without one
+    there is no noise schedule to sample with, which is an error rather than a guess.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+    if timesteps is None and steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+    if scheduler is None:
+        raise MissingSchedulerError(
+            "no scheduler given: pass the model's (e.g. lees.load_noise_scheduler(folder)) "
+            "or sample from its diffusers pipeline"
+        )
+    prediction_type(scheduler)
+    fresh = SAMPLERS[sampler].from_config(scheduler.config)
+    if timesteps is None:
+        fresh.set_timesteps(steps)
+    elif sampler == "ddpm":
+        fresh.set_timesteps(timesteps=check_timesteps(timesteps, fresh.config.num_train_timesteps))
+    else:  # lees steps DDIM itself (ddim_step), so any list works
+        ts = check_timesteps(timesteps, fresh.config.num_train_timesteps)
+        fresh.set_timesteps(len(ts))
+        fresh.timesteps = torch.tensor(ts)
+    return fresh
+
+
+def sampler_timesteps(
+    scheduler: SchedulerMixin | None,
+    steps: int,
+    sampler: str = "ddpm",
+    timesteps: Sequence[int] | None = None,
+) -> list[int]:
+    """The timesteps a sampler with ``steps`` steps (or the custom ``timesteps``) visits, in order."""
+    return timestep_list(make_sampler(scheduler, sampler, steps, timesteps).timesteps)
+
+
+def pipeline_timesteps(scheduler: Any, steps: int) -> list[int]:
+    """The integer timesteps a diffusers scheduler visits in ``steps`` steps (for a schedule); the
+    scheduler is set to those steps, as its pipeline would set it."""
+    scheduler.set_timesteps(steps)
+    return timestep_list(scheduler.timesteps)
+
+
+def timestep_list(timesteps: Sequence[Any]) -> list[int]:
+    """Timesteps as the integers a schedule's columns are keyed by (float ones rounded, as
+    ``lees.enable`` rounds the timestep of each call)."""
+    return [round(float(t)) for t in timesteps]
+
+
+def normalised_time(timesteps: torch.Tensor | int, num_train_timesteps: int = 1000) -> torch.Tensor:
+    """Map discrete timesteps 0..N-1 to t = (timestep + 1) / N in (0, 1]."""
+    timesteps = torch.as_tensor(timesteps, dtype=torch.float32)
+    if torch.any(timesteps < 0) or torch.any(timesteps >= num_train_timesteps):
+        raise ValueError(f"timesteps must lie in [0, {num_train_timesteps}), got {timesteps.tolist()}")
+    return (timesteps + 1) / num_train_timesteps
+
+
+def ddim_step(
+    x: torch.Tensor, output: torch.Tensor, alpha: torch.Tensor, alpha_prev: torch.Tensor, kind: str,
+    clip: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:  # fmt: skip
+    """One deterministic DDIM step (eta = 0) from cumulative alpha ``alpha`` to ``alpha_prev``.
+
+    ``output`` is the model's prediction of type ``kind`` (see :mod:`lees.noising`); ``clip`` is
+    applied to the predicted clean sample, as diffusers' ``DDIMScheduler.step`` does.
+    """
+    x0, eps = split(kind, output, x, alpha)
+    return alpha_prev.sqrt() * clip(x0) + (1 - alpha_prev).sqrt() * eps
+
+
+def x0_clip(scheduler: SchedulerMixin) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What the scheduler's config does to a predicted clean sample: dynamic thresholding, clipping
+    to ``clip_sample_range``, or nothing (diffusers' order of precedence)."""
+    config = scheduler.config
+    if config.get("thresholding", False):
+        return scheduler._threshold_sample
+    if config.get("clip_sample", False):
+        bound = config.clip_sample_range
+        return lambda x0: x0.clamp(-bound, bound)
+    return lambda x0: x0
+
+
+def sampler_update(scheduler, sampler: str, visited: list[int], device: torch.device):
+    """The sampler's update ``x_{j+1} = update(output, j, x_j, generators)`` from the model's output at
+    step j: DDPM's (ancestral, diffusers' own step) or DDIM's (:func:`ddim_step`, any timestep list;
+    after the last step, the config's final alpha: 1 with ``set_alpha_to_one``, else alpha at t = 0)."""
+    kind = prediction_type(scheduler)
+    if sampler == "ddpm":
+        return lambda output, j, x, gens: (
+            scheduler.step(output, scheduler.timesteps[j], x, generator=gens).prev_sample
+        )
+    alphas = scheduler.alphas_cumprod.to(device)
+    final = scheduler.final_alpha_cumprod.to(device)
+    clip = x0_clip(scheduler)
+
+    def ddim(output, j, x, gens):
+        alpha_prev = alphas[visited[j + 1]] if j + 1 < len(visited) else final
+        return ddim_step(x, output, alphas[visited[j]], alpha_prev, kind, clip)
+
+    return ddim

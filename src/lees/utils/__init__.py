@@ -1,0 +1,3 @@
+"""Helpers that import nothing else of lees: atomic file writes, picture grids, torchrun processes,
+timing.
+"""
