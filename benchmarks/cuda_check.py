@@ -60,7 +60,7 @@ def main() -> None:
         print(json.dumps({"check": "cpu-vs-cuda", "schedule": name, "max_abs_diff": diff}))
 
     images, _ = load_images("fashion-mnist", "train")
-    config = GateTrainConfig(steps=args.train_steps, lam=0.05)
+    config = GateTrainConfig(train_steps=args.train_steps, lam=0.05)
     result = train_gates(gpu, images[:2048], noise, config, blocks, args.device, progress=False)
     losses = [row["loss"] for row in result.log if "loss" in row]
     finite = all(torch.isfinite(torch.tensor(losses)).tolist())

@@ -44,7 +44,7 @@ def main() -> None:
             threshold  # every hard decision reads it (training, schedule, loss)
         )
         started = time.perf_counter()
-        config = GateTrainConfig(lam=lam, steps=args.steps, estimator=estimator)
+        config = GateTrainConfig(lam=lam, train_steps=args.steps, estimator=estimator)
         result = train_gates(model, train, noise, config, blocks, progress=False)
         schedule = Schedule.from_gate(result.gate, blocks, timesteps)
         row = {

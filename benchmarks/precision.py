@@ -37,10 +37,6 @@ def prediction_errors(model, low, timesteps=(999, 500, 100, 10)) -> dict[int, fl
     return errors
 
 
-def run_sets(schedule: Schedule) -> int:
-    return len({tuple(schedule.mask(j)) for j in range(schedule.num_steps)})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -64,7 +60,7 @@ def main() -> None:
     for name in ("router-0.70", "lees-0.05"):
         policy = load_policy(EMBEDDED_DIR / name)
         if isinstance(policy, Schedule):
-            print(json.dumps({"schedule": name, "steps": policy.num_steps, "run_sets": run_sets(policy)}))
+            print(json.dumps({"schedule": name, "steps": policy.num_steps, "run_sets": policy.run_sets()}))
 
 
 if __name__ == "__main__":

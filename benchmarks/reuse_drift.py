@@ -17,7 +17,7 @@ from the same noise, this prints:
 
 Two modes:
 
-    # every method of a finished benchmarks/frontier.py run, against its full model (seconds)
+    # every method of a finished lees frontier run, against its full model (seconds)
     python benchmarks/reuse_drift.py --pieces runs/rvs/pieces -n 1000 --against full-50
     # uniform reuse (every 2nd step) in one block group and one 10-step window at a time
     # (42 methods side by side: about 20 min on 2 CPU cores at -n 64)
@@ -44,6 +44,7 @@ from lees.evaluation.metrics import REFERENCE_N, ClassifierFeatures, fd, feature
 from lees.models.backbones import load_noise_scheduler
 from lees.sampling.stored import sample_stored, stored_images
 from lees.schedules.baselines import uniform_schedule
+from lees.schedules.registry import canonical
 
 
 def bias_corrected_shift(diff: np.ndarray) -> float:
@@ -108,8 +109,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-n", type=int, default=64, help="samples per method")
-    parser.add_argument("--pieces", type=Path, help="a finished frontier.py run's pieces folder")
-    parser.add_argument("--against", default="full-50", help="the reference method in --pieces")
+    parser.add_argument("--pieces", type=Path, help="a finished lees frontier run's pieces folder")
+    parser.add_argument("--against", default="full", help="the reference method in --pieces (full)")
     parser.add_argument("--windows", action="store_true", help="sample reuse per block group and window")
     parser.add_argument("--window", type=int, default=10, help="steps per window (10)")
     parser.add_argument("--steps", type=int, default=50)
@@ -128,13 +129,13 @@ def main() -> None:
     else:
         if not (args.pieces / "settings.json").is_file():
             parser.error(
-                f"{args.pieces} holds no stored run (no settings.json): give a frontier.py pieces folder"
+                f"{args.pieces} holds no stored run (no settings.json): give a lees frontier pieces folder"
             )
-        names = json.loads((args.pieces / "settings.json").read_text())["methods"]
-        if args.against not in names:
+        names = [canonical(n) for n in json.loads((args.pieces / "settings.json").read_text())["methods"]]
+        if canonical(args.against) not in names:
             parser.error(f"--against {args.against!r} is not among the stored methods: {', '.join(names)}")
         images = {name: stored_images(args.pieces, args.n, name) for name in names}
-        reference = images[args.against]
+        reference = images[canonical(args.against)]
     extractor = ClassifierFeatures()
     real = reference_features(extractor, n=REFERENCE_N["clf"], progress=False)
     feats = {name: features(extractor, x) for name, x in images.items()}

@@ -24,7 +24,8 @@ from lees.engine.blocks import Blocks
 from lees.evaluation.metrics import REFERENCE_N, ClassifierFeatures, fd, features, reference_features
 from lees.models.backbones import load_noise_scheduler
 from lees.sampling.lockstep import sample_lockstep
-from lees.schedules.baselines import cached_schedule, uniform_schedule
+from lees.schedules.baselines import cached_schedule
+from lees.schedules.registry import build_schedule
 
 
 def spread(first: int, last: int, count: int) -> list[int]:
@@ -41,14 +42,14 @@ def placements(blocks: Blocks, noise) -> dict[str, lees.Schedule]:
     def cached(full: list[int], name: str, timesteps: list[int] = ts) -> lees.Schedule:
         return cached_schedule(blocks, timesteps, sorted(set(full)), always, "manual", {"name": name})
 
+    named = {"full": "full", "u2": "uniform-2", "full-35": "full@35", "u2@35": "uniform-2@35"}
+    rows = {row: build_schedule(name, blocks, ts, noise) for row, name in named.items()}
     return {
-        "full": lees.Schedule.full(blocks, ts),
-        "u2": uniform_schedule(blocks, ts, 2, outer=1),
+        **{row: rows[row] for row in ("full", "u2")},
         "end4": cached(spread(0, 45, 20) + [46, 47, 48, 49], "end4"),
         "end8": cached(spread(0, 41, 16) + list(range(42, 50)), "end8"),
         "ends4": cached([0, 1, 2, 3] + spread(5, 44, 16) + [46, 47, 48, 49], "ends4"),
-        "full-35": lees.Schedule.full(blocks, ts35),
-        "u2@35": uniform_schedule(blocks, ts35, 2, outer=1),
+        **{row: rows[row] for row in ("full-35", "u2@35")},
         "end4@35": cached(spread(0, 30, 14) + [31, 32, 33, 34], "end4@35", ts35),
     }
 
@@ -63,7 +64,7 @@ def main() -> None:
     rows = placements(lees.find_blocks(model), noise)
     for name, s in rows.items():  # the pattern of a block that reuses: 1 run, r reuse
         pattern = "".join("1" if a == RUN else "r" for a in s.actions[1])
-        print(name, round(s.flop_ratio * s.num_steps / 50, 4), pattern)
+        print(name, round(s.flop_ratio_vs(50), 4), pattern)
     runs = sample_lockstep(
         model, rows, args.n, seed=args.seed, scheduler=noise, progress=False, batch_size=100
     )
@@ -71,7 +72,7 @@ def main() -> None:
     ref = reference_features(ext, "fashion-mnist", "train", n=REFERENCE_N["clf"])
     for name, r in runs.items():
         s = rows[name]
-        print(name, round(s.flop_ratio * s.num_steps / 50, 4), round(fd(features(ext, r.images), ref), 3),
+        print(name, round(s.flop_ratio_vs(50), 4), round(fd(features(ext, r.images), ref), 3),
               round(r.seconds, 1), "mean", round(float(r.images.mean()), 4), flush=True)  # fmt: skip
 
 

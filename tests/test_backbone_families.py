@@ -122,7 +122,9 @@ def test_cross_attention_context_is_checked(noise):
     with pytest.raises(ValueError, match="context="):
         sample(model, None, 2, steps=2, scheduler=noise, progress=False)
     with pytest.raises(ValueError, match=r"\(1 or 8, tokens, 12\)"):
-        train_gates(model, data, noise, GateTrainConfig(steps=1, batch_size=4), context=torch.randn(8, 3, 5))
+        train_gates(
+            model, data, noise, GateTrainConfig(train_steps=1, batch_size=4), context=torch.randn(8, 3, 5)
+        )
     with pytest.raises(TypeError, match="must be a tensor, not list"):
         sample(model, None, 2, steps=2, scheduler=noise, progress=False, context=[[0.0] * 12])
     with pytest.raises(ValueError, match="attends to no context"):
@@ -133,7 +135,7 @@ def test_cross_attention_end_to_end(noise):
     model = tiny_cross_attention_unet()
     data = torch.randn(24, 4, 8, 8).clamp(-1, 1)  # stands in for latents
     context = torch.randn(24, 3, 12)  # one embedding per image, e.g. of its class or caption
-    config = GateTrainConfig(lam=0.5, steps=3, batch_size=8)
+    config = GateTrainConfig(lam=0.5, train_steps=3, batch_size=8)
     result = train_gates(model, data, noise, config, progress=False, context=context)
     assert torch.isfinite(result.gate.a.grad).all() and result.gate.a.grad.abs().sum() > 0
     schedule = Schedule.from_gate(result.gate, result.blocks, sampler_timesteps(noise, 3))
@@ -167,7 +169,7 @@ def test_dit_end_to_end(noise):
     model = tiny_dit()
     data = torch.randn(32, 4, 8, 8).clamp(-1, 1)  # stands in for latents
     labels = torch.randint(0, 10, (32,))
-    config = GateTrainConfig(lam=0.5, steps=4, batch_size=8, kl_every=2)
+    config = GateTrainConfig(lam=0.5, train_steps=4, batch_size=8, kl_every=2)
     result = train_gates(model, data, noise, config, progress=False, labels=labels)
     assert torch.isfinite(result.gate.a.grad).all() and result.gate.a.grad.abs().sum() > 0
     timesteps = sampler_timesteps(noise, 4, "ddim")
@@ -201,7 +203,7 @@ def test_latent_diffusion_end_to_end(noise, vq):
     assert decode(autoencoder, latents).shape == images.shape
     calls = []
     model.register_forward_hook(lambda m, a, o: calls.append(a[0].shape))
-    config = GateTrainConfig(lam=0.1, steps=3, batch_size=8)
+    config = GateTrainConfig(lam=0.1, train_steps=3, batch_size=8)
     result = train_gates(model, images, noise, config, progress=False, autoencoder=autoencoder)
     assert calls and all(shape[1:] == latents.shape[1:] for shape in calls)  # the loss is in latent space
     timesteps = sampler_timesteps(noise, 3)

@@ -25,7 +25,7 @@ TINY = {
 
 def _config(data, steps):
     return BackboneTrainConfig(
-        data=str(data), steps=steps, batch_size=4, checkpoint_every=2, grid=4, unet=TINY
+        data=str(data), train_steps=steps, batch_size=4, checkpoint_every=2, grid=4, unet=TINY
     )
 
 

@@ -1,4 +1,5 @@
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,9 @@ from PIL import Image
 import lees.evaluation.metrics
 from lees import Schedule
 from lees.cli import build_parser, main
+from lees.models.backbones import EMBEDDED_DIR
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
 def test_blocks_json_and_out(folder, tmp_path, capsys):
@@ -230,7 +234,7 @@ def test_option_names_agree_across_commands(tmp_path, capsys):
     for flag in ("-n", "--n"):  # --n: the old spelling, still read but no longer shown
         assert parser.parse_args(["schedule", "ase-grid", "--out", "x", flag, "8"]).n == 8
     assert main(["backbone", "train", "--out", str(tmp_path), "--train-steps", "0"]) == 2
-    assert "--train-steps and --batch-size must be positive" in capsys.readouterr().err
+    assert "train_steps, batch_size and checkpoint_every must be positive" in capsys.readouterr().err
 
 
 def _help(*command):
@@ -321,18 +325,16 @@ def _no_inception(device="cpu"):
 def test_ase_grid_names_its_metric_and_checks_its_choice(
     folder, idx_data, tmp_path, capsys, monkeypatch, inception
 ):
-    import lees.evaluation.metrics
+    import lees.learn.ase_grid
 
     monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(lees.evaluation.metrics, "InceptionFeatures", inception)
+    monkeypatch.setattr(lees.learn.ase_grid, "InceptionFeatures", inception)
     argv = ["schedule", "ase-grid", "--model", folder, "--steps", "3", "-n", "4", "--data", idx_data]
     sampler = "ddpm" if inception is StubInception else "ddim"  # the grid scores on the sampler asked for
     argv += ["--sampler", sampler]
-    import lees.evaluation.scoring
-
-    used, score = [], lees.evaluation.scoring.score_schedule
+    used, score = [], lees.learn.ase_grid.score_schedule
     monkeypatch.setattr(
-        lees.evaluation.scoring, "score_schedule", lambda *a, **k: used.append(k["sampler"]) or score(*a, **k)
+        lees.learn.ase_grid, "score_schedule", lambda *a, **k: used.append(k["sampler"]) or score(*a, **k)
     )
     assert main([*argv, "--out", str(tmp_path / "g")]) == 0
     out = capsys.readouterr().out
@@ -351,3 +353,75 @@ def test_ase_grid_names_its_metric_and_checks_its_choice(
     else:
         assert report["check"].startswith("skipped: the FID Inception weights are not installed")
         assert "not checked under Inception FID" in out
+
+
+def help_examples() -> list[str]:
+    """Every ``lees ...`` line of every command's examples (a trailing backslash continues a line)."""
+    from lees.cli import COMMANDS
+
+    found = []
+    for module in COMMANDS:
+        for name, text in vars(module).items():
+            if name.startswith("EPILOG"):
+                joined = text.replace("\\\n", " ")
+                found += [line.strip() for line in joined.splitlines() if line.strip().startswith("lees ")]
+    return found
+
+
+def test_every_command_has_examples_and_each_parses():
+    examples = help_examples()
+    commands = {" ".join(e.split()[1:3]) if e.split()[1] in ("backbone", "classifier") else e.split()[1]
+                for e in examples}  # fmt: skip
+    parser = build_parser()
+    named = {a for a in parser._subparsers._group_actions[0].choices}  # every subcommand
+    assert named <= {c.split()[0] for c in commands}, named - {c.split()[0] for c in commands}
+    for example in examples:
+        argv = shlex.split(example, comments=True)[1:]
+        parser.parse_args(argv)  # SystemExit (with the reason on stderr) if an option is wrong
+
+
+def test_schedule_examples_run(tmp_path, monkeypatch, capsys):
+    if not (EMBEDDED_DIR / "unet" / "config.json").is_file():
+        pytest.skip("the embedded model is not in this checkout")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    for example in help_examples():
+        argv = shlex.split(example, comments=True)[1:]
+        if argv[0] == "schedule" and argv[1] != "ase-grid":
+            out = tmp_path / argv[argv.index("--out") + 1]
+            assert main([*argv[: argv.index("--out")], "--out", str(out)]) == 0, example
+            assert Schedule.load(out / "schedule.json").num_steps > 0
+    assert "uniform-2-skip schedule on 50 steps" in capsys.readouterr().out
+
+
+def test_frontier_samples_scores_resumes_and_redraws(tmp_path, monkeypatch, capsys):
+    if not (EMBEDDED_DIR / "unet" / "config.json").is_file():
+        pytest.skip("the embedded model is not in this checkout")
+    import lees.reporting.frontier
+    import lees.sampling.stored
+
+    def no_inception():
+        raise FileNotFoundError("the FID Inception weights are not installed")
+
+    monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(lees.reporting.frontier, "inception_path", no_inception)
+    monkeypatch.setattr(lees.reporting.frontier, "REFERENCE_N", {"clf": 200})  # a small reference: quick
+    out = tmp_path / "frontier"
+    argv = ["frontier", "-n", "2", "--fewer", "25", "--rows", "learned", "--out", str(out)]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (out / "frontier.jsonl").read_text().splitlines()]
+    assert [r["method"] for r in rows] == ["full", "full", "uniform-2", "deepcache-3", "router-0.70"]
+    assert [r["steps"] for r in rows[:2]] == [50, 25] and rows[1]["flop_ratio"] == 0.5
+    assert (out / "frontier-fd_clf.png").is_file() and "versus_fewer_steps" in rows[2]
+
+    def sampled_again(*args, **kwargs):
+        raise AssertionError("the stored pieces were not reused")
+
+    monkeypatch.setattr(lees.sampling.stored, "sample_lockstep", sampled_again)
+    assert main(argv) == 0  # every piece is stored: nothing is sampled again, the rows are the same
+    assert [json.loads(line) for line in (out / "frontier.jsonl").read_text().splitlines()] == rows
+    stored = tmp_path / "stored"  # a run of benchmarks/frontier.py, under its older row names
+    stored.mkdir()
+    (stored / "frontier.jsonl").write_text((RESULTS / "frontier" / "frontier.jsonl").read_text())
+    capsys.readouterr()
+    assert main(["frontier", "--plot-only", "--out", str(stored)]) == 0
+    assert (stored / "frontier-fd_clf.png").is_file() and (stored / "frontier-fid.png").is_file()

@@ -127,7 +127,7 @@ def test_latent_models_take_the_autoencoders_images():
 def test_train_gates_and_held_out_loss_check_their_data(tiny):
     noise = DDPMScheduler(**DDPM_NOISE)
     padded = torch.rand(8, 1, 32, 32) * 2 - 1
-    config = GateTrainConfig(steps=1, batch_size=4)
+    config = GateTrainConfig(train_steps=1, batch_size=4)
     with pytest.raises(DataError, match="the data are 1x32x32"):
         train_gates(tiny, padded, noise, config, progress=False)
     with pytest.raises(DataError, match="uint8"):

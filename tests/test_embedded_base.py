@@ -48,7 +48,7 @@ def _data(tmp_path):
 
 def _config(data, steps, grid=0):
     return BackboneTrainConfig(
-        data=data, steps=steps, batch_size=4, checkpoint_every=1, grid=grid, arch="embedded-base"
+        data=data, train_steps=steps, batch_size=4, checkpoint_every=1, grid=grid, arch="embedded-base"
     )
 
 
@@ -75,7 +75,7 @@ def test_train_embedded_base_resumes(tmp_path, monkeypatch):
 def test_resume_refuses_another_architecture(tmp_path, monkeypatch):
     monkeypatch.setitem(ARCHITECTURES, "embedded-base", NARROW)
     data = _data(tmp_path)
-    config = BackboneTrainConfig(data=data, steps=1, batch_size=2, grid=0, unet=TINY)
+    config = BackboneTrainConfig(data=data, train_steps=1, batch_size=2, grid=0, unet=TINY)
     train_backbone(tmp_path / "run", config)
     with pytest.raises(ValueError, match="another architecture"):
         train_backbone(tmp_path / "run", _config(data, 2))

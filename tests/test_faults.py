@@ -62,7 +62,7 @@ def test_nan_stops_with_a_message_and_keeps_the_last_good_gates(tmp_path):
     from lees.models.architectures import DDPM_NOISE
 
     noise = DDPMScheduler(**DDPM_NOISE)
-    config = GateTrainConfig(lam=0.1, steps=50, batch_size=4)
+    config = GateTrainConfig(lam=0.1, train_steps=50, batch_size=4)
     with pytest.raises(FloatingPointError, match="last good gates are in"):
         train_gates(model, data, noise, config, progress=False, checkpoint=tmp_path / "ck.safetensors")
     from safetensors.torch import load_file

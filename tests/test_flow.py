@@ -81,7 +81,7 @@ def _data(tmp_path):
 
 def _config(data, steps, grid=0):
     return BackboneTrainConfig(
-        data=data, steps=steps, batch_size=4, checkpoint_every=1, grid=grid, arch="embedded-dit",
+        data=data, train_steps=steps, batch_size=4, checkpoint_every=1, grid=grid, arch="embedded-dit",
         grid_every=2 if grid else 0,
     )  # fmt: skip
 

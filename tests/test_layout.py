@@ -3,7 +3,7 @@
 Every module under src/lees is parsed, imports inside functions included; each belongs to the layer
 of its top-level subpackage (or root module). A module may import its own package's modules and any
 layer below its own; siblings of one layer (``enable.py`` and ``sampling/``) may not import each
-other. The README's "Layout" section says the same in words.
+other. The README's "Layout" section says the same in words. And no function is longer than a screen.
 """
 
 import ast
@@ -25,6 +25,7 @@ LAYERS = (  # bottom to top
     ("__init__",),  # lees/__init__.py: the public API, re-exported from everywhere below
 )
 LAYER = {unit: level for level, units in enumerate(LAYERS) for unit in units}
+MAX_FUNCTION_LINES = 60  # a function reads in one screen
 
 
 def module_name(path: Path) -> str:
@@ -120,3 +121,14 @@ def test_the_checks_catch_a_cycle_and_an_upward_edge():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     assert LAYER["engine"] < LAYER["schedules"] < LAYER["sampling"] == LAYER["enable"] < LAYER["cli"]
+
+
+def test_no_function_over_60_lines():
+    found = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+                if node.end_lineno - start + 1 > MAX_FUNCTION_LINES:
+                    found.append(f"{module}.{node.name}: {node.end_lineno - start + 1} lines")
+    assert not found, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(found)

@@ -149,7 +149,9 @@ def test_training_losses_use_the_models_target(kind):
     model = oracle(noise, x0)
     blocks = find_blocks(model)
     assert held_out_loss(model, blocks, data, noise, n=16, batch_size=8) < 1e-6
-    result = train_gates(model, data, noise, GateTrainConfig(steps=3, batch_size=8), blocks, progress=False)
+    result = train_gates(
+        model, data, noise, GateTrainConfig(train_steps=3, batch_size=8), blocks, progress=False
+    )
     assert max(row["loss"] for row in result.log) < 1e-6
     other = noise_process("epsilon" if kind != "epsilon" else "v_prediction")
     assert held_out_loss(model, blocks, data, other, n=16, batch_size=8) > 1e-2  # another target: not ~0

@@ -72,7 +72,7 @@ def test_reuse_cache_holds_the_block_dtype_and_soft_gates_get_fp32_gradients():
 def test_bf16_gate_training_and_held_out_loss_are_close_to_fp32():
     noise = DDPMScheduler(**DDPM_NOISE)
     data = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    config = GateTrainConfig(steps=3, batch_size=4)
+    config = GateTrainConfig(train_steps=3, batch_size=4)
     full = train_gates(tiny_unet(), data, noise, config, progress=False)
     model = half()
     low = train_gates(model, data, noise, config, progress=False)

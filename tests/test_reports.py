@@ -152,7 +152,7 @@ def test_report_says_the_hard_rows_are_trained_with_the_soft_estimator(tmp_path)
 
 def test_claims_are_judged_under_each_metric_with_disagreements_named(tmp_path):
     rows = _rows(np.random.default_rng(1))
-    pooled = {"full": 60.0, "ase": 80.0, "lees-0.05": 70.0, "full-35": 62.0, "full-25": 64.0, "full-15": 66.0}
+    pooled = {"full": 60.0, "ase": 80.0, "lees-0.05": 70.0, "full@35": 62.0, "full@25": 64.0, "full@15": 66.0}
     for method, fid in pooled.items():
         rows[method]["fid"] = [fid]  # one figure over all seeds' samples
     text = build_report(rows, tmp_path, META).read_text()

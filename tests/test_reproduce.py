@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
+from safetensors.torch import load_file, save_file
 
 from lees.models.architectures import DDPM_NOISE
 from lees.reporting.protocol import FID_KEY_ROWS, METHODS
@@ -71,6 +72,35 @@ def test_protocol_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     assert resumed["meta"]["piece_seconds"] == spent
     assert "Compute held in the stored pieces: gates" in again.read_text()
     assert again == report
+    # a folder written under the older row names (reuse-2, full-35, ...) resumes to the same table
+    _rename_rows(tmp_path / "report" / "work", {"uniform-2": "reuse-2", "full@35": "full-35"})
+    (runs / "seed1.json").unlink()
+    reproduce(config, tmp_path / "report")
+    assert json.loads((tmp_path / "report" / "results.json").read_text())["methods"] == results["methods"]
     other = ReproduceConfig(**{**config.__dict__, "n": 6})
     with pytest.raises(ValueError, match="other settings"):
         reproduce(other, tmp_path / "report")
+
+
+def _rename_rows(work, names: dict[str, str]) -> None:
+    """Rename method rows in a stored reproduce folder, as an earlier lees wrote them."""
+
+    def renamed(key: str) -> str:
+        name, dot, part = key.rpartition(".")
+        if dot and part in ("seconds", "cache_bytes"):
+            return f"{names.get(name, name)}.{part}"
+        return names.get(key, key)
+
+    for path in [
+        work / "fid.json",
+        *(work / "runs").glob("seed*.json"),
+        *(work / "runs").glob("*/settings.json"),
+    ]:
+        data = json.loads(path.read_text())
+        if "methods" in data:
+            data["methods"] = {renamed(k): v for k, v in data["methods"].items()}
+        else:
+            data = {renamed(k): v for k, v in data.items()}
+        path.write_text(json.dumps(data, sort_keys=True))
+    for path in (work / "runs").glob("*/from*.safetensors"):
+        save_file({renamed(k): v for k, v in load_file(path).items()}, path)

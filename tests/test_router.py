@@ -46,7 +46,7 @@ def test_router_refreshes_the_block_that_changes_and_reuses_the_one_that_does_no
     rest = 1 - sum(blocks.shares)
     target = rest + blocks[1].share + 0.02  # room for the moving block at every step, not for both
     config = RouterConfig(
-        steps=10, target_ratio=target, train_steps=150, batch_size=4, trajectories=8, lr=0.1
+        steps=10, target_flop_ratio=target, train_steps=150, batch_size=4, trajectories=8, lr=0.1
     )
     result = train_router(model, DDPMScheduler(num_train_timesteps=1000), config, blocks, progress=False)
     actions = result.schedule.actions
@@ -54,7 +54,7 @@ def test_router_refreshes_the_block_that_changes_and_reuses_the_one_that_does_no
     assert (actions[:, 0] == RUN).all()
     assert (actions[0, 1:] == REUSE).mean() >= 0.8  # the steady block reuses
     assert (actions[1, 1:] == RUN).mean() >= 0.8  # the moving block keeps refreshing
-    assert result.schedule.source == "router" and result.schedule.settings["target_ratio"] == target
+    assert result.schedule.source == "router" and result.schedule.settings["target_flop_ratio"] == target
 
 
 def test_carry_weights_pick_the_last_run():
@@ -145,7 +145,7 @@ def test_a_start_or_scheduler_that_does_not_fit_is_refused_before_the_teacher_ru
 
 def test_the_default_start_is_the_baseline_within_the_budget(tiny):
     blocks = find_blocks(tiny)
-    config = RouterConfig(steps=6, target_ratio=0.75, train_steps=1, batch_size=2, trajectories=2)
+    config = RouterConfig(steps=6, target_flop_ratio=0.75, train_steps=1, batch_size=2, trajectories=2)
     noise = DDPMScheduler(num_train_timesteps=1000)
     result = train_router(tiny, noise, config, blocks, progress=False)
     start = result.schedule.settings["start"]

@@ -3,7 +3,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from lees import find_blocks
-from lees.learn.gate_training import GateTrainConfig, cost_weights, gate_kl, ratio, train_gates
+from lees.learn.gate_training import GateTrainConfig, cost_weights, gate_kl, gated_share, train_gates
 from lees.models.architectures import DDPM_NOISE
 from lees.schedules.gates import SigmoidTimeGate
 from lees.schedules.saving import load_gate, save_gate
@@ -22,7 +22,9 @@ def test_only_gates_train_and_backbone_stays_frozen(setup):
     model, data, noise, blocks = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = [p.requires_grad for p in model.parameters()]
-    result = train_gates(model, data, noise, GateTrainConfig(steps=5, batch_size=8), blocks, progress=False)
+    result = train_gates(
+        model, data, noise, GateTrainConfig(train_steps=5, batch_size=8), blocks, progress=False
+    )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert [p.requires_grad for p in model.parameters()] == flags
     assert all(p.grad is None for p in model.parameters())
@@ -36,9 +38,9 @@ def test_larger_lambda_runs_fewer_blocks(setup):
     model, data, noise, blocks = setup
     ratios = []
     for lam in (0.01, 0.05, 0.1, 1.0):
-        config = GateTrainConfig(lam=lam, steps=40, batch_size=8, lr=0.05, seed=1)
+        config = GateTrainConfig(lam=lam, train_steps=40, batch_size=8, lr=0.05, seed=1)
         result = train_gates(model, data, noise, config, blocks, progress=False)
-        ratios.append(ratio(result.gate, cost_weights(blocks, "blocks")))
+        ratios.append(gated_share(result.gate, cost_weights(blocks, "blocks")))
     assert all(a >= b for a, b in zip(ratios, ratios[1:], strict=False)), ratios
     assert ratios[0] > ratios[-1]
 
@@ -47,21 +49,23 @@ def test_budget_mode_steers_the_ratio_to_the_target(setup):
     model, data, noise, blocks = setup
     settings = {"lam": 0.0, "steps": 60, "batch_size": 8, "lr": 0.05, "cost": "flops"}
     free = train_gates(model, data, noise, GateTrainConfig(**settings), blocks, progress=False)
-    config = GateTrainConfig(**settings, target_ratio=0.2, dual_lr=0.05)
+    config = GateTrainConfig(**settings, target_gated_share=0.2, dual_lr=0.05)
     budget = train_gates(model, data, noise, config, blocks, progress=False)
     lam = 0.0
     for row in budget.log:  # dual ascent: lambda rises while the gates run more than the target
-        lam = max(0.0, lam + 0.05 * (row["ratio"] - 0.2))
+        lam = max(0.0, lam + 0.05 * (row["gated_share"] - 0.2))
         assert row["lambda"] == pytest.approx(lam)
-    assert free.log[-1]["grid_ratio"] > 0.3  # without a budget the gates settle well above 0.2 ...
-    assert budget.log[-1]["grid_ratio"] == pytest.approx(0.2, abs=0.05)  # ... with it, near 0.2
+    assert free.log[-1]["grid_gated_share"] > 0.3  # without a budget the gates settle well above 0.2 ...
+    assert budget.log[-1]["grid_gated_share"] == pytest.approx(0.2, abs=0.05)  # ... with it, near 0.2
 
 
 def test_early_stop_and_kl(setup):
     model, data, noise, blocks = setup
     p = torch.tensor([0.2, 0.9])
     assert gate_kl(p, p) == pytest.approx(0, abs=1e-9) and gate_kl(p, p.flip(0)) > 0
-    config = GateTrainConfig(steps=50, batch_size=4, kl_every=1, early_stop_kl=10.0, patience=2, lr=1e-6)
+    config = GateTrainConfig(
+        train_steps=50, batch_size=4, kl_every=1, early_stop_kl=10.0, patience=2, lr=1e-6
+    )
     result = train_gates(model, data, noise, config, blocks, progress=False)
     assert result.stopped_early and len(result.log) == 2
 
@@ -85,8 +89,8 @@ def test_gate_file_round_trip(tmp_path, setup):
     [
         ({"lam": -0.1}, "lambda must be >= 0"),
         ({"lam": float("nan")}, "lambda must be >= 0"),
-        ({"target_ratio": 0.0}, r"must lie in \(0, 1\]"),
-        ({"target_ratio": 1.5}, r"must lie in \(0, 1\]"),
+        ({"target_gated_share": 0.0}, r"must lie in \(0, 1\]"),
+        ({"target_gated_share": 1.5}, r"must lie in \(0, 1\]"),
         ({"cost": "time"}, "cost must be"),
         ({"estimator": "gumbel"}, "estimator must be"),
     ],
@@ -99,7 +103,7 @@ def test_bad_settings(kwargs, message):
 @pytest.mark.parametrize("estimator", ["ste", "soft"])
 def test_both_estimators_give_gates_finite_nonzero_gradients(setup, estimator):
     model, data, noise, blocks = setup
-    config = GateTrainConfig(steps=1, batch_size=8, estimator=estimator)
+    config = GateTrainConfig(train_steps=1, batch_size=8, estimator=estimator)
     result = train_gates(model, data, noise, config, blocks, progress=False)
     grads = [result.gate.a.grad, result.gate.b.grad]
     assert all(torch.isfinite(g).all() and (g != 0).all() for g in grads)
@@ -110,12 +114,20 @@ def test_device_comes_from_the_model_which_is_never_moved(setup):
 
     model, data, noise = setup[:3]
     blocks = find_blocks(model)
-    result = train_gates(model, data, noise, GateTrainConfig(steps=1, batch_size=4), blocks, progress=False)
+    result = train_gates(
+        model, data, noise, GateTrainConfig(train_steps=1, batch_size=4), blocks, progress=False
+    )
     assert result.gate.a.device == next(model.parameters()).device
     assert held_out_loss(model, blocks, data, noise, n=4, batch_size=4) > 0
     with pytest.raises(ValueError, match="the model is on cpu, not cuda: move it first"):
         train_gates(
-            model, data, noise, GateTrainConfig(steps=1, batch_size=4), blocks, device="cuda", progress=False
+            model,
+            data,
+            noise,
+            GateTrainConfig(train_steps=1, batch_size=4),
+            blocks,
+            device="cuda",
+            progress=False,
         )
     with pytest.raises(ValueError, match="the model is on cpu, not meta"):
         held_out_loss(model, blocks, data, noise, n=4, device="meta")

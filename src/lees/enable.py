@@ -38,7 +38,6 @@ from .schedules.schedule import Schedule, ScheduleError
 
 ROOT_HOOK = "lees.steps"
 
-
 Policy = Schedule | SigmoidTimeGate
 
 
@@ -96,8 +95,22 @@ class _StepHook(ModelHook):
 def enable(
     pipe_or_model: Any, policy: Policy | str | Path, num_train_timesteps: int | None = None
 ) -> nn.Module:
-    """Make ``pipe_or_model``'s denoiser follow ``policy`` (a Schedule, a gate, or a folder or file
-    saved by lees) until :func:`disable`; returns the denoiser. Enabling again replaces the policy."""
+    """Make ``pipe_or_model``'s denoiser follow ``policy`` until :func:`disable`; returns the denoiser.
+
+    Args:
+        pipe_or_model: a diffusers pipeline (its ``unet`` or ``transformer`` is hooked) or a denoiser.
+        policy: a :class:`Schedule` (built for the scheduler's timesteps: :func:`pipeline_timesteps`),
+            a :class:`SigmoidTimeGate`, or a folder or file saved by lees (``save_pretrained``).
+        num_train_timesteps: N of the noise schedule, which normalises a gate's time (default: the
+            pipeline scheduler's, else the schedule's).
+
+    Enabling again replaces the policy; the model and its weights are never changed.
+
+    Example:
+        >>> lees.enable(pipe, lees.EMBEDDED_DIR / "router-0.70")  # doctest: +SKIP
+        >>> images = pipe(batch_size=4, num_inference_steps=50).images  # doctest: +SKIP
+        >>> lees.disable(pipe)  # doctest: +SKIP
+    """
     denoiser = denoiser_of(pipe_or_model)
     if isinstance(policy, (str, Path)):
         policy = load_policy(policy)
@@ -121,7 +134,7 @@ def _warn_recompiles(denoiser: nn.Module, policy: Policy) -> None:
     compiled = compiled_original(denoiser) is not denoiser or denoiser._compiled_call_impl is not None
     if not compiled or not isinstance(policy, Schedule):
         return
-    graphs = len({tuple(policy.mask(j)) for j in range(policy.num_steps)}) + 1
+    graphs = policy.run_sets() + 1
     limit = torch._dynamo.config.recompile_limit
     if graphs > limit:
         warnings.warn(

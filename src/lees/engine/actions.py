@@ -17,7 +17,6 @@ SKIP, RUN, REUSE = 0, 1, 2
 ACTIONS = {"skip": SKIP, "run": RUN, "reuse": REUSE}
 MODES = ("hard", "soft", "ste")
 
-
 OPEN_THRESHOLD = 0.5
 
 

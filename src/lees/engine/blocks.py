@@ -241,11 +241,20 @@ def find_blocks(
 ) -> Blocks:
     """List the skippable blocks of ``model`` in execution order, with their measured FLOP shares.
 
-    ``names`` picks the blocks by module name (any model); without it the built-in adapter for
-    diffusers UNets picks every ``ResnetBlock2D`` and residual ``Attention``. ``example_inputs`` is
-    the positional input of one forward call (batch 1 recommended) and ``example_kwargs`` its
-    keyword input; diffusers denoisers derive both (class labels included where the model takes them).
-    A ``torch.compile``d model is measured through its eager original.
+    Args:
+        model: the denoiser (a ``torch.compile``d model is measured through its eager original).
+        names: the blocks by module name (any model); without it the built-in adapters pick every
+            ``ResnetBlock2D``, residual ``Attention`` and spatial ``Transformer2DModel`` of a diffusers
+            UNet, or each of a transformer's ``transformer_blocks``.
+        example_inputs: the positional input of one forward call (batch 1 recommended); diffusers
+            denoisers derive it (and their class labels or context) when it is not given.
+        sample_size: the input size to count FLOPs at, instead of the model's own.
+        example_kwargs: the keyword input of that call.
+
+    Example:
+        >>> blocks = find_blocks(pipe.unet)  # doctest: +SKIP
+        >>> names = ["blocks.0", "blocks.1"]  # any model: its residual units and one example input
+        >>> blocks = find_blocks(model, names, example_inputs=(x, t))  # doctest: +SKIP
     """
     model = compiled_original(model)
     names = list(names) if names is not None else candidate_blocks(model)
@@ -255,25 +264,34 @@ def find_blocks(
     if example_inputs is None:
         example_inputs, derived = example_call(model, sample_size=sample_size)
         example_kwargs = {**derived, **(example_kwargs or {})}
-    inputs, extra = example_inputs, example_kwargs or {}
+    calls, counter = _trace(model, modules, example_inputs, example_kwargs or {})
+    never = [names[k] for k in range(len(names)) if k not in calls]
+    if never:
+        raise ValueError(f"block {never[0]!r} did not run in a forward pass of {type(model).__name__}")
+    total, counts, root = int(counter.get_total_flops()), counter.get_flop_counts(), type(model).__name__
+    blocks = [
+        _measure(names[k], modules[k], *calls[k], _module_flops(counts, root, names[k]), total) for k in calls
+    ]
+    return Blocks(tuple(blocks), total, tuple(example_inputs[0].shape), root)
 
-    order: list[int] = []
-    captured: dict[int, tuple[tuple, dict, tuple]] = {}
+
+def _trace(model: nn.Module, modules: list[nn.Module], inputs: tuple, kwargs: dict):
+    """One forward pass in eval mode under a FLOP counter: each block's first call (its arguments and
+    output shape), keyed by block index in the order the blocks ran, and the counter."""
+    calls: dict[int, tuple[tuple, dict, tuple]] = {}
 
     def pre_hook(k):
-        def hook(module, args, kwargs):
-            if k not in captured:
-                order.append(k)
-                captured[k] = (args, kwargs, ())
+        def hook(module, args, kw):
+            if k not in calls:
+                calls[k] = (args, kw, ())
 
         return hook
 
     def post_hook(k):
-        def hook(module, args, kwargs, output):
-            out = main_output(output)
-            a, kw, shape = captured[k]
+        def hook(module, args, kw, output):
+            a, b, shape = calls[k]
             if not shape:
-                captured[k] = (a, kw, tuple(out.shape))
+                calls[k] = (a, b, tuple(main_output(output).shape))
 
         return hook
 
@@ -285,31 +303,24 @@ def find_blocks(
     model.eval()
     try:
         with flop_counter() as counter:
-            model(*inputs, **extra)
+            model(*inputs, **kwargs)
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    never = [names[k] for k in range(len(names)) if k not in captured]
-    if never:
-        raise ValueError(f"block {never[0]!r} did not run in a forward pass of {type(model).__name__}")
+    return calls, counter
 
-    total = int(counter.get_total_flops())
-    root = type(model).__name__
-    counts = counter.get_flop_counts()
-    blocks = []
-    for k in order:
-        module, kind = modules[k], block_kind(modules[k])
-        args, kwargs, out_shape = captured[k]
-        with flop_counter() as shortcut_counter:
-            skipped = SHORTCUTS[kind](module, args, kwargs)
-        if tuple(skipped.shape) != out_shape:
-            raise ValueError(
-                f"block {names[k]!r} ({kind}) maps {tuple(skipped.shape)} to {out_shape}: "
-                "skipping it would change the tensor shape, so it cannot be a skippable block"
-            )
-        flops = _module_flops(counts, root, names[k])
-        saved = flops - int(shortcut_counter.get_total_flops())
-        share = saved / total if total else 0.0
-        blocks.append(Block(names[k], kind, flops, saved, share, math.prod(out_shape[1:])))
-    return Blocks(tuple(blocks), total, tuple(inputs[0].shape), root)
+
+def _measure(name: str, module: nn.Module, args: tuple, kwargs: dict, out_shape: tuple, flops: int,
+             total: int) -> Block:  # fmt: skip
+    """One block with the FLOPs its skip saves (its own minus its shortcut's), checked to keep the shape."""
+    kind = block_kind(module)
+    with flop_counter() as shortcut_counter:
+        skipped = SHORTCUTS[kind](module, args, kwargs)
+    if tuple(skipped.shape) != out_shape:
+        raise ValueError(
+            f"block {name!r} ({kind}) maps {tuple(skipped.shape)} to {out_shape}: "
+            "skipping it would change the tensor shape, so it cannot be a skippable block"
+        )
+    saved = flops - int(shortcut_counter.get_total_flops())
+    return Block(name, kind, flops, saved, saved / total if total else 0.0, math.prod(out_shape[1:]))

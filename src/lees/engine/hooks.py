@@ -85,7 +85,6 @@ class ReuseCache:
 
 HOOK_NAME = "lees.block"
 
-
 CAPTURE_NAME = "lees.residual"
 
 

@@ -10,10 +10,15 @@ extrapolated. Quality values are distances: lower is better.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+
+from ..sampling.lockstep import TimedSamples
+from ..schedules.schedule import Schedule
+from .metrics import fd, features
 
 TOLERANCE = 0.05  # within 5 % of the curve's quality counts as "on" the curve
 
@@ -66,3 +71,32 @@ def describe(point: Point, judged: dict[str, object]) -> str:
         f"{point.method}: {judged['verdict']} the fewer-steps curve under {metric} "
         f"({point.quality[metric]:.2f} vs {judged['curve']:.2f} at {at}: {abs(judged['margin']):.0%} {sign})"
     )
+
+
+Scorers = dict[str, tuple[Callable[[torch.Tensor], np.ndarray], int, np.ndarray]]
+"""Per metric name: its feature extractor, how many samples it scores, and the reference features."""
+
+
+def measure(
+    runs: Mapping[str, TimedSamples],
+    schedules: Mapping[str, Schedule],
+    scorers: Scorers,
+    steps: int,
+    only: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Point]:
+    """Each sampled method as a :class:`Point`: its quality under each scorer (``only[metric]``: the
+    methods that metric scores, all by default), its FLOP ratio against the full model at ``steps`` and
+    its latency against the full model's (the method ``full``, sampled in the same run)."""
+    base = runs["full"].seconds
+    points = {}
+    for name, schedule in schedules.items():
+        images = runs[name].images
+        quality = {
+            metric: fd(features(extractor, images[:count]), reference)
+            for metric, (extractor, count, reference) in scorers.items()
+            if only is None or metric not in only or name in only[metric]
+        }
+        method = "full" if name.partition("@")[0] == "full" else name  # every full row is the curve's
+        latency = runs[name].seconds / base
+        points[name] = Point(method, schedule.num_steps, schedule.flop_ratio_vs(steps), latency, quality)
+    return points

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from diffusers import SchedulerMixin
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..diffusion.noising import Noising
 from ..diffusion.samplers import normalised_time
@@ -69,3 +70,36 @@ def held_out_loss(
         total += nn.functional.mse_loss(pred, target, reduction="sum").item()
         count += target.numel()
     return total / count
+
+
+HELD_OUT_CHUNK = 100  # test images per call of held_out_loss: one tick of the progress bar
+
+
+def held_out_losses(
+    backbone: nn.Module,
+    blocks: Blocks,
+    data: torch.Tensor,
+    scheduler: SchedulerMixin,
+    gate: SigmoidTimeGate,
+    n: int = 2000,
+    device: str | torch.device | None = None,
+    autoencoder: nn.Module | None = None,
+    resize: bool = False,
+    progress: bool = True,
+) -> tuple[float, float]:
+    """The held-out loss of the full and of the gated model on the first ``n`` images of ``data``,
+    scored chunk by chunk (chunk k with noise seed k, the same for both models) so a progress bar can
+    show the longer part of ``lees train`` on the embedded model."""
+    data = data[:n]
+    totals = [0.0, 0.0]
+    with tqdm(total=2 * len(data), desc="held-out loss", unit="img", disable=not progress) as bar:
+        for k, first in enumerate(range(0, len(data), HELD_OUT_CHUNK)):
+            chunk = data[first : first + HELD_OUT_CHUNK]
+            for j, g in enumerate((None, gate)):
+                loss = held_out_loss(
+                    backbone, blocks, chunk, scheduler, g, n=len(chunk), batch_size=len(chunk), seed=k,
+                    device=device, autoencoder=autoencoder, resize=resize,
+                )  # fmt: skip
+                totals[j] += loss * len(chunk)
+                bar.update(len(chunk))
+    return totals[0] / len(data), totals[1] / len(data)

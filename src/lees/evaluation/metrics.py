@@ -40,7 +40,6 @@ from .classifier import load_classifier
 
 INCEPTION_SIZE = 299
 
-
 IMAGINARY_TOLERANCE = 1e-3  # pytorch-fid's bound on the imaginary part of the FD's square root
 
 
@@ -100,13 +99,11 @@ class InceptionFeatures:
 
 FEATURE_RADIUS = 36.0
 
-
 """The length fd_clf's features are scaled to: the mean length of the raw features of the 10,000
 reference images (36.3), so that fd_clf keeps about the units it had with raw features."""
 
 
 CLF_DEFINITION = f"clf-radius{FEATURE_RADIUS:g}"
-
 
 """fd_clf's features exactly (raw ones are ``clf``): part of every cache key and stored run's claim."""
 
@@ -141,15 +138,12 @@ EXTRACTORS: dict[str, Callable[..., Callable[[torch.Tensor], np.ndarray]]] = {
     "inception": InceptionFeatures,
 }
 
-
 METRIC_NAMES = {"clf": "fd_clf", "clf_raw": "fd_clf_raw", "inception": "fid"}
-
 
 """What a Fréchet distance in each extractor's features is called in every output."""
 
 
 REFERENCE_N = {"clf": 10_000, "clf_raw": 10_000, "inception": 2_000}
-
 
 """Real images in each extractor's reference statistics (Inception's are ~0.1 s an image on a CPU)."""
 
@@ -298,3 +292,12 @@ def reference_features(
     np.save(buffer, feats)
     atomic_write_bytes(path, buffer.getvalue())
     return feats
+
+
+def scorer(
+    name: str, data: str = "fashion-mnist", device: str | torch.device = "cpu", n: int | None = None
+) -> tuple[Callable[[torch.Tensor], np.ndarray], np.ndarray]:
+    """The feature extractor of metric ``name`` (``clf``, ``inception``, ``clf_raw``) and the features of
+    ``n`` real training images of ``data`` (default: the metric's ``REFERENCE_N``)."""
+    extractor = EXTRACTORS[name](device)
+    return extractor, reference_features(extractor, data, "train", n=n or REFERENCE_N[name])

@@ -67,83 +67,111 @@ def score_schedule(
     """Sample ``n`` images with ``schedule`` (None: full model), time it, score them against ``reference``.
 
     Streams: each batch is sampled, turned into features and dropped, so memory stays flat in ``n``
-    (FD from running moments; KID on the first ``kid_n`` samples). Only sampling is timed. With a
-    schedule the sampler visits the schedule's own timesteps. With ``state`` the progress is saved
-    after every batch and an interrupted run picks up where it stopped, to the same result. ``also``
-    names further metrics (feature extractor, reference features) whose FD is taken on the same
-    samples, e.g. Inception FID beside fd_clf.
+    (FD from running moments). Only sampling is timed. Under torchrun each rank samples its slice.
+
+    Args:
+        model, scheduler: the denoiser and its noise scheduler (the sampler is made from its config).
+        schedule: what each block does at each step; it sets the steps (None: the full model).
+        extractor, reference: the metric's feature network and the real images' features.
+        n, steps, seed, batch_size, device, sampler: as for :func:`lees.sample`.
+        kid_n: the first ``kid_n`` samples give KID.
+        state: save the progress there after every batch; an interrupted run resumes to the same result.
+        progress: show a progress bar.
+        also: further metrics (extractor, reference) whose FD is taken on the same samples.
+
+    Example:
+        >>> score = score_schedule(model, scheduler, schedule, extractor, reference, n=256)  # doctest: +SKIP
+        >>> score.fd, score.seconds_per_100  # doctest: +SKIP
     """
     part = shard(n)  # under torchrun this rank's slice of the samples; else all of them
     also = dict(also or {})
-    moments, kid_feats, seconds, done = RunningGaussian(), [], 0.0, part.start
-    extra = {name: RunningGaussian() for name in also}
     if state is not None and world()[1] > 1:
         state = Path(f"{state}.rank{world()[0]}")
     key = {"n": n, "steps": steps, "seed": seed, "sampler": sampler, "batch_size": batch_size,
-           "schedule": None if schedule is None else schedule.actions.tobytes().hex(),
-           "features": [definition(extractor), *(definition(also[m][0]) for m in sorted(also))],
-           "also": sorted(also)}  # fmt: skip
-    if state is not None and Path(state).is_file():
-        moments, kid_feats, seconds, done, extra = _load_state(state, key)
-    bar = tqdm(total=len(part), initial=done - part.start, desc="sampling + features", unit="img",
+           **_what_is_scored(schedule, extractor, also)}  # what a stored state must match  # fmt: skip
+    fresh = _Tally(RunningGaussian(), [], 0.0, part.start, {name: RunningGaussian() for name in also})
+    tally = _load_state(state, key) if state is not None and Path(state).is_file() else fresh
+    bar = tqdm(total=len(part), initial=tally.done - part.start, desc="sampling + features", unit="img",
                disable=not (progress and is_main()))  # fmt: skip
-    while done < part.stop:
-        count = min(batch_size, part.stop - done)
+    while tally.done < part.stop:
+        count = min(batch_size, part.stop - tally.done)
         started = time.perf_counter()
         images = sample(
             model, schedule, count, steps, sampler, seed=seed, scheduler=scheduler, batch_size=batch_size,
-            device=device, progress=False, first=done,
+            device=device, progress=False, first=tally.done,
             timesteps=schedule.timesteps if schedule is not None else None,
         )  # fmt: skip
-        seconds += time.perf_counter() - started
-        feats = extractor(images)
-        moments.update(feats)
-        for name, (other, _) in also.items():
-            extra[name].update(other(images))
-        kid_feats.extend(feats[: max(0, kid_n - done)])
-        done += count
+        tally.add(images, time.perf_counter() - started, extractor, also, kid_n)
         bar.update(count)
         if state is not None:
-            _save_state(state, key, moments, kid_feats, seconds, done, extra)
+            _save_state(state, key, tally)
     bar.close()
-    if world()[1] > 1:
-        moments, kid_feats, seconds, extra = _gather(moments, kid_feats, seconds, extra)
-    kid_feats = np.asarray(kid_feats)
-    kid_mean, kid_std = kid(kid_feats, reference)
-    further = {name: frechet_distance(m.mean, m.cov, *gaussian(also[name][1])) for name, m in extra.items()}
-    return Score(
-        frechet_distance(moments.mean, moments.cov, *gaussian(reference)),
-        kid_mean,
-        kid_std,
-        seconds,
-        n,
-        further,
-    )
+    return (_gather(tally) if world()[1] > 1 else tally).score(reference, also, n)
 
 
-def _gather(moments: RunningGaussian, kid_feats: list, seconds: float, extra: dict[str, RunningGaussian]):
+def _what_is_scored(schedule: Schedule | None, extractor, also: Mapping) -> dict:
+    """The schedule's table and the feature definitions, as a stored scoring state records them."""
+    return {"schedule": None if schedule is None else schedule.actions.tobytes().hex(),
+            "features": [definition(e) for e in (extractor, *(also[m][0] for m in sorted(also)))],
+            "also": sorted(also)}  # fmt: skip
+
+
+@dataclass
+class _Tally:
+    """What a scoring run has gathered: running feature moments (its metric's, and each further one's),
+    the first samples' features for KID, the seconds sampling took, and the next sample's index."""
+
+    moments: RunningGaussian
+    kid_feats: list
+    seconds: float
+    done: int
+    extra: dict[str, RunningGaussian]
+
+    def add(self, images: torch.Tensor, seconds: float, extractor, also: Mapping, kid_n: int) -> None:
+        """Take in one batch of samples and the seconds it took."""
+        self.seconds += seconds
+        feats = extractor(images)
+        self.moments.update(feats)
+        for name, (other, _) in also.items():
+            self.extra[name].update(other(images))
+        self.kid_feats.extend(feats[: max(0, kid_n - self.done)])
+        self.done += len(images)
+
+    def score(self, reference: np.ndarray, also: Mapping, n: int) -> Score:
+        kid_mean, kid_std = kid(np.asarray(self.kid_feats), reference)
+        further = {
+            name: frechet_distance(m.mean, m.cov, *gaussian(also[name][1])) for name, m in self.extra.items()
+        }
+        fd = frechet_distance(self.moments.mean, self.moments.cov, *gaussian(reference))
+        return Score(fd, kid_mean, kid_std, self.seconds, n, further)
+
+
+def _gather(tally: _Tally) -> _Tally:
     """Moments summed over ranks, KID features in sample order, the slowest rank's time."""
     parts: list = [None] * world()[1]
-    dist.all_gather_object(parts, (moments, kid_feats, seconds, extra))
-    merged, more = RunningGaussian(), {name: RunningGaussian() for name in extra}
-    for part_moments, _, _, part_extra in parts:
-        merged.merge(part_moments)
-        for name, m in part_extra.items():
-            more[name].merge(m)
-    return merged, [f for part in parts for f in part[1]], max(part[2] for part in parts), more
+    dist.all_gather_object(parts, tally)
+    merged = _Tally(RunningGaussian(), [], 0.0, 0, {name: RunningGaussian() for name in tally.extra})
+    for part in parts:
+        merged.moments.merge(part.moments)
+        for name, m in part.extra.items():
+            merged.extra[name].merge(m)
+        merged.kid_feats += part.kid_feats
+        merged.seconds = max(merged.seconds, part.seconds)
+    return merged
 
 
-def _save_state(path, key, moments, kid_feats, seconds, done, extra) -> None:
+def _save_state(path, key: dict, tally: _Tally) -> None:
     buffer = io.BytesIO()
-    named = [("", moments)] + [(f"{name}.", m) for name, m in extra.items()]
+    named = [("", tally.moments)] + [(f"{name}.", m) for name, m in tally.extra.items()]
     arrays = {
         f"{prefix}{part}": getattr(m, part) for prefix, m in named for part in ("total", "outer", "count")
     }
-    np.savez(buffer, key=json.dumps(key), kid=np.asarray(kid_feats), seconds=seconds, done=done, **arrays)
+    kid_feats = np.asarray(tally.kid_feats)
+    np.savez(buffer, key=json.dumps(key), kid=kid_feats, seconds=tally.seconds, done=tally.done, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _load_state(path, key):
+def _load_state(path, key: dict) -> _Tally:
     def moments_of(z, prefix: str = "") -> RunningGaussian:
         m = RunningGaussian()
         m.total, m.outer, m.count = z[f"{prefix}total"], z[f"{prefix}outer"], int(z[f"{prefix}count"])
@@ -153,7 +181,7 @@ def _load_state(path, key):
         if json.loads(str(z["key"])) != key:
             raise ValueError(f"{path} belongs to another scoring run; delete it to start over")
         extra = {name: moments_of(z, f"{name}.") for name in key["also"]}
-        return moments_of(z), list(z["kid"]), float(z["seconds"]), int(z["done"]), extra
+        return _Tally(moments_of(z), list(z["kid"]), float(z["seconds"]), int(z["done"]), extra)
 
 
 def score_under(

@@ -23,9 +23,9 @@ import shutil
 import statistics
 import time
 from copy import deepcopy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import diffusers
 import torch
@@ -40,17 +40,21 @@ from ..models.data import fit_images, load_images
 from ..models.denoisers import denoise, num_classes
 from ..models.pipelines import ClassFlowPipeline
 from ..sampling.lockstep import sample
+from ..utils.config import Settings
 from ..utils.files import atomic_write_bytes, atomic_write_text
 from ..utils.images import save_grid
 from ..utils.timing import synchronizer
+from .checkpoint import load_optimizer, optimizer_tensors
 
 
 @dataclass
-class BackboneTrainConfig:
+class BackboneTrainConfig(Settings):
     """Settings of one backbone training run (saved beside its checkpoints)."""
 
+    RENAMED: ClassVar[dict[str, str]] = {"steps": "train_steps"}
+
     data: str = "fashion-mnist"
-    steps: int = 5000
+    train_steps: int = 5000  # optimisation steps
     batch_size: int = 64
     lr: float = 5e-4
     warmup: int = 200
@@ -65,6 +69,14 @@ class BackboneTrainConfig:
     label_dropout: float = 0.1  # class-conditional models: share of labels replaced by the null class
     grid_every: int = 0  # steps between sample grids in out/grids/ (a multiple of checkpoint_every); 0: none
     guidance_scale: float = 2.0  # of the class-conditional sample grids
+
+    def __post_init__(self) -> None:
+        if min(self.train_steps, self.batch_size, self.checkpoint_every) < 1:
+            raise ValueError("train_steps, batch_size and checkpoint_every must be positive")
+        if self.grid_every % self.checkpoint_every:
+            raise ValueError("grid_every must be a multiple of checkpoint_every")
+        if not 0 <= self.label_dropout <= 1:
+            raise ValueError(f"label_dropout must lie in [0, 1], got {self.label_dropout}")
 
 
 def _trainable(arch: dict[str, Any]) -> bool:
@@ -104,23 +116,20 @@ def training_scheduler(model: nn.Module) -> SchedulerMixin:
 def _save_checkpoint(folder: Path, model, ema, opt, step: int, elapsed: float, config) -> None:
     tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
     tensors |= {f"ema.{k}": v.contiguous() for k, v in ema.state_dict().items()}
-    opt_state = opt.state_dict()
-    for idx, state in opt_state["state"].items():
-        for key, value in state.items():
-            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value).contiguous()
+    tensors |= optimizer_tensors(opt, "opt")
     atomic_write_bytes(folder / "checkpoint.safetensors", save(tensors))
     meta = {
         "step": step,
         "elapsed_s": elapsed,
-        "config": asdict(config),
-        "param_groups": opt_state["param_groups"],
+        "config": config.to_dict(),
+        "param_groups": opt.state_dict()["param_groups"],
     }
     atomic_write_text(folder / "checkpoint.json", json.dumps(meta, indent=1))
 
 
 def _load_checkpoint(folder: Path, model, ema, opt, config) -> tuple[int, float]:
     meta = json.loads((folder / "checkpoint.json").read_text())
-    saved = BackboneTrainConfig(**{"arch": "embedded", **meta["config"]})  # older checkpoints lack arch
+    saved = BackboneTrainConfig.from_dict({"arch": "embedded", **meta["config"]})  # older ones lack arch
     if json.dumps(model_config(saved), sort_keys=True) != json.dumps(model_config(config), sort_keys=True):
         arch = "a custom unet" if saved.unet is not None else f"arch {saved.arch}"
         raise ValueError(
@@ -130,12 +139,7 @@ def _load_checkpoint(folder: Path, model, ema, opt, config) -> tuple[int, float]
     tensors = load_file(folder / "checkpoint.safetensors")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    load_optimizer(opt, tensors, "opt", meta["param_groups"])
     return meta["step"], meta["elapsed_s"]
 
 
@@ -252,8 +256,6 @@ class _Run:
     def __init__(self, out: Path, config: BackboneTrainConfig, device: str) -> None:
         if config.bf16 and torch.device(device).type != "cuda":
             raise ValueError(f"bf16 autocast is for CUDA devices; train on {device} without --bf16")
-        if config.grid_every % config.checkpoint_every:
-            raise ValueError("grid_every must be a multiple of checkpoint_every")
         self.out, self.config, self.device = out, config, device
         self.images, self.labels = load_images(config.data, "train")
         torch.manual_seed(config.seed)
@@ -296,11 +298,11 @@ def _train_loop(run: _Run) -> None:
     """Take steps until the configured number, or until ``max_minutes`` of this invocation have passed."""
     config = run.config
     log = (run.out / "train_log.jsonl").open("a")
-    bar = tqdm(total=config.steps, initial=run.step, desc="backbone", unit="step")
+    bar = tqdm(total=config.train_steps, initial=run.step, desc="backbone", unit="step")
     invoked = time.perf_counter()
     started = invoked - run.elapsed
     _training_mode(run.model)
-    while run.step < config.steps:
+    while run.step < config.train_steps:
         loss = run.take_step()
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -308,11 +310,11 @@ def _train_loop(run: _Run) -> None:
         out_of_time = (
             config.max_minutes is not None and time.perf_counter() - invoked > 60 * config.max_minutes
         )
-        if run.step % 50 == 0 or run.step == config.steps or out_of_time:
+        if run.step % 50 == 0 or run.step == config.train_steps or out_of_time:
             log.write(json.dumps({"step": run.step, "loss": loss.item(), "elapsed_s": round(run.elapsed, 1)}))
             log.write("\n")
             log.flush()
-        if run.step % config.checkpoint_every == 0 or run.step == config.steps or out_of_time:
+        if run.step % config.checkpoint_every == 0 or run.step == config.train_steps or out_of_time:
             run.checkpoint()
             started = time.perf_counter() - run.elapsed  # the grid's time is not training time
         if out_of_time:
@@ -337,7 +339,8 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
     ``scheduler/``, fp32 EMA weights; ``export_backbone`` makes the half-precision copy to ship).
 
     Example:
-        >>> train_backbone("runs/dit", BackboneTrainConfig(arch="embedded-dit", steps=10))  # doctest: +SKIP
+        >>> config = BackboneTrainConfig(arch="embedded-dit", train_steps=10)
+        >>> train_backbone("runs/dit", config)  # doctest: +SKIP
     """
     run = _Run(Path(out), config, device)
     run.out.mkdir(parents=True, exist_ok=True)
@@ -351,7 +354,7 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
         "step": run.step,
         "elapsed_s": round(run.elapsed, 1),
         "device": hardware,
-        "config": asdict(config),
+        "config": config.to_dict(),
     }
     atomic_write_text(folder / "training.json", json.dumps(card, indent=1))
     trained = f"step {run.step}, {run.elapsed / 60:.1f} min on {hardware}"

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from diffusers import SchedulerMixin
@@ -40,6 +40,7 @@ from ..models.denoisers import (
     check_context,
     context_rows,
     denoise,
+    frozen,
     latent_shape,
     model_device_checked,
     on_device,
@@ -47,24 +48,30 @@ from ..models.denoisers import (
 from ..models.latents import denoiser_input
 from ..schedules.gates import SigmoidTimeGate
 from ..schedules.saving import read_safetensors
+from ..utils.config import Settings
 from ..utils.distributed import all_mean, world
 from ..utils.files import atomic_write_bytes, atomic_write_text
+from .checkpoint import load_optimizer, optimizer_tensors
 
 T_GRID = torch.linspace(0.001, 1.0, 100)  # where gates are compared (KL) and ratios measured
 
 
 @dataclass
-class GateTrainConfig:
-    """Settings of one gate training run (saved in its log)."""
+class GateTrainConfig(Settings):
+    """Settings of one gate training run (saved in its log and checkpoint)."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"steps": "train_steps", "target_ratio": "target_gated_share"}
 
     lam: float = 0.05
-    steps: int | None = None  # default: one epoch of the data
+    train_steps: int | None = None  # optimisation steps; default: one epoch of the data
     batch_size: int = 64
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     cost: str = "blocks"  # or "flops"
     estimator: str = "soft"  # or "ste" (the paper's straight-through estimator; see docs/method.md)
-    target_ratio: float | None = None
+    # budget mode: the share of the gated blocks that should run, counted as the compute term counts
+    # them (each block alike, or by its FLOPs with cost="flops"); not a FLOP ratio of the whole model
+    target_gated_share: float | None = None
     dual_lr: float = 0.05
     kl_every: int = 50
     early_stop_kl: float | None = None
@@ -74,14 +81,15 @@ class GateTrainConfig:
     def __post_init__(self) -> None:
         if not math.isfinite(self.lam) or self.lam < 0:
             raise ValueError(f"lambda must be >= 0, got {self.lam}")
-        if self.target_ratio is not None and not 0 < self.target_ratio <= 1:
-            raise ValueError(f"the target ratio must lie in (0, 1], got {self.target_ratio}")
+        if self.target_gated_share is not None and not 0 < self.target_gated_share <= 1:
+            raise ValueError(f"the target gated share must lie in (0, 1], got {self.target_gated_share}")
+        self.betas = tuple(self.betas)
         if self.estimator not in ("ste", "soft"):
             raise ValueError(f"estimator must be ste or soft, got {self.estimator!r}")
         if self.cost not in ("blocks", "flops"):
             raise ValueError(f"cost must be blocks or flops, got {self.cost!r}")
-        if self.batch_size < 1 or (self.steps is not None and self.steps < 1):
-            raise ValueError("batch size and steps must be positive")
+        if self.batch_size < 1 or (self.train_steps is not None and self.train_steps < 1):
+            raise ValueError("batch size and train steps must be positive")
 
 
 @dataclass
@@ -104,8 +112,8 @@ def cost_weights(blocks: Blocks, cost: str) -> torch.Tensor:
     return torch.full((len(blocks),), 1.0 / len(blocks))
 
 
-def ratio(gate: SigmoidTimeGate, weights: torch.Tensor, t: torch.Tensor = T_GRID) -> float:
-    """Weighted share of open gates over t (executed-block ratio, or FLOP share of the blocks)."""
+def gated_share(gate: SigmoidTimeGate, weights: torch.Tensor, t: torch.Tensor = T_GRID) -> float:
+    """Weighted share of open gates over t (executed-block ratio, or FLOP share of the gated blocks)."""
     with torch.no_grad():
         return float((open_mask(gate(t.to(gate.a.device))).float() @ weights.to(gate.a.device)).mean())
 
@@ -138,30 +146,53 @@ def train_gates(
 ) -> GateTrainResult:
     """Learn the 2K gate parameters of ``backbone`` on ``data`` (images in [-1, 1]), backbone frozen.
 
-    ``labels`` are the class labels of ``data`` for a class-conditional backbone (uniform random
-    labels when not given); ``context`` is what a cross-attention backbone attends to, one row for all
-    of ``data`` or one per image; ``autoencoder`` encodes each batch for a latent denoiser. With
-    ``checkpoint`` the run saves its whole state there every ``checkpoint_every`` steps and resumes
-    from it when started again, ending with the gates of an uninterrupted run. Under torchrun each
-    rank trains on its slice of the same global batch (see :mod:`lees.utils.distributed`). ``data`` must
-    have the channels and size the backbone takes (:func:`lees.models.data.fit_images`; ``resize`` fits it).
+    Args:
+        backbone: the denoiser, on the device it trains on (frozen, and in eval mode, for the run; its
+            ``requires_grad`` flags and training mode are restored after).
+        data: training images in [-1, 1], with the channels and size the backbone takes
+            (:func:`lees.models.data.fit_images`; ``resize`` fits them).
+        scheduler: the backbone's noise scheduler (its noise process and ``prediction_type``).
+        config: lambda or a budget (``target_gated_share``), optimisation and early-stop settings.
+        blocks: the blocks to gate (default: :func:`lees.find_blocks`).
+        device: must be the backbone's own, if given (a model is never moved).
+        progress: show a progress bar.
+        log_path: write each step's log row there as JSON lines.
+        labels: class labels of ``data`` for a class-conditional backbone (uniform random when not given).
+        autoencoder: encodes each batch for a latent denoiser.
+        checkpoint: save the run's whole state there every ``checkpoint_every`` steps, and resume from
+            it when started again, ending with the gates of an uninterrupted run.
+        checkpoint_every: steps between checkpoints.
+        context: what a cross-attention backbone attends to, one row for all of ``data`` or one per image.
+        resize: fit ``data`` to the backbone's channels and size instead of refusing a mismatch.
+
+    Under torchrun each rank trains on its slice of the same global batch (:mod:`lees.utils.distributed`).
+
+    Example:
+        >>> result = train_gates(model, images, scheduler, GateTrainConfig(lam=0.05))  # doctest: +SKIP
+        >>> schedule = Schedule.from_gate(result.gate, result.blocks, timesteps)  # doctest: +SKIP
     """
     check_context(backbone, context, len(data))
     data = fit_images(data, backbone, autoencoder, resize)
     inputs = {"labels": labels, "autoencoder": autoencoder, "context": context}
     run = _GateRun(backbone, data, scheduler, config or GateTrainConfig(), blocks, device, checkpoint, inputs)
     before = _fingerprint(backbone)
-    was_training = [p.requires_grad for p in backbone.parameters()]
-    backbone.requires_grad_(False)
-    backbone.eval()
-    main = run.rank == 0
-    state = run.state
-    last = (
-        state["step"] if state["calm"] >= run.config.patience else run.steps
-    )  # a resumed run that had stopped
+    with frozen(backbone):
+        _train_loop(run, progress, log_path, checkpoint_every)
+    if not all(torch.equal(x, y) for x, y in zip(before, _fingerprint(backbone), strict=True)):
+        raise RuntimeError("a backbone parameter changed during gate training")
+    run.result.stopped_early = run.settled
+    run.result.seconds = time.perf_counter() - run.started
+    return run.result
+
+
+def _train_loop(run: _GateRun, progress: bool, log_path: str | Path | None, checkpoint_every: int) -> None:
+    """Steps from where the run stands to its last one (or until the gates settle), logged by rank 0
+    and checkpointed every ``checkpoint_every`` steps."""
+    main, first = run.rank == 0, run.state["step"]
+    last = first if run.settled else run.steps  # a resumed run that had stopped takes no step
     bar = tqdm(
-        range(state["step"], last), initial=state["step"], total=run.steps,
-        desc=f"gates (lambda={run.config.lam:g})", unit="step", disable=not (progress and main),
+        range(first, last), initial=first, total=run.steps, desc=f"gates (lambda={run.config.lam:g})",
+        unit="step", disable=not (progress and main),
     )  # fmt: skip
     log_file = _open_log(log_path, run.result.log) if main else None
     try:
@@ -172,24 +203,16 @@ def train_gates(
                 log_file.write(json.dumps(row) + "\n")
                 log_file.flush()
             bar.set_postfix(
-                loss=f"{row['loss']:.4f}", compute=f"{row['compute']:.3f}", ratio=f"{row['ratio']:.2f}"
+                loss=f"{row['loss']:.4f}", compute=f"{row['compute']:.3f}", share=f"{row['gated_share']:.2f}"
             )
-            done = state["calm"] >= run.config.patience
-            if main and ((step + 1) % checkpoint_every == 0 or step + 1 == run.steps or done):
+            if main and ((step + 1) % checkpoint_every == 0 or step + 1 == run.steps or run.settled):
                 run.save(step + 1, run.gen.get_state())
-            if done:
+            if run.settled:
                 break
     finally:
         bar.close()
         if log_file is not None:
             log_file.close()
-        for p, flag in zip(backbone.parameters(), was_training, strict=True):
-            p.requires_grad_(flag)
-    if not all(torch.equal(x, y) for x, y in zip(before, _fingerprint(backbone), strict=True)):
-        raise RuntimeError("a backbone parameter changed during gate training")
-    run.result.stopped_early = state["calm"] >= run.config.patience
-    run.result.seconds = time.perf_counter() - run.started
-    return run.result
 
 
 class _GateRun:
@@ -212,7 +235,7 @@ class _GateRun:
         self.trained = DistributedDataParallel(self.gate) if world_size > 1 else self.gate
         self.weights = cost_weights(blocks, config.cost).to(self.device)
         self.opt = torch.optim.Adam(self.gate.parameters(), lr=config.lr, betas=config.betas)
-        self.steps = config.steps or max(1, len(data) // config.batch_size)
+        self.steps = config.train_steps or max(1, len(data) // config.batch_size)
         self.noising = Noising(scheduler, self.device)
         self.result = GateTrainResult(self.gate, blocks, config)
         self.t_grid = T_GRID.to(self.device)
@@ -224,6 +247,11 @@ class _GateRun:
                 checkpoint, config, self.gate, self.opt, self.gen, self.device
             )
         self.started = time.perf_counter() - self.state["seconds"]
+
+    @property
+    def settled(self) -> bool:
+        """Whether the gates stayed settled (KL below ``early_stop_kl``) for ``patience`` checks."""
+        return self.state["calm"] >= self.config.patience
 
     def draw(self) -> tuple[torch.Tensor, ...]:
         """This step's batch on the model's device: noised inputs, timesteps, the model's target
@@ -261,11 +289,10 @@ class _GateRun:
         self.opt.step()
         executed = float((open_mask(g.detach()).float() @ self.weights).mean())
         executed, diffusion_mean, compute_mean = all_mean(executed, diffusion.item(), compute.item())
-        if self.config.target_ratio is not None:  # dual ascent: raise lambda while we run too much
-            self.state["lam"] = max(
-                0.0, self.state["lam"] + self.config.dual_lr * (executed - self.config.target_ratio)
-            )
-        row = {"step": step + 1, "loss": diffusion_mean, "compute": compute_mean, "ratio": executed,
+        target = self.config.target_gated_share
+        if target is not None:  # dual ascent: raise lambda while we run too much
+            self.state["lam"] = max(0.0, self.state["lam"] + self.config.dual_lr * (executed - target))
+        row = {"step": step + 1, "loss": diffusion_mean, "compute": compute_mean, "gated_share": executed,
                "lambda": self.state["lam"]}  # fmt: skip
         if (step + 1) % self.config.kl_every == 0 or step + 1 == self.steps:
             self._check(row)
@@ -275,7 +302,7 @@ class _GateRun:
         """The paper's convergence measure: KL between this check's gates and the last one's."""
         current = self.gate(self.t_grid).detach()
         row["kl"] = gate_kl(current, self.previous)
-        row["grid_ratio"] = ratio(self.gate, self.weights)
+        row["grid_gated_share"] = gated_share(self.gate, self.weights)
         self.previous = current
         settled = self.config.early_stop_kl is not None and row["kl"] < self.config.early_stop_kl
         self.state["calm"] = self.state["calm"] + 1 if settled else 0
@@ -299,18 +326,17 @@ def _open_log(log_path: str | Path | None, rows: list[dict]):
 
 
 CHECKPOINT_FORMAT = "lees.gate-checkpoint"
+LOG_RENAMED = {"ratio": "gated_share", "grid_ratio": "grid_gated_share"}  # log keys of an earlier lees
 
 
 def _save_checkpoint(path, config, gate, opt, rng, previous, state, log) -> None:
     """Everything a resumed run needs (``rng``: the generator state to go on from), written atomically."""
     tensors = {"a": gate.a.detach().cpu(), "b": gate.b.detach().cpu(), "rng": rng}
     tensors["previous"] = previous.cpu()
-    for i, param_state in opt.state_dict()["state"].items():
-        for key, value in param_state.items():
-            tensors[f"adam.{i}.{key}"] = torch.as_tensor(value).cpu()
+    tensors |= optimizer_tensors(opt, "adam")
     metadata = {
         "format": CHECKPOINT_FORMAT,
-        "config": json.dumps(config_dict(config)),
+        "config": json.dumps(config.to_dict()),
         "state": json.dumps(state),
         "log": json.dumps(log),
     }
@@ -322,24 +348,14 @@ def _resume(path, config, gate, opt, gen, device):
     tensors, metadata = read_safetensors(path, "gate checkpoint (delete it to start over)")
     if metadata.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a lees gate checkpoint; delete it to start over")
-    if json.loads(metadata["config"]) != config_dict(config):
+    if GateTrainConfig.from_dict(json.loads(metadata["config"])) != config:
         raise ValueError(
             f"{path} was written by a run with other settings; delete it or choose another folder"
         )
     with torch.no_grad():
         gate.a.copy_(tensors["a"])
         gate.b.copy_(tensors["b"])
-    adam = opt.state_dict()
-    adam["state"] = {}
-    for key, value in tensors.items():
-        if key.startswith("adam."):
-            _, i, name = key.split(".")
-            adam["state"].setdefault(int(i), {})[name] = value if name == "step" else value.to(device)
-    opt.load_state_dict(adam)
+    load_optimizer(opt, tensors, "adam")
     gen.set_state(tensors["rng"])
-    return json.loads(metadata["state"]), tensors["previous"].to(device), json.loads(metadata["log"])
-
-
-def config_dict(config: GateTrainConfig) -> dict[str, Any]:
-    """The config as JSON-ready settings for schedules and logs."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+    log = [{LOG_RENAMED.get(k, k): v for k, v in row.items()} for row in json.loads(metadata["log"])]
+    return json.loads(metadata["state"]), tensors["previous"].to(device), log

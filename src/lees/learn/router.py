@@ -18,7 +18,7 @@ not just for one step of drift. Loss = MSE / (the same MSE with nothing refreshe
 + lambda * the FLOP fraction the schedule runs. With ``estimator="ste"`` the weights are the hard
 decisions in the forward pass (the loss is that of the schedule that will run), sigmoid gradients
 in the backward. In budget mode lambda is a Lagrange multiplier raised while the hard schedule runs
-more than ``target_ratio`` of the full model's FLOPs; the final table then meets the budget exactly
+more than ``target_flop_ratio`` of the full model's FLOPs; the final table then meets the budget exactly
 by turning the least confident runs into reuses.
 """
 
@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,9 +42,10 @@ from ..diffusion.samplers import make_sampler, sampler_update, timestep_list
 from ..engine.actions import REUSE, RUN, straight_through
 from ..engine.blocks import Blocks, find_blocks
 from ..engine.hooks import Engine, ReuseCache
-from ..models.denoisers import check_context, denoise, draw_labels, latent_shape, model_device
+from ..models.denoisers import check_context, denoise, draw_labels, frozen, latent_shape, model_device
 from ..schedules.baselines import reuse_baseline
 from ..schedules.schedule import Schedule
+from ..utils.config import Settings
 from ..utils.files import atomic_write_text
 
 OBJECTIVES = {
@@ -52,19 +54,22 @@ OBJECTIVES = {
     "step": "eps MSE at the teacher's states, caches as the schedule would hold them",
 }
 
-
 STARTS = ("baseline", "full")  # the named starts of train_router; anything else is a schedule
 
 
 @dataclass
-class RouterConfig:
+class RouterConfig(Settings):
     """Settings of one router training run (saved in the schedule's settings)."""
 
-    steps: int = 50  # sampler steps the schedule is for
+    RENAMED: ClassVar[dict[str, str]] = {"target_ratio": "target_flop_ratio"}
+
+    steps: int = 50  # sampler steps the schedule is for (not optimisation steps: those are train_steps)
     sampler: str = "ddpm"
-    target_ratio: float | None = 0.7  # FLOP ratio wanted (budget mode); None: lambda mode
+    # budget mode: the whole model's FLOPs over the sampling run, against the full model's (the ungated
+    # rest included); None: lambda mode. Not gate training's target_gated_share.
+    target_flop_ratio: float | None = 0.7
     lam: float = 0.5
-    train_steps: int = 400
+    train_steps: int = 400  # optimisation steps
     batch_size: int = 16
     trajectories: int = 64
     lr: float = 0.05
@@ -75,8 +80,8 @@ class RouterConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.target_ratio is not None and not 0 < self.target_ratio <= 1:
-            raise ValueError(f"the target ratio must lie in (0, 1], got {self.target_ratio}")
+        if self.target_flop_ratio is not None and not 0 < self.target_flop_ratio <= 1:
+            raise ValueError(f"the target FLOP ratio must lie in (0, 1], got {self.target_flop_ratio}")
         if not math.isfinite(self.lam) or self.lam < 0:
             raise ValueError(f"lambda must be >= 0, got {self.lam}")
         if self.objective not in OBJECTIVES:
@@ -273,85 +278,125 @@ def train_router(
     blocks: Blocks | None = None,
     progress: bool = True,
     context: torch.Tensor | None = None,
-    log_path: str | None = None,
+    log_path: str | Path | None = None,
     start: Schedule | str | None = "baseline",
 ) -> RouterResult:
     """Learn a K x S run-or-reuse table for ``model`` with its sampler (backbone frozen, on its device).
 
-    ``start`` sets the first logits to +/- ``init_logit`` where a schedule runs / does not run, so
-    training refines it: ``"baseline"`` (DeepCache for a UNet, else uniform reuse, within the
-    budget: ``reuse_baseline``), a schedule for the same blocks and timesteps, or ``None``/``"full"``
-    (every logit +``init_logit``: run everything). From "run everything" the objectives leave the
-    deep blocks stale over the first and last steps, which the samples punish (docs/reuse.md)."""
+    Args:
+        model: the denoiser (frozen for the run; its ``requires_grad`` flags are restored after).
+        scheduler: the model's noise scheduler; the sampler (``config.sampler``) is made from its config.
+        config: steps, budget (``target_flop_ratio``) or lambda, optimisation settings.
+        blocks: the blocks to route (default: :func:`lees.find_blocks`).
+        progress: show a progress bar.
+        context: what a cross-attention denoiser attends to, (1, tokens, width).
+        log_path: also write the training log there as JSON lines.
+        start: the first logits are +/- ``init_logit`` where this schedule runs / does not run, so
+            training refines it: ``"baseline"`` (DeepCache for a UNet, else uniform reuse, within the
+            budget: ``reuse_baseline``), a schedule for the same blocks and timesteps, or
+            ``None``/``"full"`` (run everything). From "run everything" the objectives leave the deep
+            blocks stale over the first and last steps, which the samples punish (docs/reuse.md).
+
+    Returns the logits, the hard schedule (within the budget) and the log.
+
+    Example:
+        >>> config = RouterConfig(steps=50, target_flop_ratio=0.7)
+        >>> result = train_router(model, scheduler, config)  # doctest: +SKIP
+        >>> lees.enable(pipe, result.schedule)  # doctest: +SKIP
+    """
     config = config or RouterConfig()
     check_context(model, context, 1)
-    blocks = blocks or find_blocks(model)
-    device = model_device(model)
-    started = time.perf_counter()
-    sampler = make_sampler(scheduler, config.sampler, config.steps)
-    visited = timestep_list(sampler.timesteps)
-    if isinstance(start, str):
-        if start not in STARTS:
-            raise ValueError(f"start must be a schedule, 'baseline' or 'full', got {start!r}")
-        start = reuse_baseline(blocks, visited, config.target_ratio) if start == "baseline" else None
-    # a start schedule or a scheduler that does not fit is refused before the teacher runs
-    first_logits = start_logits(start, blocks, visited, config.init_logit)
-    odds = transition_weights(sampler, visited) if config.objective == "kl" else None
-    engine = Engine(model, blocks)
-    with engine.attached():
-        traj = teacher_trajectory(engine, scheduler, config, context)
-    steps = len(traj.timesteps)
-    weights = flop_weights(blocks, steps).to(device)
-    rest = 1.0 - sum(blocks.shares)
-    logits = first_logits.to(device).requires_grad_()
-    opt = torch.optim.Adam([logits], lr=config.lr)
-    gen = torch.Generator().manual_seed(config.seed)
-    frozen = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    lam, log = config.lam, []
-    update = sampler_update(sampler, config.sampler, traj.timesteps, device)
-
-    def error_of(w: torch.Tensor) -> torch.Tensor:
-        idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
-        if config.objective == "rollout":
-            return _rollout_loss(engine, w, traj, idx, update, device)
-        if odds is None:  # step j uniform over 1..S-1 (step 0 always runs)
-            j = int(torch.randint(1, steps, (1,), generator=gen))
-        else:
-            j = 1 + int(torch.multinomial(odds[1:], 1, generator=gen))
-        return _step_loss(engine, w, traj, idx, j, config, device)
-
-    with engine.attached():
-        with torch.no_grad():  # the unit of the loss: the error with nothing refreshed since step 0
-            scale = max(sum(float(error_of(torch.zeros_like(logits))) for _ in range(4)) / 4, 1e-12)
+    run = _RouterRun(model, scheduler, config, blocks or find_blocks(model), context, start)
+    with frozen(model, evaluate=False), run.engine.attached():
+        run.calibrate()
         bar = tqdm(range(config.train_steps), desc="router", unit="step", disable=not progress)
         for step in bar:
-            error = error_of(decision_weights(logits, config.estimator)) / scale
-            compute = rest + (torch.sigmoid(logits) * weights).sum()
-            loss = error + lam * compute
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ratio = rest + float(((logits.detach() >= 0).float() * weights).sum())
-            if config.target_ratio is not None:
-                lam = max(0.0, lam + config.dual_lr * (ratio - config.target_ratio))
-            log.append({"step": step + 1, "error": error.item(), "compute": compute.item(), "ratio": ratio,
-                        "lambda": lam})  # fmt: skip
-            bar.set_postfix(error=f"{error.item():.3f}", ratio=f"{ratio:.2f}", lam=f"{lam:.2f}")
-    for p, flag in zip(model.parameters(), frozen, strict=True):
-        p.requires_grad_(flag)
-    actions = hard_actions(logits, weights.cpu(), rest, config.target_ratio)
-    seconds = time.perf_counter() - started
-    settings = {
-        **asdict(config),
-        "objective": f"{config.objective}: {OBJECTIVES[config.objective]}",
-        "train_seconds": round(seconds, 1),
-        "final_lambda": lam,
-        "reuse_error_scale": scale,
-        "start": None if start is None else {"source": start.source, **start.settings},
-    }
-    schedule = Schedule(actions, blocks.names, traj.timesteps, "router", settings, blocks.shares,
-                        scheduler.config.num_train_timesteps)  # fmt: skip
+            row = run.step(step)
+            bar.set_postfix(
+                error=f"{row['error']:.3f}", flops=f"{row['flop_ratio']:.2f}", lam=f"{row['lambda']:.2f}"
+            )
+    result = run.result()
     if log_path is not None:
-        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in log))
-    return RouterResult(logits.detach().cpu(), schedule, log, seconds)
+        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in result.log))
+    return result
+
+
+class _RouterRun:
+    """One router training run: the teacher's trajectory, the logits and their optimiser, the budget's
+    multiplier, and one training step."""
+
+    def __init__(self, model, scheduler, config: RouterConfig, blocks: Blocks, context, start) -> None:
+        self.started = time.perf_counter()
+        self.model, self.scheduler, self.config, self.blocks = model, scheduler, config, blocks
+        self.device = model_device(model)
+        sampler = make_sampler(scheduler, config.sampler, config.steps)
+        visited = timestep_list(sampler.timesteps)
+        if isinstance(start, str):
+            if start not in STARTS:
+                raise ValueError(f"start must be a schedule, 'baseline' or 'full', got {start!r}")
+            start = reuse_baseline(blocks, visited, config.target_flop_ratio) if start == "baseline" else None
+        self.start = start
+        # a start schedule or a scheduler that does not fit is refused before the teacher runs
+        first_logits = start_logits(start, blocks, visited, config.init_logit)
+        self.odds = transition_weights(sampler, visited) if config.objective == "kl" else None
+        self.engine = Engine(model, blocks)
+        with self.engine.attached():
+            self.traj = teacher_trajectory(self.engine, scheduler, config, context)
+        self.weights = flop_weights(blocks, len(self.traj.timesteps)).to(self.device)
+        self.rest = 1.0 - sum(blocks.shares)
+        self.logits = first_logits.to(self.device).requires_grad_()
+        self.opt = torch.optim.Adam([self.logits], lr=config.lr)
+        self.gen = torch.Generator().manual_seed(config.seed)
+        self.lam, self.log, self.scale = config.lam, [], 1.0
+        self.update = sampler_update(sampler, config.sampler, self.traj.timesteps, self.device)
+
+    def error(self, w: torch.Tensor) -> torch.Tensor:
+        """The objective's error of the run decisions ``w`` (K, S) on a fresh batch."""
+        config, gen = self.config, self.gen
+        idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
+        if config.objective == "rollout":
+            return _rollout_loss(self.engine, w, self.traj, idx, self.update, self.device)
+        if self.odds is None:  # step j uniform over 1..S-1 (step 0 always runs)
+            j = int(torch.randint(1, len(self.traj.timesteps), (1,), generator=gen))
+        else:
+            j = 1 + int(torch.multinomial(self.odds[1:], 1, generator=gen))
+        return _step_loss(self.engine, w, self.traj, idx, j, config, self.device)
+
+    @torch.no_grad()
+    def calibrate(self) -> None:
+        """The unit of the loss: the error with nothing refreshed since step 0."""
+        self.scale = max(sum(float(self.error(torch.zeros_like(self.logits))) for _ in range(4)) / 4, 1e-12)
+
+    def step(self, step: int) -> dict[str, float]:
+        """One gradient step and the dual update of lambda; its log row."""
+        config = self.config
+        error = self.error(decision_weights(self.logits, config.estimator)) / self.scale
+        compute = self.rest + (torch.sigmoid(self.logits) * self.weights).sum()
+        loss = error + self.lam * compute
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        flop_ratio = self.rest + float(((self.logits.detach() >= 0).float() * self.weights).sum())
+        if config.target_flop_ratio is not None:
+            self.lam = max(0.0, self.lam + config.dual_lr * (flop_ratio - config.target_flop_ratio))
+        row = {"step": step + 1, "error": error.item(), "compute": compute.item(), "flop_ratio": flop_ratio,
+               "lambda": self.lam}  # fmt: skip
+        self.log.append(row)
+        return row
+
+    def result(self) -> RouterResult:
+        """The hard table (within the budget), with the run's settings, as a schedule."""
+        config = self.config
+        actions = hard_actions(self.logits, self.weights.cpu(), self.rest, config.target_flop_ratio)
+        seconds = time.perf_counter() - self.started
+        settings = {
+            **config.to_dict(),
+            "objective": f"{config.objective}: {OBJECTIVES[config.objective]}",
+            "train_seconds": round(seconds, 1),
+            "final_lambda": self.lam,
+            "reuse_error_scale": self.scale,
+            "start": None if self.start is None else {"source": self.start.source, **self.start.settings},
+        }
+        schedule = Schedule(actions, self.blocks.names, self.traj.timesteps, "router", settings,
+                            self.blocks.shares, self.scheduler.config.num_train_timesteps)  # fmt: skip
+        return RouterResult(self.logits.detach().cpu(), schedule, self.log, seconds)

@@ -19,7 +19,6 @@ EMBEDDED_UNET: dict[str, Any] = {
     "attention_head_dim": None,
 }
 
-
 # The config of google/ddpm-cifar10-32 (Ho et al. 2020: ch 128, mult 1,2,2,2, attention at 16x16).
 DDPM_CIFAR10: dict[str, Any] = {
     "_class_name": "UNet2DModel",
@@ -42,7 +41,6 @@ DDPM_CIFAR10: dict[str, Any] = {
     "time_embedding_type": "positional",
 }
 
-
 # DiT-XL/2 (Peebles & Xie 2023) as facebook/DiT-XL-2-256 ships it: 28 blocks, 32x32x4 SD-VAE latents,
 # 1000 classes, learned variance (8 output channels).
 DIT_XL_2: dict[str, Any] = {
@@ -61,7 +59,6 @@ DIT_XL_2: dict[str, Any] = {
     "norm_elementwise_affine": False,
     "upcast_attention": False,
 }
-
 
 # ADM-like (Dhariwal & Nichol 2021) at 64x64, as for CelebA 64: ch 128, mult 1,2,3,4, 3 res blocks,
 # attention at 32, 16 and 8 with 64-channel heads, scale-shift norm, resblock up/down, learned sigma.
@@ -84,7 +81,6 @@ ADM_64: dict[str, Any] = {
     "norm_num_groups": 32,
 }
 
-
 # LDM-like: the denoiser of CompVis/ldm-celebahq-256 (diffusers' UNet2DModel defaults), on the
 # 64x64x3 latents of a VQ-f4 autoencoder (256x256 images).
 LDM_CELEBAHQ_256: dict[str, Any] = {
@@ -102,7 +98,6 @@ LDM_CELEBAHQ_256: dict[str, Any] = {
     "norm_eps": 1e-5,
     "norm_num_groups": 32,
 }
-
 
 # The paper's ImageNet 256 LDM: CompVis' class-conditional cin256-v2 denoiser (model channels 192,
 # mult 1,2,3,5, 2 res blocks, one-head spatial transformers at 32, 16 and 8 attending to a 512-wide
@@ -129,7 +124,6 @@ LDM_CIN256: dict[str, Any] = {
     "norm_num_groups": 32,
 }
 
-
 # embedded-base: the DDPM CIFAR-10 UNet at half width for 1-channel 32x32 images (Fashion-MNIST, padded):
 # channels 64/128/128/128, two ResnetBlock2D per level, attention at 16x16 and in the middle, dropout 0.1
 # (Ho et al.'s CIFAR-10 setting); everything else as google/ddpm-cifar10-32.
@@ -139,7 +133,6 @@ EMBEDDED_BASE: dict[str, Any] = DDPM_CIFAR10 | {
     "block_out_channels": [64, 128, 128, 128],
     "dropout": 0.1,
 }
-
 
 # embedded-dit: a class-conditional DiT (Peebles & Xie 2023, adaLN-Zero) for 1-channel 32x32 images,
 # 10 classes (+ the null class of classifier-free guidance), patch 4 (64 tokens), 12 blocks, width 128
@@ -160,7 +153,6 @@ EMBEDDED_DIT: dict[str, Any] = {
     "norm_elementwise_affine": False,
 }
 
-
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "ddpm-cifar10": DDPM_CIFAR10,
     "embedded-base": EMBEDDED_BASE,
@@ -170,7 +162,6 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "ldm-celebahq-256": LDM_CELEBAHQ_256,
     "ldm-cin256": LDM_CIN256,
 }
-
 
 # The DDPM noise schedule (Ho et al. 2020): the documented default of ``arch:`` random-weight models
 # (nothing else: a trained model's comes with it) and the recipe of train_backbone.
@@ -183,7 +174,6 @@ DDPM_NOISE: dict[str, Any] = {
     "clip_sample": True,
     "variance_type": "fixed_small",
 }
-
 
 # The flow-matching noise process (rectified flow, SD3's FlowMatchEulerDiscreteScheduler with no
 # shift: 32x32 images need none): the recipe of train_backbone for transformers.

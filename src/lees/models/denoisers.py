@@ -11,6 +11,8 @@ taught to lees in one place.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -203,3 +205,21 @@ def model_device_checked(model: nn.Module, device: str | torch.device | None) ->
             f"the model is on {own}, not {device}: move it first (model.to(...)) or drop device="
         )
     return own
+
+
+@contextmanager
+def frozen(model: nn.Module, evaluate: bool = True) -> Iterator[nn.Module]:
+    """``model`` without gradients (and, with ``evaluate``, in eval mode) for the span of the block;
+    every parameter's ``requires_grad`` and every submodule's training mode are restored after."""
+    flags = [p.requires_grad for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
+    model.requires_grad_(False)
+    if evaluate:
+        model.eval()
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        for m, mode in zip(model.modules(), modes, strict=True):
+            m.training = mode

@@ -20,7 +20,6 @@ from .denoisers import (
 
 AUTOENCODER_SUBFOLDERS = ("vae", "vqvae")
 
-
 AUTOENCODERS = ("AutoencoderKL", "VQModel")
 
 

@@ -11,9 +11,7 @@ from ..evaluation.stats import mean, mean_pm_std, paired_t
 
 TIMING_NOISE = 0.02  # latencies of any two methods within 2 % of each other count as equal in the claims
 
-
 QUALITY_MARGIN = 0.009  # the paper's "keeps quality": LEES's FID within 0.9 % of the full model's (claim 1)
-
 
 RATIO_TOLERANCE = 0.05  # the paper gives block ratios in round tens (60 %, 70 %): +-5 points round to them
 

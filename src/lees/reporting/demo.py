@@ -7,20 +7,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..diffusion.samplers import sampler_timesteps
-from ..engine.blocks import find_blocks
+from ..engine.blocks import Blocks, find_blocks
 from ..evaluation.metrics import EXTRACTORS, METRIC_NAMES, REFERENCE_N, fd, features, reference_features
 from ..models.backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
 from ..sampling.lockstep import sample_lockstep
-from ..schedules.baselines import ase_schedule, uniform_schedule
+from ..schedules.registry import build_schedule
 from ..schedules.saving import load_gate
-from ..schedules.schedule import Schedule
 from ..utils.images import save_grid
 from .plots import gate_heatmap, schedule_map
 
 SHIPPED_GATES = EMBEDDED_DIR / "lees-0.05" / "gates.safetensors"
 
 
-SHIPPED_ROUTER = EMBEDDED_DIR / "router-0.70" / "schedule.json"
+def demo_methods(blocks: Blocks, timesteps: list[int]) -> list[str]:
+    """The demo's methods: the full model, the shipped router and the full model at fewer steps for
+    the router's FLOPs (where the router is made for these timesteps, DDPM-50), uniform reuse, ASE and
+    the paper's shipped gates."""
+    router = build_schedule("router-0.70", blocks, timesteps)
+    fewer = ["router-0.70", f"full@{round(len(timesteps) * router.flop_ratio)}"]
+    return ["full", *(fewer if router.timesteps == timesteps else []), "uniform-2", "ase", "lees-0.05"]
 
 
 def demo(
@@ -36,15 +41,9 @@ def demo(
     blocks = find_blocks(model)
     timesteps = sampler_timesteps(noise, steps)
     gate, _ = load_gate(SHIPPED_GATES)
-    methods = {"full": Schedule.full(blocks, timesteps)}
-    router = Schedule.load(SHIPPED_ROUTER, blocks)
-    if router.timesteps == timesteps:  # the router is learned for DDPM-50
-        fewer = round(steps * router.flop_ratio)
-        methods["router"] = router
-        methods[f"full-{fewer}"] = Schedule.full(blocks, sampler_timesteps(noise, fewer))
-    methods["reuse-2"] = uniform_schedule(blocks, timesteps, 2, outer=1)
-    methods["ase"] = ase_schedule(blocks, timesteps)
-    methods["lees"] = Schedule.from_gate(gate, blocks, timesteps, noise.config.num_train_timesteps)
+    methods = {
+        name: build_schedule(name, blocks, timesteps, noise) for name in demo_methods(blocks, timesteps)
+    }
     scorers = {}
     for metric in metrics:
         extractor = EXTRACTORS[metric](device)
@@ -59,7 +58,7 @@ def demo(
             **{name: fd(features(e, images), ref) for name, (e, ref) in scorers.items()},
             "seconds_per_100": 100 * runs[name].seconds / n,
             "executed_ratio": schedule.executed_ratio,
-            "flop_ratio": schedule.flop_ratio * schedule.num_steps / steps,
+            "flop_ratio": schedule.flop_ratio_vs(steps),
             "steps": schedule.num_steps,
         })  # fmt: skip
     for row in rows:
@@ -67,7 +66,7 @@ def demo(
     gate_heatmap(
         gate, blocks.names, out / "gates.png", "shipped LEES gates of the embedded model (lambda=0.05)"
     )
-    for name in ("router", "lees"):
+    for name in ("router-0.70", "lees-0.05"):
         if name in methods:
             schedule_map(methods[name], out / f"schedule-{name}.png")
     return rows

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-# The protocol's methods, in report order (paper names in brackets).
+# The protocol's methods, in report order (paper names in brackets). The rows of the hand-made
+# methods are named as lees.schedules.registry names them; reports of earlier runs name uniform-2
+# reuse-2 and full@35 full-35 (the registry reads those names as aliases).
 METHODS = {
     "full": "B1 full model",
     "ase": "B2 ASE default",
@@ -16,26 +18,25 @@ METHODS = {
     "random": "A3 random fixed gates (LEES-0.05 ratio)",
     "budget": "LEES budget mode (ours)",
     "router": "Router: learned run-or-reuse (ours)",
-    "reuse-2": "uniform reuse, all blocks every 2nd step",
+    "uniform-2": "uniform reuse, all blocks every 2nd step",
     "deepcache-3": "DeepCache N=3 (outer level runs)",
-    "full-35": "full model, 35 steps",
-    "full-25": "full model, 25 steps",
-    "full-15": "full model, 15 steps",
+    "full@35": "full model, 35 steps",
+    "full@25": "full model, 25 steps",
+    "full@15": "full model, 15 steps",
 }
 
-
-FEWER_STEPS = ("full-35", "full-25", "full-15")  # with "full": the curve every method must beat
-
+FEWER_STEPS = ("full@35", "full@25", "full@15")  # with "full": the curve every method must beat
+# The rows built from their method names (lees.schedules.registry); the others are trained or searched.
+NAMED_ROWS = ("full", "ase", "uniform-2", "deepcache-3", *FEWER_STEPS)
 
 GATE_RUNS = {
     "lees-0.01": {"lam": 0.01},
     "lees-0.05": {"lam": 0.05},
     "lees-0.1": {"lam": 0.1},
     "lambda-0": {"lam": 0.0},
-    "budget": {"lam": 0.0, "target_ratio": None},  # the config's budget ratio
+    "budget": {"lam": 0.0, "target_gated_share": None},  # the config's budget ratio
     "ste": {"lam": 0.05, "estimator": "ste"},  # the paper's estimator, for comparison
 }
 
-
 # Inception FID on the CPU goes to the rows the conclusions rest on (every row on a GPU).
-FID_KEY_ROWS = ("full", "ase", "ase-grid", "lees-0.05", "router", "reuse-2", "deepcache-3", *FEWER_STEPS)
+FID_KEY_ROWS = ("full", "ase", "ase-grid", "lees-0.05", "router", "uniform-2", "deepcache-3", *FEWER_STEPS)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..evaluation.frontier import Point, describe, versus_fewer_steps
 from ..evaluation.stats import mean, mean_pm_std, mean_std, paired_t
+from ..schedules.registry import parse
 from ..utils.files import atomic_write_text
 from .claims import CLAIMS, QUALITY, claims
 from .plots import frontier_plot, pareto_plot
@@ -20,14 +21,12 @@ from .protocol import FEWER_STEPS, METHODS
 
 LATENCY_TOLERANCE = 0.10  # how far latency may stray from the FLOP ratio before the report says so
 
-
 ESTIMATOR_NOTE = (
     "The LEES hard rows, lambda=0, budget mode and the gates of A1 are trained with the soft estimator "
     "(each block mixed by its gate value while training, `lees train --estimator soft`, the default) and "
     "sampled with hard skipping (A1: mixed); only the STE row is trained with the paper's straight-through "
     "estimator, which collapses on the embedded model (docs/method.md)."
 )
-
 
 ROW_FIELDS = (
     "fd", "kid", "seconds_per_100", "images_per_s", "executed_ratio", "flop_ratio", "delta_fd", "cache_bytes"
@@ -56,7 +55,7 @@ def frontier_lines(rows: dict[str, dict], metric: str, steps: int, out: Path, fi
     full = mean(rows["full"]["seconds_per_100"])
     points = {
         m: Point("full" if m == "full" or m in FEWER_STEPS else m,
-                 int(m.split("-")[1]) if m in FEWER_STEPS else steps, mean(row["flop_ratio"]),
+                 parse(m).steps or steps if m in FEWER_STEPS else steps, mean(row["flop_ratio"]),
                  mean(row["seconds_per_100"]) / full, {metric: mean(row[field])})
         for m, row in rows.items() if row.get(field)
     }  # fmt: skip
@@ -110,8 +109,39 @@ def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
     if any(math.isnan(v) for row in rows.values() for f in ROW_FIELDS for v in row[f]):
         raise ReportError("a figure is NaN: the report would not be honest")
     out.mkdir(parents=True, exist_ok=True)
-    metric = meta["metric"]
     claim_lines, claim_payload = _claims_table(rows, meta)
+    results = _results(rows)
+    payload = {"meta": meta, "methods": results, "claims": claim_payload}
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=1) + "\n")
+    pareto_plot(rows, out / "pareto.png", meta["metric"])
+    metric = meta["metric"]
+    lines = [f"# LEES reproduction on {meta['model']}", ""]
+    lines += [
+        f"Command: `{meta['command']}`  ",
+        f"Seeds: {meta['seeds']}, {meta['n']} samples each, "
+        f"{meta['steps']} DDPM steps, quality = {metric} against {meta['reference']}.",
+        "",
+    ]
+    lines += ["## Results", "", *_results_table(rows, results, metric)]
+    lines += ["", "## Against fewer steps", ""]
+    for field in QUALITY:
+        lines += [*frontier_lines(rows, QUALITY[field] or metric, meta["steps"], out, field), ""]
+    t, p = paired_t(rows["lees-0.05"]["fd"], rows["ase"]["fd"])
+    lines += [
+        "",
+        f"Paired t-test over seeds, LEES-0.05 vs ASE default on {metric}: t = {t:.3f}, p = {p:.4g}.",
+        "",
+    ]
+    lines += ["![Pareto](pareto.png)", "", "## The paper's claims, measured here", "", *claim_lines]
+    lines += ["", "## Pictures", ""] + [f"- {name}" for name in meta.get("pictures", [])]
+    if meta.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in meta["notes"]]
+    return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+
+
+def _results(rows: dict[str, dict]) -> dict[str, dict]:
+    """Each method's entry of results.json: means, standard deviations and per-seed figures, the latency
+    cut against the full model, latency over FLOPs, and the pooled Inception FID."""
     full_lat = mean(rows["full"]["seconds_per_100"])
     results = {}
     for m, row in rows.items():
@@ -125,24 +155,14 @@ def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
             "per_seed": {f: row[f] for f in ROW_FIELDS},
             "fid_pooled": row["fid"][0] if row.get("fid") else None,
         }
-    payload = {"meta": meta, "methods": results, "claims": claim_payload}
-    atomic_write_text(out / "results.json", json.dumps(payload, indent=1) + "\n")
-    pareto_plot(rows, out / "pareto.png", metric)
+    return results
 
-    lines = [f"# LEES reproduction on {meta['model']}", ""]
-    lines += [
-        f"Command: `{meta['command']}`  ",
-        f"Seeds: {meta['seeds']}, {meta['n']} samples each, "
-        f"{meta['steps']} DDPM steps, quality = {metric} against {meta['reference']}.",
-        "",
-    ]
-    lines += [
-        "## Results",
-        "",
+
+def _results_table(rows: dict[str, dict], results: dict[str, dict], metric: str) -> list[str]:
+    """The report's results table, the estimator note and where latency strays from the FLOP ratio."""
+    lines = [
         f"| method | {metric} | Inception FID (seeds pooled) | KID | s / 100 img | img/s | latency cut "
-        "| executed | FLOPs | latency/FLOP ratio | d"
-        + metric
-        + " (corrupted) | reuse cache (bytes / sample) |",
+        f"| executed | FLOPs | latency/FLOP ratio | d{metric} (corrupted) | reuse cache (bytes / sample) |",
         "|---" * 12 + "|",
     ]
     for m, row in rows.items():
@@ -153,37 +173,15 @@ def build_report(rows: dict[str, dict], out: Path, meta: dict) -> Path:
             f"{mean_pm_std(row['seconds_per_100'], '.2f')} | {mean_pm_std(row['images_per_s'], '.1f')} | "
             f"{r['speedup_vs_full']:+.1%} | {mean_pm_std(row['executed_ratio'], '.2f')} | "
             f"{mean_pm_std(row['flop_ratio'], '.2f')} | {r['latency_over_flops']:.2f} | "
-            f"{mean_pm_std(row['delta_fd'])} | "
-            f"{max(row['cache_bytes']):,.0f} |"
+            f"{mean_pm_std(row['delta_fd'])} | {max(row['cache_bytes']):,.0f} |"
         )
     off = [f"{METHODS[m]} ({r['latency_over_flops']:.2f})" for m, r in results.items()
            if abs(r["latency_over_flops"] - 1) > LATENCY_TOLERANCE]  # fmt: skip
-    lines += ["", ESTIMATOR_NOTE]
-    lines += [
-        "",
+    lines += ["", ESTIMATOR_NOTE, ""]
+    lines.append(
         f"Latency/FLOP ratio: the latency ratio to the full model over the FLOP ratio. Within "
         f"{LATENCY_TOLERANCE:.0%} of 1 for every method but: {', '.join(off)}."
         if off
-        else f"Latency/FLOP ratio within {LATENCY_TOLERANCE:.0%} of 1 for every method.",
-    ]
-    lines += ["", "## Against fewer steps", ""]
-    for field in QUALITY:
-        name = QUALITY[field] or metric
-        lines += [*frontier_lines(rows, name, meta["steps"], out, field), ""]
-    t, p = paired_t(rows["lees-0.05"]["fd"], rows["ase"]["fd"])
-    lines += [
-        "",
-        f"Paired t-test over seeds, LEES-0.05 vs ASE default on {metric}: t = {t:.3f}, p = {p:.4g}.",
-        "",
-    ]
-    lines += [
-        "![Pareto](pareto.png)",
-        "",
-        "## The paper's claims, measured here",
-        "",
-        *claim_lines,
-    ]
-    lines += ["", "## Pictures", ""] + [f"- {name}" for name in meta.get("pictures", [])]
-    if meta.get("notes"):
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in meta["notes"]]
-    return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+        else f"Latency/FLOP ratio within {LATENCY_TOLERANCE:.0%} of 1 for every method."
+    )
+    return lines

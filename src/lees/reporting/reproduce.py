@@ -11,8 +11,9 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,33 +36,34 @@ from ..learn.ase_grid import ase_grid
 from ..learn.backbone_training import epoch_seconds
 from ..learn.gate_training import GateTrainConfig, train_gates
 from ..learn.router import RouterConfig, train_router
-from ..models.backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
+from ..models.backbones import load_backbone, load_noise_scheduler
 from ..models.data import fit_images, load_images
 from ..sampling.stored import sample_stored, stored_images
-from ..schedules.baselines import ase_schedule, deepcache_schedule, random_schedule, uniform_schedule
+from ..schedules.registry import build_schedule, canonical
 from ..schedules.saving import load_gate, save_gate
 from ..schedules.schedule import Schedule
+from ..utils.config import Settings
 from ..utils.files import atomic_write_text, claim_folder
 from ..utils.images import save_grid
 from ..utils.timing import device_name
 from .plots import gate_heatmap, schedule_map
-from .protocol import FEWER_STEPS, FID_KEY_ROWS, GATE_RUNS, METHODS
+from .protocol import FID_KEY_ROWS, GATE_RUNS, METHODS, NAMED_ROWS
 from .report import ROW_FIELDS, build_report
 
 
 @dataclass
-class ReproduceConfig:
+class ReproduceConfig(Settings):
     """How much of the protocol to run (``quick`` is the < 15 min version for this CPU)."""
 
     model: str = "embedded"
     data: str = "fashion-mnist"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     n: int = 200
-    steps: int = 50
-    train_steps: int | None = None  # None: one epoch
+    steps: int = 50  # sampler steps
+    train_steps: int | None = None  # optimisation steps of each gate run; None: one epoch
     grid_n: int = 256
     grid_starts: list[int] = field(default_factory=lambda: [0, 100, 200, 300])
-    budget_ratio: float = 0.6
+    budget_ratio: float = 0.6  # the budget row's target_gated_share (share of the gated blocks)
     device: str = "cpu"
     dtype: str = "float32"  # what the model is cast to (float16, bfloat16: half precision)
     resize: bool = False  # fit the data to the model's channels and size (else a mismatch is an error)
@@ -71,6 +73,10 @@ class ReproduceConfig:
     def __post_init__(self) -> None:
         if self.fid not in ("auto", "key", "all", "none"):
             raise ValueError(f"fid must be auto, key, all or none, got {self.fid!r}")
+        if self.n < 2 or len(self.seeds) < 2:
+            raise ValueError("the protocol needs n >= 2 samples and at least 2 seeds (for the t-test)")
+        if self.steps < 1 or (self.train_steps is not None and self.train_steps < 1):
+            raise ValueError("steps and train_steps must be positive")
 
     @classmethod
     def quick(cls, **kwargs) -> ReproduceConfig:
@@ -89,9 +95,9 @@ def _gates(cfg: ReproduceConfig, work: Path, name: str, seed: int, model, noise,
         gate, _ = load_gate(folder / "gates.safetensors")
         return {"gate": gate, **json.loads((folder / "done.json").read_text())}
     train = {**GATE_RUNS[name]}
-    if "target_ratio" in train:
-        train["target_ratio"] = cfg.budget_ratio
-    config = GateTrainConfig(steps=cfg.train_steps, seed=seed, **train)
+    if "target_gated_share" in train:
+        train["target_gated_share"] = cfg.budget_ratio
+    config = GateTrainConfig(train_steps=cfg.train_steps, seed=seed, **train)
     print(f"training gates: {name}, seed {seed} ({train})")
     result = train_gates(
         model, images, noise, config, blocks, log_path=folder / "train_log.jsonl",
@@ -112,7 +118,9 @@ def _kl_settled_at(log: list[dict], threshold: float = 0.05) -> float | None:
     return None
 
 
-def _corrupted_reference(extractor, images: torch.Tensor) -> dict[str, np.ndarray]:
+def _corrupted_reference(extractor, train_images: torch.Tensor) -> dict[str, np.ndarray]:
+    """Features of 2000 seeded training images under each corruption (severity 3)."""
+    images = train_images[torch.from_numpy(np.random.default_rng(7).permutation(len(train_images))[:2000])]
     return {name: features(extractor, corrupt(images, name, 3, seed=1)) for name in CORRUPTIONS}
 
 
@@ -130,22 +138,21 @@ def _score(extractor, images, ref, ref_corrupted) -> dict:
 def _claim(work: Path, cfg: ReproduceConfig) -> None:
     """Tie ``work`` to one configuration and fd_clf's definition: its stored pieces and choices (the
     ASE grid's, made under fd_clf) are only reused by the same settings."""
-    claim_folder(work / "config.json", {**asdict(cfg), "fd_clf": CLF_DEFINITION}, "use another --out")
+    claim_folder(work / "config.json", {**cfg.to_dict(), "fd_clf": CLF_DEFINITION}, "use another --out")
 
 
 def _router(cfg: ReproduceConfig, work: Path, model, noise, blocks, timesteps) -> Schedule:
     """The run-or-reuse router at 0.70 of the FLOPs: the shipped one where it fits, else trained once."""
 
-    shipped = EMBEDDED_DIR / "router-0.70" / "schedule.json"
-    if cfg.model == "embedded" and shipped.is_file():
-        schedule = Schedule.load(shipped, blocks)
+    if cfg.model == "embedded":
+        schedule = build_schedule("router-0.70", blocks, timesteps)
         if schedule.timesteps == timesteps:
             return schedule
     path = work / "router.json"
     if path.is_file():
         return Schedule.load(path, blocks)
     print("training the run-or-reuse router (0.70 of the FLOPs)")
-    config = RouterConfig(steps=cfg.steps, target_ratio=0.7, train_steps=100 if cfg.train_steps else 400)
+    config = RouterConfig(steps=cfg.steps, target_flop_ratio=0.7, train_steps=100 if cfg.train_steps else 400)
     schedule = train_router(model, noise, config, blocks).schedule
     schedule.save(path)
     return schedule
@@ -160,7 +167,7 @@ def _seed_results(cfg: ReproduceConfig, work: Path, seed: int, model, noise, met
     """
     done = work / "runs" / f"seed{seed}.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        return _by_canonical_name(json.loads(done.read_text()))
     runs = sample_stored(
         model,
         methods,
@@ -180,6 +187,12 @@ def _seed_results(cfg: ReproduceConfig, work: Path, seed: int, model, noise, met
         print(f"{METHODS[name]}, seed {seed}: fd_clf {results[name]['fd']:.3f}, {run.seconds:.1f} s")
     atomic_write_text(done, json.dumps(results))
     return results
+
+
+def _by_canonical_name(stored: dict[str, Any]) -> dict[str, Any]:
+    """Stored figures keyed by method name, older spellings (``reuse-2``, ``full-35``) read as the
+    registry's (``uniform-2``, ``full@35``)."""
+    return {canonical(name): value for name, value in stored.items()}
 
 
 def _fid_rows(cfg: ReproduceConfig) -> list[str]:
@@ -202,7 +215,7 @@ def _pooled_fid(cfg: ReproduceConfig, work: Path) -> dict[str, float]:
     FID is biased at small n, so one figure over all of them, not one per seed). Stored per row."""
     rows = _fid_rows(cfg)
     path = work / "fid.json"
-    scores = json.loads(path.read_text()) if path.is_file() else {}
+    scores = _by_canonical_name(json.loads(path.read_text())) if path.is_file() else {}
     if all(m in scores for m in rows):
         return {m: scores[m] for m in rows}
     extractor = InceptionFeatures(cfg.device)
@@ -226,9 +239,8 @@ def _gate_methods(
         name: Schedule.from_gate(run["gate"], blocks, timesteps, num_train) for name, run in trained.items()
     }
     lees = methods["lees-0.05"]
-    methods["random"] = random_schedule(
-        blocks, timesteps, max(lees.executed_ratio, 1 / lees.table.size), seed=seed
-    )
+    ratio = max(lees.executed_ratio, 1 / lees.table.size)
+    methods["random"] = build_schedule("random", blocks, timesteps, ratio=ratio, seed=seed)
     methods["soft"] = trained["lees-0.05"]["gate"]  # A1: the lambda=0.05 gate, mixing every block
     return methods
 
@@ -272,7 +284,7 @@ def _add_seed(
         rows[method]["seconds_per_100"].append(100 * res["seconds"] / cfg.n)
         rows[method]["images_per_s"].append(cfg.n / res["seconds"])
         rows[method]["executed_ratio"].append(schedule.executed_ratio)
-        rows[method]["flop_ratio"].append(schedule.flop_ratio * schedule.num_steps / cfg.steps)
+        rows[method]["flop_ratio"].append(schedule.flop_ratio_vs(cfg.steps))
         rows[method]["cache_bytes"].append(res.get("cache_bytes", 0.0))
 
 
@@ -289,17 +301,9 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
     train_images = fit_images(load_images(cfg.data, "train")[0], model, resize=cfg.resize)
     extractor = ClassifierFeatures(cfg.device)
     ref = reference_features(extractor, cfg.data, "train", n=10_000)
-    ref_images = train_images[
-        torch.from_numpy(np.random.default_rng(7).permutation(len(train_images))[:2000])
-    ]
-    ref_corrupted = _corrupted_reference(extractor, ref_images)
-
-    shared: dict = {"full": Schedule.full(blocks, timesteps), "ase": ase_schedule(blocks, timesteps)}
+    ref_corrupted = _corrupted_reference(extractor, train_images)
+    shared: dict = {name: build_schedule(name, blocks, timesteps, noise) for name in NAMED_ROWS}
     shared["router"] = _router(cfg, work, model, noise, blocks, timesteps)
-    shared["reuse-2"] = uniform_schedule(blocks, timesteps, 2, outer=1)
-    shared["deepcache-3"] = deepcache_schedule(blocks, timesteps, 3, levels=1)
-    for name in FEWER_STEPS:
-        shared[name] = Schedule.full(blocks, sampler_timesteps(noise, int(name.split("-")[1])))
 
     rows: dict[str, dict] = {m: {k: [] for k in ROW_FIELDS} for m in METHODS}
     first: dict = {}
@@ -311,18 +315,8 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
         methods = {**shared, **_gate_methods(cfg, trained, blocks, timesteps, noise, seed)}
         if not first:
             first = {"trained": trained, "lees": methods["lees-0.05"]}
-            shared["ase-grid"], grid_info = _ase_grid(
-                cfg,
-                work,
-                model,
-                noise,
-                blocks,
-                timesteps,
-                extractor,
-                ref,
-                methods["lees-0.05"],
-                shared["ase"],
-            )
+            shared["ase-grid"], grid_info = _ase_grid(cfg, work, model, noise, blocks, timesteps, extractor,
+                                                      ref, methods["lees-0.05"], shared["ase"])  # fmt: skip
             methods["ase-grid"] = shared["ase-grid"]
         methods = {m: methods[m] for m in METHODS}
         results = _seed_results(cfg, work, seed, model, noise, methods, extractor, ref, ref_corrupted)
@@ -363,7 +357,7 @@ def _meta(cfg, out, work, model, noise, blocks, train_images, first, shared, sta
     return {
         "model": cfg.model,
         "command": " ".join(shlex.quote(a) for a in ["lees", *sys.argv[1:]]),
-        "config": asdict(cfg),
+        "config": cfg.to_dict(),
         "seeds": cfg.seeds,
         "n": cfg.n,
         "steps": cfg.steps,

@@ -14,7 +14,7 @@ turns the final latents into images once, outside the gated denoiser.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +49,6 @@ from ..utils.timing import synchronizer
 
 Method = Schedule | SigmoidTimeGate | None
 
-
 """How one sampling run treats the blocks: a schedule (run/reuse/skip), a gate (soft mix), or None (all)."""
 
 
@@ -71,18 +70,29 @@ def sample(
     first: int = 0,
     context: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``n`` samples in [-1, 1] from a model or a diffusers pipeline; ``schedule`` says what each block
-    does at each step (None: all).
+    """``n`` samples in [-1, 1] from a model or a diffusers pipeline.
 
-    A schedule carries its timesteps, so it sets the steps (``steps`` is then ignored).
-    ``soft_gate`` instead mixes every block by its gate value (ablation A1: soft gating at inference;
-    no block is skipped). ``scheduler`` is the model's, whose config sets the noise process
-    (betas, ``prediction_type``, spacing, clipping, final alpha); a pipeline brings its own (its
-    ``unet`` or ``transformer`` is sampled), a bare model needs it (a clear error without).
-    ``timesteps`` replaces the ``steps`` evenly spaced ones; ``decoder`` decodes latents to images.
-    ``first`` is the index of the first sample: ``n`` samples from ``first`` on equal that slice of
-    a larger run (how shards and resumed runs continue a sequence). ``context`` is what a
-    cross-attention denoiser attends to: shape (1, tokens, width) for all samples or (n, ...) each.
+    Args:
+        pipe_or_model: a denoiser, or a diffusers pipeline (its ``unet`` or ``transformer`` is sampled,
+            with its scheduler's config).
+        schedule: what each block does at each step (None: all run). It carries its timesteps, so it
+            sets the steps (``steps`` is then ignored).
+        n: how many samples; steps: sampler steps without a schedule; sampler: ``ddpm`` or ``ddim``.
+        seed: sample i depends on (seed, i) only, so batching or sharding never changes an image.
+        scheduler: the model's, whose config sets the noise process (betas, ``prediction_type``,
+            spacing, clipping, final alpha); a bare model needs it (a clear error without).
+        batch_size: samples per batch; device: where to sample (default: the model's).
+        progress: show a progress bar.
+        soft_gate: instead of a schedule, mix every block by its gate value (ablation A1: soft gating
+            at inference; no block is skipped).
+        timesteps: a descending list replacing the ``steps`` evenly spaced ones.
+        decoder: decodes latents to images (a diffusers ``AutoencoderKL`` or ``VQModel``).
+        first: the index of the first sample: ``n`` samples from ``first`` on equal that slice of a
+            larger run (how shards and resumed runs continue a sequence).
+        context: what a cross-attention denoiser attends to, (1, tokens, width) for all or (n, ...) each.
+
+    Example:
+        >>> images = lees.sample(model, schedule, n=64, scheduler=scheduler)  # doctest: +SKIP
     """
     if schedule is not None and soft_gate is not None:
         raise ValueError("give a schedule or a soft gate, not both")
@@ -90,8 +100,9 @@ def sample(
         raise ValueError("the schedule samples at its own timesteps; drop timesteps=")
     method = schedule if schedule is not None else soft_gate
     runs = sample_lockstep(
-        pipe_or_model, {"": method}, n, steps, sampler, seed, scheduler, batch_size, device, progress,
-        timesteps, decoder, first, context,
+        pipe_or_model, {"": method}, n, steps=steps, sampler=sampler, seed=seed, scheduler=scheduler,
+        batch_size=batch_size, device=device, progress=progress, timesteps=timesteps, decoder=decoder,
+        first=first, context=context,
     )  # fmt: skip
     return runs[""].images
 
@@ -125,14 +136,19 @@ def sample_lockstep(
 ) -> dict[str, TimedSamples]:
     """Sample the same ``n`` seeds with several methods side by side, and time each one.
 
-    A schedule samples at its own timesteps (so the full model at fewer steps is
-    ``Schedule.full(blocks, fewer_timesteps)``); a gate or None at ``steps`` (or ``timesteps``).
     At every step each method's denoiser call and sampler update run back to back, in an order that
     turns from step to step, so a slow spell of a noisy machine falls on all methods alike: ratios
     of the returned seconds are paired measurements (a method with fewer steps is paired over the
     steps it has). Each method's images equal what :func:`sample` gives it alone (same seeds, same
-    noise). ``device`` defaults to the model's. ``pipe_or_model``, ``scheduler``, ``context``: as for
-    :func:`sample`.
+    noise).
+
+    Args:
+        methods: by name, a schedule (at its own timesteps: the full model at fewer steps is
+            ``Schedule.full(blocks, fewer_timesteps)``), a gate (soft mix) or None (all run).
+        pipe_or_model, n, steps, ...: as for :func:`sample` (gates and None sample at ``steps``).
+
+    Example:
+        >>> runs = sample_lockstep(model, {"full": None, "fast": schedule}, scheduler=s)  # doctest: +SKIP
     """
     if not methods:
         raise ValueError("give at least one method to sample with")
@@ -141,61 +157,67 @@ def sample_lockstep(
     check_context(model, context, n)
     device = model_device(model) if device is None else torch.device(device)
     context = None if context is None else context.to(device)
-    engines: dict[tuple[str, ...], Engine] = {}
+    engines: dict[tuple[str, ...], Engine] = {}  # one per block set, shared by the methods that gate it
     runs = {
-        name: _Method(model, method, scheduler, sampler, steps, timesteps, engines, device)
-        for name, method in methods.items()
+        name: _Method(model, m, scheduler, sampler, steps, timesteps, engines, device)
+        for name, m in methods.items()
     }
-    sync = synchronizer(device)
-    shape = latent_shape(model)
-    names = list(methods)
-    images: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    seconds = dict.fromkeys(names, 0.0)
-    longest = max(len(r.visited) for r in runs.values())
-    bar = tqdm(
-        total=n * sum(len(r.visited) for r in runs.values()),
-        desc=f"sampling ({sampler})",
-        unit="img-step",
-        disable=not progress,
-        leave=False,
-    )
+    clock = _Clock(device, list(runs))
+    images: dict[str, list[torch.Tensor]] = {name: [] for name in runs}
+    total = n * sum(len(r.visited) for r in runs.values())
+    bar = tqdm(total=total, desc=f"sampling ({sampler})", unit="img-step", disable=not progress, leave=False)
     with ExitStack() as attached:
         for engine in engines.values():
             attached.enter_context(engine.attached())
         for start in range(0, n, batch_size):
             idx = range(first + start, first + min(n, start + batch_size))
             rows = context_rows(context, range(start, start + len(idx)))
-            state = {}
-            for name in names:  # each method its own generators: the same streams as sampling alone
-                gens = sample_generators(seed, idx, device)
-                cond = {"class_labels": draw_labels(model, gens, device), "context": rows}
-                x = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
-                state[name] = [x, gens, cond]
-                runs[name].new_run()
-            for j in range(longest):
-                for name in names[j % len(names) :] + names[: j % len(names)]:
-                    if j >= len(runs[name].visited):
-                        continue
-                    x, gens, cond = state[name]
-                    sync()
-                    started = time.perf_counter()
-                    state[name][0] = runs[name].step(x, j, cond, gens)
-                    sync()
-                    seconds[name] += time.perf_counter() - started
-                    bar.update(len(idx))
-            for name in names:
-                x = state[name][0]
-                if decoder is not None:
-                    started = time.perf_counter()
-                    x = decode(decoder, x)
-                    sync()
-                    seconds[name] += time.perf_counter() - started
+            for name, x in _batch(model, runs, idx, rows, seed, device, decoder, clock, bar).items():
                 images[name].append(x.cpu())
     bar.close()
-    return {
-        name: TimedSamples(torch.cat(images[name]), seconds[name], runs[name].cache_bytes_per_sample)
-        for name in names
-    }
+    cache = {name: run.cache_bytes_per_sample for name, run in runs.items()}
+    return {name: TimedSamples(torch.cat(images[name]), clock.seconds[name], cache[name]) for name in runs}
+
+
+def _batch(model, runs: dict[str, _Method], idx: range, rows, seed: int, device, decoder, clock: _Clock,
+           bar) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One batch with every method, step by step in a turning order; each method's final samples."""
+    names, shape = list(runs), latent_shape(model)
+    state = {}
+    for name in names:  # each method its own generators: the same streams as sampling alone
+        gens = sample_generators(seed, idx, device)
+        cond = {"class_labels": draw_labels(model, gens, device), "context": rows}
+        state[name] = [
+            torch.stack([torch.randn(shape, generator=g, device=device) for g in gens]),
+            gens,
+            cond,
+        ]
+        runs[name].new_run()
+    for j in range(max(len(r.visited) for r in runs.values())):
+        for name in names[j % len(names) :] + names[: j % len(names)]:
+            if j < len(runs[name].visited):
+                x, gens, cond = state[name]
+                state[name][0] = clock(name, runs[name].step, x, j, cond, gens)
+                bar.update(len(idx))
+    if decoder is None:
+        return {name: state[name][0] for name in names}
+    return {name: clock(name, decode, decoder, state[name][0]) for name in names}
+
+
+class _Clock:
+    """The seconds each method's work took, every call timed between two device synchronisations."""
+
+    def __init__(self, device: torch.device, names: list[str]) -> None:
+        self.sync = synchronizer(device)
+        self.seconds = dict.fromkeys(names, 0.0)
+
+    def __call__(self, name: str, work: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        self.sync()
+        started = time.perf_counter()
+        out = work(*args)
+        self.sync()
+        self.seconds[name] += time.perf_counter() - started
+        return out
 
 
 class _Method:
@@ -208,7 +230,7 @@ class _Method:
     ) -> None:
         self.model, self.method, self.cache = model, method, None
         if isinstance(method, Schedule):
-            _check_sampler(method, sampler)
+            schedule_sampler(method, sampler)
             steps, timesteps = method.num_steps, _own_timesteps(scheduler, sampler, method.timesteps)
         self.scheduler = make_sampler(scheduler, sampler, steps, timesteps)
         self.visited = timestep_list(self.scheduler.timesteps)
@@ -253,11 +275,14 @@ class _Method:
         return self.update(output, j, x, gens)
 
 
-def _check_sampler(schedule: Schedule, sampler: str) -> None:
-    """A clear error when a schedule made for one sampler is used with another."""
+def schedule_sampler(schedule: Schedule, sampler: str | None = None) -> str:
+    """The sampler a schedule runs on: the one it was made for (``settings["sampler"]``), else
+    ``sampler``, else DDPM. A sampler asked for that contradicts the schedule's is an error: the
+    table's columns are the steps of that sampler, and another one would run them as other updates."""
     made_for = schedule.settings.get("sampler")
-    if made_for is not None and made_for != sampler:
+    if sampler is not None and made_for is not None and sampler != made_for:
         raise ValueError(f"the schedule was made for the {made_for} sampler, not {sampler}")
+    return sampler or made_for or "ddpm"
 
 
 def _own_timesteps(scheduler, sampler: str, timesteps: list[int]) -> list[int] | None:

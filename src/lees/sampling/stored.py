@@ -9,6 +9,7 @@ instead of sampling them. An interruption loses at most one piece.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from typing import Any
 import torch
 from safetensors.torch import load, save
 
+from ..schedules.registry import canonical
 from ..schedules.schedule import Schedule
-from ..utils.files import atomic_write_bytes, claim_folder
+from ..utils.files import atomic_write_bytes, atomic_write_text, claim_folder
 from .lockstep import Method, TimedSamples, sample_lockstep
 
 CHUNK = 100  # images per stored piece
@@ -39,7 +41,7 @@ def sample_stored(
     never silently mixed."""
     folder = Path(folder)
     digests = {name: method_digest(m) for name, m in methods.items()}
-    claim_folder(folder / "settings.json", {"n": n, "chunk": chunk, "methods": digests, **(settings or {})})
+    _claim(folder / "settings.json", {"n": n, "chunk": chunk, "methods": digests, **(settings or {})})
     offset = lockstep.pop("first", 0)
     parts = []
     for first, path in _pieces(folder, n, chunk):
@@ -48,7 +50,7 @@ def sample_stored(
             print(f"images {first}-{first + count - 1}: {len(methods)} methods side by side")
             runs = sample_lockstep(model, methods, count, first=offset + first, **lockstep)
             atomic_write_bytes(path, save(_tensors(runs)))
-        parts.append(load(path.read_bytes()))
+        parts.append(_load_piece(path))
     return {
         name: TimedSamples(
             torch.cat([p[name] for p in parts]),
@@ -76,7 +78,28 @@ def method_digest(method: Method) -> str:
 
 def stored_images(folder: str | Path, n: int, name: str, chunk: int = CHUNK) -> torch.Tensor:
     """The images method ``name`` got in a finished :func:`sample_stored` run in ``folder``."""
-    return torch.cat([load(path.read_bytes())[name] for _, path in _pieces(Path(folder), n, chunk)])
+    return torch.cat([_load_piece(path)[canonical(name)] for _, path in _pieces(Path(folder), n, chunk)])
+
+
+def _claim(path: Path, settings: dict[str, Any]) -> None:
+    """:func:`claim_folder`, where a folder written under older method names (``reuse-2``) belongs to
+    the same run under the registry's (``uniform-2``)."""
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        renamed = {**stored, "methods": {canonical(k): v for k, v in stored.get("methods", {}).items()}}
+        if renamed == json.loads(json.dumps(settings)):
+            atomic_write_text(path, json.dumps(settings, sort_keys=True))
+    claim_folder(path, settings)
+
+
+def _load_piece(path: Path) -> dict[str, torch.Tensor]:
+    """A stored piece's tensors, keyed by the registry's method names (older spellings renamed)."""
+    renamed = {}
+    for key, tensor in load(path.read_bytes()).items():
+        name, dot, part = key.rpartition(".")
+        found = f"{canonical(name)}.{part}" if dot and part in ("seconds", "cache_bytes") else canonical(key)
+        renamed[found] = tensor
+    return renamed
 
 
 def _pieces(folder: Path, n: int, chunk: int) -> list[tuple[int, Path]]:

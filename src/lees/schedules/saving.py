@@ -27,9 +27,7 @@ from .schedule import Schedule, ScheduleError
 
 SUBFOLDER = "lees"
 
-
 SCHEDULE_FILE = "schedule.json"
-
 
 GATE_FILE = "gates.safetensors"
 
@@ -52,7 +50,8 @@ def provenance(model: nn.Module | None = None, **info: Any) -> dict[str, Any]:
     return found
 
 
-def _target_folder(folder: str | Path) -> Path:
+def target_folder(folder: str | Path) -> Path:
+    """Where lees writes into ``folder``: its ``lees/`` subfolder for a diffusers folder, else itself."""
     folder = Path(folder)
     is_diffusers = (folder / "config.json").is_file() or (folder / "model_index.json").is_file()
     return folder / SUBFOLDER if is_diffusers else folder
@@ -63,7 +62,7 @@ def save_pretrained(
 ) -> Path:
     """Write ``policy`` with its provenance into ``folder`` (``lees/`` of a diffusers folder)."""
 
-    target = _target_folder(folder)
+    target = target_folder(folder)
     target.mkdir(parents=True, exist_ok=True)
     found = provenance(model, **info)
     if isinstance(policy, Schedule):

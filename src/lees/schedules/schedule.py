@@ -29,15 +29,11 @@ from .gates import SigmoidTimeGate
 
 FORMAT = "lees.schedule"
 
-
 VERSION = 2
-
 
 READS = (1, 2)  # file versions this one reads
 
-
 SOURCES = ("full", "learned", "router", "ase", "deepcache", "uniform", "random", "manual")
-
 
 CHARS = {RUN: "1", REUSE: "r", SKIP: "0"}
 
@@ -165,6 +161,16 @@ class Schedule:
     def flop_ratio(self) -> float:
         """FLOPs of the whole sampling run over the full model's."""
         return float(self.step_flop_ratios().mean())
+
+    def flop_ratio_vs(self, steps: int) -> float:
+        """FLOPs of the whole sampling run over the full model's at ``steps`` sampler steps (a schedule
+        with fewer steps than the full run costs less than its own :attr:`flop_ratio` says)."""
+        return self.flop_ratio * self.num_steps / steps
+
+    def run_sets(self) -> int:
+        """How many distinct per-step block actions the schedule uses (a compiled denoiser makes one
+        graph for each)."""
+        return len({tuple(self.mask(j)) for j in range(self.num_steps)})
 
     @property
     def reuses(self) -> bool:

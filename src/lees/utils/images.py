@@ -48,3 +48,10 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
     buffer = io.BytesIO()
     image.save(buffer, format=image_format(path))
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_samples(images: torch.Tensor, grid: str | Path) -> tuple[Path, Path]:
+    """The samples as a picture grid at ``grid`` and, beside it, every sample as uint8 in an ``.npz``."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=to_uint8(images))
+    return save_grid(images, grid), atomic_write_bytes(Path(grid).with_suffix(".npz"), buffer.getvalue())

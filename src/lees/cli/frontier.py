@@ -1,0 +1,58 @@
+"""``lees frontier``: every method against the full model at fewer steps, at the same measured latency."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from .options import add_device, command
+
+EPILOG = """examples:
+  lees frontier                                  # 200 samples per method, ~25 min on 2 CPU cores
+  lees frontier -n 500 --rows learned --fewer 35 25 20 --reuse-steps 35 \\
+      --schedules docs/results/learned/router-kl-0.70/schedule.json --out runs/learned
+  lees frontier -n 1000 --rows reuse-vs-skip --fewer 35 25 15 \\
+      --fid-rows full full@35 full@25 full@15 ase lees-0.05 uniform-2 --clf-raw --out runs/rvs
+  lees frontier --plot-only --out runs/frontier   # redraw the plots from OUT/frontier.jsonl
+(run the same command again after an interruption: the samples stored in OUT/pieces are reused)
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..reporting.frontier import ROW_SETS
+
+    p = command(sub, "frontier", run, "every method against the full model at fewer steps", EPILOG)
+    p.add_argument("-n", type=int, default=200, help="samples per method (200)")
+    p.add_argument("--steps", type=int, default=50, help="the full model's sampler steps (50)")
+    p.add_argument("--fewer", type=int, nargs="+", default=[40, 35, 30, 25, 20, 15], help="the curve's steps")
+    p.add_argument(
+        "--reuse-steps", type=int, nargs="*", default=[], help="also uniform reuse, DeepCache at these steps"
+    )
+    p.add_argument(
+        "--schedules", nargs="*", default=[], help="also these schedule files (any steps; named by folder)"
+    )
+    p.add_argument("--rows", choices=sorted(ROW_SETS), default="all", help="which methods beside full")
+    p.add_argument("--fid-n", type=int, default=500, help="samples per method scored by Inception FID")
+    p.add_argument("--fid-rows", nargs="+", default=None, help="rows scored by Inception FID (all)")
+    p.add_argument(
+        "--clf-raw",
+        action="store_true",
+        help="also fd_clf_raw: fd_clf on raw features, its definition before 2026-11-27",
+    )
+    p.add_argument("--seed", type=int, default=7, help="sampling seed (7: one the report does not use)")
+    add_device(p)
+    p.add_argument("--out", type=Path, default=Path("runs/frontier"), help="folder (default: runs/frontier)")
+    p.add_argument("--plot-only", action="store_true", help="redraw the plots from OUT/frontier.jsonl")
+
+
+def run(args: argparse.Namespace) -> None:
+    """Sample the embedded model with every method side by side; score each under fd_clf and Inception
+    FID and judge it against the full model's fewer-steps curve at its measured latency."""
+    from ..reporting.frontier import FrontierConfig, frontier, plot, read_rows
+
+    if args.plot_only:
+        plot(args.out, read_rows(args.out))
+        return
+    names = {f.name for f in fields(FrontierConfig)}
+    frontier(FrontierConfig(**{k: v for k, v in vars(args).items() if k in names}), args.out)

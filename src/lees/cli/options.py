@@ -1,0 +1,174 @@
+"""The options several commands share, declared once, and what commands do with them.
+
+Library modules are imported inside the functions that need them, so ``lees --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DTYPES = ("float32", "float16", "bfloat16")
+SAMPLERS = ("ddpm", "ddim")
+METRICS = ("clf", "inception", "clf_raw")
+
+
+def command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], None],
+    help: str,
+    epilog: str,
+) -> argparse.ArgumentParser:
+    """A subcommand that calls ``run``, described by its docstring, with its examples below the options."""
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=run.__doc__,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=run)
+    return p
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+
+
+def add_model(p: argparse.ArgumentParser, default: str | None = "embedded") -> None:
+    """``--model``, ``--device``, ``--seed`` and ``--dtype``."""
+    when = "the default" if default == "embedded" else "not the default here: name a model"
+    p.add_argument(
+        "--model",
+        default=default,
+        help=f"embedded (the Fashion-MNIST DDPM shipped with lees; {when}), arch:NAME (random weights, "
+        "e.g. arch:ddpm-cifar10), a local diffusers folder, or a hub id",
+    )
+    add_device(p)
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights and sampling (default: 0)")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="cast the model (and its autoencoder) to this dtype; inputs follow it, the sampler's state "
+        "and the gate math stay float32 (default: float32)",
+    )
+
+
+def add_out(p: argparse.ArgumentParser, required: bool = False, default: Path | None = None) -> None:
+    where = f" (default: {default})" if default is not None else ""
+    p.add_argument(
+        "--out", type=Path, required=required, default=default, help=f"folder to write results to{where}"
+    )
+
+
+def add_resize(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--resize",
+        action="store_true",
+        help="resize the images to the model's channels and size (without it a mismatch is an error)",
+    )
+
+
+def add_steps(p: argparse.ArgumentParser, help: str, default: int | None = 50) -> None:
+    """``--steps``: sampler steps (never optimisation steps: those are ``--train-steps``)."""
+    p.add_argument("--steps", type=int, default=default, help=help)
+
+
+def add_sampler(p: argparse.ArgumentParser, default: str | None = "ddpm", timesteps: bool = True) -> None:
+    """``--sampler`` (and ``--timesteps``, a custom descending list)."""
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=default,
+        help=f"sampler (default: {default})" if default else "sampler (default: the schedule's, else ddpm)",
+    )
+    if timesteps:
+        p.add_argument(
+            "--timesteps",
+            type=timestep_list,
+            default=None,
+            metavar="T1,T2,...",
+            help="sample on these descending timesteps instead of --steps evenly spaced ones "
+            "(e.g. an Align-Your-Steps schedule: 999,850,736,645,545,455,343,233,124,24)",
+        )
+
+
+def timestep_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+
+
+def add_metric(p: argparse.ArgumentParser, note: str) -> None:
+    p.add_argument(
+        "--metric", choices=METRICS, nargs="+", default=None,
+        help=f"feature spaces ({note}; default: clf, and inception if its weights are installed)",
+    )  # fmt: skip
+
+
+def add_data(
+    p: argparse.ArgumentParser, help: str = "real images: fashion-mnist, mnist, or an idx folder"
+) -> None:
+    p.add_argument("--data", default="fashion-mnist", help=f"{help} (default: fashion-mnist)")
+
+
+def load_model(args: argparse.Namespace, device: str, spec: str | None = None):
+    """The model ``--model`` (or ``spec``) names, on ``device``, cast to ``--dtype``."""
+    import torch
+
+    from ..models.backbones import load_backbone
+
+    model = load_backbone(spec or args.model, device=device, seed=args.seed)
+    return model.to(getattr(torch, args.dtype))
+
+
+def load_autoencoder(args: argparse.Namespace, device: str):
+    """The autoencoder of a latent-diffusion pipeline folder (vae/ or vqvae/) in ``--dtype``, else None."""
+    import torch
+
+    from ..models.latents import load_autoencoder as load
+
+    path = Path(args.model).expanduser()
+    found = load(path, device) if args.model != "embedded" and path.is_dir() else None
+    return None if found is None else found.to(getattr(torch, args.dtype))
+
+
+def join_processes(device: str) -> str:
+    """Under torchrun, join the process group; the device this process uses."""
+    from ..utils.distributed import init_from_env, local_device
+
+    init_from_env(device)
+    return local_device(device)
+
+
+def processes() -> str:
+    """ ", on N processes" under torchrun, else nothing (for the summary line of a command)."""
+    from ..utils.distributed import world
+
+    return f", on {world()[1]} processes" if world()[1] > 1 else ""
+
+
+def default_metrics(say: Callable[..., Any] = print) -> list[str]:
+    """fd_clf, and Inception FID beside it when its weights are installed (the two can disagree)."""
+    from ..evaluation.metrics import inception_path
+
+    try:
+        inception_path()
+    except FileNotFoundError as missing:
+        say(f"scoring under clf only: {missing}")
+        return ["clf"]
+    return ["clf", "inception"]
+
+
+def note_cache(schedule, blocks, model) -> str:
+    """Store the reuse cache's peak bytes per sample in the schedule's settings; the text for the user."""
+    if not schedule.reuses:
+        return ""
+    size = next(model.parameters()).element_size()
+    schedule.settings["cache_bytes_per_sample"] = schedule.cache_bytes_per_sample(blocks, size)
+    return f", reuse cache {schedule.settings['cache_bytes_per_sample'] / 1024:.0f} KiB per sample"

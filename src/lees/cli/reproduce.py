@@ -1,0 +1,92 @@
+"""``lees reproduce`` (the paper's protocol and its claims table) and ``lees demo`` (the main job)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import add_device, add_metric, add_model, add_resize, add_steps, command, default_metrics
+
+EPILOG_REPRODUCE = """examples:
+  lees reproduce --quick --out report        # 2 seeds x 64 samples, 100 gate steps per run and seed
+  lees reproduce --out report-full           # 5 seeds x 200 samples, one epoch per gate run and seed
+                                             # (hours on 2 CPU cores, minutes on a GPU)
+(run the same command again after an interruption: finished pieces in OUT/work are reused)
+"""
+EPILOG_DEMO = """example:
+  lees demo --out runs/demo
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    help = "the paper's evaluation protocol and claims table"
+    p = command(sub, "reproduce", run_reproduce, help, EPILOG_REPRODUCE)
+    add_model(p)
+    p.add_argument("--out", type=Path, default=Path("report"), help="report folder (default: report)")
+    p.add_argument(
+        "--quick", action="store_true", help="2 seeds x 64 samples, 100 gate-training steps per run"
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds")
+    p.add_argument("-n", type=int, default=None, help="samples per method and seed")
+    add_steps(p, "DDPM sampling steps (50)")
+    p.add_argument(
+        "--fid", choices=("auto", "key", "all", "none"), default="auto",
+        help="rows scored by Inception FID, seeds pooled (auto: every row on CUDA, the key rows on a CPU)",
+    )  # fmt: skip
+    add_resize(p)
+    help = "the main job: learned schedule vs full model and ASE on the embedded model"
+    p = command(sub, "demo", run_demo, help, EPILOG_DEMO)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the pictures (runs/demo)")
+    p.add_argument("-n", type=int, default=128, help="samples per method (128)")
+    add_steps(p, "DDPM sampling steps (50)")
+    p.add_argument("--seed", type=int, default=0)
+    add_device(p)
+    add_metric(
+        p, "clf: fd_clf, inception: Inception FID, clf_raw: fd_clf on raw features as before 2026-11-27"
+    )
+
+
+def run_reproduce(args: argparse.Namespace) -> None:
+    """Run the paper's evaluation protocol on a model and write the report with the claims table."""
+    from ..reporting.reproduce import ReproduceConfig, reproduce
+
+    overrides = {k: v for k, v in (("seeds", args.seeds), ("n", args.n)) if v is not None}
+    kwargs = {"model": args.model, "device": args.device, "dtype": args.dtype, "steps": args.steps}
+    kwargs |= {"resize": args.resize, "fid": args.fid, **overrides}
+    config = ReproduceConfig.quick(**kwargs) if args.quick else ReproduceConfig(**kwargs)
+    path = reproduce(config, args.out)
+    print(f"wrote {path}, {args.out / 'results.json'}, {args.out / 'pareto.png'} and the plots beside them")
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    """On the embedded model: the shipped router schedule against the full model at 50 and at fewer steps,
+    uniform reuse, ASE and the paper's LEES gates, sampled side by side and scored."""
+    from ..reporting.demo import demo
+
+    metrics = args.metric or default_metrics(print)
+    rows = demo(
+        args.out, n=args.n, steps=args.steps, seed=args.seed, device=args.device, metrics=tuple(metrics)
+    )
+    scores = [m for m in ("fd_clf", "fid") if m in rows[0]]
+    head = ("method", "steps", *scores, "s/100 img", "time cut", "blocks", "FLOPs")
+    print(("{:<12} {:>5}" + " {:>8}" * len(scores) + " {:>10} {:>9} {:>7} {:>6}").format(*head))
+    for r in rows:
+        quality = "".join(f" {r[m]:>8.3f}" for m in scores)
+        print(
+            f"{r['method']:<12} {r['steps']:>5}{quality} {r['seconds_per_100']:>10.2f} "
+            f"{r['latency_cut']:>+9.1%} {r['executed_ratio']:>7.1%} {r['flop_ratio']:>6.1%}"
+        )
+    print(
+        "fd_clf: Fréchet distance in a small classifier's features; fid: Inception FID (biased upwards at "
+        f"small n; compare within its column); lower is better; {args.n} samples, {args.steps} DDPM steps, "
+        f"seed {args.seed}"
+    )
+    print(
+        "blocks: share of (block, step) pairs computed (a reused block is not); FLOPs: against the full "
+        f"model at {args.steps} steps"
+    )
+    names = ",".join(r["method"] for r in rows)
+    out = args.out
+    print(
+        f"wrote {out}/samples-{{{names}}}.png, {out}/gates.png, {out}/schedule-{{router-0.70,lees-0.05}}.png"
+    )

@@ -1,0 +1,96 @@
+"""``lees route``: the step router, a learned run-or-reuse schedule for a sampler and step count."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import add_model, add_out, add_sampler, add_steps, command, load_model, note_cache
+
+EPILOG = """examples:
+  lees route --model embedded --steps 50 --target-flop-ratio 0.7 --train-steps 300 --out runs/router-0.70
+  lees route --model embedded --steps 20 --sampler ddim --target-flop-ratio 0.5 --out runs/router-ddim
+  lees schedule uniform-2 --model embedded --out runs/uniform2
+  lees route --model embedded --schedule runs/uniform2/schedule.json --train-steps 50 --out runs/router-warm
+  lees route --model embedded --schedule full --out runs/router-from-full   # every logit starts at "run"
+  (the default start is the baseline within the budget: DeepCache for a UNet, else uniform reuse)
+  (without --out a diffusers folder gets the schedule in its lees/ subfolder)
+(a few minutes on a CPU for the embedded model; the schedule reuses, never drops, a block's output)
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, "route", run, "learn a run-or-reuse schedule (the step router)", EPILOG)
+    add_model(p)
+    add_out(p)
+    add_steps(p, "sampler steps of the schedule (50)")
+    add_sampler(p, timesteps=False)
+    p.add_argument(
+        "--target-flop-ratio", type=float, default=0.7,
+        help="the whole model's FLOPs wanted, against the full model's (0.7); 0 for lambda mode",
+    )  # fmt: skip
+    p.add_argument("--target-ratio", dest="target_flop_ratio", type=float, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # the old name  # fmt: skip
+    p.add_argument("--lambda", dest="lam", type=float, default=0.5, help="weight of the compute term (0.5)")
+    p.add_argument("--train-steps", type=int, default=300, help="optimisation steps (300)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--trajectories", type=int, default=32, help="teacher sampling runs to train on (32)")
+    p.add_argument(
+        "--schedule",
+        default="baseline",
+        help="start from: baseline (the default: DeepCache for a UNet, else uniform reuse, within the "
+        "budget), full (run everything), or a schedule JSON for the same steps",
+    )
+    p.add_argument("--estimator", choices=("ste", "soft"), default="ste", help="gradient of the decisions")
+    p.add_argument(
+        "--objective",
+        choices=("step", "kl", "rollout"),
+        default="step",
+        help="step (default): one step at the teacher's states, caches as scheduled (about 2 min here); "
+        "kl: the same, steps weighted as DDPM's ELBO (the last steps most); "
+        "rollout: the student's own sampling runs against the teacher's (slower); see docs/reuse.md",
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    """Learn a run-or-reuse schedule (the step router) for a frozen model on its sampler's own trajectory."""
+    from ..engine.blocks import find_blocks
+    from ..learn.router import STARTS, RouterConfig, train_router
+    from ..models.backbones import load_noise_scheduler
+    from ..reporting.plots import schedule_map
+    from ..schedules.saving import save_pretrained, target_folder
+    from ..schedules.schedule import Schedule
+
+    config = RouterConfig(
+        steps=args.steps, sampler=args.sampler, target_flop_ratio=args.target_flop_ratio or None,
+        lam=args.lam, train_steps=args.train_steps, batch_size=args.batch_size,
+        trajectories=args.trajectories,
+        estimator=args.estimator, objective=args.objective, seed=args.seed,
+    )  # fmt: skip
+    if args.out is None and not Path(args.model).is_dir():
+        raise ValueError("name --out (or give --model a diffusers folder to write its lees/ subfolder)")
+    model = load_model(args, args.device)
+    blocks = find_blocks(model)
+    start = args.schedule if args.schedule in STARTS else Schedule.load(args.schedule, blocks)
+    out = target_folder(args.out if args.out is not None else Path(args.model))  # lees/ of a diffusers folder
+    log = out / "train_log.jsonl"
+    result = train_router(model, load_noise_scheduler(args.model), config, blocks, log_path=log, start=start)
+    schedule = result.schedule
+    memory = note_cache(schedule, blocks, model)
+    path = save_pretrained(schedule, out, model=model, model_spec=args.model, objective="router")
+    png = schedule_map(schedule, path.parent / "schedule.png")
+    print(
+        f"router on {schedule.num_steps} {args.sampler} steps in {result.seconds:.0f} s, started from "
+        f"{start_name(schedule)}, chosen by its {config.objective} objective (distance to the full "
+        "model's run; no fd_clf or FID): runs "
+        f"{schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs, reuses the "
+        f"rest{memory}; wrote {path}, {png} and {log}"
+    )
+
+
+def start_name(schedule) -> str:
+    """The start a router schedule's settings record, in words: 'run everything' or its source."""
+    start = schedule.settings.get("start")
+    if start is None:
+        return "run everything"
+    return start["source"] + (f" every {start['interval']} steps" if "interval" in start else "")
