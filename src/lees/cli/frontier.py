@@ -20,7 +20,7 @@ EPILOG = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..reporting.frontier import ROW_SETS
+    from ..reporting.protocol import ROW_SETS
 
     p = command(sub, "frontier", run, "every method against the full model at fewer steps", EPILOG)
     p.add_argument("-n", type=int, default=200, help="samples per method (200)")

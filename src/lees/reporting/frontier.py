@@ -32,14 +32,8 @@ from ..schedules.registry import build_schedule, canonical, shipped
 from ..schedules.schedule import Schedule
 from ..utils.config import Settings
 from .plots import frontier_plot
+from .protocol import ROW_SETS
 
-ROW_SETS: dict[str, list[str] | None] = {  # which methods beside the full model's rows
-    "all": None,
-    "reuse-vs-skip": ["ase", "lees-0.05", "uniform-2-skip", "uniform-2", "uniform-3", "uniform-5",
-                      "router-0.70", "router-0.50"],
-    "reuse": ["uniform-2", "uniform-3", "deepcache-2", "deepcache-3", "router-0.70"],
-    "learned": ["uniform-2", "deepcache-3", "router-0.70"],
-}  # fmt: skip
 METHODS = (
     "ase",
     "lees-0.05",

@@ -40,3 +40,12 @@ GATE_RUNS = {
 
 # Inception FID on the CPU goes to the rows the conclusions rest on (every row on a GPU).
 FID_KEY_ROWS = ("full", "ase", "ase-grid", "lees-0.05", "router", "uniform-2", "deepcache-3", *FEWER_STEPS)
+
+# lees frontier --rows: which methods beside the full model's rows (all: every one it knows)
+ROW_SETS: dict[str, list[str] | None] = {
+    "all": None,
+    "reuse-vs-skip": ["ase", "lees-0.05", "uniform-2-skip", "uniform-2", "uniform-3", "uniform-5",
+                      "router-0.70", "router-0.50"],
+    "reuse": ["uniform-2", "uniform-3", "deepcache-2", "deepcache-3", "router-0.70"],
+    "learned": ["uniform-2", "deepcache-3", "router-0.70"],
+}  # fmt: skip
