@@ -91,6 +91,8 @@ def test_a_schedule_file_is_a_method_and_samples_at_its_own_steps(blocks, tmp_pa
         build_schedule(f"{tmp_path / 'mine'}@9", blocks, ts, NOISE)
     with pytest.raises(ScheduleError, match="the model has 2"):
         build_schedule(str(tmp_path / "mine"), ["a", "b"], ts)
+    uniform_schedule(blocks, ts, 2).save(tmp_path / "router@6" / "schedule.json")  # an @ in a folder name
+    assert build_schedule(str(tmp_path / "router@6"), blocks, ts).settings["interval"] == 2
 
 
 def test_a_new_kind_is_one_register_call(blocks, monkeypatch):

@@ -135,6 +135,8 @@ def parse(name: str) -> Method:
     """Read a method name (see the module doc); a :class:`ScheduleError` naming the known ones if it is
     none of them."""
     text = canonical(name)
+    if "@" in text and Path(text).expanduser().exists():  # a saved schedule whose path holds an @
+        return Method("file", {"path": Path(text).expanduser()}, None, text)
     match = _STEPS.match(text)
     base, steps = (match["name"], int(match["steps"])) if match else (text, None)
     if steps is not None and steps < 1:
