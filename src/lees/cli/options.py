@@ -58,11 +58,8 @@ def add_model(p: argparse.ArgumentParser, default: str | None = "embedded") -> N
     )
 
 
-def add_out(p: argparse.ArgumentParser, required: bool = False, default: Path | None = None) -> None:
-    where = f" (default: {default})" if default is not None else ""
-    p.add_argument(
-        "--out", type=Path, required=required, default=default, help=f"folder to write results to{where}"
-    )
+def add_out(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--out", type=Path, required=required, default=None, help="folder to write results to")
 
 
 def add_resize(p: argparse.ArgumentParser) -> None:

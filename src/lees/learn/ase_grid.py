@@ -17,7 +17,7 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from ..engine.blocks import Blocks
-from ..evaluation.metrics import ClassifierFeatures, InceptionFeatures, reference_features
+from ..evaluation.metrics import InceptionFeatures, reference_features, scorer
 from ..evaluation.scoring import metric_name, score_schedule, score_under
 from ..schedules.baselines import ase_schedule
 from ..schedules.schedule import Schedule
@@ -121,8 +121,7 @@ def tune_ase(
     (:func:`check_choice`). Returns the best schedule."""
     default = ase_schedule(blocks, timesteps)
     budget = budget or default.flop_ratio
-    extractor = ClassifierFeatures(device)
-    reference = reference_features(extractor, data, "train")
+    extractor, reference = scorer("clf", data, device)  # fd_clf
     grid = ase_grid(model, scheduler, blocks, timesteps, extractor, reference, budget, n=n, seed=seed,
                     device=device, sampler=sampler)  # fmt: skip
     report = {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..diffusion.samplers import sampler_timesteps
 from ..engine.blocks import Blocks, find_blocks
-from ..evaluation.metrics import EXTRACTORS, METRIC_NAMES, REFERENCE_N, fd, features, reference_features
+from ..evaluation.metrics import METRIC_NAMES, fd, features, scorer
 from ..models.backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
 from ..sampling.lockstep import sample_lockstep
 from ..schedules.registry import build_schedule
@@ -44,10 +44,7 @@ def demo(
     methods = {
         name: build_schedule(name, blocks, timesteps, noise) for name in demo_methods(blocks, timesteps)
     }
-    scorers = {}
-    for metric in metrics:
-        extractor = EXTRACTORS[metric](device)
-        scorers[METRIC_NAMES[metric]] = (extractor, reference_features(extractor, n=REFERENCE_N[metric]))
+    scorers = {METRIC_NAMES[metric]: scorer(metric, device=device) for metric in metrics}
     runs = sample_lockstep(model, methods, n, steps, seed=seed, scheduler=noise, device=device, progress=True)
     rows = []
     for name, schedule in methods.items():
