@@ -47,7 +47,7 @@ def test_larger_lambda_runs_fewer_blocks(setup):
 
 def test_budget_mode_steers_the_ratio_to_the_target(setup):
     model, data, noise, blocks = setup
-    settings = {"lam": 0.0, "steps": 60, "batch_size": 8, "lr": 0.05, "cost": "flops"}
+    settings = {"lam": 0.0, "train_steps": 60, "batch_size": 8, "lr": 0.05, "cost": "flops"}
     free = train_gates(model, data, noise, GateTrainConfig(**settings), blocks, progress=False)
     config = GateTrainConfig(**settings, target_gated_share=0.2, dual_lr=0.05)
     budget = train_gates(model, data, noise, config, blocks, progress=False)
