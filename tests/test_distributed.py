@@ -16,7 +16,7 @@ def _run(nproc: int, argv: list[str], env: dict | None = None) -> str:
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     env = {**ENV, **(env or {})}
     result = subprocess.run([*launch, "-m", "lees.cli", *argv], env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[:3000] + "\n[...]\n" + result.stderr[-2000:]
     assert (", on 2 processes" in result.stdout) == (nproc == 2)  # really sharded, and only rank 0 reports
     assert len(result.stdout.strip().splitlines()) == {"sample": 1, "train": 2, "eval": 2}[argv[0]]
     return result.stdout

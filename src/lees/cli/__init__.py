@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], None] = args.func
     try:
         run(args)
+        from ..utils.distributed import leave_processes  # torch is loaded by now; --help stays fast
+
+        leave_processes()
     except BAD_INPUT as err:
         if os.environ.get("LEES_DEBUG"):
             raise

@@ -41,6 +41,17 @@ def init_from_env(device: str = "cpu") -> bool:
     return True
 
 
+def leave_processes() -> None:
+    """After a command succeeded on every rank: wait for the others, then tear the group down.
+
+    Left to destructors at interpreter exit, a rank that finishes first can abort (SIGABRT) in
+    gloo's teardown while rank 0 still writes, and torchrun then fails the whole run.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def local_device(device: str) -> str:
     """``device`` for this process: under torchrun each rank gets its own GPU (``cuda:LOCAL_RANK``)."""
     if torch.device(device).type == "cuda" and device == "cuda" and world()[1] > 1:
