@@ -202,8 +202,8 @@ def _imaginary(matrix: np.ndarray) -> float:
 
 
 def gaussian(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance of a feature set."""
-    return feats.mean(0), np.cov(feats, rowvar=False)
+    """Mean and covariance of a feature set (a 1 x 1 covariance for one feature, not np.cov's scalar)."""
+    return feats.mean(0), np.atleast_2d(np.cov(feats, rowvar=False))
 
 
 class RunningGaussian:
