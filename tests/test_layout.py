@@ -21,6 +21,7 @@ LAYERS = (  # bottom to top
     ("evaluation",),
     ("learn",),
     ("reporting",),
+    ("tune",),
     ("cli",),
     ("__init__",),  # lees/__init__.py: the public API, re-exported from everywhere below
 )
