@@ -242,3 +242,16 @@ def test_a_second_cache_or_a_bad_description_is_refused():
     with pytest.raises(TypeError, match="cache config"):
         apply_cache(model, object(), DenoiserCalls())
     assert hooks_left(model) == []
+
+
+def test_mag_cache_refuses_a_run_longer_than_its_steps():
+    """MagCache's step counter wraps at num_inference_steps: a run with more calls is stopped, not
+    silently sampled with misaligned ratios."""
+    family = FAMILIES["dit"]
+    model = family.make_model()
+    calls = DenoiserCalls("batched", ("cond", "uncond"), calls_per_run=STEPS - 2)
+    applied = apply_cache(model, MagCacheConfig(mag_ratios=[1.0] * STEPS), calls)
+    assert applied.config.num_inference_steps == STEPS - 2
+    with pytest.raises(NotApplicableError, match="num_inference_steps = 4"):
+        run(family, model, 4.0)
+    applied.remove()

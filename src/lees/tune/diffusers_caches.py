@@ -132,7 +132,7 @@ class _NoState(BaseState):
         pass
 
 
-Guard = Callable[[tuple, dict, float, bool], None]
+Guard = Callable[[tuple, dict, float, int], None]  # (args, kwargs, t, call index in its context and run)
 
 
 class CacheGlue(ModelHook):
@@ -141,6 +141,7 @@ class CacheGlue(ModelHook):
     Stateful with a ``StateManager``, so the caller's ``cache_context`` reaches it: inside one, the
     call runs as the caller set it; outside, in a context of its own ("lees", or "branch0"/"branch1"
     for split guidance). ``guards`` see each call's inputs first and raise :class:`NotApplicableError`.
+    A new run is seen by its timestep rising; a loop of one step never shows one (call ``reset()``).
     """
 
     _is_stateful = True
@@ -155,6 +156,7 @@ class CacheGlue(ModelHook):
 
     def reset_state(self, module: nn.Module | None) -> nn.Module | None:
         self.last: dict[str, float] = {}  # context name -> its last call's timestep in this run
+        self.counts: dict[str, int] = {}  # context name -> its calls in this run
         self.own_calls = 0
         return module
 
@@ -169,10 +171,10 @@ class CacheGlue(ModelHook):
         new_run = t > self.last.get(name, math.inf)
         if new_run:
             HookRegistry.check_if_exists_or_initialize(module).reset_stateful_hooks(recurse=True)
-        first = name not in self.last
-        self.last[name], self.timestep = t, t
+        index = self.counts.get(name, 0)
+        self.last[name], self.counts[name], self.timestep = t, index + 1, t
         for guard in self.guards:
-            guard(args, kwargs, t, first)
+            guard(args, kwargs, t, index)
         if context is None:
             self.own_calls += 1
         if context is None or new_run:  # a reset cleared every state manager's context
@@ -321,6 +323,19 @@ def _prepare_mag_cache(model: nn.Module, config: Any, calls: DenoiserCalls, glue
     return replace(config, num_inference_steps=calls.calls_per_run)
 
 
+def _mag_cache_guards(config: Any, calls: DenoiserCalls) -> list[Guard]:
+    steps = config.num_inference_steps
+
+    def within_steps(args: tuple, kwargs: dict, t: float, index: int) -> None:
+        if index >= steps:
+            raise NotApplicableError(
+                f"a sampling run makes more than MagCache's num_inference_steps = {steps} calls in one cache "
+                "context: its step counter would wrap mid-run (state calls_per_run)"
+            )
+
+    return [within_steps]
+
+
 def _prepare_pab(model: nn.Module, config: Any, calls: DenoiserCalls, glue: CacheGlue) -> Any:
     if calls.guidance == "split":
         raise NotApplicableError(
@@ -362,8 +377,8 @@ def _faster_cache_guards(config: Any, calls: DenoiserCalls) -> list[Guard]:
     if config.temporal_attention_block_skip_range is not None:
         ranges.append(config.temporal_attention_timestep_skip_range)
 
-    def first_call_computes(args: tuple, kwargs: dict, t: float, first: bool) -> None:
-        if first and any(lo < t < hi for lo, hi in ranges):
+    def first_call_computes(args: tuple, kwargs: dict, t: float, index: int) -> None:
+        if index == 0 and any(lo < t < hi for lo, hi in ranges):
             raise NotApplicableError(
                 f"the first call of a run (t = {t:g}) lies in the attention skip range {ranges}: "
                 "guidance-distilled FasterCache would skip it with an empty cache"
@@ -380,7 +395,7 @@ def _tensors(kwargs: dict) -> Iterator[tuple[str, torch.Tensor]]:
             yield from _tensors({f"{name}[{key!r}]": v for key, v in value.items()})
 
 
-def _check_batched_split(args: tuple, kwargs: dict, t: float, first: bool) -> None:
+def _check_batched_split(args: tuple, kwargs: dict, t: float, index: int) -> None:
     """FasterCache skips the uncond half by halving every positional tensor and the keyword inputs it
     names; any other input that carries the doubled batch would stay whole (a mixed batch)."""
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
@@ -426,7 +441,9 @@ METHODS: dict[type, _Method] = {
         (_TAYLORSEER_CACHE_HOOK,),
         _prepare_taylorseer,
     ),
-    MagCacheConfig: _Method("MagCache", apply_mag_cache, _MAG_HOOKS, _MAG_HOOKS, _prepare_mag_cache),
+    MagCacheConfig: _Method(
+        "MagCache", apply_mag_cache, _MAG_HOOKS, _MAG_HOOKS, _prepare_mag_cache, _mag_cache_guards
+    ),
     PyramidAttentionBroadcastConfig: _Method(
         "PyramidAttentionBroadcast",
         apply_pyramid_attention_broadcast,
