@@ -1,3 +1,3 @@
-"""Measuring: metrics and their feature networks, corruptions, scoring a schedule, the held-out
-loss, the fewer-steps frontier, and statistics over seeds.
+"""Measuring: metrics and their feature networks, fidelity to the full model, corruptions, scoring a
+schedule, the held-out loss, the fewer-steps frontier, and statistics over seeds.
 """

@@ -1,0 +1,172 @@
+"""What ``lees tune`` can try on the user's model: every way to be faster, as data.
+
+A :class:`Candidate` is one option with its knob values; :meth:`Candidate.applies_to` says, without
+running anything, why it cannot apply to a model and scheduler (None when it can). The kinds:
+
+* ``steps``: fewer sampler steps, with the user's own scheduler (``solver`` None) or a named diffusers
+  solver swapped in;
+* ``uniform``: every block every ``interval`` steps, reusing its residual in between (FORA-like, any
+  model lees finds blocks in);
+* ``deepcache``: DeepCache's full step every ``interval`` steps, the outer level running (UNets);
+* ``router``: the step router trained to a FLOP ``budget`` (lees' DDPM/DDIM samplers);
+* ``cache``: one of diffusers' caches (:mod:`lees.tune.diffusers_caches`), with its settings.
+
+Nothing here measures; the tuner runs the applicable candidates side by side at equal latency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ..diffusion.samplers import SAMPLERS
+from ..engine.blocks import candidate_blocks, unet_stage
+from .diffusers_caches import METHODS, DenoiserCalls, NotApplicable, apply_cache
+
+KINDS = ("steps", "uniform", "deepcache", "router", "cache")
+CACHE_CONFIGS = {method.name: config_type for config_type, method in METHODS.items()}
+FLOW_SOLVERS = ("FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+
+"""The solvers that take flow-matching sigmas (the last two with ``use_flow_sigmas``)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to sample faster: its kind (``KINDS``), a readable name and its knob values."""
+
+    kind: str
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+
+    def applies_to(self, model: nn.Module, scheduler: Any, calls: DenoiserCalls | None = None) -> str | None:
+        """Why this candidate cannot run on ``model`` sampled by ``scheduler`` (None: it can).
+
+        ``calls`` says how the loop calls the model (the caches depend on it; default: no guidance).
+        """
+        return CHECKS[self.kind](self, model, scheduler, calls or DenoiserCalls())
+
+    def cache_config(self, **extra: Any) -> Any:
+        """The diffusers config of a ``cache`` candidate (``extra``: MagCache's calibrated ``mag_ratios``)."""
+        if self.kind != "cache":
+            raise ValueError(f"{self.name} is not one of diffusers' caches")
+        return CACHE_CONFIGS[self.settings["method"]](**{**self.settings["config"], **extra})
+
+
+def _is_flow(scheduler: Any) -> bool:
+    config = getattr(scheduler, "config", {})
+    return type(scheduler).__name__.startswith("FlowMatch") or bool(config.get("use_flow_sigmas"))
+
+
+def _check_steps(candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls) -> str | None:
+    solver = candidate.settings.get("solver")
+    if solver is None:
+        return None
+    if _is_flow(scheduler):
+        return None if solver in FLOW_SOLVERS else f"{solver} takes no flow-matching sigmas"
+    compatible = {cls.__name__ for cls in getattr(scheduler, "compatibles", ())}
+    if solver not in compatible:
+        return f"{solver} cannot replace {type(scheduler).__name__} (not among its compatible schedulers)"
+    return None
+
+
+def _blocks_reason(model: nn.Module) -> str | None:
+    try:
+        candidate_blocks(model)
+    except TypeError as error:
+        return str(error)
+    return None
+
+
+def _check_uniform(
+    candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls
+) -> str | None:
+    return _blocks_reason(model)
+
+
+def _check_deepcache(
+    candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls
+) -> str | None:
+    reason = _blocks_reason(model)
+    if reason is None and not all(unet_stage(name) for name in candidate_blocks(model)):
+        reason = f"DeepCache caches a UNet's deep levels; {type(model).__name__} is no UNet"
+    return reason
+
+
+def _check_router(candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls) -> str | None:
+    reason = _blocks_reason(model)
+    if reason is None and not isinstance(scheduler, tuple(SAMPLERS.values())):
+        names = ", ".join(cls.__name__ for cls in SAMPLERS.values())
+        reason = f"the router trains on lees' own samplers ({names}), not {type(scheduler).__name__}"
+    return reason
+
+
+def _check_cache(candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls) -> str | None:
+    """Attach and detach the cache (hooks only, no call): refusals and silent no-ops both show."""
+    extra = {"calibrate": True} if candidate.settings["method"] == "MagCache" else {}
+    applied = apply_cache(model, candidate.cache_config(**extra), calls)
+    if isinstance(applied, NotApplicable):
+        return applied.reason
+    applied.remove()
+    return None
+
+
+CHECKS: dict[str, Callable[[Candidate, nn.Module, Any, DenoiserCalls], str | None]] = {
+    "steps": _check_steps,
+    "uniform": _check_uniform,
+    "deepcache": _check_deepcache,
+    "router": _check_router,
+    "cache": _check_cache,
+}
+
+
+# Each cache's knob grid, from little skipped to much (FBC's and MagCache's thresholds, TaylorSeer's
+# and PAB's intervals, FasterCache's attention interval).
+CACHE_GRIDS: dict[str, list[dict[str, Any]]] = {
+    "FirstBlockCache": [{"threshold": x} for x in (0.02, 0.05, 0.08, 0.12, 0.2, 0.3)],
+    "TaylorSeer": [{"cache_interval": k, "disable_cache_before_step": 3} for k in (2, 3, 4, 5, 6)],
+    "MagCache": [{"threshold": x} for x in (0.02, 0.06, 0.12, 0.24)],
+    "PyramidAttentionBroadcast": [{"spatial_attention_block_skip_range": k} for k in (2, 3, 4)],
+    "FasterCache": [{"spatial_attention_block_skip_range": k} for k in (2, 3)],
+}
+SOLVERS = (None, "DDIMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", *FLOW_SOLVERS[:1])
+STEP_FRACTIONS = (0.75, 0.5, 0.35, 0.25)
+INTERVALS = (2, 3, 4, 5)
+BUDGETS = (0.5, 0.6, 0.7, 0.8)
+
+
+def candidates(
+    steps: int,
+    solvers: Sequence[str | None] = SOLVERS,
+    intervals: Sequence[int] = INTERVALS,
+    budgets: Sequence[float] = BUDGETS,
+) -> list[Candidate]:
+    """Every candidate for a reference run of ``steps`` sampler steps (applicable or not: see
+    :meth:`Candidate.applies_to`)."""
+    if steps < 2:
+        raise ValueError(f"tuning needs a reference of at least 2 steps, not {steps}")
+    fewer = sorted({max(1, round(steps * f)) for f in STEP_FRACTIONS} - {steps}, reverse=True)
+    found = [
+        Candidate("steps", f"{solver or 'own'}@{n}", {"solver": solver, "steps": n})
+        for solver in solvers
+        for n in fewer
+    ]
+    found += [Candidate("uniform", f"uniform-{k}", {"interval": k}) for k in intervals]
+    found += [Candidate("deepcache", f"deepcache-{k}", {"interval": k, "levels": 1}) for k in intervals]
+    found += [Candidate("router", f"router@{b:g}", {"budget": b}) for b in budgets]
+    found += [
+        Candidate("cache", f"{method}({_knobs(config)})", {"method": method, "config": config})
+        for method, grid in CACHE_GRIDS.items()
+        for config in grid
+    ]
+    return found
+
+
+def _knobs(config: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in config.items())
