@@ -4,10 +4,13 @@ built here by hand (forward hooks on the block, never through lees)."""
 
 from __future__ import annotations
 
+import json
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
 import torch
+from diffusers import CogView4Transformer2DModel, HunyuanDiT2DModel
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
@@ -20,17 +23,112 @@ from lees.models.example_calls import example_call
 
 from .families import FAMILIES
 
-TRANSFORMERS = ["dit", "pixart", "sd3", "flux", "ltx", "wan"]
+
+def _hunyuan_dit() -> nn.Module:
+    # 4 layers (an even count): blocks 0-1 push long skips, block 3 fuses one (skip=)
+    return HunyuanDiT2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        patch_size=2,
+        sample_size=8,
+        hidden_size=16,
+        num_layers=4,
+        cross_attention_dim=16,
+        cross_attention_dim_t5=16,
+        pooled_projection_dim=16,
+        text_len=6,
+        text_len_t5=6,
+    )
+
+
+def _cogview4() -> nn.Module:
+    # blocks called positionally, returning (hidden_states, encoder_hidden_states)
+    return CogView4Transformer2DModel(
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        text_embed_dim=16,
+        time_embed_dim=16,
+        condition_dim=4,
+        pos_embed_max_size=8,
+        sample_size=8,
+        rope_axes_dim=(4, 4),
+    )
+
+
+def _cogview4_call(model: nn.Module, seed: int) -> tuple[tuple, dict]:
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.tensor([[64, 64]])
+    return (), dict(
+        hidden_states=torch.randn(1, 4, 8, 8, generator=g),
+        encoder_hidden_states=torch.randn(1, 6, 16, generator=g),
+        timestep=torch.tensor([900 - 500 * seed]),
+        original_size=sizes,
+        target_size=sizes,
+        crop_coords=torch.zeros(1, 2),
+        return_dict=False,
+    )
+
+
+def _hunyuan_call(model: nn.Module, seed: int) -> tuple[tuple, dict]:
+    g = torch.Generator().manual_seed(seed)
+    args, kwargs = example_call(model)  # lees' example call: zeros; random latents, texts and t here
+    for key in ("hidden_states", "encoder_hidden_states", "encoder_hidden_states_t5"):
+        kwargs[key] = torch.randn(kwargs[key].shape, generator=g)
+    kwargs["timestep"] = torch.tensor([900.0 - 500 * seed])
+    return args, kwargs
+
+
+# families diffusers has that tests/families.py leaves out: the model and two calls of it
+EXTRA = {"hunyuandit": (_hunyuan_dit, _hunyuan_call), "cogview4": (_cogview4, _cogview4_call)}
+TRANSFORMERS = ["dit", "pixart", "sd3", "flux", "ltx", "wan", *EXTRA]
 ALL = [*TRANSFORMERS, "unet2d", "sd"]
-JOINT = ("JointTransformerBlock", "FluxTransformerBlock", "FluxSingleTransformerBlock")
+TEXT_FIRST = ("JointTransformerBlock", "FluxTransformerBlock", "FluxSingleTransformerBlock")
+JOINT = (*TEXT_FIRST, "CogView4TransformerBlock")
 
 
 def _model(name: str) -> nn.Module:
+    if name in EXTRA:
+        torch.manual_seed(0)
+        return EXTRA[name][0]().eval()
     return FAMILIES[name].make_model()
+
+
+def _names(name: str, model: nn.Module) -> list[str]:
+    if name in EXTRA:
+        return [
+            f"{attr}.{i}"
+            for attr in ("transformer_blocks", "blocks")
+            for i in range(len(getattr(model, attr, [])))
+        ]
+    return FAMILIES[name].block_names(model)
+
+
+@contextmanager
+def _count(name: str, model: nn.Module, block_name: str):
+    """{block_name: times its body ran} (inside the block, so a skipped or reused block is not counted)."""
+    if name not in EXTRA:
+        with FAMILIES[name].count_block_calls(model, [block_name]) as counter:
+            yield counter
+        return
+    counter = {block_name: 0}
+    inner = model.get_submodule(block_name).norm1
+    handle = inner.register_forward_pre_hook(
+        lambda *_: counter.__setitem__(block_name, counter[block_name] + 1)
+    )
+    try:
+        yield counter
+    finally:
+        handle.remove()
 
 
 def _calls(name: str, model: nn.Module) -> list[tuple[tuple, dict]]:
     """The model calls of two steps of the family's own pipeline loop, as (args, kwargs)."""
+    if name in EXTRA:
+        return [EXTRA[name][1](model, seed) for seed in (0, 1)]
     fam, calls = FAMILIES[name], []
     handle = model.register_forward_pre_hook(lambda m, a, kw: calls.append((a, dict(kw))), with_kwargs=True)
     try:
@@ -50,7 +148,7 @@ def _blocks_to_test(name: str, model: nn.Module) -> list[str]:
         return ["mid_block.attentions.0"]
     if name == "sd":
         return ["down_blocks.0.attentions.0"]
-    return FAMILIES[name].block_names(model)
+    return _names(name, model)
 
 
 def _arg(block: nn.Module, args: tuple, kwargs: dict, name: str, position: int):
@@ -63,6 +161,8 @@ def _streams(block: nn.Module, args: tuple, kwargs: dict, output) -> dict[str, t
     if type(block).__name__ not in JOINT:
         return {"h": (h, _main(output))}
     ehs = _arg(block, args, kwargs, "encoder_hidden_states", 1)
+    if type(block).__name__ not in TEXT_FIRST:
+        return {"h": (h, output[0]), "ehs": (ehs, output[1])}
     return {"h": (h, output[1]), "ehs": (ehs, output[0])}
 
 
@@ -72,6 +172,8 @@ def _pass_through(block: nn.Module, args: tuple, kwargs: dict):
     kind = type(block).__name__
     if kind in JOINT:
         ehs = _arg(block, args, kwargs, "encoder_hidden_states", 1)
+        if kind not in TEXT_FIRST:
+            return (h, ehs)
         return (None if getattr(block, "context_pre_only", False) else ehs, h)
     if kind == "Transformer2DModel":
         return (h,) if kwargs.get("return_dict", True) is False else Transformer2DModelOutput(sample=h)
@@ -96,11 +198,11 @@ def _run(model, engine, mask, cache, args, kwargs):
 def test_find_blocks_finds_each_familys_blocks(name):
     model = _model(name)
     blocks = find_blocks(SimpleNamespace(transformer=model) if name in TRANSFORMERS else model)
-    expected = FAMILIES[name].block_names(model)
+    expected = _names(name, model)
     assert sorted(blocks.names) == sorted(expected)
     if name in TRANSFORMERS:
         assert blocks.names == expected  # execution order is list order
-    kinds = {"sd3": "joint", "flux": "joint"}
+    kinds = {"sd3": "joint", "flux": "joint", "cogview4": "joint"}
     if name in TRANSFORMERS:
         assert {b.kind for b in blocks} == {kinds.get(name, "identity")}
     # FLOPs: the counter's total is the model's, each block saves all it costs (identity shortcuts)
@@ -150,7 +252,7 @@ def test_skip_equals_a_pass_through(name):
             reference = _main(model(*args, **kwargs))
         handle.remove()
         mask = [SKIP if n == block_name else RUN for n in names]
-        with engine.attached(), FAMILIES[name].count_block_calls(model, [block_name]) as counter:
+        with engine.attached(), _count(name, model, block_name) as counter:
             skipped = _run(model, engine, mask, None, args, kwargs)
         assert counter[block_name] == 0  # the block's body did not run
         assert (skipped - reference).abs().max() <= 1e-5, block_name
@@ -172,7 +274,7 @@ def test_reuse_is_the_input_plus_the_last_residual_of_every_stream(name):
         )
         cache = ReuseCache(len(names))
         mask = [REUSE if n == block_name else RUN for n in names]
-        with engine.attached(), FAMILIES[name].count_block_calls(model, [block_name]) as counter:
+        with engine.attached(), _count(name, model, block_name) as counter:
             _run(model, engine, [RUN] * len(names), cache, a1, kw1)
             _run(model, engine, mask, cache, a2, kw2)
         handle.remove()
@@ -280,3 +382,15 @@ def test_adapter_checks_its_fields():
         BlockAdapter(streams=("a", "b"), returns=("a", "c"))
     with pytest.raises(TypeError, match="nn.Module subclass"):
         register_block_adapter(int, BlockAdapter())
+
+
+def test_lees_blocks_lists_a_transformer_pipelines_blocks(tmp_path, capsys):
+    from lees.cli import main
+
+    model = _model("flux")
+    model.save_pretrained(tmp_path / "pipe" / "transformer")  # a pipeline folder's denoiser
+    assert main(["blocks", "--model", str(tmp_path / "pipe"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["model_class"] == "FluxTransformer2DModel"
+    assert [b["name"] for b in listed["blocks"]] == FAMILIES["flux"].block_names(model)
+    assert {b["kind"] for b in listed["blocks"]} == {"joint"}
