@@ -71,9 +71,21 @@ def transformer_output(kwargs: dict, tensor: torch.Tensor) -> Any:
     return (tensor,) if kwargs.get("return_dict", True) is False else Transformer2DModelOutput(sample=tensor)
 
 
-@functools.cache
+_POSITIONS: dict[type, dict[str, int]] = {}
+
+
 def forward_positions(cls: type) -> dict[str, int]:
-    """Each positional parameter of ``cls.forward`` (``self`` left out) with its index in ``args``."""
+    """Each positional parameter of ``cls.forward`` (``self`` left out) with its index in ``args``.
+
+    Kept in a plain dict, filled when a block's adapter is looked up, so that a call traced by
+    ``torch.compile`` finds it there (dynamo would trace into a ``functools`` cache and break its
+    graph on ``inspect``)."""
+    if cls not in _POSITIONS:
+        _POSITIONS[cls] = _positions(cls)
+    return _POSITIONS[cls]
+
+
+def _positions(cls: type) -> dict[str, int]:
     params = list(inspect.signature(cls.forward).parameters.values())[1:]
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     positions = {}
@@ -216,6 +228,7 @@ def register_block_adapter(cls: type, adapter: BlockAdapter) -> None:
 
 def adapter_for(module: nn.Module) -> BlockAdapter:
     """The adapter of ``module``'s class (see the module docstring for the order they are looked up in)."""
+    forward_positions(type(module))
     for cls in type(module).__mro__:
         if cls in _REGISTERED:
             return _REGISTERED[cls]
