@@ -11,12 +11,14 @@ still keep their caches apart (side-by-side timing).
 Block actions (hard mode, one per block for the whole batch):
 
 * ``RUN``: the block computes. If the cache keeps that block, its residual
-  ``output - shortcut(input)`` is stored per sample (for a ``ResnetBlock2D``, the output of its
-  residual branch, taken by a hook on its ``conv2`` as it is computed: no second shortcut, no
-  subtraction).
-* ``REUSE``: the block's shortcut of the *current* input plus the residual it computed the last
-  time it ran in this sampling run. A block with no cached residual yet (or one of another batch
-  shape) runs instead, so a reuse schedule's first step always computes.
+  ``output - shortcut(input)`` is stored per sample, for every stream the block changes (its adapter
+  says which: both the image and the text stream of SD3's and Flux's joint blocks); for a
+  ``ResnetBlock2D``, the output of its residual branch, taken by a hook on its ``conv2`` as it is
+  computed: no second shortcut, no subtraction.
+* ``REUSE``: per stream, the block's shortcut of the *current* input plus the residual it computed
+  the last time it ran in this sampling run (a stream the block returns as None stays None). A block
+  with no cached residual yet (or one of another batch shape) runs instead, so a reuse schedule's
+  first step always computes.
 * ``SKIP``: the shortcut only (identity for attention and transformer blocks).
 
 Soft modes, for training (one weight per block, shape (K,) or per sample (B, K)):
