@@ -6,6 +6,7 @@ from ._version import __version__ as __version__
 from .diffusion.samplers import pipeline_timesteps
 from .enable import disable, enable, reset
 from .engine.actions import REUSE, RUN, SKIP, open_mask
+from .engine.adapters import BlockAdapter, register_block_adapter
 from .engine.blocks import Block, Blocks, find_blocks
 from .engine.hooks import CompiledModelError, GatedModel, ReuseCache
 from .learn.gate_training import GateTrainConfig, train_gates
@@ -23,6 +24,7 @@ __all__ = [
     "BackboneError",
     "EMBEDDED_DIR",
     "Block",
+    "BlockAdapter",
     "Blocks",
     "CompiledModelError",
     "GateTrainConfig",
@@ -45,6 +47,7 @@ __all__ = [
     "load_policy",
     "open_mask",
     "pipeline_timesteps",
+    "register_block_adapter",
     "reset",
     "sample",
     "sample_lockstep",

@@ -1,7 +1,8 @@
 """Blocks of a backbone: which modules can be skipped, what a skip computes, and what it saves.
 
-A *block* is a residual unit ``y = shortcut(x) + residual(x)``. Skipping it keeps the shortcut and
-drops the residual branch:
+A *block* is a residual unit: each stream it changes is ``shortcut(x) + residual(x)``. Skipping it keeps
+the shortcuts and drops the residual branches. The skip rule of a block class is its *adapter*
+(:mod:`lees.engine.adapters`), shown as the block's ``kind``:
 
 * ``resnet`` (diffusers ``ResnetBlock2D``): the shortcut is the block's own skip path, i.e. the
   input resampled where the block resamples (``up``/``down``), then the 1x1 ``conv_shortcut`` where
@@ -12,11 +13,13 @@ drops the residual branch:
 * ``transformer`` (diffusers ``Transformer2DModel``, the spatial transformer of a cross-attention
   UNet such as ``UNet2DConditionModel``): ``y = x + proj_out(...)``, so the shortcut is identity;
   a skipped one still returns what its caller unpacks (a 1-tuple under ``return_dict=False``).
-* ``identity`` (any other module a user names, e.g. a transformer block): the shortcut is the
-  first input; the block's output must have the input's shape.
+* ``identity``: a transformer block that changes one stream (DiT, PixArt, LTX, Wan, HunyuanDiT), or
+  any other module a user names whose output is one tensor of its input's shape.
+* ``joint``: a block that changes two streams, image and text (SD3, Flux double- and single-stream,
+  QwenImage, CogView4): each passes through; SD3's last block keeps returning None for the text.
 
 Each block's FLOPs are measured with ``torch.utils.flop_counter`` at one input size: the share a
-block saves is its own FLOPs minus those of its shortcut, over the whole model's FLOPs.
+block saves is its own FLOPs minus those of its shortcuts, over the whole model's FLOPs.
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers import ModelMixin
 from torch import nn
 
-from ..models.denoisers import example_inputs as example_call
-from ..models.denoisers import main_output
+from ..models.denoisers import denoiser_of
+from ..models.example_calls import example_call, main_input
+from .adapters import adapter_for
 from .flops import _module_flops, flop_counter
 
 _UNET_NAME = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^mid_block\.")
@@ -71,71 +75,9 @@ def unet_level(name: str) -> int | None:
     return int(m.group(2))
 
 
-Shortcut = Callable[[nn.Module, tuple, dict], torch.Tensor]
-
-
-def first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
-    """The block's main input: its first positional tensor, else ``hidden_states``/``input_tensor``."""
-    if args and isinstance(args[0], torch.Tensor):
-        return args[0]
-    for key in ("hidden_states", "input_tensor", "x", "sample"):
-        if isinstance(kwargs.get(key), torch.Tensor):
-            return kwargs[key]
-    raise TypeError("a skipped block needs its input tensor as first argument or as hidden_states=")
-
-
-def resnet_shortcut(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
-    """Skip path of a diffusers ``ResnetBlock2D``: resample, 1x1 projection, output scale."""
-    x = first_tensor(args, kwargs)
-    if module.upsample is not None:
-        x = module.upsample(x)
-    elif module.downsample is not None:
-        x = module.downsample(x)
-    if module.conv_shortcut is not None:
-        x = module.conv_shortcut(x)
-    if module.output_scale_factor != 1:
-        x = x / module.output_scale_factor
-    return x
-
-
-def attention_shortcut(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
-    """Skip path of a residual diffusers ``Attention``: its input over ``rescale_output_factor``."""
-    x = first_tensor(args, kwargs)
-    scale = getattr(module, "rescale_output_factor", 1.0)
-    return x / scale if scale != 1 else x
-
-
-def identity_shortcut(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
-    """Skip path of any other residual unit: its input, unchanged."""
-    return first_tensor(args, kwargs)
-
-
-SHORTCUTS: dict[str, Shortcut] = {
-    "resnet": resnet_shortcut,
-    "attention": attention_shortcut,
-    "transformer": identity_shortcut,
-    "identity": identity_shortcut,
-}
-
-
-def skipped_output(kind: str, kwargs: dict, tensor: torch.Tensor) -> Any:
-    """A skipped block's shortcut ``tensor`` in the form its caller unpacks: a ``transformer`` block
-    returns a 1-tuple under ``return_dict=False``, else an output object; the others a tensor."""
-    if kind != "transformer":
-        return tensor
-    return (tensor,) if kwargs.get("return_dict", True) is False else Transformer2DModelOutput(sample=tensor)
-
-
 def block_kind(module: nn.Module) -> str:
-    """The skip rule that applies to ``module`` (see the module docstring)."""
-    name = type(module).__name__
-    if name == "ResnetBlock2D":
-        return "resnet"
-    if name == "Attention" and getattr(module, "residual_connection", False):
-        return "attention"
-    if name == "Transformer2DModel":
-        return "transformer"
-    return "identity"
+    """The skip rule that applies to ``module``: its adapter's kind (see :mod:`lees.engine.adapters`)."""
+    return adapter_for(module).kind
 
 
 @dataclass(frozen=True)
@@ -189,21 +131,37 @@ class Blocks(Sequence[Block]):
         return json.dumps(self.to_dict(), indent=2)
 
 
+BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks", "blocks")
+
+
 def candidate_blocks(model: nn.Module) -> list[str]:
     """Module names the built-in adapters gate, in module order (execution order is measured later).
 
     diffusers UNets (``UNet2DModel``, ``UNet2DConditionModel``; DDPM, ADM and LDM denoisers): every
-    ``ResnetBlock2D``, residual ``Attention`` and spatial ``Transformer2DModel``. Transformers with
-    ``transformer_blocks`` (DiT, PixArt, ``Transformer2DModel``): each transformer block, as identity.
+    ``ResnetBlock2D``, residual ``Attention`` and spatial ``Transformer2DModel``. diffusers transformers:
+    each block of their ``transformer_blocks``, ``single_transformer_blocks`` (Flux) and ``blocks``
+    (Wan, HunyuanDiT) lists. Other models name their blocks.
     """
     if type(model).__name__ in ("UNet2DModel", "UNet2DConditionModel"):
-        return [name for name, module in model.named_modules() if block_kind(module) != "identity"]
-    if isinstance(getattr(model, "transformer_blocks", None), nn.ModuleList):
-        return [f"transformer_blocks.{i}" for i in range(len(model.transformer_blocks))]
-    raise TypeError(
-        f"no block adapter for {type(model).__name__}; pass the module names to gate, "
-        "e.g. find_blocks(model, names=['blocks.0', 'blocks.1'], example_inputs=(x, t))"
-    )
+        return [name for name, module in model.named_modules() if _is_unet_block(module)]
+    names = []
+    for attr in BLOCK_LISTS if isinstance(model, ModelMixin) else ():
+        blocks = getattr(model, attr, None)
+        if isinstance(blocks, nn.ModuleList):
+            names += [f"{attr}.{i}" for i in range(len(blocks))]
+    if not names:
+        raise TypeError(
+            f"no block adapter for {type(model).__name__}; pass the module names to gate, "
+            "e.g. find_blocks(model, names=['blocks.0', 'blocks.1'], example_inputs=(x, t))"
+        )
+    return names
+
+
+def _is_unet_block(module: nn.Module) -> bool:
+    kind = block_kind(module)
+    if kind == "attention":
+        return bool(getattr(module, "residual_connection", False))
+    return kind in ("resnet", "transformer")
 
 
 def compiled_original(model: nn.Module) -> nn.Module:
@@ -233,7 +191,7 @@ def resolve_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
 
 @torch.no_grad()
 def find_blocks(
-    model: nn.Module,
+    model: Any,
     names: Sequence[str] | None = None,
     example_inputs: tuple | None = None,
     sample_size: int | None = None,
@@ -242,21 +200,23 @@ def find_blocks(
     """List the skippable blocks of ``model`` in execution order, with their measured FLOP shares.
 
     Args:
-        model: the denoiser (a ``torch.compile``d model is measured through its eager original).
+        model: the denoiser, or a diffusers pipeline (its ``unet`` or ``transformer`` is measured); a
+            ``torch.compile``d model is measured through its eager original.
         names: the blocks by module name (any model); without it the built-in adapters pick every
             ``ResnetBlock2D``, residual ``Attention`` and spatial ``Transformer2DModel`` of a diffusers
-            UNet, or each of a transformer's ``transformer_blocks``.
+            UNet, or each block of a transformer's ``transformer_blocks``, ``single_transformer_blocks``
+            and ``blocks`` lists.
         example_inputs: the positional input of one forward call (batch 1 recommended); diffusers
-            denoisers derive it (and their class labels or context) when it is not given.
-        sample_size: the input size to count FLOPs at, instead of the model's own.
+            denoisers derive one call (the keyword inputs their pipeline passes) when it is not given.
+        sample_size: the latent height and width to count FLOPs at, instead of the model's own.
         example_kwargs: the keyword input of that call.
 
     Example:
-        >>> blocks = find_blocks(pipe.unet)  # doctest: +SKIP
+        >>> blocks = find_blocks(pipe)  # doctest: +SKIP
         >>> names = ["blocks.0", "blocks.1"]  # any model: its residual units and one example input
         >>> blocks = find_blocks(model, names, example_inputs=(x, t))  # doctest: +SKIP
     """
-    model = compiled_original(model)
+    model = compiled_original(denoiser_of(model))
     names = list(names) if names is not None else candidate_blocks(model)
     if not names:
         raise ValueError(f"{type(model).__name__} has no skippable blocks")
@@ -264,7 +224,8 @@ def find_blocks(
     if example_inputs is None:
         example_inputs, derived = example_call(model, sample_size=sample_size)
         example_kwargs = {**derived, **(example_kwargs or {})}
-    calls, counter = _trace(model, modules, example_inputs, example_kwargs or {})
+    example_kwargs = example_kwargs or {}
+    calls, counter = _trace(model, modules, example_inputs, example_kwargs)
     never = [names[k] for k in range(len(names)) if k not in calls]
     if never:
         raise ValueError(f"block {never[0]!r} did not run in a forward pass of {type(model).__name__}")
@@ -272,26 +233,26 @@ def find_blocks(
     blocks = [
         _measure(names[k], modules[k], *calls[k], _module_flops(counts, root, names[k]), total) for k in calls
     ]
-    return Blocks(tuple(blocks), total, tuple(example_inputs[0].shape), root)
+    shape = tuple(main_input(example_inputs, example_kwargs).shape)
+    return Blocks(tuple(blocks), total, shape, root)
 
 
 def _trace(model: nn.Module, modules: list[nn.Module], inputs: tuple, kwargs: dict):
     """One forward pass in eval mode under a FLOP counter: each block's first call (its arguments and
-    output shape), keyed by block index in the order the blocks ran, and the counter."""
-    calls: dict[int, tuple[tuple, dict, tuple]] = {}
+    output), keyed by block index in the order the blocks ran, and the counter."""
+    calls: dict[int, list] = {}
 
     def pre_hook(k):
         def hook(module, args, kw):
             if k not in calls:
-                calls[k] = (args, kw, ())
+                calls[k] = [args, kw, None]
 
         return hook
 
     def post_hook(k):
         def hook(module, args, kw, output):
-            a, b, shape = calls[k]
-            if not shape:
-                calls[k] = (a, b, tuple(main_output(output).shape))
+            if calls[k][2] is None:
+                calls[k][2] = output
 
         return hook
 
@@ -311,16 +272,22 @@ def _trace(model: nn.Module, modules: list[nn.Module], inputs: tuple, kwargs: di
     return calls, counter
 
 
-def _measure(name: str, module: nn.Module, args: tuple, kwargs: dict, out_shape: tuple, flops: int,
+def _measure(name: str, module: nn.Module, args: tuple, kwargs: dict, output: Any, flops: int,
              total: int) -> Block:  # fmt: skip
-    """One block with the FLOPs its skip saves (its own minus its shortcut's), checked to keep the shape."""
-    kind = block_kind(module)
+    """One block with the FLOPs its skip saves (its own minus its shortcuts'), checked to keep each
+    stream's shape; ``out_numel`` counts the values of every stream it returns, per sample."""
+    adapter = adapter_for(module)
+    outs = adapter.outputs(module, output)
     with flop_counter() as shortcut_counter:
-        skipped = SHORTCUTS[kind](module, args, kwargs)
-    if tuple(skipped.shape) != out_shape:
-        raise ValueError(
-            f"block {name!r} ({kind}) maps {tuple(skipped.shape)} to {out_shape}: "
-            "skipping it would change the tensor shape, so it cannot be a skippable block"
-        )
+        skipped = adapter.shortcuts(module, adapter.inputs(module, args, kwargs))
+    for stream, out, skip in zip(adapter.streams, outs, skipped, strict=True):
+        got = None if skip is None else tuple(skip.shape)
+        want = None if out is None else tuple(out.shape)
+        if got != want:
+            raise ValueError(
+                f"block {name!r} ({adapter.kind}) maps {stream} {got} to {want}: "
+                "skipping it would change the tensor shape, so it cannot be a skippable block"
+            )
     saved = flops - int(shortcut_counter.get_total_flops())
-    return Block(name, kind, flops, saved, saved / total if total else 0.0, math.prod(out_shape[1:]))
+    numel = sum(math.prod(out.shape[1:]) for out in outs if out is not None)
+    return Block(name, adapter.kind, flops, saved, saved / total if total else 0.0, numel)

@@ -11,12 +11,14 @@ still keep their caches apart (side-by-side timing).
 Block actions (hard mode, one per block for the whole batch):
 
 * ``RUN``: the block computes. If the cache keeps that block, its residual
-  ``output - shortcut(input)`` is stored per sample (for a ``ResnetBlock2D``, the output of its
-  residual branch, taken by a hook on its ``conv2`` as it is computed: no second shortcut, no
-  subtraction).
-* ``REUSE``: the block's shortcut of the *current* input plus the residual it computed the last
-  time it ran in this sampling run. A block with no cached residual yet (or one of another batch
-  shape) runs instead, so a reuse schedule's first step always computes.
+  ``output - shortcut(input)`` is stored per sample, for every stream the block changes (its adapter
+  says which: both the image and the text stream of SD3's and Flux's joint blocks); for a
+  ``ResnetBlock2D``, the output of its residual branch, taken by a hook on its ``conv2`` as it is
+  computed: no second shortcut, no subtraction.
+* ``REUSE``: per stream, the block's shortcut of the *current* input plus the residual it computed
+  the last time it ran in this sampling run (a stream the block returns as None stays None). A block
+  with no cached residual yet (or one of another batch shape) runs instead, so a reuse schedule's
+  first step always computes.
 * ``SKIP``: the shortcut only (identity for attention and transformer blocks).
 
 Soft modes, for training (one weight per block, shape (K,) or per sample (B, K)):
@@ -38,31 +40,25 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
-from ..models.denoisers import main_output, with_main_output
 from .actions import MODES, REUSE, RUN, SKIP, straight_through
-from .blocks import (
-    SHORTCUTS,
-    Blocks,
-    block_kind,
-    compiled_original,
-    first_tensor,
-    resolve_modules,
-    skipped_output,
-)
+from .adapters import BlockAdapter, Streams, adapter_for
+from .blocks import Blocks, compiled_original, resolve_modules
 
 
 class ReuseCache:
     """The residuals of one sampling run, one slot per block, and the peak memory they took.
 
     ``keep[k]`` says whether block k's residual is stored when it runs (only blocks a schedule
-    reuses need it). Clear it at the start of every sampling run and every batch.
+    reuses need it). Clear it at the start of every sampling run and every batch. A slot holds one
+    tensor for a block that changes one stream, and a tuple (one tensor or None per stream, in the
+    order of its adapter's ``streams``) for one that changes several (SD3's and Flux's joint blocks).
     """
 
     def __init__(self, num_blocks: int, keep: Sequence[bool] | None = None) -> None:
         self.keep = list(keep) if keep is not None else [True] * num_blocks
         if len(self.keep) != num_blocks:
             raise ValueError(f"{len(self.keep)} keep flags for {num_blocks} blocks")
-        self.residuals: list[torch.Tensor | None] = [None] * num_blocks
+        self.residuals: list[torch.Tensor | tuple | None] = [None] * num_blocks
         self.peak_bytes = 0
         self.peak_batch = 0
 
@@ -70,17 +66,25 @@ class ReuseCache:
         """Forget every residual (a new sampling run or batch starts)."""
         self.residuals = [None] * len(self.residuals)
 
-    def store(self, k: int, residual: torch.Tensor) -> None:
+    def store(self, k: int, residual: torch.Tensor | tuple) -> None:
+        """Keep block k's residual (a tensor, or a tuple of per-stream tensors and Nones)."""
         self.residuals[k] = residual
-        held = [r for r in self.residuals if r is not None]
-        total = sum(r.numel() * r.element_size() for r in held)
+        held = [t for r in self.residuals for t in _tensors(r)]
+        total = sum(t.numel() * t.element_size() for t in held)
         if total > self.peak_bytes:
-            self.peak_bytes, self.peak_batch = total, len(residual)
+            self.peak_bytes, self.peak_batch = total, len(_tensors(residual)[0])
 
     @property
     def peak_bytes_per_sample(self) -> float:
         """Peak bytes the residuals held, per sample of the batch that held them."""
         return self.peak_bytes / self.peak_batch if self.peak_batch else 0.0
+
+
+def _tensors(residual: torch.Tensor | tuple | None) -> list[torch.Tensor]:
+    """The tensors a cache slot holds."""
+    if residual is None:
+        return []
+    return [residual] if isinstance(residual, torch.Tensor) else [t for t in residual if t is not None]
 
 
 HOOK_NAME = "lees.block"
@@ -131,7 +135,8 @@ class Engine:
         self.model = model
         self.block_names = list(blocks.names if isinstance(blocks, Blocks) else blocks)
         self.modules = resolve_modules(model, self.block_names)
-        self.kinds = [block_kind(m) for m in self.modules]
+        self.adapters: list[BlockAdapter] = [adapter_for(m) for m in self.modules]
+        self.kinds = [a.kind for a in self.adapters]
         self._attached = 0
         self._decisions: Sequence[Any] | None = None
         self._mode = "hard"
@@ -227,29 +232,46 @@ class Engine:
     def _call_block(self, k: int, module: nn.Module, forward, args: tuple, kwargs: dict) -> Any:
         if self._decisions is None:
             return forward(*args, **kwargs)
-        shortcut = SHORTCUTS[self.kinds[k]]
-        cache = self._cache
         if self._mode != "hard":
             return self._mixed(k, module, forward, args, kwargs)
-        action = self._decisions[k]
+        adapter, action, cache = self.adapters[k], self._decisions[k], self._cache
         if action == SKIP:
-            return skipped_output(self.kinds[k], kwargs, shortcut(module, args, kwargs))
-        cached = cache.residuals[k] if cache is not None else None
-        if action == REUSE and cached is not None:
-            base = shortcut(module, args, kwargs)
-            if cached.shape == base.shape:
-                fresh = base is not first_tensor(args, kwargs)  # a new tensor: add in place
-                return skipped_output(self.kinds[k], kwargs, base.add_(cached) if fresh else base + cached)
+            return adapter.build(kwargs, adapter.shortcuts(module, adapter.inputs(module, args, kwargs)))
+        if action == REUSE and cache is not None:
+            reused = self._reused(k, module, args, kwargs, adapter.unpack(cache.residuals[k]))
+            if reused is not None:
+                return reused
         if cache is None or not cache.keep[k]:
-            return forward(*args, **kwargs)
+            out = forward(*args, **kwargs)
+            adapter.outputs(module, out)  # a block lees cannot read is refused, not silently passed
+            return out
         return self._run_and_store(k, module, forward, args, kwargs, cache)
 
+    def _reused(self, k: int, module: nn.Module, args: tuple, kwargs: dict, cached: Streams) -> Any:
+        """Block k's output as each returned stream's shortcut plus its cached residual; None (the block
+        runs instead) when a stream has none cached or one of another shape."""
+        adapter = self.adapters[k]
+        inputs = adapter.inputs(module, args, kwargs)
+        base = adapter.shortcuts(module, inputs)
+        pairs = zip(base, cached, strict=True)
+        if any(b is not None and (c is None or c.shape != b.shape) for b, c in pairs):
+            return None
+        out = [
+            None if b is None else b.add_(c) if b is not x else b + c  # a new tensor: add in place
+            for x, b, c in zip(inputs, base, cached, strict=True)
+        ]
+        return adapter.build(kwargs, tuple(out))
+
     def _run_and_store(self, k: int, module: nn.Module, forward, args: tuple, kwargs: dict, cache) -> Any:
-        """Run block k and keep its residual: a resnet's as its ``conv2`` computes it (no second
-        shortcut, no subtraction), any other block's as ``output - shortcut(input)``."""
-        if self.kinds[k] != "resnet":
+        """Run block k and keep its residual per stream: a resnet's as its ``conv2`` computes it (no
+        second shortcut, no subtraction), any other block's as ``output - shortcut(input)``."""
+        adapter = self.adapters[k]
+        if adapter.kind != "resnet":
+            inputs = adapter.inputs(module, args, kwargs)
             out = forward(*args, **kwargs)
-            cache.store(k, main_output(out) - SHORTCUTS[self.kinds[k]](module, args, kwargs))
+            base = adapter.shortcuts(module, inputs)
+            outs = adapter.outputs(module, out)
+            cache.store(k, adapter.pack(tuple(_minus(o, b) for o, b in zip(outs, base, strict=True))))
             return out
         capture = module.conv2._diffusers_hook.get_hook(CAPTURE_NAME)
         capture.armed = True
@@ -262,22 +284,39 @@ class Engine:
         return out
 
     def _mixed(self, k: int, module: nn.Module, forward, args: tuple, kwargs: dict) -> Any:
-        """Soft/STE: ``shortcut + w * fresh`` (fallback SKIP) or the weighted carried residual (REUSE)."""
-        base = SHORTCUTS[self.kinds[k]](module, args, kwargs)
-        full = forward(*args, **kwargs)
-        fresh = main_output(full) - base
-        weight = self._decisions[k].to(fresh.device)  # fp32: the mix is computed in fp32
-        weight = weight if weight.dim() == 0 else weight.view(-1, *([1] * (fresh.dim() - 1)))
-        residual = weight * fresh.float()
-        cache = self._cache
-        if self._fallback == REUSE and cache is not None:
-            cached = cache.residuals[k]
-            if cached is not None and cached.shape == fresh.shape:
-                residual = residual + (1 - weight) * cached.float()
-            else:
-                residual = fresh
-            cache.store(k, residual.to(fresh.dtype))  # the cache holds the block's dtype
-        return with_main_output(full, base + residual.to(fresh.dtype))
+        """Soft/STE, per stream: ``shortcut + w * fresh`` (fallback SKIP) or the weighted carried
+        residual (REUSE)."""
+        adapter, cache = self.adapters[k], self._cache
+        base = adapter.shortcuts(module, adapter.inputs(module, args, kwargs))
+        outs = adapter.outputs(module, forward(*args, **kwargs))
+        weight = self._decisions[k]
+        carry = self._fallback == REUSE and cache is not None
+        cached = adapter.unpack(cache.residuals[k]) if carry else (None,) * len(base)
+        streams = zip(base, outs, cached, strict=True)
+        kept = [None if o is None else _weighted(weight, o - b, c, carry) for b, o, c in streams]
+        mixed = [None if r is None else b + r for b, r in zip(base, kept, strict=True)]
+        if carry:
+            cache.store(k, adapter.pack(tuple(kept)))  # the cache holds the block's dtype
+        return adapter.build(kwargs, tuple(mixed))
+
+
+def _minus(out: torch.Tensor | None, base: torch.Tensor | None) -> torch.Tensor | None:
+    return None if out is None else out - base
+
+
+def _weighted(
+    weight: torch.Tensor, fresh: torch.Tensor, cached: torch.Tensor | None, carry: bool
+) -> torch.Tensor:
+    """``w * fresh``; carrying (fallback REUSE), ``w * fresh + (1 - w) * cached``, or the fresh residual
+    when none of its shape is cached. Mixed in fp32, returned in the block's dtype."""
+    if carry and (cached is None or cached.shape != fresh.shape):
+        return fresh
+    weight = weight.to(fresh.device)  # fp32: the mix is computed in fp32
+    weight = weight if weight.dim() == 0 else weight.view(-1, *([1] * (fresh.dim() - 1)))
+    residual = weight * fresh.float()
+    if carry:
+        residual = residual + (1 - weight) * cached.float()
+    return residual.to(fresh.dtype)
 
 
 def remove_hook(module: nn.Module, name: str) -> None:
