@@ -30,6 +30,7 @@ from diffusers import (
     DiTTransformer2DModel,
     FirstBlockCacheConfig,
     FlowMatchEulerDiscreteScheduler,
+    KDPM2DiscreteScheduler,
 )
 from diffusers.models.cache_utils import CacheMixin
 from torch import nn
@@ -86,6 +87,7 @@ SPLIT = dataclasses.replace(
     schedulers={
         **_ddpm_family(DDPM_BETAS, "ddim", "pndm-prk", "dpm++2m"),
         **_ddpm_family(SD_BETAS, "heun", "euler"),
+        "kdpm2": lambda: KDPM2DiscreteScheduler(**SD_BETAS),  # two calls per step at interleaved timesteps
         **_flow_family(3.0, "flow-euler", "flow-heun"),
     },
     run=_run_split,
@@ -298,6 +300,15 @@ def test_heun_gets_one_column_per_call():
         gated = loop("sd", "heun", model, schedule)
     assert set(counts.values()) == {len(timesteps) - 1}
     assert near(gated, reference("sd", "heun", model, schedule, HandGated))
+
+
+def test_an_integer_schedule_of_lees_before_fits_float_timesteps():
+    timesteps = grid_of("dit-split", "kdpm2")  # 999, 788.84, 499.5, 46.73, 0
+    assert any(t != round(t) for t in timesteps)
+    model, blocks = SPLIT.make_model(), blocks_of("dit")
+    floats = baselines.uniform_schedule(blocks, timesteps, 2, 1)
+    rounded = baselines.uniform_schedule(blocks, [round(t) for t in timesteps], 2, 1)  # as lees < 0.3 saved
+    assert torch.equal(loop("dit-split", "kdpm2", model, rounded), loop("dit-split", "kdpm2", model, floats))
 
 
 def test_flow_matching_float_timesteps_round_trip(tmp_path):
