@@ -166,10 +166,14 @@ def test_gate_follows_float_timesteps_and_pndm_repeats():
     lees.disable(unet)
     assert not torch.allclose(gated, plain)
     pndm = PNDMScheduler(num_train_timesteps=1000)
-    schedule = mixed_schedule(unet, sorted(set(lees.pipeline_timesteps(pndm, STEPS)), reverse=True))
+    schedule = mixed_schedule(unet, lees.pipeline_timesteps(pndm, STEPS))  # one column per call
+    distinct = mixed_schedule(unet, sorted(set(schedule.timesteps), reverse=True))
     lees.enable(unet, schedule)
     try:
-        own_loop(lambda x, t, j, cond: unet(x, t), unet, pndm)  # repeated timesteps map to one column
+        own_loop(lambda x, t, j, cond: unet(x, t), unet, pndm)  # repeated timesteps: a column each
+        lees.enable(unet, distinct)
+        with pytest.raises(lees.ScheduleError, match="two denoiser calls at t = "):
+            own_loop(lambda x, t, j, cond: unet(x, t), unet, pndm)  # one column per timestep: refused
     finally:
         lees.disable(unet)
 
@@ -179,7 +183,7 @@ def test_clear_errors():
     blocks = find_blocks(unet)
     schedule = Schedule.full(blocks, [900, 500, 100])
     lees.enable(unet, schedule)
-    with pytest.raises(lees.ScheduleError, match="timestep 700 is not on the schedule's grid"):
+    with pytest.raises(lees.ScheduleError, match="does not fit this run: .* its first call is at t = 700"):
         unet(torch.zeros(1, 1, 16, 16), torch.tensor([700]))
     with pytest.raises(ValueError, match="one timestep per call"):
         unet(torch.zeros(2, 1, 16, 16), torch.tensor([900, 500]))

@@ -1,40 +1,49 @@
 """Inside the user's own pipeline: ``lees.enable(pipe, schedule)`` and ``lees.disable(pipe)``.
 
-After ``enable`` the user's ``pipe(...)`` (or their own sampling loop) runs unchanged and every
-hooked block follows the schedule at the timestep the scheduler passes to the denoiser. Built on
-diffusers' hooks, as ``apply_first_block_cache`` is: a stateful root hook on the denoiser reads the
-timestep of each call and sets the block decisions of a :class:`lees.engine.hooks.Engine` for that call.
+After ``enable`` the user's ``pipe(...)`` (or their own sampling loop) runs unchanged and every hooked
+block follows the schedule. Built on diffusers' hooks, as ``apply_first_block_cache`` is: a stateful
+root hook on the denoiser sets the block decisions of a :class:`lees.engine.hooks.Engine` call by call.
 
-Which column of a schedule applies: the one whose timestep equals the call's timestep rounded to
-an integer (float timesteps, as Euler passes, included); a timestep that is not on the schedule's
-grid is a :class:`ScheduleError` naming the grid. A sigmoid gate applies at any timestep: a block
-runs where g_k(t) >= 0.5.
+Which column of a schedule applies: the call's position in its sampling run (see
+:mod:`lees.schedules.fitting`: Heun's and PNDM's repeated timesteps, flow matching's floats and Flux's
+t / 1000 included); a run that does not fit the schedule is a :class:`ScheduleError` at its first call.
+A sigmoid gate applies at any timestep: a block runs where g_k(t) >= 0.5.
 
-Reuse caches are per sampling run: they are cleared whenever a call's column comes before the
-previous call's (a new run started), when a diffusers pipeline finishes (its
-``maybe_free_model_hooks`` resets stateful hooks) and by :func:`reset`. Calls at the same column
-(PNDM repeats a timestep) keep the cache. Classifier-free guidance must be batched, as diffusers
-pipelines do: both halves are samples of one call, each with its own cached residuals.
+Guidance: batched (one call on [uncond, cond]) needs nothing, each sample has its own cached residuals.
+Split (one call per branch) must run each branch inside ``model.cache_context(name)``: the root hook
+keeps one run state and reuse cache per context name in a diffusers ``StateManager``, so
+``cache_context`` reaches it as it reaches diffusers' own cache hooks; calls outside any context share
+one state. Reuse caches start empty at each run, when a diffusers pipeline finishes (its
+``maybe_free_model_hooks`` resets stateful hooks) and at :func:`reset`.
+
+Other hooks (accelerate's model CPU offload, diffusers' group offloading and caches) wrap lees' hooks
+whichever is enabled first (:mod:`lees.engine.layering`), so they stack and disable in any order
+(docs/pipelines.md).
 """
 
 from __future__ import annotations
 
 import warnings
+import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import StateManager
 from torch import nn
 
-from .diffusion.samplers import normalised_time
+from .diffusion.samplers import gate_time
 from .engine.actions import open_mask
 from .engine.blocks import compiled_original
 from .engine.hooks import Engine, ReuseCache, remove_hook
+from .engine.layering import beneath_other_hooks
 from .models.denoisers import denoiser_of
+from .schedules.fitting import Grid, RunState
 from .schedules.gates import SigmoidTimeGate
 from .schedules.saving import load_policy
-from .schedules.schedule import Schedule, ScheduleError
+from .schedules.schedule import Schedule
 
 ROOT_HOOK = "lees.steps"
 
@@ -42,69 +51,76 @@ Policy = Schedule | SigmoidTimeGate
 
 
 class _StepHook(ModelHook):
-    """Root hook: maps each call's timestep to the policy's block decisions (see the module doc)."""
+    """Root hook: gives each call the policy's block decisions and its branch's reuse cache (module doc)."""
 
     _is_stateful = True
 
-    def __init__(self, engine: Engine, policy: Policy, num_train: int) -> None:
+    def __init__(self, engine: Engine, policy: Policy, num_train: int, grid: Grid) -> None:
         super().__init__()
-        self.engine, self.policy, self.num_train = engine, policy, num_train
-        if isinstance(policy, Schedule):
-            self.columns = {t: j for j, t in enumerate(policy.timesteps)}
-            self.cache = ReuseCache(policy.num_blocks, policy.kept_blocks()) if policy.reuses else None
-        else:
-            self.cache = None
-        self.last = -1
+        self.engine, self.policy, self.num_train, self.grid = engine, policy, num_train, grid
+        self.state_manager = StateManager(RunState, (policy,))  # one run per cache_context name
+        self.outside = RunState(policy)  # calls outside any cache context
 
     def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        with self.engine.deciding(self.decisions(timestep), "hard", self.cache):
+        decisions, cache = self.decisions(timestep)
+        with self.engine.deciding(decisions, "hard", cache):
             return self.fn_ref.original_forward(*args, **kwargs)
 
+    def state(self) -> tuple[RunState, str | None]:
+        """The run state of the cache context set by ``model.cache_context`` and its name, else the
+        state shared by calls outside any context."""
+        try:
+            name = self.state_manager.context.name
+        except ValueError:  # no context is set
+            return self.outside, None
+        return self.state_manager.get_state(), name
+
     @torch.compiler.disable  # eager under an in-place compile: one graph per block set, not per timestep
-    def decisions(self, timestep: Any) -> list[int]:
+    def decisions(self, timestep: Any) -> tuple[list[int], ReuseCache | None]:
+        """This call's block actions and the reuse cache of its guidance branch."""
         if timestep is None:
             raise TypeError(
                 "lees follows the denoiser's timestep: call it with timestep= or as its 2nd argument"
             )
-        t = torch.as_tensor(timestep).flatten().float()
-        if t.numel() > 1 and not torch.all(t == t[0]):
+        t = torch.as_tensor(timestep)
+        flat = t.flatten().double()
+        if flat.numel() > 1 and not torch.all(flat == flat[0]):
             raise ValueError("lees follows one timestep per call; this batch mixes timesteps")
-        value = float(t[0]) if t.numel() else float("nan")
+        value = float(flat[0]) if flat.numel() else float("nan")
+        state, context = self.state()
         if isinstance(self.policy, SigmoidTimeGate):
-            gate = self.policy(normalised_time(value, self.num_train))
-            return [int(b) for b in open_mask(gate).tolist()]
-        j = self.columns.get(round(value))
-        if j is None:
-            raise ScheduleError(
-                f"timestep {value:g} is not on the schedule's grid {self.policy.timesteps[:4]}...; build the "
-                "schedule for this scheduler's timesteps (lees.pipeline_timesteps)"
-            )
-        if j < self.last and self.cache is not None:
-            self.cache.clear()
-        self.last = j
-        return self.policy.mask(j)
+            gate = self.policy(gate_time(state.gate_timestep(value), self.num_train))
+            return [int(b) for b in open_mask(gate).tolist()], None
+        return self.policy.mask(state.column(value, t.dtype, self.grid, context)), state.cache
 
     def reset_state(self, module: nn.Module) -> nn.Module:
-        if self.cache is not None:
-            self.cache.clear()
-        self.last = -1
+        self.state_manager.reset()
+        self.outside.reset()
         return module
 
 
 def enable(
-    pipe_or_model: Any, policy: Policy | str | Path, num_train_timesteps: int | None = None
+    pipe_or_model: Any,
+    policy: Policy | str | Path,
+    num_train_timesteps: int | None = None,
+    scheduler: Any = None,
 ) -> nn.Module:
     """Make ``pipe_or_model``'s denoiser follow ``policy`` until :func:`disable`; returns the denoiser.
 
     Args:
         pipe_or_model: a diffusers pipeline (its ``unet`` or ``transformer`` is hooked) or a denoiser.
-        policy: a :class:`Schedule` (built for the scheduler's timesteps: :func:`pipeline_timesteps`),
-            a :class:`SigmoidTimeGate`, or a folder or file saved by lees (``save_pretrained``).
+        policy: a :class:`Schedule` (one column per model call of a run, at the scheduler's timesteps:
+            :func:`pipeline_timesteps`), a :class:`SigmoidTimeGate`, or a folder or file saved by lees
+            (``save_pretrained``).
         num_train_timesteps: N of the noise schedule, which normalises a gate's time (default: the
             pipeline scheduler's, else the schedule's).
+        scheduler: the scheduler a hand-written loop steps with (default: the pipeline's): its whole
+            timestep list is checked against the schedule's at the first call of each run, before any
+            block runs. Without one, each call's timestep is checked as it comes.
 
-    Enabling again replaces the policy; the model and its weights are never changed.
+    Enabling again replaces the policy; the model and its weights are never changed. See
+    docs/pipelines.md for what a pipeline must do (grid, guidance, offloading, diffusers' caches).
 
     Example:
         >>> lees.enable(pipe, lees.EMBEDDED_DIR / "router-0.70")  # doctest: +SKIP
@@ -116,16 +132,39 @@ def enable(
         policy = load_policy(policy)
     if not isinstance(policy, (Schedule, SigmoidTimeGate)):
         raise TypeError(f"enable takes a Schedule, a SigmoidTimeGate or a path, not {type(policy).__name__}")
-    names = policy.block_names
-    if names is None:
+    if policy.block_names is None:
         raise ValueError("this gate has no block names; load it with load_gate or set gate.block_names")
     disable(denoiser)
-    engine = Engine(denoiser, names)
-    hook = _StepHook(engine, policy, num_train_timesteps or _num_train(pipe_or_model, policy))
-    engine.attach()
-    HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(hook, ROOT_HOOK)
+    engine = Engine(denoiser, policy.block_names)
+    num_train = num_train_timesteps or _num_train(scheduler or pipe_or_model, policy)
+    hook = _StepHook(engine, policy, num_train, _grid(pipe_or_model, scheduler))
+    with beneath_other_hooks(denoiser, _hooked_modules(engine)):  # whichever was enabled first
+        engine.attach()
+        HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(hook, ROOT_HOOK)
     _warn_recompiles(denoiser, policy)
     return denoiser
+
+
+def _grid(pipe_or_model: Any, scheduler: Any) -> Grid:
+    """Where a run's scheduler timesteps are read at its first call: ``scheduler``, else the pipeline's
+    current ``scheduler`` (held weakly: the hook lives on the denoiser, which the pipeline holds)."""
+    if scheduler is not None:
+        return lambda: _timesteps(scheduler)
+    if getattr(pipe_or_model, "scheduler", None) is None or isinstance(pipe_or_model, nn.Module):
+        return lambda: None
+    pipe = weakref.ref(pipe_or_model)
+    return lambda: _timesteps(getattr(pipe(), "scheduler", None))
+
+
+def _timesteps(scheduler: Any) -> tuple[str, Sequence[float]] | None:
+    timesteps = getattr(scheduler, "timesteps", None)
+    return None if timesteps is None else (type(scheduler).__name__, torch.as_tensor(timesteps).tolist())
+
+
+def _hooked_modules(engine: Engine) -> list[nn.Module]:
+    """The modules lees hooks besides the denoiser: the blocks, and the ``conv2`` of resnet blocks."""
+    convs = [m.conv2 for m, kind in zip(engine.modules, engine.kinds, strict=True) if kind == "resnet"]
+    return [*engine.modules, *convs]
 
 
 def _warn_recompiles(denoiser: nn.Module, policy: Policy) -> None:
@@ -144,9 +183,9 @@ def _warn_recompiles(denoiser: nn.Module, policy: Policy) -> None:
         )
 
 
-def _num_train(pipe_or_model: Any, policy: Policy) -> int:
-    """The training timestep count that normalises t: the pipeline scheduler's, else the schedule's."""
-    scheduler = getattr(pipe_or_model, "scheduler", None)
+def _num_train(source: Any, policy: Policy) -> int:
+    """N, which normalises t: the scheduler's (or the pipeline's), else the schedule's."""
+    scheduler = source if hasattr(source, "set_timesteps") else getattr(source, "scheduler", None)
     if scheduler is not None:
         return int(scheduler.config.num_train_timesteps)
     return policy.num_train_timesteps if isinstance(policy, Schedule) else 1000
@@ -158,17 +197,20 @@ def _root_hook(denoiser: nn.Module) -> _StepHook | None:
 
 
 def disable(pipe_or_model: Any) -> None:
-    """Remove what :func:`enable` attached: the denoiser is its plain self again (a no-op if nothing is)."""
+    """Remove what :func:`enable` attached: the denoiser is its plain self again (a no-op if nothing is);
+    other hooks (accelerate's offload, diffusers' caches and group offloading) stay as they are."""
     denoiser = denoiser_of(pipe_or_model)
     hook = _root_hook(denoiser)
     if hook is None:
         return
-    remove_hook(denoiser, ROOT_HOOK)
-    hook.engine.detach()
+    with beneath_other_hooks(denoiser, _hooked_modules(hook.engine)):
+        remove_hook(denoiser, ROOT_HOOK)
+        hook.engine.detach()
 
 
 def reset(pipe_or_model: Any) -> None:
-    """Clear the reuse cache of an enabled denoiser (a new sampling run starts)."""
+    """Forget the current sampling run of an enabled denoiser: the next call starts a new one, with
+    empty reuse caches (lees also notices a new run by itself: see :mod:`lees.schedules.fitting`)."""
     hook = _root_hook(denoiser_of(pipe_or_model))
     if hook is not None:
         hook.reset_state(hook.engine.model)

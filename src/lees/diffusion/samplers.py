@@ -1,9 +1,10 @@
 """Samplers as functions: the timesteps a sampler visits, its update rule (DDPM's ancestral step,
 deterministic DDIM) and each sample's own random generator.
 
-The one home of timesteps: :func:`sampler_timesteps` (lees' DDPM and DDIM samplers) and
-:func:`pipeline_timesteps` (any diffusers scheduler) both give them as :func:`timestep_list` does,
-rounded to integers, the form a schedule's columns and ``lees.enable`` use.
+The one home of timesteps: :func:`sampler_timesteps` gives the integer timesteps lees' own DDPM and
+DDIM samplers visit (:func:`timestep_list`); :func:`pipeline_timesteps` gives those of any diffusers
+scheduler as it gives them, one entry per model call (floats for flow matching and Euler, repeats for
+Heun and PNDM): the columns of a schedule for ``lees.enable``.
 """
 
 from __future__ import annotations
@@ -78,17 +79,46 @@ def sampler_timesteps(
     return timestep_list(make_sampler(scheduler, sampler, steps, timesteps).timesteps)
 
 
-def pipeline_timesteps(scheduler: Any, steps: int) -> list[int]:
-    """The integer timesteps a diffusers scheduler visits in ``steps`` steps (for a schedule); the
-    scheduler is set to those steps, as its pipeline would set it."""
-    scheduler.set_timesteps(steps)
-    return timestep_list(scheduler.timesteps)
+def pipeline_timesteps(scheduler: Any, steps: int | None = None, **kwargs: Any) -> list[int | float]:
+    """The timesteps a diffusers scheduler calls the model at, one entry per call of one guidance branch,
+    as the scheduler gives them (ints, or floats: flow matching's lie in (0, 1000]): a schedule's columns.
+
+    Args:
+        scheduler: the pipeline's scheduler (``pipe.scheduler``).
+        steps: set it to this many steps first, as its pipeline does (``set_timesteps(steps, **kwargs)``);
+            without steps or kwargs, the timesteps it is set to now (e.g. after a pipeline run).
+        kwargs: what the pipeline passes to ``set_timesteps`` besides the steps (``sigmas=``, ``mu=``).
+    """
+    if steps is not None:
+        scheduler.set_timesteps(steps, **kwargs)
+    elif kwargs:
+        scheduler.set_timesteps(**kwargs)
+    if getattr(scheduler, "timesteps", None) is None:
+        raise ValueError(f"{type(scheduler).__name__} has no timesteps yet: pass steps, or set them first")
+    return timestep_values(scheduler.timesteps)
+
+
+def timestep_values(timesteps: Sequence[Any]) -> list[int | float]:
+    """Timesteps as plain Python numbers, exactly as given: integers stay integers, floats stay floats."""
+    values = [t.item() if hasattr(t, "item") else t for t in timesteps]
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in values):
+        raise ValueError(f"timesteps must be numbers, got {values[:4]}")
+    return values
 
 
 def timestep_list(timesteps: Sequence[Any]) -> list[int]:
     """Timesteps as the integers a schedule's columns are keyed by (float ones rounded, as
     ``lees.enable`` rounds the timestep of each call)."""
     return [round(float(t)) for t in timesteps]
+
+
+def gate_time(timesteps: Any, num_train_timesteps: int = 1000) -> torch.Tensor:
+    """:func:`normalised_time`, also for flow matching's t in (0, N]: a gate's time is the one it was
+    trained at, (t + 1) / N, clamped to 1 (t = N, a flow sampler's first step, maps to 1)."""
+    t = torch.as_tensor(timesteps, dtype=torch.float32)
+    if torch.any(t < 0) or torch.any(t > num_train_timesteps):
+        raise ValueError(f"timesteps must lie in [0, {num_train_timesteps}], got {t.tolist()}")
+    return ((t + 1) / num_train_timesteps).clamp(max=1.0)
 
 
 def normalised_time(timesteps: torch.Tensor | int, num_train_timesteps: int = 1000) -> torch.Tensor:

@@ -1,9 +1,12 @@
 """Schedules: what each block does at each sampling step, as data.
 
 A :class:`Schedule` is a K x T table of block actions (run, reuse its last residual, or skip; see
-:mod:`lees.engine.hooks`) with the model's block names, the sampler's timesteps in sampling order, where
-it came from and its settings. Learned, router, ASE, DeepCache, random and hand-made schedules are
-all this one object, saved as the same JSON, so every sampler, benchmark and plot takes any of them.
+:mod:`lees.engine.hooks`) with the model's block names, the timesteps of its T columns, where it came
+from and its settings. Column j is the j-th model call of a sampling run (of one guidance branch), at
+the timestep the scheduler gives it: integers, or floats (flow matching's lie in (0, 1000]), repeated
+where the scheduler calls the model more than once at one timestep (Heun, PNDM). Learned, router,
+ASE, DeepCache, random and hand-made schedules are all this one object, saved as the same JSON, so
+every sampler, benchmark and plot takes any of them.
 
 JSON (version 2): one string per block, one character per step: ``1`` run, ``r`` reuse, ``0``
 skip. Version 1 files (run/skip only, written by lees 0.1) load unchanged.
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..diffusion.samplers import normalised_time
+from ..diffusion.samplers import gate_time, timestep_values
 from ..engine.actions import REUSE, RUN, SKIP, open_mask
 from ..engine.blocks import Blocks
 from ..utils.files import atomic_write_text
@@ -52,6 +55,20 @@ def _names_and_shares(blocks: Blocks | Sequence[str]) -> tuple[list[str], list[f
     return list(blocks), None
 
 
+def _checked_timesteps(timesteps: Sequence[Any], num_train: int) -> list[int | float]:
+    """The column timesteps as plain numbers: integers in [0, N), floats in [0, N] (flow matching's
+    first step is t = N)."""
+    try:
+        values = timestep_values(timesteps)
+    except ValueError as err:
+        raise ScheduleError(str(err)) from None
+    for t in values:
+        inside = 0 <= t < num_train if isinstance(t, int) else math.isfinite(t) and 0 <= t <= num_train
+        if not inside:
+            raise ScheduleError(f"timesteps must lie in [0, {num_train}) (floats: [0, {num_train}]), got {t}")
+    return values
+
+
 @dataclass
 class Schedule:
     """What each of K named blocks does at each of T sampler timesteps.
@@ -63,7 +80,7 @@ class Schedule:
 
     table: np.ndarray
     block_names: list[str]
-    timesteps: list[int]
+    timesteps: list[int | float]
     source: str = "manual"
     settings: dict[str, Any] = field(default_factory=dict)
     block_shares: list[float] | None = None
@@ -90,8 +107,7 @@ class Schedule:
             raise ScheduleError(f"the table has {t} columns for {len(self.timesteps)} timesteps")
         if self.source not in SOURCES:
             raise ScheduleError(f"source must be one of {SOURCES}, got {self.source!r}")
-        if not all(0 <= ts < self.num_train_timesteps for ts in self.timesteps):
-            raise ScheduleError(f"timesteps must lie in [0, {self.num_train_timesteps})")
+        self.timesteps = _checked_timesteps(self.timesteps, self.num_train_timesteps)
         if self.block_shares is not None:
             if len(self.block_shares) != k:
                 raise ScheduleError(f"{len(self.block_shares)} block shares for {k} blocks")
@@ -122,13 +138,14 @@ class Schedule:
         names, shares = _names_and_shares(blocks)
         if gate.num_blocks != len(names):
             raise ScheduleMismatchError(f"the gate has {gate.num_blocks} blocks, the model {len(names)}")
+        values = timestep_values(timesteps)
         with torch.no_grad():
-            t = normalised_time(torch.as_tensor(list(timesteps)), num_train_timesteps)
+            t = gate_time(values, num_train_timesteps)
             table = open_mask(gate(t.to(gate.a.device))).T.cpu().numpy()
         return cls(
             table,
             names,
-            [int(s) for s in timesteps],
+            values,
             "learned",
             dict(settings or {}),
             shares,
@@ -249,8 +266,8 @@ class Schedule:
             raise ScheduleError("table rows must be non-empty and of equal length")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ScheduleError("block_names must be a list of strings")
-        if not isinstance(timesteps, list) or not all(type(s) is int for s in timesteps):
-            raise ScheduleError("timesteps must be a list of integers")
+        if not isinstance(timesteps, list) or not all(type(s) in (int, float) for s in timesteps):
+            raise ScheduleError("timesteps must be a list of numbers")
         if shares is not None and (
             not isinstance(shares, list) or not all(type(s) in (int, float) for s in shares)
         ):
