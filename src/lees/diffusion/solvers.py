@@ -110,3 +110,8 @@ def solver_step(
     each sample's noise from that sample's generator."""
     extra = {"generator": generators} if "generator" in inspect.signature(solver.step).parameters else {}
     return solver.step(output, solver.timesteps[j], x, **extra).prev_sample
+
+
+def default_solver(scheduler: SchedulerMixin | None) -> str:
+    """The solver a model samples with unless told: ``euler`` for flow matching, else ``ddpm``."""
+    return "euler" if scheduler is not None and is_flow_matching(scheduler) else "ddpm"

@@ -63,6 +63,7 @@ def score_schedule(
     state: str | Path | None = None,
     progress: bool = False,
     also: Mapping[str, tuple[Callable[[torch.Tensor], np.ndarray], np.ndarray]] | None = None,
+    guidance_scale: float = 1.0,
 ) -> Score:
     """Sample ``n`` images with ``schedule`` (None: full model), time it, score them against ``reference``.
 
@@ -78,6 +79,7 @@ def score_schedule(
         state: save the progress there after every batch; an interrupted run resumes to the same result.
         progress: show a progress bar.
         also: further metrics (extractor, reference) whose FD is taken on the same samples.
+        guidance_scale: classifier-free guidance of a class-conditional model (1: none).
 
     Example:
         >>> score = score_schedule(model, scheduler, schedule, extractor, reference, n=256)  # doctest: +SKIP
@@ -89,6 +91,8 @@ def score_schedule(
         state = Path(f"{state}.rank{world()[0]}")
     key = {"n": n, "steps": steps, "seed": seed, "sampler": sampler, "batch_size": batch_size,
            **_what_is_scored(schedule, extractor, also)}  # what a stored state must match  # fmt: skip
+    if guidance_scale != 1.0:  # (a key only where it is used: states stored before it stay valid)
+        key["guidance_scale"] = guidance_scale
     fresh = _Tally(RunningGaussian(), [], 0.0, part.start, {name: RunningGaussian() for name in also})
     tally = _load_state(state, key) if state is not None and Path(state).is_file() else fresh
     bar = tqdm(total=len(part), initial=tally.done - part.start, desc="sampling + features", unit="img",
@@ -98,7 +102,7 @@ def score_schedule(
         started = time.perf_counter()
         images = sample(
             model, schedule, count, steps, sampler, seed=seed, scheduler=scheduler, batch_size=batch_size,
-            device=device, progress=False, first=tally.done,
+            device=device, progress=False, first=tally.done, guidance_scale=guidance_scale,
             timesteps=schedule.timesteps if schedule is not None else None,
         )  # fmt: skip
         tally.add(images, time.perf_counter() - started, extractor, also, kid_n)

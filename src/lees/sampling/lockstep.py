@@ -32,7 +32,7 @@ from ..diffusion.samplers import (
     sampler_update,
     timestep_list,
 )
-from ..diffusion.solvers import initial_noise_scale, scale_input
+from ..diffusion.solvers import default_solver, initial_noise_scale, scale_input
 from ..engine.hooks import Engine, ReuseCache
 from ..models.denoisers import (
     check_context,
@@ -60,7 +60,7 @@ def sample(
     schedule: Schedule | None = None,
     n: int = 64,
     steps: int = 50,
-    sampler: str = "ddpm",
+    sampler: str | None = None,
     seed: int = 0,
     scheduler: SchedulerMixin | None = None,
     batch_size: int = 64,
@@ -81,7 +81,8 @@ def sample(
         schedule: what each block does at each step (None: all run). It carries its timesteps, so it
             sets the steps (``steps`` is then ignored).
         n: how many samples; steps: sampler steps without a schedule; sampler: a solver of the
-            model's family (``ddpm``, ``ddim``, ``dpm++``, ``euler``, ...; :mod:`lees.diffusion.solvers`).
+            model's family (``ddpm``, ``ddim``, ``dpm++``, ``euler``, ...; :mod:`lees.diffusion.solvers`;
+            default: a schedule's own, else ``ddpm``, or ``euler`` for flow matching).
         seed: sample i depends on (seed, i) only, so batching or sharding never changes an image.
         scheduler: the model's, whose config sets the noise process (betas, ``prediction_type``,
             spacing, clipping, final alpha); a bare model needs it (a clear error without).
@@ -129,7 +130,7 @@ def sample_lockstep(
     methods: Mapping[str, Method],
     n: int = 64,
     steps: int = 50,
-    sampler: str = "ddpm",
+    sampler: str | None = None,
     seed: int = 0,
     scheduler: SchedulerMixin | None = None,
     batch_size: int = 64,
@@ -161,6 +162,7 @@ def sample_lockstep(
         raise ValueError("give at least one method to sample with")
     model = denoiser_of(pipe_or_model)
     scheduler = scheduler if scheduler is not None else getattr(pipe_or_model, "scheduler", None)
+    sampler = sampler or default_solver(scheduler)
     check_context(model, context, n)
     check_guidance(model, guidance_scale)
     device = model_device(model) if device is None else torch.device(device)
@@ -237,7 +239,7 @@ class _Method:
     ) -> None:  # fmt: skip
         self.model, self.method, self.cache, self.guidance_scale = model, method, None, guidance_scale
         if isinstance(method, Schedule):
-            schedule_sampler(method, sampler)
+            sampler = schedule_sampler(method, sampler, scheduler)
             steps, timesteps = method.num_steps, _own_timesteps(scheduler, sampler, method.timesteps)
         self.solver = (scheduler, sampler, steps, timesteps, device)
         self.new_run()
@@ -292,14 +294,17 @@ class _Method:
         return guided_denoise(self.model, x, t, **cond, guidance_scale=self.guidance_scale)
 
 
-def schedule_sampler(schedule: Schedule, sampler: str | None = None) -> str:
+def schedule_sampler(
+    schedule: Schedule, sampler: str | None = None, scheduler: SchedulerMixin | None = None
+) -> str:
     """The sampler a schedule runs on: the one it was made for (``settings["sampler"]``), else
-    ``sampler``, else DDPM. A sampler asked for that contradicts the schedule's is an error: the
-    table's columns are the steps of that sampler, and another one would run them as other updates."""
+    ``sampler``, else the default of the model's family (``scheduler``; DDPM without one). A sampler
+    asked for that contradicts the schedule's is an error: the table's columns are the steps of that
+    sampler, and another one would run them as other updates."""
     made_for = schedule.settings.get("sampler")
     if sampler is not None and made_for is not None and sampler != made_for:
         raise ValueError(f"the schedule was made for the {made_for} sampler, not {sampler}")
-    return sampler or made_for or "ddpm"
+    return sampler or made_for or default_solver(scheduler)
 
 
 def _own_timesteps(scheduler, sampler: str, timesteps: list[int]) -> list[int] | None:
