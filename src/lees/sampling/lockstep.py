@@ -147,8 +147,7 @@ def sample_lockstep(
     At every step each method's denoiser call and sampler update run back to back, in an order that
     turns from step to step, so a slow spell of a noisy machine falls on all methods alike: ratios
     of the returned seconds are paired measurements (a method with fewer steps is paired over the
-    steps it has). Each method's images equal what :func:`sample` gives it alone (same seeds, same
-    noise).
+    steps it has). Each method's images equal what :func:`sample` gives it alone (same seeds, noise).
 
     Args:
         methods: by name, a schedule (at its own timesteps: the full model at fewer steps is
@@ -168,10 +167,8 @@ def sample_lockstep(
     device = model_device(model) if device is None else torch.device(device)
     context = None if context is None else context.to(device)
     engines: dict[tuple[str, ...], Engine] = {}  # one per block set, shared by the methods that gate it
-    runs = {
-        name: _Method(model, m, scheduler, sampler, steps, timesteps, engines, device, guidance_scale)
-        for name, m in methods.items()
-    }
+    settings = (scheduler, sampler, steps, timesteps, engines, device, guidance_scale)
+    runs = {name: _Method(model, m, *settings) for name, m in methods.items()}
     clock = _Clock(device, list(runs))
     images: dict[str, list[torch.Tensor]] = {name: [] for name in runs}
     total = n * sum(len(r.visited) for r in runs.values())
