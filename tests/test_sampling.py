@@ -78,8 +78,8 @@ def test_ddim_is_deterministic_and_takes_any_step_count(tiny, noise):
         progress=False,
     )
     assert torch.equal(a, same)
-    with pytest.raises(ValueError, match="sampler must be one of"):
-        sample(tiny, None, 1, steps=2, sampler="euler", scheduler=noise, progress=False)
+    with pytest.raises(ValueError, match="no solver 'lms' for a DDPM-family model; available: ddpm, ddim"):
+        sample(tiny, None, 1, steps=2, sampler="lms", scheduler=noise, progress=False)
 
 
 def test_soft_gate_at_one_is_the_full_model(tiny, noise):

@@ -11,7 +11,13 @@ from .engine.blocks import Block, Blocks, find_blocks
 from .engine.hooks import CompiledModelError, GatedModel, ReuseCache
 from .learn.gate_training import GateTrainConfig, train_gates
 from .learn.router import RouterConfig, train_router
-from .models.backbones import EMBEDDED_DIR, BackboneError, load_backbone, load_noise_scheduler
+from .models.backbones import (
+    EMBEDDED_DIR,
+    EMBEDDED_DIT_DIR,
+    BackboneError,
+    load_backbone,
+    load_noise_scheduler,
+)
 from .models.data import fit_images
 from .sampling.lockstep import sample, sample_lockstep
 from .schedules import baselines
@@ -23,6 +29,7 @@ __all__ = [
     "baselines",
     "BackboneError",
     "EMBEDDED_DIR",
+    "EMBEDDED_DIT_DIR",
     "Block",
     "BlockAdapter",
     "Blocks",

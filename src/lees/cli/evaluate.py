@@ -7,6 +7,7 @@ import json
 
 from .options import (
     add_data,
+    add_guidance,
     add_metric,
     add_model,
     add_out,
@@ -14,6 +15,7 @@ from .options import (
     add_steps,
     command,
     default_metrics,
+    guidance_scale,
     join_processes,
     load_model,
     processes,
@@ -22,6 +24,7 @@ from .options import (
 EPILOG = """examples:
   lees eval --model embedded --schedule router-0.70 --schedule uniform-2 -n 256 --seeds 0 1 2 --out runs/eval
   lees eval --model embedded --schedule full --schedule full@25 -n 64 --seeds 0 1 --out runs/fewer
+  lees eval --model embedded-dit --sampler euler --steps 20 --guidance-scale 2 -n 200 --seeds 0 --out runs/dit
 (--schedule: a schedule file or any method name of lees schedule; none: the full model; the first two
  are compared by a paired t-test over seeds; an interrupted run picks up from OUT/work/ when run again)
 """
@@ -38,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds (0 1 2)")
     add_steps(p, "sampler steps of the methods named, and of the full model without --schedule (50)")
     add_sampler(p, default=None)
+    add_guidance(p)
     add_metric(p, "the t-test's is the first")
     add_data(p, "real images for the reference statistics")
     p.add_argument(
@@ -51,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     """Sample with each schedule over several seeds; quality, latency, ratios as mean ± std, and a t-test."""
     from ..diffusion.samplers import sampler_timesteps
+    from ..diffusion.solvers import default_solver
     from ..engine.blocks import find_blocks
     from ..evaluation.compare import compare_schedules
     from ..evaluation.metrics import scorer
@@ -62,16 +67,17 @@ def run(args: argparse.Namespace) -> None:
     device = join_processes(args.device)
     say = print if is_main() else (lambda *a, **k: None)  # under torchrun only rank 0 reports
     model, noise = load_model(args, device), load_noise_scheduler(args.model)
-    blocks = find_blocks(model)
-    timesteps = sampler_timesteps(noise, args.steps, args.sampler or "ddpm", args.timesteps)
+    blocks, sampler = find_blocks(model), args.sampler or default_solver(noise)
+    timesteps = sampler_timesteps(noise, args.steps, sampler, args.timesteps)
     schedules = {
-        name: build_schedule(name, blocks, timesteps, noise, args.sampler or "ddpm")
-        for name in args.schedule or ["full"]
+        name: build_schedule(name, blocks, timesteps, noise, sampler) for name in args.schedule or ["full"]
     }
     metrics = args.metric or default_metrics(say)
     scorers = {m: scorer(m, args.data, device, args.reference_n) for m in metrics}
+    scale = guidance_scale(args, model)
     report = compare_schedules(model, noise, schedules, scorers, args.n, args.seeds, device, args.sampler,
-                               args.out / "work", say)  # fmt: skip
+                               args.out / "work", say, scale)  # fmt: skip
+    report["guidance_scale"] = scale
     if is_main():
         path = atomic_write_text(args.out / "eval.json", json.dumps(report, indent=1) + "\n")
         say(f"wrote {path}{processes()}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from pathlib import Path
 
 from .options import add_data, add_device, add_out, command
 
@@ -12,6 +13,11 @@ EPILOG_BACKBONE = """examples:
   lees backbone train --data fashion-mnist --out runs/backbone --train-steps 5000 --max-minutes 60
   lees backbone train --arch embedded-dit --out runs/dit --train-steps 36000 --lr 3e-4 --grid-every 1000
   (run the same command again to resume from its folder's checkpoint.safetensors)
+"""
+EPILOG_EXPORT = """example:
+  lees backbone export --run runs/embedded-dit --out src/lees/embedded/dit
+(the EMA weights of the run's latest checkpoint, fp16 where they fit in --max-mb, a grid and a README;
+ the run may still be training)
 """
 EPILOG_CLASSIFIER = """example:
   lees classifier train --data fashion-mnist --out runs/classifier
@@ -24,6 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="backbone_command", required=True, metavar="ACTION")
     help = "train (or resume) a DDPM UNet or a flow-matching DiT"
     _backbone_options(command(actions, "train", run_backbone, help, EPILOG_BACKBONE))
+    p = command(
+        actions, "export", run_export, "ship a run's latest checkpoint as a model folder", EPILOG_EXPORT
+    )
+    p.add_argument("--run", type=Path, required=True, help="the --out folder of lees backbone train")
+    add_out(p, required=True)
+    p.add_argument("--max-mb", type=float, default=20.0, help="fp16 weights if they fit in this many MB (20)")
+    p.add_argument("--grid", type=int, default=None, help="samples in OUT/samples.png (default: the run's)")
+    add_device(p)
     p = sub.add_parser("classifier", help="the feature network of the offline metric fd_clf")
     actions = p.add_subparsers(dest="classifier_command", required=True, metavar="ACTION")
     p = command(actions, "train", run_classifier, "train it on local data", EPILOG_CLASSIFIER)
@@ -67,6 +81,13 @@ def run_backbone(args: argparse.Namespace) -> None:
     names = {f.name for f in fields(BackboneTrainConfig)}
     config = BackboneTrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     train_backbone(args.out, config, device=args.device)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    """Export the EMA weights of a backbone run's latest checkpoint as a shippable diffusers folder."""
+    from ..learn.backbone_export import export_checkpoint
+
+    export_checkpoint(args.run, args.out, args.max_mb, args.grid, args.device)
 
 
 def run_classifier(args: argparse.Namespace) -> None:

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 DTYPES = ("float32", "float16", "bfloat16")
-SAMPLERS = ("ddpm", "ddim")
+# lees.diffusion.solvers.SOLVER_NAMES (spelled out: --help does not import diffusers); which of them a
+# model takes depends on its family (flow matching: euler, heun, dpm++, unipc).
+SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc", "euler", "euler-a", "heun", "pndm")
+
+# The guidance scale of a class-conditional model with a null class unless told (ClassFlowPipeline's).
+DEFAULT_GUIDANCE = 2.0
 METRICS = ("clf", "inception", "clf_raw")
 
 
@@ -44,8 +49,9 @@ def add_model(p: argparse.ArgumentParser, default: str | None = "embedded") -> N
     p.add_argument(
         "--model",
         default=default,
-        help=f"embedded (the Fashion-MNIST DDPM shipped with lees; {when}), arch:NAME (random weights, "
-        "e.g. arch:ddpm-cifar10), a local diffusers folder, or a hub id",
+        help=f"embedded (the Fashion-MNIST DDPM shipped with lees; {when}), embedded-dit (its "
+        "class-conditional flow-matching DiT), arch:NAME (random weights, e.g. arch:ddpm-cifar10), a local "
+        "diffusers folder, or a hub id",
     )
     add_device(p)
     p.add_argument("--seed", type=int, default=0, help="seed for random weights and sampling (default: 0)")
@@ -81,7 +87,10 @@ def add_sampler(p: argparse.ArgumentParser, default: str | None = "ddpm", timest
         "--sampler",
         choices=SAMPLERS,
         default=default,
-        help=f"sampler (default: {default})" if default else "sampler (default: the schedule's, else ddpm)",
+        help=f"sampler (default: {default})"
+        if default
+        else "solver (default: the schedule's, else ddpm; euler for a flow-matching model); flow-matching "
+        "models take euler, heun, dpm++, unipc",
     )
     if timesteps:
         p.add_argument(
@@ -92,6 +101,26 @@ def add_sampler(p: argparse.ArgumentParser, default: str | None = "ddpm", timest
             help="sample on these descending timesteps instead of --steps evenly spaced ones "
             "(e.g. an Align-Your-Steps schedule: 999,850,736,645,545,455,343,233,124,24)",
         )
+
+
+def add_guidance(p: argparse.ArgumentParser) -> None:
+    """``--guidance-scale``: classifier-free guidance of a class-conditional model."""
+    p.add_argument(
+        "--guidance-scale", type=float, default=None,
+        help=f"classifier-free guidance of a class-conditional model with a null class (labels drawn per "
+        f"sample; one batched call on [cond, null] per step); default {DEFAULT_GUIDANCE} for such a model, "
+        "else 1 (none)",
+    )  # fmt: skip
+
+
+def guidance_scale(args: argparse.Namespace, model) -> float:
+    """``--guidance-scale``, or its default for ``model``: :data:`DEFAULT_GUIDANCE` where it has a null
+    class to guide with, else 1."""
+    from ..models.denoisers import null_class
+
+    if args.guidance_scale is not None:
+        return args.guidance_scale
+    return DEFAULT_GUIDANCE if null_class(model) is not None else 1.0
 
 
 def timestep_list(text: str) -> list[int]:

@@ -1,5 +1,5 @@
-"""Samplers as functions: the timesteps a sampler visits, its update rule (DDPM's ancestral step,
-deterministic DDIM) and each sample's own random generator.
+"""Samplers as functions: the timesteps a sampler visits, its update rule (a named solver's step,
+lees' deterministic DDIM on any timesteps) and each sample's own random generator.
 
 The one home of timesteps: :func:`sampler_timesteps` gives the integer timesteps lees' own DDPM and
 DDIM samplers visit (:func:`timestep_list`); :func:`pipeline_timesteps` gives those of any diffusers
@@ -13,11 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin
+from diffusers import SchedulerMixin
 
-from .noising import MissingSchedulerError, prediction_type, split
-
-SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+from .noising import MissingSchedulerError, is_flow_matching, prediction_type, split
+from .solvers import check_solver, make_solver, set_custom_timesteps, solver_step
 
 
 def sample_generators(seed: int, indices: range, device: torch.device) -> list[torch.Generator]:
@@ -26,13 +25,16 @@ def sample_generators(seed: int, indices: range, device: torch.device) -> list[t
     return [torch.Generator(device).manual_seed(seed * 1_000_003 + i) for i in indices]
 
 
-def check_timesteps(timesteps: Sequence[int], num_train: int) -> list[int]:
-    """A custom timestep list as ints; a clear error unless strictly descending within [0, num_train)."""
-    ts = [int(t) for t in timesteps]
+def check_timesteps(timesteps: Sequence[float], num_train: int, flow: bool = False) -> list:
+    """A custom timestep list as ints, or as floats for a flow-matching model (``flow``); a clear error
+    unless strictly descending within [0, num_train) (flow: (0, num_train])."""
+    ts = [float(t) for t in timesteps] if flow else [int(t) for t in timesteps]
     if not ts:
         raise ValueError("the timestep list is empty")
-    if any(t < 0 or t >= num_train for t in ts):
-        raise ValueError(f"timesteps must lie in [0, {num_train}), got {ts}")
+    inside = (lambda t: 0 < t <= num_train) if flow else (lambda t: 0 <= t < num_train)
+    if not all(inside(t) for t in ts):
+        span = f"(0, {num_train}]" if flow else f"[0, {num_train})"
+        raise ValueError(f"timesteps must lie in {span}, got {ts}")
     if any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
         raise ValueError(f"timesteps must be strictly descending, got {ts}")
     return ts
@@ -41,14 +43,13 @@ def check_timesteps(timesteps: Sequence[int], num_train: int) -> list[int]:
 def make_sampler(
     scheduler: SchedulerMixin | None, sampler: str, steps: int, timesteps: Sequence[int] | None = None
 ):
-    """A fresh diffusers scheduler of kind ``sampler`` on the model's ``scheduler`` config, set to its steps.
+    """A fresh diffusers scheduler of the solver ``sampler`` on the model's ``scheduler`` config, set to
+    its steps (the solvers of the model's family: :mod:`lees.diffusion.solvers`).
 
     Every value of the model's scheduler config carries over (betas, ``prediction_type``,
     ``timestep_spacing``, ``steps_offset``, ``clip_sample``, ``set_alpha_to_one``, ...); without one
     there is no noise schedule to sample with, which is an error rather than a guess.
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
     if timesteps is None and steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     if scheduler is None:
@@ -56,16 +57,19 @@ def make_sampler(
             "no scheduler given: pass the model's (e.g. lees.load_noise_scheduler(folder)) "
             "or sample from its diffusers pipeline"
         )
-    prediction_type(scheduler)
-    fresh = SAMPLERS[sampler].from_config(scheduler.config)
+    check_solver(scheduler, sampler)
+    if not is_flow_matching(scheduler):
+        prediction_type(scheduler)
+    fresh = make_solver(scheduler, sampler)
     if timesteps is None:
         fresh.set_timesteps(steps)
-    elif sampler == "ddpm":
-        fresh.set_timesteps(timesteps=check_timesteps(timesteps, fresh.config.num_train_timesteps))
-    else:  # lees steps DDIM itself (ddim_step), so any list works
+    elif sampler == "ddim":  # lees steps DDIM itself (ddim_step), so any list works
         ts = check_timesteps(timesteps, fresh.config.num_train_timesteps)
         fresh.set_timesteps(len(ts))
         fresh.timesteps = torch.tensor(ts)
+    else:
+        ts = check_timesteps(timesteps, fresh.config.num_train_timesteps, is_flow_matching(scheduler))
+        set_custom_timesteps(fresh, sampler, ts)
     return fresh
 
 
@@ -156,13 +160,12 @@ def x0_clip(scheduler: SchedulerMixin) -> Callable[[torch.Tensor], torch.Tensor]
 
 def sampler_update(scheduler, sampler: str, visited: list[int], device: torch.device):
     """The sampler's update ``x_{j+1} = update(output, j, x_j, generators)`` from the model's output at
-    step j: DDPM's (ancestral, diffusers' own step) or DDIM's (:func:`ddim_step`, any timestep list;
-    after the last step, the config's final alpha: 1 with ``set_alpha_to_one``, else alpha at t = 0)."""
+    step j: the solver's own step (diffusers', with each sample's generator where it draws noise), or
+    lees' DDIM (:func:`ddim_step`, any timestep list; after the last step, the config's final alpha: 1
+    with ``set_alpha_to_one``, else alpha at t = 0)."""
+    if sampler != "ddim":
+        return lambda output, j, x, gens: solver_step(scheduler, output, j, x, gens)
     kind = prediction_type(scheduler)
-    if sampler == "ddpm":
-        return lambda output, j, x, gens: (
-            scheduler.step(output, scheduler.timesteps[j], x, generator=gens).prev_sample
-        )
     alphas = scheduler.alphas_cumprod.to(device)
     final = scheduler.final_alpha_cumprod.to(device)
     clip = x0_clip(scheduler)

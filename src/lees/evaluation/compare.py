@@ -31,9 +31,11 @@ def compare_schedules(
     sampler: str | None = None,
     work: Path | None = None,
     say: Callable[..., Any] = print,
+    guidance_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Score each schedule with ``n`` samples per seed under every metric of ``scorers`` (the first one
-    is the t-test's); each on the sampler it was made for (``sampler`` where it names none).
+    is the t-test's); each on the sampler it was made for (``sampler`` where it names none), with
+    classifier-free guidance at ``guidance_scale`` (class-conditional models; 1: none).
 
     With ``work`` each (schedule, seed) run keeps its progress there and an interrupted comparison
     picks up where it stopped. Returns the report: the metrics, ``n``, the seeds, each schedule's
@@ -45,10 +47,12 @@ def compare_schedules(
     (extractor, reference), also = scorers[metrics[0]], {m: scorers[m] for m in metrics[1:]}
     results = {}
     for k, (name, schedule) in enumerate(schedules.items()):
+        own = schedule_sampler(schedule, sampler, scheduler)
         scores = [
             score_schedule(model, scheduler, schedule, extractor, reference, n, schedule.num_steps, seed,
-                           device=device, sampler=schedule_sampler(schedule, sampler), progress=True,
-                           state=None if work is None else work / f"schedule{k}-seed{seed}.npz", also=also)
+                           device=device, sampler=own, progress=True,
+                           state=None if work is None else work / f"schedule{k}-seed{seed}.npz", also=also,
+                           guidance_scale=guidance_scale)
             for seed in seeds
         ]  # fmt: skip
         results[name] = _row(scores, schedule, also)

@@ -63,17 +63,18 @@ def score_schedule(
     state: str | Path | None = None,
     progress: bool = False,
     also: Mapping[str, tuple[Callable[[torch.Tensor], np.ndarray], np.ndarray]] | None = None,
+    guidance_scale: float = 1.0,
 ) -> Score:
     """Sample ``n`` images with ``schedule`` (None: full model), time it, score them against ``reference``.
 
-    Streams: each batch is sampled, turned into features and dropped, so memory stays flat in ``n``
-    (FD from running moments). Only sampling is timed. Under torchrun each rank samples its slice.
+    Streams (each batch is sampled, turned into features and dropped: memory flat in ``n``, FD from
+    running moments); only sampling is timed; under torchrun each rank samples its slice.
 
     Args:
         model, scheduler: the denoiser and its noise scheduler (the sampler is made from its config).
         schedule: what each block does at each step; it sets the steps (None: the full model).
         extractor, reference: the metric's feature network and the real images' features.
-        n, steps, seed, batch_size, device, sampler: as for :func:`lees.sample`.
+        n, steps, seed, batch_size, device, sampler, guidance_scale: as for :func:`lees.sample`.
         kid_n: the first ``kid_n`` samples give KID.
         state: save the progress there after every batch; an interrupted run resumes to the same result.
         progress: show a progress bar.
@@ -87,7 +88,8 @@ def score_schedule(
     also = dict(also or {})
     if state is not None and world()[1] > 1:
         state = Path(f"{state}.rank{world()[0]}")
-    key = {"n": n, "steps": steps, "seed": seed, "sampler": sampler, "batch_size": batch_size,
+    guided = {"guidance_scale": guidance_scale} if guidance_scale != 1.0 else {}  # older states stay valid
+    key = {"n": n, "steps": steps, "seed": seed, "sampler": sampler, "batch_size": batch_size, **guided,
            **_what_is_scored(schedule, extractor, also)}  # what a stored state must match  # fmt: skip
     fresh = _Tally(RunningGaussian(), [], 0.0, part.start, {name: RunningGaussian() for name in also})
     tally = _load_state(state, key) if state is not None and Path(state).is_file() else fresh
@@ -96,11 +98,9 @@ def score_schedule(
     while tally.done < part.stop:
         count = min(batch_size, part.stop - tally.done)
         started = time.perf_counter()
-        images = sample(
-            model, schedule, count, steps, sampler, seed=seed, scheduler=scheduler, batch_size=batch_size,
-            device=device, progress=False, first=tally.done,
-            timesteps=schedule.timesteps if schedule is not None else None,
-        )  # fmt: skip
+        images = sample(model, schedule, count, steps, sampler, seed=seed, scheduler=scheduler, device=device,
+                        batch_size=batch_size, first=tally.done, guidance_scale=guidance_scale,
+                        progress=False, timesteps=getattr(schedule, "timesteps", None))  # fmt: skip
         tally.add(images, time.perf_counter() - started, extractor, also, kid_n)
         bar.update(count)
         if state is not None:

@@ -224,7 +224,7 @@ def _training_mode(model: nn.Module) -> None:
     model.eval()
 
 
-def _pipeline(model: nn.Module, scheduler: SchedulerMixin):
+def trained_pipeline(model: nn.Module, scheduler: SchedulerMixin):
     """The diffusers pipeline a trained model is saved and sampled as."""
     if type(model).__name__ == "UNet2DModel":
         return DDPMPipeline(unet=model, scheduler=scheduler)
@@ -243,7 +243,7 @@ def sample_grid(
         return save_grid(grid, path, nrow=8)
     per_class = -(-n // classes)
     labels = torch.arange(classes).repeat_interleave(per_class)
-    pipe = _pipeline(model, deepcopy(scheduler))
+    pipe = trained_pipeline(model, deepcopy(scheduler))
     pipe.set_progress_bar_config(disable=True)
     gen = torch.Generator(device).manual_seed(config.seed)
     images = pipe(labels, config.guidance_scale, 50, generator=gen, output_type="pt").images
@@ -347,7 +347,7 @@ def train_backbone(out: str | Path, config: BackboneTrainConfig, device: str = "
     _train_loop(run)
     ema = run.ema.eval()
     folder = run.out / "model"
-    _pipeline(ema, run.scheduler).save_pretrained(folder)
+    trained_pipeline(ema, run.scheduler).save_pretrained(folder)
     where = torch.device(device)
     hardware = torch.cuda.get_device_name(where) if where.type == "cuda" else where.type
     card = {

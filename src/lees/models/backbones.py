@@ -12,7 +12,7 @@ from typing import Any
 
 import diffusers
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, SchedulerMixin
 from torch import nn
 
 from ..diffusion.noising import MissingSchedulerError
@@ -23,6 +23,17 @@ EMBEDDED_DIR = Path(__file__).parents[1] / "embedded"
 
 # Where the deeper embedded model (arch embedded-base, trained on a GPU) is shipped once it is trained.
 EMBEDDED_BASE_DIR = EMBEDDED_DIR / "base"
+
+# The embedded class-conditional flow-matching DiT (arch embedded-dit): a ClassFlowPipeline folder.
+EMBEDDED_DIT_DIR = EMBEDDED_DIR / "dit"
+
+# How it is made: trained (resumable), then exported from the run's checkpoint (EMA weights, fp16).
+EMBEDDED_DIT_TRAIN = (
+    "lees backbone train --arch embedded-dit --data fashion-mnist --out runs/embedded-dit "
+    "--train-steps 36000 --batch-size 64 --lr 3e-4 --warmup 500 --ema-decay 0.9995 "
+    "--grid 80 --grid-every 2000"
+)
+EMBEDDED_DIT_EXPORT = "lees backbone export --run runs/embedded-dit --out src/lees/embedded/dit"
 
 # How its weights are made (on a GPU; resumable), then put in place in half precision.
 EMBEDDED_BASE_TRAIN = (
@@ -82,6 +93,13 @@ def _hub_subfolder(repo_id: str) -> str | None:
 
 
 def _embedded_or_path(spec: str) -> Path:
+    if spec == "embedded-dit":
+        if not (EMBEDDED_DIT_DIR / "transformer" / "config.json").is_file():
+            raise BackboneError(
+                f"the weights of embedded-dit are not shipped in this install: train them with "
+                f"`{EMBEDDED_DIT_TRAIN}`, then `{EMBEDDED_DIT_EXPORT}`"
+            )
+        return EMBEDDED_DIT_DIR
     if spec == "embedded-base":
         if not (EMBEDDED_BASE_DIR / "unet" / "config.json").is_file():
             raise BackboneError(
@@ -110,19 +128,20 @@ def _location(spec: str) -> str:
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
         return spec
     raise BackboneError(
-        f"unknown model {spec!r}: give embedded, embedded-base, arch:NAME "
+        f"unknown model {spec!r}: give embedded, embedded-base, embedded-dit, arch:NAME "
         f"({', '.join(sorted(ARCHITECTURES))}), a local diffusers folder, or a hub id such as "
         "google/ddpm-cifar10-32"
     )
 
 
-def load_noise_scheduler(spec: str) -> DDPMScheduler:
+def load_noise_scheduler(spec: str) -> SchedulerMixin:
     """The noise process the model named by ``spec`` was trained with, from the scheduler config it
     comes with: ``scheduler/scheduler_config.json`` of a pipeline folder or hub repo, or
     ``scheduler_config.json`` beside a bare model's ``config.json``.
 
     Every value of that config is kept (betas, ``prediction_type``, ``set_alpha_to_one``,
-    ``timestep_spacing``, ...; lees' samplers read them all), whatever scheduler class wrote it. A
+    ``timestep_spacing``, ...; lees' samplers read them all), whatever scheduler class wrote it; a
+    flow-matching config (``FlowMatch*``, e.g. embedded-dit's) gives that scheduler itself. A
     model without one is a :class:`MissingSchedulerError`; only ``arch:`` models, random weights
     trained with no noise process, get the documented default, DDPM's linear one (``DDPM_NOISE``).
     """
@@ -134,10 +153,12 @@ def load_noise_scheduler(spec: str) -> DDPMScheduler:
             config = DDPMScheduler.load_config(location, subfolder=sub)
         except (OSError, ValueError):
             continue
+        if str(config.get("_class_name", "")).startswith("FlowMatch"):
+            return getattr(diffusers, config["_class_name"]).from_config(config)
         if "beta_schedule" not in config and config.get("trained_betas") is None:
             raise BackboneError(
                 f"the scheduler config of {spec} ({config.get('_class_name')}) has no beta schedule; "
-                "lees handles the DDPM family's noise process (betas and alphas_cumprod)"
+                "lees handles the DDPM family's noise process (betas and alphas_cumprod) and flow matching"
             )
         return DDPMScheduler.from_config(config)
     raise MissingSchedulerError(
@@ -149,7 +170,8 @@ def load_noise_scheduler(spec: str) -> DDPMScheduler:
 def load_backbone(
     spec: str, device: str | torch.device = "cpu", seed: int = 0, allow_pickle: bool = False
 ) -> nn.Module:
-    """The denoiser named by ``spec``: ``embedded``, ``embedded-base``, ``arch:NAME``, a folder or a hub id.
+    """The denoiser named by ``spec``: ``embedded``, ``embedded-base``, ``embedded-dit``, ``arch:NAME``,
+    a folder or a hub id.
 
     Weights load from safetensors only, unless ``allow_pickle`` (then ``.bin`` files are read with
     ``torch.load(weights_only=True)`` by diffusers). Returns the model in eval mode on ``device``.

@@ -32,13 +32,15 @@ from ..diffusion.samplers import (
     sampler_update,
     timestep_list,
 )
+from ..diffusion.solvers import default_solver, initial_noise_scale, scale_input
 from ..engine.hooks import Engine, ReuseCache
 from ..models.denoisers import (
     check_context,
+    check_guidance,
     context_rows,
-    denoise,
     denoiser_of,
     draw_labels,
+    guided_denoise,
     latent_shape,
     model_device,
 )
@@ -58,7 +60,7 @@ def sample(
     schedule: Schedule | None = None,
     n: int = 64,
     steps: int = 50,
-    sampler: str = "ddpm",
+    sampler: str | None = None,
     seed: int = 0,
     scheduler: SchedulerMixin | None = None,
     batch_size: int = 64,
@@ -69,6 +71,7 @@ def sample(
     decoder: nn.Module | None = None,
     first: int = 0,
     context: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
 ) -> torch.Tensor:
     """``n`` samples in [-1, 1] from a model or a diffusers pipeline.
 
@@ -77,7 +80,9 @@ def sample(
             with its scheduler's config).
         schedule: what each block does at each step (None: all run). It carries its timesteps, so it
             sets the steps (``steps`` is then ignored).
-        n: how many samples; steps: sampler steps without a schedule; sampler: ``ddpm`` or ``ddim``.
+        n: how many samples; steps: sampler steps without a schedule; sampler: a solver of the
+            model's family (``ddpm``, ``ddim``, ``dpm++``, ``euler``, ...; :mod:`lees.diffusion.solvers`;
+            default: a schedule's own, else ``ddpm``, or ``euler`` for flow matching).
         seed: sample i depends on (seed, i) only, so batching or sharding never changes an image.
         scheduler: the model's, whose config sets the noise process (betas, ``prediction_type``,
             spacing, clipping, final alpha); a bare model needs it (a clear error without).
@@ -90,6 +95,8 @@ def sample(
         first: the index of the first sample: ``n`` samples from ``first`` on equal that slice of a
             larger run (how shards and resumed runs continue a sequence).
         context: what a cross-attention denoiser attends to, (1, tokens, width) for all or (n, ...) each.
+        guidance_scale: classifier-free guidance of a class-conditional model with a null class (one
+            batched call on [cond, null] per step); 1: none.
 
     Example:
         >>> images = lees.sample(model, schedule, n=64, scheduler=scheduler)  # doctest: +SKIP
@@ -102,7 +109,7 @@ def sample(
     runs = sample_lockstep(
         pipe_or_model, {"": method}, n, steps=steps, sampler=sampler, seed=seed, scheduler=scheduler,
         batch_size=batch_size, device=device, progress=progress, timesteps=timesteps, decoder=decoder,
-        first=first, context=context,
+        first=first, context=context, guidance_scale=guidance_scale,
     )  # fmt: skip
     return runs[""].images
 
@@ -123,7 +130,7 @@ def sample_lockstep(
     methods: Mapping[str, Method],
     n: int = 64,
     steps: int = 50,
-    sampler: str = "ddpm",
+    sampler: str | None = None,
     seed: int = 0,
     scheduler: SchedulerMixin | None = None,
     batch_size: int = 64,
@@ -133,14 +140,14 @@ def sample_lockstep(
     decoder: nn.Module | None = None,
     first: int = 0,
     context: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
 ) -> dict[str, TimedSamples]:
     """Sample the same ``n`` seeds with several methods side by side, and time each one.
 
     At every step each method's denoiser call and sampler update run back to back, in an order that
     turns from step to step, so a slow spell of a noisy machine falls on all methods alike: ratios
     of the returned seconds are paired measurements (a method with fewer steps is paired over the
-    steps it has). Each method's images equal what :func:`sample` gives it alone (same seeds, same
-    noise).
+    steps it has). Each method's images equal what :func:`sample` gives it alone (same seeds, noise).
 
     Args:
         methods: by name, a schedule (at its own timesteps: the full model at fewer steps is
@@ -154,14 +161,14 @@ def sample_lockstep(
         raise ValueError("give at least one method to sample with")
     model = denoiser_of(pipe_or_model)
     scheduler = scheduler if scheduler is not None else getattr(pipe_or_model, "scheduler", None)
+    sampler = sampler or default_solver(scheduler)
     check_context(model, context, n)
+    check_guidance(model, guidance_scale)
     device = model_device(model) if device is None else torch.device(device)
     context = None if context is None else context.to(device)
     engines: dict[tuple[str, ...], Engine] = {}  # one per block set, shared by the methods that gate it
-    runs = {
-        name: _Method(model, m, scheduler, sampler, steps, timesteps, engines, device)
-        for name, m in methods.items()
-    }
+    settings = (scheduler, sampler, steps, timesteps, engines, device, guidance_scale)
+    runs = {name: _Method(model, m, *settings) for name, m in methods.items()}
     clock = _Clock(device, list(runs))
     images: dict[str, list[torch.Tensor]] = {name: [] for name in runs}
     total = n * sum(len(r.visited) for r in runs.values())
@@ -187,12 +194,9 @@ def _batch(model, runs: dict[str, _Method], idx: range, rows, seed: int, device,
     for name in names:  # each method its own generators: the same streams as sampling alone
         gens = sample_generators(seed, idx, device)
         cond = {"class_labels": draw_labels(model, gens, device), "context": rows}
-        state[name] = [
-            torch.stack([torch.randn(shape, generator=g, device=device) for g in gens]),
-            gens,
-            cond,
-        ]
         runs[name].new_run()
+        noise = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
+        state[name] = [noise * initial_noise_scale(runs[name].scheduler), gens, cond]
     for j in range(max(len(r.visited) for r in runs.values())):
         for name in names[j % len(names) :] + names[: j % len(names)]:
             if j < len(runs[name].visited):
@@ -223,18 +227,19 @@ class _Clock:
 class _Method:
     """One method of a side-by-side run: its sampler and timesteps, and its noise prediction at step
     ``j``: all blocks, a schedule's actions (with its own reuse cache, cleared at every new run), or
-    soft gates mixed by block name."""
+    soft gates mixed by block name. Its solver is made afresh for every run (multistep solvers keep
+    the model's past outputs)."""
 
     def __init__(
-        self, model, method: Method, scheduler, sampler: str, steps: int, timesteps, engines, device
-    ) -> None:
-        self.model, self.method, self.cache = model, method, None
+        self, model, method: Method, scheduler, sampler: str, steps: int, timesteps, engines, device,
+        guidance_scale: float = 1.0,
+    ) -> None:  # fmt: skip
+        self.model, self.method, self.cache, self.guidance_scale = model, method, None, guidance_scale
         if isinstance(method, Schedule):
-            schedule_sampler(method, sampler)
+            sampler = schedule_sampler(method, sampler, scheduler)
             steps, timesteps = method.num_steps, _own_timesteps(scheduler, sampler, method.timesteps)
-        self.scheduler = make_sampler(scheduler, sampler, steps, timesteps)
-        self.visited = timestep_list(self.scheduler.timesteps)
-        self.update = sampler_update(self.scheduler, sampler, self.visited, device)
+        self.solver = (scheduler, sampler, steps, timesteps, device)
+        self.new_run()
         if method is None:
             return
         if isinstance(method, Schedule):
@@ -254,6 +259,11 @@ class _Method:
         self.engine = engines.setdefault(tuple(names), Engine(model, names))
 
     def new_run(self) -> None:
+        """A fresh solver (set to its steps) and an empty reuse cache, for a new batch."""
+        scheduler, sampler, steps, timesteps, device = self.solver
+        self.scheduler = make_sampler(scheduler, sampler, steps, timesteps)
+        self.visited = timestep_list(self.scheduler.timesteps)
+        self.update = sampler_update(self.scheduler, sampler, self.visited, device)
         if self.cache is not None:
             self.cache.clear()
 
@@ -262,27 +272,36 @@ class _Method:
         return self.cache.peak_bytes_per_sample if self.cache is not None else 0.0
 
     def step(self, x: torch.Tensor, j: int, cond: dict, gens: list[torch.Generator]) -> torch.Tensor:
-        """One sampler step from x_j: the model's prediction, then the sampler's update."""
-        t = self.scheduler.timesteps[j].to(x.device).expand(len(x))
+        """One sampler step from x_j: the model's (guided) prediction at the solver's scaled input and
+        its timestep (a float one for flow matching), then the solver's update."""
+        timestep = self.scheduler.timesteps[j]
+        inputs = scale_input(self.scheduler, x, timestep)
+        t = timestep.to(x.device).expand(len(x))
         if self.method is None:
-            return self.update(denoise(self.model, x, t, **cond), j, x, gens)
+            return self.update(self._predict(inputs, t, cond), j, x, gens)
         if isinstance(self.method, Schedule):
             decisions, mode = self.method.mask(j), "hard"
         else:
             decisions, mode = self.method(self.times[j].to(x.device)), "soft"
         with self.engine.deciding(decisions, mode, self.cache):
-            output = denoise(self.model, x, t, **cond)
+            output = self._predict(inputs, t, cond)
         return self.update(output, j, x, gens)
 
+    def _predict(self, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+        return guided_denoise(self.model, x, t, **cond, guidance_scale=self.guidance_scale)
 
-def schedule_sampler(schedule: Schedule, sampler: str | None = None) -> str:
+
+def schedule_sampler(
+    schedule: Schedule, sampler: str | None = None, scheduler: SchedulerMixin | None = None
+) -> str:
     """The sampler a schedule runs on: the one it was made for (``settings["sampler"]``), else
-    ``sampler``, else DDPM. A sampler asked for that contradicts the schedule's is an error: the
-    table's columns are the steps of that sampler, and another one would run them as other updates."""
+    ``sampler``, else the default of the model's family (``scheduler``; DDPM without one). A sampler
+    asked for that contradicts the schedule's is an error: the table's columns are the steps of that
+    sampler, and another one would run them as other updates."""
     made_for = schedule.settings.get("sampler")
     if sampler is not None and made_for is not None and sampler != made_for:
         raise ValueError(f"the schedule was made for the {made_for} sampler, not {sampler}")
-    return sampler or made_for or "ddpm"
+    return sampler or made_for or default_solver(scheduler)
 
 
 def _own_timesteps(scheduler, sampler: str, timesteps: list[int]) -> list[int] | None:
