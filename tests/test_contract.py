@@ -54,7 +54,7 @@ STEPS = 3
 GUIDANCE = 4.0
 TOL = 1e-5
 
-SUPPORTED = ("unet2d", "sd", "dit", "dit-sigma")  # families of families.py whose blocks lees supports
+SUPPORTED = ("unet2d", "sd", "dit", "dit-sigma", "pixart", "sd3", "flux", "ltx", "wan")  # families of families.py whose blocks lees supports
 
 
 def _run_split(fam, model, scheduler, steps, generator, cond, guidance_scale, batch):
@@ -211,7 +211,7 @@ def test_contract(family, scheduler):
     plain = fam.loop(model, sched, steps=steps_for(scheduler, STEPS), guidance_scale=GUIDANCE)
     timesteps = lees.pipeline_timesteps(sched)  # as the loop set them (sigmas=, mu= included)
     assert near(loop(family, scheduler, model, Schedule.full(blocks, timesteps)), plain)
-    uniform = baselines.uniform_schedule(blocks, timesteps, 2, 1)
+    uniform = baselines.uniform_schedule(blocks, timesteps, 2, int(len(blocks) > 2))  # some block reuses
     hand = reference(family, scheduler, model, uniform, HandGated)
     with count_block_calls(model, blocks.names) as counts:
         reused = loop(family, scheduler, model, uniform)

@@ -78,7 +78,7 @@ def sampler_timesteps(
     steps: int,
     sampler: str = "ddpm",
     timesteps: Sequence[int] | None = None,
-) -> list[int]:
+) -> list[int | float]:
     """The timesteps a sampler with ``steps`` steps (or the custom ``timesteps``) visits, in order."""
     return timestep_list(make_sampler(scheduler, sampler, steps, timesteps).timesteps)
 
@@ -110,10 +110,11 @@ def timestep_values(timesteps: Sequence[Any]) -> list[int | float]:
     return values
 
 
-def timestep_list(timesteps: Sequence[Any]) -> list[int]:
-    """Timesteps as the integers a schedule's columns are keyed by (float ones rounded, as
-    ``lees.enable`` rounds the timestep of each call)."""
-    return [round(float(t)) for t in timesteps]
+def timestep_list(timesteps: Sequence[Any]) -> list[int | float]:
+    """A sampler's timesteps as a schedule's columns hold them: exactly as the scheduler gives them
+    (integers, or floats such as flow matching's (0, 1000]; ``lees.enable`` matches a call to its
+    column within half a step)."""
+    return timestep_values(timesteps)
 
 
 def gate_time(timesteps: Any, num_train_timesteps: int = 1000) -> torch.Tensor:
