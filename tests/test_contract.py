@@ -54,7 +54,8 @@ STEPS = 3
 GUIDANCE = 4.0
 TOL = 1e-5
 
-SUPPORTED = ("unet2d", "sd", "dit", "dit-sigma", "pixart", "sd3", "flux", "ltx", "wan")  # families of families.py whose blocks lees supports
+# families of families.py whose blocks lees supports
+SUPPORTED = ("unet2d", "sd", "dit", "dit-sigma", "pixart", "sd3", "flux", "ltx", "wan")
 
 
 def _run_split(fam, model, scheduler, steps, generator, cond, guidance_scale, batch):
