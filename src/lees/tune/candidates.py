@@ -20,11 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from ..diffusion.samplers import SAMPLERS
 from ..engine.blocks import candidate_blocks, unet_stage
 from .diffusers_caches import METHODS, DenoiserCalls, NotApplicable, apply_cache
+
+ROUTER_SCHEDULERS = (DDPMScheduler, DDIMScheduler)  # the samplers train_router draws its teacher with
 
 KINDS = ("steps", "uniform", "deepcache", "router", "cache")
 CACHE_CONFIGS = {method.name: config_type for config_type, method in METHODS.items()}
@@ -101,8 +103,8 @@ def _check_deepcache(
 
 def _check_router(candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls) -> str | None:
     reason = _blocks_reason(model)
-    if reason is None and not isinstance(scheduler, tuple(SAMPLERS.values())):
-        names = ", ".join(cls.__name__ for cls in SAMPLERS.values())
+    if reason is None and not isinstance(scheduler, ROUTER_SCHEDULERS):
+        names = ", ".join(cls.__name__ for cls in ROUTER_SCHEDULERS)
         reason = f"the router trains on lees' own samplers ({names}), not {type(scheduler).__name__}"
     return reason
 
