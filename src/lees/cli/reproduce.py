@@ -8,7 +8,8 @@ from pathlib import Path
 from .options import add_device, add_metric, add_model, add_resize, add_steps, command, default_metrics
 
 EPILOG_REPRODUCE = """examples:
-  lees reproduce --quick --out report        # 2 seeds x 64 samples, 100 gate steps per run and seed
+  lees reproduce --quick --out report        # every row, smaller: 2 seeds x 16 samples, 25 gate steps
+                                             # of 16 images per run and seed (< 10 min on 2 CPU cores)
   lees reproduce --out report-full           # 5 seeds x 200 samples, one epoch per gate run and seed
                                              # (hours on 2 CPU cores, minutes on a GPU)
 (run the same command again after an interruption: finished pieces in OUT/work are reused)
@@ -24,8 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model(p)
     p.add_argument("--out", type=Path, default=Path("report"), help="report folder (default: report)")
     p.add_argument(
-        "--quick", action="store_true", help="2 seeds x 64 samples, 100 gate-training steps per run"
-    )
+        "--quick", action="store_true",
+        help="every row, smaller: 2 seeds x 16 samples, 25 gate-training steps of 16 images per run and "
+        "seed, ASE grid on 16 samples, 500 held-out and Inception reference images (printed when it starts)",
+    )  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds")
     p.add_argument("-n", type=int, default=None, help="samples per method and seed")
     add_steps(p, "DDPM sampling steps (50)")
