@@ -6,6 +6,8 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save_file
 
+from lees.cli import build_parser
+from lees.cli.reproduce import reproduce_config
 from lees.models.architectures import DDPM_NOISE
 from lees.reporting.protocol import FID_KEY_ROWS, METHODS
 from lees.reporting.reproduce import ReproduceConfig, reproduce
@@ -87,9 +89,14 @@ def test_quick_keeps_every_row_and_says_what_it_shrinks():
     full, quick = ReproduceConfig(), ReproduceConfig.quick(n=24)
     assert full.departures() is None and quick.steps == full.steps
     said = quick.departures()
-    for part in ("n 24 (full: 200)", "train_steps 25 (full: one epoch)", "gate_batch 16 (full: 64)"):
+    for part in ("n 24 (full: 200)", "train_steps 15 (full: one epoch)", "gate_batch 16 (full: 64)"):
         assert part in said
     assert quick.n * len(quick.seeds) < full.n * len(full.seeds) and quick.gate_batch < full.gate_batch
+    # on the command line --quick leaves Inception FID out unless --fid names rows
+    parser = build_parser()
+    assert reproduce_config(parser.parse_args(["reproduce", "--quick"])).fid == "none"
+    assert reproduce_config(parser.parse_args(["reproduce", "--quick", "--fid", "key"])).fid == "key"
+    assert reproduce_config(parser.parse_args(["reproduce", "-n", "50"])) == ReproduceConfig(n=50)
 
 
 def test_settings_added_later_leave_an_earlier_folders_claim_as_it_was(tmp_path):

@@ -54,15 +54,15 @@ from .report import ROW_FIELDS, build_report
 @dataclass
 class ReproduceConfig(Settings):
     """How much of the protocol to run: the defaults are the full protocol, ``quick`` a version that
-    keeps every row and step of it at a fraction of the samples and gate training (< 10 min here)."""
+    keeps every row at a fraction of the samples and gate training (minutes on 2 CPU cores)."""
 
     # settings added after reproduce folders were first written: left out of a folder's claim while
     # at these values, so a run an earlier lees began still resumes
     ADDED: ClassVar[dict[str, Any]] = {"gate_batch": 64, "held_out_n": 2000}
-    # the settings that size the protocol (what ``departures`` compares with the full protocol's)
-    SIZE: ClassVar[tuple[str, ...]] = (
+    # the settings that say how much of the protocol runs (``departures`` compares them with the full's)
+    PROTOCOL: ClassVar[tuple[str, ...]] = (
         "seeds", "n", "steps", "train_steps", "gate_batch", "grid_n", "grid_starts", "budget_ratio",
-        "held_out_n", "fid_reference_n",
+        "held_out_n", "fid", "fid_reference_n",
     )  # fmt: skip
 
     model: str = "embedded"
@@ -94,12 +94,13 @@ class ReproduceConfig(Settings):
 
     @classmethod
     def quick(cls, **kwargs) -> ReproduceConfig:
-        """Every row of the protocol at 50 sampler steps, smaller: 2 seeds x 16 samples, 25 gate-training
-        steps of 16 images per run and seed, the ASE grid on 16 samples over two starts, held-out
-        losses on 500 images, Inception FID against 500 real images. A check that the whole protocol
-        runs and of its orders of magnitude, not of its figures (``departures`` says what differs)."""
-        quick = {"seeds": [0, 1], "n": 16, "train_steps": 25, "gate_batch": 16, "grid_n": 16,
-                 "grid_starts": [0, 200], "held_out_n": 500, "fid_reference_n": 500}  # fmt: skip
+        """Every row of the protocol at its 50 sampler steps, smaller: 2 seeds x 8 samples, 15 gate-training
+        steps of 16 images per run and seed, the ASE grid on 8 samples over two starts, held-out losses on
+        500 images, and no Inception FID (each row's costs a 2048-d matrix square root, about 20 s on one
+        core; ``fid="key"`` brings it back). A check that the whole protocol runs and of its rows' rough
+        order, not of the paper's claims; ``departures`` says what differs from the full protocol."""
+        quick = {"seeds": [0, 1], "n": 8, "train_steps": 15, "gate_batch": 16, "grid_n": 8,
+                 "grid_starts": [0, 200], "held_out_n": 500, "fid": "none"}  # fmt: skip
         return cls(**{**quick, **kwargs})
 
     def claim(self) -> dict[str, Any]:
@@ -107,12 +108,11 @@ class ReproduceConfig(Settings):
         return {k: v for k, v in self.to_dict().items() if k not in self.ADDED or v != self.ADDED[k]}
 
     def departures(self) -> str | None:
-        """The sizing settings that differ from the full protocol's, as ``name value (full: value)``
+        """The protocol's settings that differ from the full protocol's, as ``name value (full: value)``
         (None for the full protocol): printed by ``lees reproduce`` and kept in the report's notes."""
-        full = type(self)().to_dict()
-        ours = self.to_dict()
-        differ = [f"{k} {_shown(ours[k])} (full: {_shown(full[k])})" for k in self.SIZE if ours[k] != full[k]]
-        return "; ".join(differ) or None
+        full, ours = type(self)().to_dict(), self.to_dict()
+        differ = [k for k in self.PROTOCOL if ours[k] != full[k]]
+        return "; ".join(f"{k} {_shown(ours[k])} (full: {_shown(full[k])})" for k in differ) or None
 
 
 def _shown(value: Any) -> str:
