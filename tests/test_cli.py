@@ -1,3 +1,4 @@
+import argparse
 import json
 import shlex
 import subprocess
@@ -391,6 +392,50 @@ def test_schedule_examples_run(tmp_path, monkeypatch, capsys):
             assert main([*argv[: argv.index("--out")], "--out", str(out)]) == 0, example
             assert Schedule.load(out / "schedule.json").num_steps > 0
     assert "uniform-2-skip schedule on 50 steps" in capsys.readouterr().out
+
+
+def subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every runnable command path of ``parser`` (``("schedule",)``, ``("backbone", "train")``, ...)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += subcommands(sub, (*prefix, name)) or [(*prefix, name)]
+    return found
+
+
+def printed_help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit:
+        main([*argv, "--help"])
+    assert exit.value.code == 0, argv
+    return capsys.readouterr().out
+
+
+# The examples cheap enough to run as printed (seconds on a CPU): the schedule examples run in
+# test_schedule_examples_run; the others train, sample or score for minutes to hours (their options
+# are run on tiny models by the tests of each command, and every example parses: see above).
+CHEAP_EXAMPLES = ("lees blocks ", "lees frontier --plot-only ")
+
+
+def test_every_help_runs_and_its_cheap_examples_run_as_printed(tmp_path, monkeypatch, capsys):
+    top = printed_help([], capsys)
+    commands = subcommands(build_parser())
+    assert {c[0] for c in commands} <= set(top.split()), top  # lees --help names every command
+    printed = []
+    for command in commands:
+        text = printed_help(list(command), capsys).replace("\\\n", " ")
+        assert "example" in text, command
+        printed += [" ".join(line.split()) for line in text.splitlines() if line.strip().startswith("lees ")]
+    assert sorted(printed) == sorted(" ".join(e.split()) for e in help_examples())  # parsed above = shown
+    monkeypatch.chdir(tmp_path)  # the examples write under runs/ here
+    stored = tmp_path / "runs" / "frontier"
+    stored.mkdir(parents=True)
+    (stored / "frontier.jsonl").write_text((RESULTS / "frontier" / "frontier.jsonl").read_text())
+    ran = [e for e in printed if e.startswith(CHEAP_EXAMPLES)]
+    for example in ran:
+        assert main(shlex.split(example, comments=True)[1:]) == 0, example
+    assert len(ran) == 3 and (tmp_path / "runs" / "blocks" / "blocks.json").is_file()
+    assert (stored / "frontier-fd_clf.png").is_file()
 
 
 def test_frontier_samples_scores_resumes_and_redraws(tmp_path, monkeypatch, capsys):

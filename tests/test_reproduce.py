@@ -6,6 +6,8 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save_file
 
+from lees.cli import build_parser
+from lees.cli.reproduce import reproduce_config
 from lees.models.architectures import DDPM_NOISE
 from lees.reporting.protocol import FID_KEY_ROWS, METHODS
 from lees.reporting.reproduce import ReproduceConfig, reproduce
@@ -37,7 +39,7 @@ def test_protocol_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     DDPMScheduler(**DDPM_NOISE).save_pretrained(tmp_path / "model")  # the noise process it comes with
     config = ReproduceConfig(
         model=str(tmp_path / "model"), data=str(data), seeds=[0, 1], n=4, steps=3, train_steps=2, grid_n=4,
-        fid="key",
+        gate_batch=8, held_out_n=6, fid="key",
     )  # fmt: skip
     # Inception FID's plumbing with a cheap stand-in extractor (the real one is tested in test_metrics)
     monkeypatch.setattr("lees.reporting.reproduce.inception_path", lambda: tmp_path)
@@ -47,6 +49,7 @@ def test_protocol_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert set(results["methods"]) == set(METHODS)
     assert "## The paper's claims, measured here" in report.read_text()
+    assert "Not the full protocol: seeds 0,1 (full: 0,1,2,3,4); n 4 (full: 200)" in report.read_text()
     for name in ("pareto.png", "gates.png", "schedule-lees.png", "work/grids/lees-0.05.png"):
         assert (tmp_path / "report" / name).is_file(), name
     assert {m for m, r in results["methods"].items() if r["fid_pooled"] is not None} == set(FID_KEY_ROWS)
@@ -80,6 +83,28 @@ def test_protocol_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     other = ReproduceConfig(**{**config.__dict__, "n": 6})
     with pytest.raises(ValueError, match="other settings"):
         reproduce(other, tmp_path / "report")
+
+
+def test_quick_keeps_every_row_and_says_what_it_shrinks():
+    full, quick = ReproduceConfig(), ReproduceConfig.quick(n=24)
+    assert full.departures() is None and quick.steps == full.steps
+    said = quick.departures()
+    for part in ("n 24 (full: 200)", "train_steps 15 (full: one epoch)", "gate_batch 16 (full: 64)"):
+        assert part in said
+    assert quick.n * len(quick.seeds) < full.n * len(full.seeds) and quick.gate_batch < full.gate_batch
+    # on the command line --quick leaves Inception FID out unless --fid names rows
+    parser = build_parser()
+    assert reproduce_config(parser.parse_args(["reproduce", "--quick"])).fid == "none"
+    assert reproduce_config(parser.parse_args(["reproduce", "--quick", "--fid", "key"])).fid == "key"
+    assert reproduce_config(parser.parse_args(["reproduce", "-n", "50"])) == ReproduceConfig(n=50)
+
+
+def test_settings_added_later_leave_an_earlier_folders_claim_as_it_was(tmp_path):
+    """A reproduce folder's claim written before gate_batch and held_out_n existed is the same claim."""
+    config = ReproduceConfig(seeds=[0, 1], n=8)
+    older = {k: v for k, v in config.to_dict().items() if k not in ("gate_batch", "held_out_n")}
+    assert config.claim() == older
+    assert ReproduceConfig(seeds=[0, 1], n=8, gate_batch=16).claim()["gate_batch"] == 16
 
 
 def _rename_rows(work, names: dict[str, str]) -> None:

@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -53,7 +53,17 @@ from .report import ROW_FIELDS, build_report
 
 @dataclass
 class ReproduceConfig(Settings):
-    """How much of the protocol to run (``quick`` is the < 15 min version for this CPU)."""
+    """How much of the protocol to run: the defaults are the full protocol, ``quick`` a version that
+    keeps every row at a fraction of the samples and gate training (minutes on 2 CPU cores)."""
+
+    # settings added after reproduce folders were first written: left out of a folder's claim while
+    # at these values, so a run an earlier lees began still resumes
+    ADDED: ClassVar[dict[str, Any]] = {"gate_batch": 64, "held_out_n": 2000}
+    # the settings that say how much of the protocol runs (``departures`` compares them with the full's)
+    PROTOCOL: ClassVar[tuple[str, ...]] = (
+        "seeds", "n", "steps", "train_steps", "gate_batch", "grid_n", "grid_starts", "budget_ratio",
+        "held_out_n", "fid", "fid_reference_n",
+    )  # fmt: skip
 
     model: str = "embedded"
     data: str = "fashion-mnist"
@@ -61,9 +71,11 @@ class ReproduceConfig(Settings):
     n: int = 200
     steps: int = 50  # sampler steps
     train_steps: int | None = None  # optimisation steps of each gate run; None: one epoch
+    gate_batch: int = 64  # images per gate-training step
     grid_n: int = 256
     grid_starts: list[int] = field(default_factory=lambda: [0, 100, 200, 300])
     budget_ratio: float = 0.6  # the budget row's target_gated_share (share of the gated blocks)
+    held_out_n: int = 2000  # held-out images of the epsilon-MSE figures
     device: str = "cpu"
     dtype: str = "float32"  # what the model is cast to (float16, bfloat16: half precision)
     resize: bool = False  # fit the data to the model's channels and size (else a mismatch is an error)
@@ -77,11 +89,36 @@ class ReproduceConfig(Settings):
             raise ValueError("the protocol needs n >= 2 samples and at least 2 seeds (for the t-test)")
         if self.steps < 1 or (self.train_steps is not None and self.train_steps < 1):
             raise ValueError("steps and train_steps must be positive")
+        if min(self.gate_batch, self.grid_n, self.held_out_n, self.fid_reference_n) < 2:
+            raise ValueError("gate_batch, grid_n, held_out_n and fid_reference_n must be at least 2")
 
     @classmethod
     def quick(cls, **kwargs) -> ReproduceConfig:
-        quick = {"seeds": [0, 1], "n": 64, "train_steps": 100, "grid_n": 48, "grid_starts": [0, 200]}
+        """Every row of the protocol at its 50 sampler steps, smaller: 2 seeds x 8 samples, 15 gate-training
+        steps of 16 images per run and seed, the ASE grid on 8 samples over two starts, held-out losses on
+        500 images, and no Inception FID (each row's costs a 2048-d matrix square root, about 20 s on one
+        core; ``fid="key"`` brings it back). A check that the whole protocol runs and of its rows' rough
+        order, not of the paper's claims; ``departures`` says what differs from the full protocol."""
+        quick = {"seeds": [0, 1], "n": 8, "train_steps": 15, "gate_batch": 16, "grid_n": 8,
+                 "grid_starts": [0, 200], "held_out_n": 500, "fid": "none"}  # fmt: skip
         return cls(**{**quick, **kwargs})
+
+    def claim(self) -> dict[str, Any]:
+        """The settings a reproduce folder is tied to (``ADDED`` ones left out at their old values)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.ADDED or v != self.ADDED[k]}
+
+    def departures(self) -> str | None:
+        """The protocol's settings that differ from the full protocol's, as ``name value (full: value)``
+        (None for the full protocol): printed by ``lees reproduce`` and kept in the report's notes."""
+        full, ours = type(self)().to_dict(), self.to_dict()
+        differ = [k for k in self.PROTOCOL if ours[k] != full[k]]
+        return "; ".join(f"{k} {_shown(ours[k])} (full: {_shown(full[k])})" for k in differ) or None
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "one epoch"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _gates(cfg: ReproduceConfig, work: Path, name: str, seed: int, model, noise, images, blocks) -> dict:
@@ -97,7 +134,7 @@ def _gates(cfg: ReproduceConfig, work: Path, name: str, seed: int, model, noise,
     train = {**GATE_RUNS[name]}
     if "target_gated_share" in train:
         train["target_gated_share"] = cfg.budget_ratio
-    config = GateTrainConfig(train_steps=cfg.train_steps, seed=seed, **train)
+    config = GateTrainConfig(train_steps=cfg.train_steps, batch_size=cfg.gate_batch, seed=seed, **train)
     print(f"training gates: {name}, seed {seed} ({train})")
     result = train_gates(
         model, images, noise, config, blocks, log_path=folder / "train_log.jsonl",
@@ -138,7 +175,7 @@ def _score(extractor, images, ref, ref_corrupted) -> dict:
 def _claim(work: Path, cfg: ReproduceConfig) -> None:
     """Tie ``work`` to one configuration and fd_clf's definition: its stored pieces and choices (the
     ASE grid's, made under fd_clf) are only reused by the same settings."""
-    claim_folder(work / "config.json", {**cfg.to_dict(), "fd_clf": CLF_DEFINITION}, "use another --out")
+    claim_folder(work / "config.json", {**cfg.claim(), "fd_clf": CLF_DEFINITION}, "use another --out")
 
 
 def _router(cfg: ReproduceConfig, work: Path, model, noise, blocks, timesteps) -> Schedule:
@@ -294,6 +331,8 @@ def reproduce(cfg: ReproduceConfig, out: str | Path) -> Path:
     work = out / "work"
     started = time.perf_counter()
     _claim(work, cfg)
+    if cfg.departures():
+        print(f"not the full protocol: {cfg.departures()}")
     model = load_backbone(cfg.model, device=cfg.device).to(getattr(torch, cfg.dtype))
     noise = load_noise_scheduler(cfg.model)
     blocks = find_blocks(model)
@@ -348,8 +387,8 @@ def _meta(cfg, out, work, model, noise, blocks, train_images, first, shared, sta
     print("timing backbone training steps (the yardstick for the gates' training cost)")
     epoch = epoch_seconds(model, train_images, noise, device=cfg.device)
     held = fit_images(load_images(cfg.data, "test")[0], model, resize=cfg.resize)
-    loss_full = held_out_loss(model, blocks, held, noise)
-    loss_lees = held_out_loss(model, blocks, held, noise, gate005["gate"])
+    loss_full = held_out_loss(model, blocks, held, noise, n=cfg.held_out_n)
+    loss_lees = held_out_loss(model, blocks, held, noise, gate005["gate"], n=cfg.held_out_n)
     budget = first["trained"]["budget"]
     budget_reached = Schedule.from_gate(
         budget["gate"], blocks, shared["full"].timesteps, noise.config.num_train_timesteps
@@ -387,6 +426,18 @@ def _time_note(spent: dict[str, float], wall: float) -> str:
     return f"Compute held in the stored pieces: {parts}; this invocation's wall time: {wall / 60:.0f} min."
 
 
+def _departure_note(cfg: ReproduceConfig) -> list[str]:
+    """The report's first note where the run is smaller (or larger) than the full protocol."""
+    departures = cfg.departures()
+    if not departures:
+        return []
+    return [
+        f"Not the full protocol: {departures}. Every row is here; weigh the figures by these sizes (at "
+        "`--quick`'s they show that the protocol runs end to end and the rows' rough order, not the "
+        "paper's claims)."
+    ]
+
+
 def _notes(cfg, epoch, loss_full, loss_lees, budget_reached, fid_rows) -> list[str]:
     fid = (
         f"Inception FID (2048-d pool features, {cfg.fid_reference_n} real training images as reference) "
@@ -395,6 +446,7 @@ def _notes(cfg, epoch, loss_full, loss_lees, budget_reached, fid_rows) -> list[s
         else "No Inception FID in this run (--fid none, or the weights are not installed)."
     )
     return [
+        *_departure_note(cfg),
         "fd_clf is a Fréchet distance in the features of a small Fashion-MNIST classifier, "
         "not Inception FID: compare its values with each other, not with the paper's FIDs. " + fid,
         f"Latency is the wall time of the whole sampling run on {device_name(cfg.device)}, per 100 "
