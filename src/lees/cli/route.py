@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
 
 from .options import (
@@ -101,7 +103,12 @@ def run(args: argparse.Namespace) -> None:
     out = target_folder(args.out if args.out is not None else Path(args.model))  # lees/ of a diffusers folder
     log = out / "train_log.jsonl"
     conditions = load_conditions(args.conditions, model)
-    result = train_router(model, scheduler, config, blocks, log_path=log, start=start, conditions=conditions)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", UserWarning)
+        result = train_router(model, scheduler, config, blocks, progress=True, log_path=log, start=start,
+                              conditions=conditions)  # fmt: skip
+    for warning in said:  # the budget warning as a line of its own, not a source location
+        print(f"warning: {warning.message}", file=sys.stderr)
     schedule = result.schedule
     memory = note_cache(schedule, blocks, model)
     path = save_pretrained(schedule, out, model=model, model_spec=args.model, objective="router")
