@@ -349,3 +349,18 @@ def test_route_takes_a_diffusers_scheduler_by_class_name(folder, tmp_path, capsy
     assert "not both" in capsys.readouterr().err
     assert main([*base, "--scheduler", "Nope"]) != 0
     assert "is no diffusers scheduler" in capsys.readouterr().err
+
+
+def test_custom_timesteps_and_a_scheduler_no_solver_names(tiny):
+    from diffusers import DPMSolverMultistepScheduler
+
+    from lees.sampling.lockstep import schedule_sampler
+
+    noise = DDPMScheduler(num_train_timesteps=1000)
+    schedule = train_router(tiny, noise, _few(timesteps=[900, 600, 300, 100]), progress=False).schedule
+    assert schedule.timesteps == [900, 600, 300, 100] and schedule.settings["steps"] == 4
+    third = DPMSolverMultistepScheduler(num_train_timesteps=1000, solver_order=3)
+    schedule = train_router(tiny, third, _few(), progress=False).schedule
+    assert schedule.settings["sampler"] is None and schedule.settings["scheduler"] == type(third).__name__
+    with pytest.raises(ValueError, match="made for a DPMSolverMultistepScheduler no lees solver names"):
+        schedule_sampler(schedule, None, noise)

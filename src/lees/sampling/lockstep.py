@@ -290,6 +290,11 @@ def schedule_sampler(
     made_for = schedule.settings.get("sampler")
     if sampler is not None and made_for is not None and sampler != made_for:
         raise ValueError(f"the schedule was made for the {made_for} sampler, not {sampler}")
+    if made_for is None and schedule.settings.get("scheduler") and sampler is None:
+        raise ValueError(
+            f"the schedule was made for a {schedule.settings['scheduler']} no lees solver names: run it with "
+            "lees.enable in a pipeline with that scheduler, or name --sampler"
+        )
     return sampler or made_for or default_solver(scheduler)
 
 
