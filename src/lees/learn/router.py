@@ -4,7 +4,9 @@ Where the paper's gate g_k(t) = sigmoid(a_k t + b_k) is monotone in t (a block i
 runs again, so there is nothing fresh to reuse), the router has one logit per block and sampler
 step, K x S, input-invariant, as Learning-to-Cache's router (horseee/learning-to-cache). Block k
 at step j *runs* where sigmoid(logit) >= 0.5 and otherwise *reuses* the residual it computed the
-last time it ran; step 0 always runs (nothing is cached yet).
+last time it ran; step 0 always runs (nothing is cached yet). A "step" is one model call of the
+solver's run (any diffusers scheduler, stepped by :class:`lees.diffusion.samplers.SolverRun`; Heun
+calls twice a step), at its timesteps as it gives them.
 
 Objective (teacher = the frozen full model on its own trajectory): the full sampler is run once
 for ``trajectories`` start noises, keeping every state x_j, the full model's prediction there and
