@@ -141,13 +141,13 @@ def test_bf16_router_trains_close_to_fp32():
 
 def test_the_bf16_router_check_catches_a_wrong_cast(monkeypatch):
     """The low-precision model's input cast to float8 (3 mantissa bits) instead of its own bf16 fails."""
-    plain = router.denoise
+    plain = router.guided_denoise
 
     def wrong(model, x, t, **kwargs):
         low = model_dtype(model) != torch.float32
         return plain(model, x.to(torch.float8_e4m3fn).float() if low else x, t, **kwargs)
 
-    monkeypatch.setattr(router, "denoise", wrong)
+    monkeypatch.setattr(router, "guided_denoise", wrong)
     with pytest.raises(AssertionError, match="prediction at step"):
         assert_teacher_close(_teacher(half())[1], _teacher(tiny_unet())[1])
 

@@ -157,3 +157,210 @@ def test_the_default_start_is_the_baseline_within_the_budget(tiny):
     assert full.schedule.settings["start"] is None
     with pytest.raises(ValueError, match="start must be a schedule, 'baseline' or 'full'"):
         train_router(tiny, noise, config, blocks, progress=False, start="uniform")
+
+
+# --- any diffusers scheduler: the columns are the model calls of one run -------------------------------
+
+
+def _few(**settings) -> RouterConfig:
+    return RouterConfig(**{"steps": 4, "train_steps": 2, "batch_size": 2, "trajectories": 2, **settings})
+
+
+def _teacher(model, scheduler, config, **conditions):
+    from lees.engine.hooks import Engine
+    from lees.learn.router import teacher_trajectory
+
+    engine = Engine(model, find_blocks(model))
+    with engine.attached():
+        return engine, teacher_trajectory(engine, scheduler, config, conditions=conditions or None)
+
+
+def _student_is_the_teacher_with_every_block_run(engine, traj, scheduler, config):
+    """With every block run (w = 1) the student's step and its own rollout (a fresh solver) are the
+    teacher's up to float rounding: what the losses measure is the schedule's reuse alone."""
+    from lees.learn import router
+
+    ones = torch.ones(engine.num_blocks, len(traj.timesteps))
+    idx = torch.arange(config.trajectories)
+    with engine.attached():
+        for j in range(1, len(traj.timesteps)):
+            loss = router._step_loss(engine, ones, traj, idx, j, config, "cpu")
+            assert loss < 1e-10 * traj.targets[j].pow(2).mean()
+        run = router._solver_run(scheduler, config, torch.device("cpu"))
+        loss = router._rollout_loss(engine, ones, traj, idx, run, "cpu")
+        assert loss < 1e-8 * traj.states.pow(2).mean()
+
+
+def test_a_flow_dit_router_runs_in_its_pipeline_at_the_pipeline_timesteps(tmp_path):
+    """Flow matching: float columns equal to pipeline_timesteps; the guided teacher's [cond, null] call
+    is routed as lees.enable routes it in ClassFlowPipeline, which then samples what lees.sample does."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    import lees
+    from lees.diffusion.samplers import sample_generators
+    from lees.models.architectures import FLOW_NOISE
+    from lees.models.denoisers import draw_labels
+    from lees.models.pipelines import ClassFlowPipeline
+    from lees.schedules.saving import save_pretrained
+
+    from .test_solvers import small_dit
+
+    model, scheduler = small_dit(), FlowMatchEulerDiscreteScheduler(**FLOW_NOISE)
+    config = _few(guidance_scale=2.0, target_flop_ratio=0.8, objective="rollout")
+    schedule = train_router(model, scheduler, config, progress=False).schedule
+    assert schedule.timesteps == lees.pipeline_timesteps(FlowMatchEulerDiscreteScheduler(**FLOW_NOISE), 4)
+    assert all(isinstance(t, float) for t in schedule.timesteps) and schedule.settings["sampler"] == "euler"
+    assert schedule.reuses and schedule.flop_ratio <= 0.8 + 1e-9
+    save_pretrained(schedule, tmp_path, model=model)
+    gens = sample_generators(0, range(2), torch.device("cpu"))
+    labels = draw_labels(model, gens, torch.device("cpu"))
+    latents = torch.stack([torch.randn(1, 16, 16, generator=g) for g in gens])
+    pipe = ClassFlowPipeline(model, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    lees.enable(pipe, tmp_path)
+    try:
+        piped = pipe(labels, 2.0, 4, latents=latents, output_type="pt").images
+    finally:
+        lees.disable(pipe)
+    own = lees.sample(model, schedule, 2, scheduler=scheduler, guidance_scale=2.0, progress=False)
+    assert torch.allclose((own / 2 + 0.5).clamp(0, 1), piped, atol=1e-5)
+    engine, traj = _teacher(model, scheduler, config)
+    assert traj.residuals[0].shape[1] == 2 * config.trajectories  # [cond, null] rows
+    _student_is_the_teacher_with_every_block_run(engine, traj, scheduler, config)
+
+
+def test_a_multistep_solver_steps_afresh_in_every_rollout(tiny):
+    from diffusers import DPMSolverMultistepScheduler
+
+    import lees
+
+    scheduler = DPMSolverMultistepScheduler(num_train_timesteps=1000)
+    config = _few(objective="rollout", target_flop_ratio=0.8)
+    schedule = train_router(tiny, scheduler, config, progress=False).schedule
+    assert schedule.timesteps == lees.pipeline_timesteps(DPMSolverMultistepScheduler(), 4)
+    assert schedule.settings["sampler"] == "dpm++"
+    assert schedule.settings["scheduler"] == "DPMSolverMultistepScheduler"
+    engine, traj = _teacher(tiny, scheduler, config)
+    _student_is_the_teacher_with_every_block_run(engine, traj, scheduler, config)
+    with pytest.raises(ValueError, match="needs the ddpm sampler .DDPMScheduler., not DPMSolverMultistep"):
+        train_router(tiny, scheduler, _few(objective="kl"), progress=False)
+
+
+def test_heun_gets_one_column_per_model_call(tiny):
+    from diffusers import HeunDiscreteScheduler
+
+    import lees
+
+    scheduler = HeunDiscreteScheduler(num_train_timesteps=1000)
+    calls = []
+    tiny.register_forward_pre_hook(lambda module, args: calls.append(args[1][0].item()))
+    config = _few(steps=3, trajectories=1, batch_size=1)
+    engine, traj = _teacher(tiny, scheduler, config)
+    expected = lees.pipeline_timesteps(HeunDiscreteScheduler(num_train_timesteps=1000), 3)
+    assert traj.timesteps == expected == calls[-len(expected) :]
+    assert len(expected) == 5  # two calls a step but the last
+    _student_is_the_teacher_with_every_block_run(engine, traj, scheduler, config)
+    schedule = train_router(tiny, scheduler, config, progress=False).schedule
+    assert schedule.timesteps == expected and schedule.settings["sampler"] == "heun"
+
+
+def test_prompt_conditions_go_to_the_denoiser_one_row_per_trajectory(tmp_path):
+    from safetensors.torch import save_file
+
+    from lees.cli import main
+    from lees.schedules.schedule import Schedule
+
+    from .families import FAMILIES
+
+    model = FAMILIES["sd"].make_model()
+    prompts = torch.randn(2, 6, 16, generator=torch.Generator().manual_seed(0))
+    seen = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["encoder_hidden_states"]), with_kwargs=True
+    )
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    config = _few(trajectories=3, train_steps=1)
+    engine, traj = _teacher(model, scheduler, config, encoder_hidden_states=prompts)
+    assert all(torch.equal(s, prompts[[0, 1, 0]]) for s in seen[-4:])  # trajectory i: row i mod 2
+    _student_is_the_teacher_with_every_block_run(engine, traj, scheduler, config)
+    handle.remove()
+    with pytest.raises(ValueError, match="attends to a context"):
+        train_router(model, scheduler, config, progress=False)
+    model.save_pretrained(tmp_path / "sd" / "unet")
+    scheduler.save_pretrained(tmp_path / "sd" / "scheduler")
+    save_file({"encoder_hidden_states": prompts}, tmp_path / "prompts.safetensors")
+    argv = ["route", "--model", str(tmp_path / "sd"), "--steps", "3", "--train-steps", "1", "--trajectories",
+            "2", "--batch-size", "2", "--conditions", str(tmp_path / "prompts.safetensors"),
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 0
+    schedule = Schedule.load(tmp_path / "r" / "schedule.json")
+    assert schedule.num_steps == 3 and schedule.settings["scheduler"] == "DDPMScheduler"
+
+
+def test_joint_blocks_route_both_streams():
+    """SD3's joint blocks keep a residual per stream (the last block's text stream is dropped: None)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from .families import FAMILIES
+
+    model = FAMILIES["sd3"].make_model()
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    gen = torch.Generator().manual_seed(0)
+    conditions = {"encoder_hidden_states": torch.randn(2, 6, 16, generator=gen),
+                  "pooled_projections": torch.randn(2, 16, generator=gen)}  # fmt: skip
+    config = _few(target_flop_ratio=0.8)
+    engine, traj = _teacher(model, scheduler, config, **conditions)
+    assert all(isinstance(r, tuple) and len(r) == 2 for r in traj.residuals)
+    assert traj.residuals[-1][1] is None and traj.residuals[0][1].shape[:2] == (4, 2)
+    _student_is_the_teacher_with_every_block_run(engine, traj, scheduler, config)
+    schedule = train_router(model, scheduler, config, progress=False, conditions=conditions).schedule
+    assert schedule.block_names == find_blocks(model).names and schedule.flop_ratio <= 0.8 + 1e-9
+
+
+def test_a_schedule_far_from_the_budget_warns_with_its_figure():
+    import warnings
+
+    from lees import Schedule
+    from lees.learn.router import warn_off_budget
+
+    blocks = find_blocks(
+        _Toy().eval(), names=["steady", "moving"], example_inputs=(torch.zeros(1, 1, 4, 4), torch.tensor([5]))
+    )
+    full = Schedule.full(blocks, [900, 500, 100])
+    with pytest.warns(UserWarning, match="runs 1.000 of the FLOPs, not the 0.700 asked for"):
+        warn_off_budget(full, 0.7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_off_budget(full, 0.96)  # within 0.05
+        warn_off_budget(full, None)  # lambda mode: no budget
+
+
+def test_route_takes_a_diffusers_scheduler_by_class_name(folder, tmp_path, capsys):
+    from lees.cli import main
+    from lees.schedules.schedule import Schedule
+
+    base = ["route", "--model", folder, "--steps", "3", "--train-steps", "1", "--trajectories", "2",
+            "--batch-size", "2", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main([*base, "--scheduler", "DPMSolverMultistepScheduler"]) == 0
+    schedule = Schedule.load(tmp_path / "r" / "schedule.json")
+    assert schedule.settings["scheduler"] == "DPMSolverMultistepScheduler" and schedule.num_steps == 3
+    assert "model calls of dpm++" in capsys.readouterr().out
+    assert main([*base, "--scheduler", "DPMSolverMultistepScheduler", "--sampler", "ddim"]) != 0
+    assert "not both" in capsys.readouterr().err
+    assert main([*base, "--scheduler", "Nope"]) != 0
+    assert "is no diffusers scheduler" in capsys.readouterr().err
+
+
+def test_custom_timesteps_and_a_scheduler_no_solver_names(tiny):
+    from diffusers import DPMSolverMultistepScheduler
+
+    from lees.sampling.lockstep import schedule_sampler
+
+    noise = DDPMScheduler(num_train_timesteps=1000)
+    schedule = train_router(tiny, noise, _few(timesteps=[900, 600, 300, 100]), progress=False).schedule
+    assert schedule.timesteps == [900, 600, 300, 100] and schedule.settings["steps"] == 4
+    third = DPMSolverMultistepScheduler(num_train_timesteps=1000, solver_order=3)
+    schedule = train_router(tiny, third, _few(), progress=False).schedule
+    assert schedule.settings["sampler"] is None and schedule.settings["scheduler"] == type(third).__name__
+    with pytest.raises(ValueError, match="made for a DPMSolverMultistepScheduler no lees solver names"):
+        schedule_sampler(schedule, None, noise)

@@ -81,16 +81,21 @@ def add_steps(p: argparse.ArgumentParser, help: str, default: int | None = 50) -
     p.add_argument("--steps", type=int, default=default, help=help)
 
 
-def add_sampler(p: argparse.ArgumentParser, default: str | None = "ddpm", timesteps: bool = True) -> None:
-    """``--sampler`` (and ``--timesteps``, a custom descending list)."""
+def add_sampler(
+    p: argparse.ArgumentParser, default: str | None = "ddpm", timesteps: bool = True, help: str | None = None
+) -> None:
+    """``--sampler`` (and ``--timesteps``, a custom descending list); ``help`` replaces the default's."""
     p.add_argument(
         "--sampler",
         choices=SAMPLERS,
         default=default,
-        help=f"sampler (default: {default})"
-        if default
-        else "solver (default: the schedule's, else ddpm; euler for a flow-matching model); flow-matching "
-        "models take euler, heun, dpm++, unipc",
+        help=help
+        or (
+            f"sampler (default: {default})"
+            if default
+            else "solver (default: the schedule's, else ddpm; euler for a flow-matching model); "
+            "flow-matching models take euler, heun, dpm++, unipc"
+        ),
     )
     if timesteps:
         p.add_argument(

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
 
-from .options import add_model, add_out, add_sampler, add_steps, command, load_model, note_cache
+from .options import (
+    add_guidance,
+    add_model,
+    add_out,
+    add_sampler,
+    add_steps,
+    command,
+    guidance_scale,
+    load_model,
+    note_cache,
+)
 
 EPILOG = """examples:
   lees route --model embedded --steps 50 --target-flop-ratio 0.7 --train-steps 300 --out runs/router-0.70
@@ -13,6 +25,10 @@ EPILOG = """examples:
   lees schedule uniform-2 --model embedded --out runs/uniform2
   lees route --model embedded --schedule runs/uniform2/schedule.json --train-steps 50 --out runs/router-warm
   lees route --model embedded --schedule full --out runs/router-from-full   # every logit starts at "run"
+  lees route --model embedded --scheduler DPMSolverMultistepScheduler --steps 20 --out runs/router-dpm
+  lees route --model embedded-dit --sampler euler --steps 20 --target-flop-ratio 0.6 --out runs/route-dit
+  lees route --model path/to/sd --conditions prompts.safetensors --steps 25 --out runs/route-sd
+  (the columns are the model calls of one run: lees.pipeline_timesteps(scheduler); Heun calls twice a step)
   (the default start is the baseline within the budget: DeepCache for a UNet, else uniform reuse)
   (without --out a diffusers folder gets the schedule in its lees/ subfolder)
 (a few minutes on a CPU for the embedded model; the schedule reuses, never drops, a block's output)
@@ -24,7 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model(p)
     add_out(p)
     add_steps(p, "sampler steps of the schedule (50)")
-    add_sampler(p, timesteps=False)
+    solver = "a lees solver of the model's family (flow matching: euler, heun, dpm++, unipc; default: the "
+    add_sampler(p, default=None, help=solver + "scheduler the model comes with)")
+    p.add_argument(
+        "--scheduler", default=None, metavar="CLASS",
+        help="a diffusers scheduler class on the model's scheduler config, e.g. DPMSolverMultistepScheduler",
+    )  # fmt: skip
+    add_guidance(p)
+    p.add_argument(
+        "--conditions", type=Path, default=None, metavar="FILE.safetensors",
+        help="keyword inputs of the denoiser by name (e.g. encoder_hidden_states, pooled_projections), "
+        "each (1 or P, ...): trajectory i takes row i mod P (prompt embeddings, no text encoder needed)",
+    )  # fmt: skip
     p.add_argument(
         "--target-flop-ratio", type=float, default=0.7,
         help="the whole model's FLOPs wanted, against the full model's (0.7); 0 for lambda mode",
@@ -56,36 +83,74 @@ def run(args: argparse.Namespace) -> None:
     """Learn a run-or-reuse schedule (the step router) for a frozen model on its sampler's own trajectory."""
     from ..engine.blocks import find_blocks
     from ..learn.router import STARTS, RouterConfig, train_router
-    from ..models.backbones import load_noise_scheduler
     from ..reporting.plots import schedule_map
     from ..schedules.saving import save_pretrained, target_folder
     from ..schedules.schedule import Schedule
 
-    config = RouterConfig(
-        steps=args.steps, sampler=args.sampler, target_flop_ratio=args.target_flop_ratio or None,
-        lam=args.lam, train_steps=args.train_steps, batch_size=args.batch_size,
-        trajectories=args.trajectories,
-        estimator=args.estimator, objective=args.objective, seed=args.seed,
-    )  # fmt: skip
     if args.out is None and not Path(args.model).is_dir():
         raise ValueError("name --out (or give --model a diffusers folder to write its lees/ subfolder)")
+    scheduler = route_scheduler(args)
     model = load_model(args, args.device)
+    config = RouterConfig(
+        steps=args.steps, sampler=args.sampler, timesteps=args.timesteps,
+        guidance_scale=1.0 if args.conditions else guidance_scale(args, model),
+        target_flop_ratio=args.target_flop_ratio or None, lam=args.lam, train_steps=args.train_steps,
+        batch_size=args.batch_size, trajectories=args.trajectories,
+        estimator=args.estimator, objective=args.objective, seed=args.seed,
+    )  # fmt: skip
     blocks = find_blocks(model)
     start = args.schedule if args.schedule in STARTS else Schedule.load(args.schedule, blocks)
     out = target_folder(args.out if args.out is not None else Path(args.model))  # lees/ of a diffusers folder
     log = out / "train_log.jsonl"
-    result = train_router(model, load_noise_scheduler(args.model), config, blocks, log_path=log, start=start)
+    conditions = load_conditions(args.conditions, model)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", UserWarning)
+        result = train_router(model, scheduler, config, blocks, progress=True, log_path=log, start=start,
+                              conditions=conditions)  # fmt: skip
+    for warning in said:  # the budget warning as a line of its own, not a source location
+        print(f"warning: {warning.message}", file=sys.stderr)
     schedule = result.schedule
     memory = note_cache(schedule, blocks, model)
     path = save_pretrained(schedule, out, model=model, model_spec=args.model, objective="router")
     png = schedule_map(schedule, path.parent / "schedule.png")
+    solver = schedule.settings["sampler"] or schedule.settings["scheduler"]
+    guided = f", guidance scale {config.guidance_scale:g}" if config.guidance_scale != 1.0 else ""
     print(
-        f"router on {schedule.num_steps} {args.sampler} steps in {result.seconds:.0f} s, started from "
-        f"{start_name(schedule)}, chosen by its {config.objective} objective (distance to the full "
+        f"router on {schedule.num_steps} model calls of {solver}{guided} in {result.seconds:.0f} s, started "
+        f"from {start_name(schedule)}, chosen by its {config.objective} objective (distance to the full "
         "model's run; no fd_clf or FID): runs "
         f"{schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs, reuses the "
         f"rest{memory}; wrote {path}, {png} and {log}"
     )
+
+
+def route_scheduler(args: argparse.Namespace):
+    """The scheduler the teacher samples with: the model's noise process for a named ``--sampler``, a
+    ``--scheduler`` class on its config, else the scheduler the model comes with."""
+    from ..diffusion.solvers import named_scheduler
+    from ..models.backbones import load_noise_scheduler, load_pipeline_scheduler
+
+    if args.sampler and args.scheduler:
+        raise ValueError("name a --sampler or a --scheduler, not both")
+    if args.sampler:
+        return load_noise_scheduler(args.model)
+    if args.scheduler:
+        return named_scheduler(load_noise_scheduler(args.model), args.scheduler)
+    return load_pipeline_scheduler(args.model)
+
+
+def load_conditions(path: Path | None, model) -> dict | None:
+    """The denoiser's keyword inputs in a safetensors file, floats in the model's dtype; None without."""
+    if path is None:
+        return None
+    from safetensors.torch import load_file
+
+    from ..models.denoisers import model_device, model_dtype
+
+    if not path.is_file():
+        raise ValueError(f"no conditions file {path}")
+    tensors = load_file(str(path), device=str(model_device(model)))
+    return {k: v.to(model_dtype(model)) if v.is_floating_point() else v for k, v in tensors.items()}
 
 
 def start_name(schedule) -> str:

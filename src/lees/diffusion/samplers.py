@@ -16,7 +16,14 @@ import torch
 from diffusers import SchedulerMixin
 
 from .noising import MissingSchedulerError, is_flow_matching, prediction_type, split
-from .solvers import check_solver, make_solver, set_custom_timesteps, solver_step
+from .solvers import (
+    check_solver,
+    initial_noise_scale,
+    make_solver,
+    scale_input,
+    set_custom_timesteps,
+    solver_step,
+)
 
 
 def sample_generators(seed: int, indices: range, device: torch.device) -> list[torch.Generator]:
@@ -41,10 +48,11 @@ def check_timesteps(timesteps: Sequence[float], num_train: int, flow: bool = Fal
 
 
 def make_sampler(
-    scheduler: SchedulerMixin | None, sampler: str, steps: int, timesteps: Sequence[int] | None = None
+    scheduler: SchedulerMixin | None, sampler: str | None, steps: int, timesteps: Sequence[int] | None = None
 ):
     """A fresh diffusers scheduler of the solver ``sampler`` on the model's ``scheduler`` config, set to
-    its steps (the solvers of the model's family: :mod:`lees.diffusion.solvers`).
+    its steps (the solvers of the model's family: :mod:`lees.diffusion.solvers`); ``sampler=None``: a
+    fresh one of ``scheduler``'s own class (any diffusers scheduler, e.g. a pipeline's).
 
     Every value of the model's scheduler config carries over (betas, ``prediction_type``,
     ``timestep_spacing``, ``steps_offset``, ``clip_sample``, ``set_alpha_to_one``, ...); without one
@@ -57,10 +65,11 @@ def make_sampler(
             "no scheduler given: pass the model's (e.g. lees.load_noise_scheduler(folder)) "
             "or sample from its diffusers pipeline"
         )
-    check_solver(scheduler, sampler)
-    if not is_flow_matching(scheduler):
+    if sampler is not None:
+        check_solver(scheduler, sampler)
+    if not is_flow_matching(scheduler) and not scheduler.config.get("use_flow_sigmas"):
         prediction_type(scheduler)
-    fresh = make_solver(scheduler, sampler)
+    fresh = make_solver(scheduler, sampler) if sampler else type(scheduler).from_config(scheduler.config)
     if timesteps is None:
         fresh.set_timesteps(steps)
     elif sampler == "ddim":  # lees steps DDIM itself (ddim_step), so any list works
@@ -69,8 +78,43 @@ def make_sampler(
         fresh.timesteps = torch.tensor(ts)
     else:
         ts = check_timesteps(timesteps, fresh.config.num_train_timesteps, is_flow_matching(scheduler))
-        set_custom_timesteps(fresh, sampler, ts)
+        set_custom_timesteps(fresh, sampler or type(fresh).__name__, ts)
     return fresh
+
+
+class SolverRun:
+    """One sampling run of a solver, made afresh for it (multistep solvers keep the model's past
+    outputs, Heun its half step): the timesteps it calls the model at, one per call, as it gives them;
+    the model's input at call j (the solver's ``scale_model_input``) and the update after it.
+
+    Args:
+        scheduler, sampler, steps, timesteps: as for :func:`make_sampler`.
+        device: where the states live (lees' DDIM keeps its alphas there).
+    """
+
+    def __init__(
+        self, scheduler: SchedulerMixin | None, sampler: str | None, steps: int,
+        timesteps: Sequence[float] | None = None, device: torch.device | str = "cpu",
+    ) -> None:  # fmt: skip
+        self.solver = make_sampler(scheduler, sampler, steps, timesteps)
+        self.visited = timestep_list(self.solver.timesteps)
+        self.update = sampler_update(self.solver, sampler, self.visited, torch.device(device))
+
+    def start(self, noise: torch.Tensor) -> torch.Tensor:
+        """The first state from unit noise (scaled by the solver's ``init_noise_sigma``)."""
+        return noise * initial_noise_scale(self.solver)
+
+    def model_input(self, x: torch.Tensor, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's input at state ``x`` of call ``j`` and its timestep, one per sample (a float one
+        for flow matching)."""
+        timestep = self.solver.timesteps[j]
+        return scale_input(self.solver, x, timestep), timestep.to(x.device).expand(len(x))
+
+    def step(
+        self, output: torch.Tensor, j: int, x: torch.Tensor, gens: list[torch.Generator]
+    ) -> torch.Tensor:
+        """The state after call ``j``: the solver's update from the model's ``output`` there."""
+        return self.update(output, j, x, gens)
 
 
 def sampler_timesteps(
@@ -159,7 +203,7 @@ def x0_clip(scheduler: SchedulerMixin) -> Callable[[torch.Tensor], torch.Tensor]
     return lambda x0: x0
 
 
-def sampler_update(scheduler, sampler: str, visited: list[int], device: torch.device):
+def sampler_update(scheduler, sampler: str | None, visited: list[int], device: torch.device):
     """The sampler's update ``x_{j+1} = update(output, j, x_j, generators)`` from the model's output at
     step j: the solver's own step (diffusers', with each sample's generator where it draws noise), or
     lees' DDIM (:func:`ddim_step`, any timestep list; after the last step, the config's final alpha: 1

@@ -85,6 +85,34 @@ def make_solver(scheduler: SchedulerMixin, name: str) -> SchedulerMixin:
     return getattr(diffusers, cls_name).from_config({**config, **overrides})
 
 
+def named_scheduler(scheduler: SchedulerMixin, class_name: str) -> SchedulerMixin:
+    """A fresh diffusers scheduler of the class ``class_name`` (e.g. ``DPMSolverMultistepScheduler``) on
+    ``scheduler``'s config, every value carried over as diffusers' ``from_config`` does.
+
+    A class that would read a flow-matching model's config as a DDPM noise process (no flow sigmas) is
+    refused: the named solvers of the flow family (``dpm++``, ``unipc``) set the flow options."""
+    cls = getattr(diffusers, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)):
+        raise SolverError(f"{class_name!r} is no diffusers scheduler (e.g. DPMSolverMultistepScheduler)")
+    made = cls.from_config(scheduler.config)
+    if is_flow_matching(scheduler) and not (is_flow_matching(made) or made.config.get("use_flow_sigmas")):
+        raise SolverError(
+            f"{class_name} would read this flow-matching model's config as a DDPM noise process; "
+            f"name a flow solver instead ({', '.join(FLOW_SOLVERS)})"
+        )
+    return made
+
+
+def solver_name(solver: SchedulerMixin) -> str | None:
+    """The name of the solver ``solver`` is (its class, with the overrides that make it the named one);
+    None for a scheduler no name describes. (A flow model's ``dpm++`` and ``unipc`` share their names
+    and classes with the DDPM family's.)"""
+    for name, (cls_name, overrides) in solvers_for(solver).items():
+        if type(solver).__name__ == cls_name and all(solver.config.get(k) == v for k, v in overrides.items()):
+            return name
+    return None
+
+
 def set_custom_timesteps(solver: SchedulerMixin, name: str, timesteps: Sequence[float]) -> None:
     """Set ``solver`` to a custom (checked) timestep list; a clear error for a solver that takes none."""
     if "timesteps" not in inspect.signature(solver.set_timesteps).parameters:

@@ -4,7 +4,9 @@ Where the paper's gate g_k(t) = sigmoid(a_k t + b_k) is monotone in t (a block i
 runs again, so there is nothing fresh to reuse), the router has one logit per block and sampler
 step, K x S, input-invariant, as Learning-to-Cache's router (horseee/learning-to-cache). Block k
 at step j *runs* where sigmoid(logit) >= 0.5 and otherwise *reuses* the residual it computed the
-last time it ran; step 0 always runs (nothing is cached yet).
+last time it ran; step 0 always runs (nothing is cached yet). A "step" is one model call of the
+solver's run (any diffusers scheduler, stepped by :class:`lees.diffusion.samplers.SolverRun`; Heun
+calls twice a step), at its timesteps as it gives them.
 
 Objective (teacher = the frozen full model on its own trajectory): the full sampler is run once
 for ``trajectories`` start noises, keeping every state x_j, the full model's prediction there and
@@ -27,22 +29,33 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, SchedulerMixin
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..diffusion.noising import prediction_type, split
-from ..diffusion.samplers import make_sampler, sampler_update, timestep_list
+from ..diffusion.samplers import SolverRun, timestep_list
+from ..diffusion.solvers import solver_name
 from ..engine.actions import REUSE, RUN, straight_through
 from ..engine.blocks import Blocks, find_blocks
 from ..engine.hooks import Engine, ReuseCache
-from ..models.denoisers import check_context, denoise, draw_labels, frozen, latent_shape, model_device
+from ..models.denoisers import (
+    check_context,
+    check_guidance,
+    draw_labels,
+    frozen,
+    guided_denoise,
+    latent_shape,
+    model_device,
+)
 from ..schedules.baselines import reuse_baseline
 from ..schedules.schedule import Schedule
 from ..utils.config import Settings
@@ -54,6 +67,11 @@ OBJECTIVES = {
     "step": "eps MSE at the teacher's states, caches as the schedule would hold them",
 }
 
+KL_NEEDS_DDPM = (
+    "the kl objective weighs DDPM's noisy transitions and needs the ddpm sampler (DDPMScheduler), not {} "
+    "(DDIM adds no noise; other solvers step otherwise): use the step or rollout objective"
+)
+
 STARTS = ("baseline", "full")  # the named starts of train_router; anything else is a schedule
 
 
@@ -64,7 +82,11 @@ class RouterConfig(Settings):
     RENAMED: ClassVar[dict[str, str]] = {"target_ratio": "target_flop_ratio"}
 
     steps: int = 50  # sampler steps the schedule is for (not optimisation steps: those are train_steps)
-    sampler: str = "ddpm"
+    sampler: str | None = (
+        None  # a solver name (lees.diffusion.solvers); None: the given scheduler's own class
+    )
+    timesteps: list[int | float] | None = None  # a custom descending list instead of steps evenly spaced ones
+    guidance_scale: float = 1.0  # classifier-free guidance of a class-conditional model with a null class
     # budget mode: the whole model's FLOPs over the sampling run, against the full model's (the ungated
     # rest included); None: lambda mode. Not gate training's target_gated_share.
     target_flop_ratio: float | None = 0.7
@@ -86,8 +108,10 @@ class RouterConfig(Settings):
             raise ValueError(f"lambda must be >= 0, got {self.lam}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {self.objective!r}")
-        if self.objective == "kl" and self.sampler != "ddpm":
-            raise ValueError("the kl objective weighs DDPM's noisy transitions; DDIM adds no noise")
+        if self.objective == "kl" and self.sampler not in ("ddpm", None):
+            raise ValueError(KL_NEEDS_DDPM.format(self.sampler))
+        if self.timesteps is not None:
+            self.timesteps, self.steps = list(self.timesteps), len(self.timesteps)
         if self.estimator not in ("soft", "ste"):
             raise ValueError(f"estimator must be soft or ste, got {self.estimator!r}")
         if min(self.steps, self.train_steps, self.batch_size, self.trajectories) < 1:
@@ -98,48 +122,104 @@ class RouterConfig(Settings):
 
 @dataclass
 class Trajectory:
-    """The full model's sampling run: states x_j (S, N, ...), its predictions there, each block's
-    residual at each step (``residuals[k]``: (S, N, ...)), and the conditions."""
+    """The full model's sampling run, one entry per model call j: the solver's states x_j (S, N, ...),
+    the model's inputs there (the states themselves unless the solver scales them), its (guided)
+    predictions, each block's residual (``residuals[k]``: (S, rows, ...), or a tuple of them per stream
+    for a multi-stream block; rows: N, or 2N for a guided run's [cond, null] call), and the conditions."""
 
     states: torch.Tensor
+    inputs: torch.Tensor
     targets: torch.Tensor
-    residuals: list[torch.Tensor]
-    timesteps: list[int]
-    cond: dict[str, Any]
+    residuals: list[torch.Tensor | tuple]
+    timesteps: list[int | float]
+    cond: dict[str, Any]  # "context" is shared; every other tensor has one row per trajectory
     final: torch.Tensor  # the samples the full model ends at
     rng: list[torch.Tensor]  # each trajectory's generator state after its start noise (to replay its noise)
+    guidance_scale: float = 1.0
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """The rows of trajectories ``idx`` in a model call: theirs, and under guidance their null rows."""
+        n = len(self.states[0])
+        return torch.cat([idx, idx + n]) if self.guidance_scale != 1.0 else idx
+
+
+def _solver_run(scheduler: SchedulerMixin, config: RouterConfig, device: torch.device) -> SolverRun:
+    """A fresh run of the router's solver: ``config.sampler``, else ``scheduler``'s own class."""
+    return SolverRun(scheduler, config.sampler, config.steps, config.timesteps, device)
+
+
+def _predict(model: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: dict, scale: float) -> torch.Tensor:
+    """The model's prediction as the sampler takes it (guided by one batched [cond, null] call)."""
+    return guided_denoise(model, x, t, **cond, guidance_scale=scale)
+
+
+def _per_trajectory(conditions: Mapping[str, torch.Tensor] | None, n: int, device) -> dict[str, torch.Tensor]:
+    """Each condition tensor with one row per trajectory: trajectory i takes row i mod its rows."""
+    rows = {}
+    for key, value in (conditions or {}).items():
+        if not isinstance(value, torch.Tensor) or value.dim() == 0:
+            raise ValueError(f"the condition {key!r} must be a tensor with a batch dimension")
+        rows[key] = value.to(device)[torch.arange(n, device=device) % len(value)]
+    return rows
+
+
+def _stacked(slots: list[Any]) -> torch.Tensor | tuple:
+    """One block's cache slots over the calls, stacked: a tensor, or per stream a tensor (None where the
+    block returned no stream)."""
+    if isinstance(slots[0], torch.Tensor):
+        return torch.stack(slots)
+    return tuple(
+        None if first is None else torch.stack([s[i] for s in slots]) for i, first in enumerate(slots[0])
+    )
+
+
+def _streams(slot: Any, fn) -> Any:
+    """``fn`` on a cache slot's tensor, or on each of its streams' (None stays None)."""
+    if isinstance(slot, torch.Tensor):
+        return fn(slot)
+    return tuple(None if r is None else fn(r) for r in slot)
 
 
 @torch.no_grad()
 def teacher_trajectory(
     engine: Engine,
-    scheduler: DDPMScheduler,
+    scheduler: SchedulerMixin,
     config: RouterConfig,
     context: torch.Tensor | None = None,
+    conditions: Mapping[str, torch.Tensor] | None = None,
 ) -> Trajectory:
-    """Run the full model's sampler on ``config.trajectories`` seeded noises and keep every step
-    (``engine`` attached: every block runs and its residual is recorded)."""
+    """Run the full model with the solver on ``config.trajectories`` seeded noises and keep every call
+    (``engine`` attached: every block runs and its residual is recorded). Each trajectory draws its
+    label, start noise and step noise from its own generator."""
     model = engine.model
     device = model_device(model)
-    sampler = make_sampler(scheduler, config.sampler, config.steps)
-    visited = timestep_list(sampler.timesteps)
-    update = sampler_update(sampler, config.sampler, visited, device)
+    run = _solver_run(scheduler, config, device)
     n = config.trajectories
     gens = [torch.Generator(device).manual_seed(config.seed * 1_000_003 + 500_000 + i) for i in range(n)]
-    cond = {"class_labels": draw_labels(model, gens, device), "context": context}
-    x = torch.stack([torch.randn(latent_shape(model), generator=g, device=device) for g in gens])
+    cond = {"class_labels": draw_labels(model, gens, device), "context": context,
+            **_per_trajectory(conditions, n, device)}  # fmt: skip
+    x = run.start(torch.stack([torch.randn(latent_shape(model), generator=g, device=device) for g in gens]))
     rng = [g.get_state() for g in gens]
-    states, targets, residuals = [], [], []
+    states, inputs, targets, residuals = [], [], [], []
     cache = ReuseCache(engine.num_blocks)
-    for j, t in enumerate(tqdm(sampler.timesteps, desc="teacher trajectory", leave=False)):
+    for j in tqdm(range(len(run.visited)), desc="teacher trajectory", leave=False):
+        model_in, t = run.model_input(x, j)
         with engine.deciding([RUN] * engine.num_blocks, "hard", cache):
-            eps = denoise(model, x, t.to(device).expand(n), **cond)
+            out = _predict(model, model_in, t, cond, config.guidance_scale)
         states.append(x.cpu())
-        targets.append(eps.cpu())
-        residuals.append([r.cpu() for r in cache.residuals])
-        x = update(eps, j, x, gens)
-    per_block = [torch.stack([step[k] for step in residuals]) for k in range(engine.num_blocks)]
-    return Trajectory(torch.stack(states), torch.stack(targets), per_block, visited, cond, x.cpu(), rng)
+        inputs.append(None if model_in is x else model_in.cpu())
+        targets.append(out.cpu())
+        residuals.append([_streams(r, torch.Tensor.cpu) for r in cache.residuals])
+        x = run.step(out, j, x, gens)
+    per_block = [_stacked([step[k] for step in residuals]) for k in range(engine.num_blocks)]
+    stacked = torch.stack(states)
+    ins = (
+        stacked
+        if all(i is None for i in inputs)
+        else torch.stack([i if i is not None else s for i, s in zip(inputs, states, strict=True)])
+    )
+    return Trajectory(stacked, ins, torch.stack(targets), per_block, run.visited, cond, x.cpu(), rng,
+                      config.guidance_scale)  # fmt: skip
 
 
 def transition_weights(scheduler: DDPMScheduler, visited: list[int]) -> torch.Tensor:
@@ -212,29 +292,35 @@ def carry_weights(w: torch.Tensor, j: int) -> torch.Tensor:
 
 
 def _batch_cond(traj: Trajectory, idx: torch.Tensor) -> dict[str, Any]:
-    """The conditions of trajectories ``idx``: their class labels; a context is shared by all."""
-    return {key: (v[idx] if key == "class_labels" and v is not None else v) for key, v in traj.cond.items()}
+    """The conditions of trajectories ``idx``: their rows of each condition; a context is shared by all."""
+    return {key: (v[idx] if key != "context" and v is not None else v) for key, v in traj.cond.items()}
 
 
 def _step_loss(engine, w, traj, idx, j, config, device) -> torch.Tensor:
-    """Squared error of the student at the teacher's state x_j, caches as the schedule would hold them."""
+    """Squared error of the student at the teacher's model input of call j, caches as the schedule would
+    hold them (each stream of a multi-stream block alike)."""
     cache = ReuseCache(engine.num_blocks)
     carry = carry_weights(w, j)
+    rows = traj.rows(idx)
     for k in range(engine.num_blocks):
-        past = traj.residuals[k][:j, idx].to(device)
-        carried = torch.einsum("s,s...->...", carry[k], past.float())  # fp32 sum, stored as the block's
-        cache.residuals[k] = carried.to(past.dtype)
+
+        def carried(past: torch.Tensor, k: int = k) -> torch.Tensor:
+            past = past[:j, rows].to(device)  # an fp32 sum, stored as the block's
+            return torch.einsum("s,s...->...", carry[k], past.float()).to(past.dtype)
+
+        cache.residuals[k] = _streams(traj.residuals[k], carried)
     cond = _batch_cond(traj, idx)
     t = torch.full((len(idx),), traj.timesteps[j], device=device)
     with engine.deciding(w[:, j], "soft", cache, fallback=REUSE):
-        pred = denoise(engine.model, traj.states[j, idx].to(device), t, **cond)
+        pred = _predict(engine.model, traj.inputs[j, idx].to(device), t, cond, traj.guidance_scale)
     return nn.functional.mse_loss(pred, traj.targets[j, idx].to(device))
 
 
-def _rollout_loss(engine, w, traj, idx, update, device) -> torch.Tensor:
+def _rollout_loss(engine, w, traj, idx, run: SolverRun, device) -> torch.Tensor:
     """Squared distance of the student's own sampling run (the teacher's start noise and step noise,
-    the schedule's decisions w, soft carried residuals) from the teacher's: the mean over every state
-    plus the final samples' own (so the last steps, which set the fine detail, weigh as much as all)."""
+    the schedule's decisions w, soft carried residuals, a fresh solver ``run``) from the teacher's: the
+    mean over every state plus the final samples' own (so the last steps, which set the fine detail,
+    weigh as much as all)."""
     cache = ReuseCache(engine.num_blocks)
     gens = []
     for i in idx.tolist():
@@ -243,11 +329,11 @@ def _rollout_loss(engine, w, traj, idx, update, device) -> torch.Tensor:
     cond = _batch_cond(traj, idx)
     x, total = traj.states[0, idx].to(device), torch.zeros((), device=device)
     goals = torch.cat([traj.states[1:, idx], traj.final[idx][None]])
-    for j, timestep in enumerate(traj.timesteps):
-        t = torch.full((len(idx),), timestep, device=device)
+    for j in range(len(traj.timesteps)):
+        model_in, t = run.model_input(x, j)
         with engine.deciding(w[:, j], "soft", cache, fallback=REUSE):
-            eps = denoise(engine.model, x, t, **cond)
-        x = update(eps, j, x, gens)
+            out = _predict(engine.model, model_in, t, cond, traj.guidance_scale)
+        x = run.step(out, j, x, gens)
         total = total + nn.functional.mse_loss(x, goals[j].to(device))
     return total / len(traj.timesteps) + nn.functional.mse_loss(x, goals[-1].to(device))
 
@@ -265,6 +351,31 @@ def start_logits(start: Schedule | None, blocks: Blocks, timesteps: list[int], s
     return torch.from_numpy(np.where(start.actions == RUN, abs(size), -abs(size))).float()
 
 
+def check_conditions(model: nn.Module, context, conditions, guidance_scale: float) -> None:
+    """A clear error for conditions the model cannot take: a context and conditions both, guidance on a
+    model without a null class, or guidance with prompt conditions (only class labels are guided)."""
+    check_guidance(model, guidance_scale)
+    if conditions is None:
+        check_context(model, context, 1)
+        return
+    if context is not None:
+        raise ValueError("give a context or conditions (encoder_hidden_states among them), not both")
+    if guidance_scale != 1.0:
+        raise ValueError("guidance is drawn over class labels; with prompt conditions use guidance scale 1")
+
+
+def warn_off_budget(schedule: Schedule, target: float | None, slack: float = 0.05) -> None:
+    """Warn, with the figure, when the schedule's FLOP ratio lies more than ``slack`` from ``target``
+    (the table meets a budget from above; logits that prefer reuse can leave it far below)."""
+    if target is not None and abs(schedule.flop_ratio - target) > slack:
+        warnings.warn(
+            f"the router's schedule runs {schedule.flop_ratio:.3f} of the FLOPs, not the {target:.3f} "
+            "asked for: train longer (--train-steps) so the budget multiplier settles, or start from a lower "
+            "--lambda",
+            stacklevel=3,
+        )
+
+
 def decision_weights(logits: torch.Tensor, estimator: str) -> torch.Tensor:
     """The run weights of the logits: sigmoid, or its straight-through hard decision (>= 0.5)."""
     soft = torch.sigmoid(logits)
@@ -273,24 +384,35 @@ def decision_weights(logits: torch.Tensor, estimator: str) -> torch.Tensor:
 
 def train_router(
     model: nn.Module,
-    scheduler: DDPMScheduler,
+    scheduler: SchedulerMixin,
     config: RouterConfig | None = None,
     blocks: Blocks | None = None,
     progress: bool = True,
     context: torch.Tensor | None = None,
     log_path: str | Path | None = None,
     start: Schedule | str | None = "baseline",
+    conditions: Mapping[str, torch.Tensor] | None = None,
 ) -> RouterResult:
-    """Learn a K x S run-or-reuse table for ``model`` with its sampler (backbone frozen, on its device).
+    """Learn a K x S run-or-reuse table for ``model`` with its solver (backbone frozen, on its device).
+
+    The S columns are the model calls of one sampling run in order, at the solver's timesteps as it
+    gives them (:func:`lees.pipeline_timesteps`: floats for flow matching, a repeat per Heun half step),
+    so ``lees.enable(pipe, result.schedule)`` runs the table in a pipeline with that scheduler. A result
+    more than 0.05 from ``target_flop_ratio`` warns with the figure.
 
     Args:
         model: the denoiser (frozen for the run; its ``requires_grad`` flags are restored after).
-        scheduler: the model's noise scheduler; the sampler (``config.sampler``) is made from its config.
-        config: steps, budget (``target_flop_ratio``) or lambda, optimisation settings.
+        scheduler: the model's scheduler (any diffusers one): the teacher samples with a fresh one of its
+            class per run, or with the solver ``config.sampler`` made from its config.
+        config: steps (or timesteps), budget (``target_flop_ratio``) or lambda, guidance, optimisation.
         blocks: the blocks to route (default: :func:`lees.find_blocks`).
         progress: show a progress bar.
         context: what a cross-attention denoiser attends to, (1, tokens, width).
         log_path: also write the training log there as JSON lines.
+        conditions: keyword inputs of the denoiser (prompt embeddings, e.g. ``encoder_hidden_states``),
+            each (1 or P, ...): trajectory i takes row i mod P. Under ``config.guidance_scale`` the
+            targets are the guided predictions of class-conditional models, whose batched [cond, null]
+            call the table routes (both halves alike, as ``lees.enable`` does at sampling time).
         start: the first logits are +/- ``init_logit`` where this schedule runs / does not run, so
             training refines it: ``"baseline"`` (DeepCache for a UNet, else uniform reuse, within the
             budget: ``reuse_baseline``), a schedule for the same blocks and timesteps, or
@@ -305,8 +427,8 @@ def train_router(
         >>> lees.enable(pipe, result.schedule)  # doctest: +SKIP
     """
     config = config or RouterConfig()
-    check_context(model, context, 1)
-    run = _RouterRun(model, scheduler, config, blocks or find_blocks(model), context, start)
+    check_conditions(model, context, conditions, config.guidance_scale)
+    run = _RouterRun(model, scheduler, config, blocks or find_blocks(model), (context, conditions), start)
     with frozen(model, evaluate=False), run.engine.attached():
         run.calibrate()
         bar = tqdm(range(config.train_steps), desc="router", unit="step", disable=not progress)
@@ -316,6 +438,7 @@ def train_router(
                 error=f"{row['error']:.3f}", flops=f"{row['flop_ratio']:.2f}", lam=f"{row['lambda']:.2f}"
             )
     result = run.result()
+    warn_off_budget(result.schedule, config.target_flop_ratio)
     if log_path is not None:
         atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in result.log))
     return result
@@ -325,12 +448,14 @@ class _RouterRun:
     """One router training run: the teacher's trajectory, the logits and their optimiser, the budget's
     multiplier, and one training step."""
 
-    def __init__(self, model, scheduler, config: RouterConfig, blocks: Blocks, context, start) -> None:
+    def __init__(self, model, scheduler, config: RouterConfig, blocks: Blocks, conditions, start) -> None:
         self.started = time.perf_counter()
         self.model, self.scheduler, self.config, self.blocks = model, scheduler, config, blocks
         self.device = model_device(model)
-        sampler = make_sampler(scheduler, config.sampler, config.steps)
-        visited = timestep_list(sampler.timesteps)
+        self.solver = _solver_run(scheduler, config, self.device).solver
+        visited = timestep_list(self.solver.timesteps)
+        if config.objective == "kl" and not isinstance(self.solver, DDPMScheduler):
+            raise ValueError(KL_NEEDS_DDPM.format(type(self.solver).__name__))
         if isinstance(start, str):
             if start not in STARTS:
                 raise ValueError(f"start must be a schedule, 'baseline' or 'full', got {start!r}")
@@ -338,24 +463,24 @@ class _RouterRun:
         self.start = start
         # a start schedule or a scheduler that does not fit is refused before the teacher runs
         first_logits = start_logits(start, blocks, visited, config.init_logit)
-        self.odds = transition_weights(sampler, visited) if config.objective == "kl" else None
+        self.odds = transition_weights(self.solver, visited) if config.objective == "kl" else None
         self.engine = Engine(model, blocks)
         with self.engine.attached():
-            self.traj = teacher_trajectory(self.engine, scheduler, config, context)
+            self.traj = teacher_trajectory(self.engine, scheduler, config, *conditions)
         self.weights = flop_weights(blocks, len(self.traj.timesteps)).to(self.device)
         self.rest = 1.0 - sum(blocks.shares)
         self.logits = first_logits.to(self.device).requires_grad_()
         self.opt = torch.optim.Adam([self.logits], lr=config.lr)
         self.gen = torch.Generator().manual_seed(config.seed)
         self.lam, self.log, self.scale = config.lam, [], 1.0
-        self.update = sampler_update(sampler, config.sampler, self.traj.timesteps, self.device)
 
     def error(self, w: torch.Tensor) -> torch.Tensor:
         """The objective's error of the run decisions ``w`` (K, S) on a fresh batch."""
         config, gen = self.config, self.gen
         idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
         if config.objective == "rollout":
-            return _rollout_loss(self.engine, w, self.traj, idx, self.update, self.device)
+            run = _solver_run(self.scheduler, config, self.device)  # fresh: multistep solvers keep state
+            return _rollout_loss(self.engine, w, self.traj, idx, run, self.device)
         if self.odds is None:  # step j uniform over 1..S-1 (step 0 always runs)
             j = int(torch.randint(1, len(self.traj.timesteps), (1,), generator=gen))
         else:
@@ -391,6 +516,8 @@ class _RouterRun:
         seconds = time.perf_counter() - self.started
         settings = {
             **config.to_dict(),
+            "sampler": solver_name(self.solver) or config.sampler,
+            "scheduler": type(self.solver).__name__,
             "objective": f"{config.objective}: {OBJECTIVES[config.objective]}",
             "train_seconds": round(seconds, 1),
             "final_lambda": self.lam,
@@ -398,5 +525,5 @@ class _RouterRun:
             "start": None if self.start is None else {"source": self.start.source, **self.start.settings},
         }
         schedule = Schedule(actions, self.blocks.names, self.traj.timesteps, "router", settings,
-                            self.blocks.shares, self.scheduler.config.num_train_timesteps)  # fmt: skip
+                            self.blocks.shares, self.solver.config.num_train_timesteps)  # fmt: skip
         return RouterResult(self.logits.detach().cpu(), schedule, self.log, seconds)

@@ -147,20 +147,39 @@ def load_noise_scheduler(spec: str) -> SchedulerMixin:
     """
     if spec.startswith("arch:"):
         return DDPMScheduler(**DDPM_NOISE)
+    config = _scheduler_config(spec)
+    if str(config.get("_class_name", "")).startswith("FlowMatch"):
+        return getattr(diffusers, config["_class_name"]).from_config(config)
+    if "beta_schedule" not in config and config.get("trained_betas") is None:
+        raise BackboneError(
+            f"the scheduler config of {spec} ({config.get('_class_name')}) has no beta schedule; "
+            "lees handles the DDPM family's noise process (betas and alphas_cumprod) and flow matching"
+        )
+    return DDPMScheduler.from_config(config)
+
+
+def load_pipeline_scheduler(spec: str) -> SchedulerMixin:
+    """The scheduler the model named by ``spec`` comes with, of the class its config names (a pipeline's
+    ``DPMSolverMultistepScheduler``, ``PNDMScheduler``, ...), on the noise process
+    :func:`load_noise_scheduler` reads (and checks); that one where the class is not a diffusers one."""
+    noise = load_noise_scheduler(spec)
+    if spec.startswith("arch:"):
+        return noise
+    config = _scheduler_config(spec)
+    cls = getattr(diffusers, str(config.get("_class_name", "")), None)
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerMixin)) or isinstance(noise, cls):
+        return noise
+    return cls.from_config(config)
+
+
+def _scheduler_config(spec: str) -> dict:
+    """The scheduler config the model named by ``spec`` comes with (a MissingSchedulerError without)."""
     location = _location(spec)
     for sub in _SCHEDULER_SUBFOLDERS:
         try:
-            config = DDPMScheduler.load_config(location, subfolder=sub)
+            return DDPMScheduler.load_config(location, subfolder=sub)
         except (OSError, ValueError):
             continue
-        if str(config.get("_class_name", "")).startswith("FlowMatch"):
-            return getattr(diffusers, config["_class_name"]).from_config(config)
-        if "beta_schedule" not in config and config.get("trained_betas") is None:
-            raise BackboneError(
-                f"the scheduler config of {spec} ({config.get('_class_name')}) has no beta schedule; "
-                "lees handles the DDPM family's noise process (betas and alphas_cumprod) and flow matching"
-            )
-        return DDPMScheduler.from_config(config)
     raise MissingSchedulerError(
         f"{spec} comes with no scheduler config (scheduler/scheduler_config.json or "
         "scheduler_config.json), so its noise process is unknown: add the one it was trained with"

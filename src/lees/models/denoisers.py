@@ -11,6 +11,8 @@ taught to lees in one place.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -144,10 +146,22 @@ def denoise(
     """
     dtype = model_dtype(model)
     context = None if context is None else context.to(dtype)
-    out = main_output(model(x.to(dtype), t, **condition_kwargs(class_labels, context, len(x)), **call))
+    inputs = {**condition_kwargs(class_labels, context, len(x)), **call}
+    if _timestep_second(type(model)):
+        out = main_output(model(x.to(dtype), t, **inputs))
+    else:  # PixArt, SD3: the text comes second, the timestep by name
+        out = main_output(model(x.to(dtype), timestep=t, **inputs))
     if out.shape[1] == 2 * x.shape[1]:  # learned variance (DiT, ADM): the first half is epsilon
         out = out[:, : x.shape[1]]
     return out.to(x.dtype)
+
+
+@functools.cache
+def _timestep_second(cls: type) -> bool:
+    """Whether ``cls.forward`` takes the timestep second (UNets, DiT, a bare ``forward(x, t)``), not by
+    its name ``timestep`` further on."""
+    params = list(inspect.signature(cls.forward).parameters)[1:]
+    return "timestep" not in params or params.index("timestep") == 1
 
 
 def null_class(model: nn.Module) -> int | None:

@@ -24,15 +24,8 @@ from diffusers import SchedulerMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..diffusion.samplers import (
-    make_sampler,
-    normalised_time,
-    sample_generators,
-    sampler_timesteps,
-    sampler_update,
-    timestep_list,
-)
-from ..diffusion.solvers import default_solver, initial_noise_scale, scale_input
+from ..diffusion.samplers import SolverRun, normalised_time, sample_generators, sampler_timesteps
+from ..diffusion.solvers import default_solver
 from ..engine.hooks import Engine, ReuseCache
 from ..models.denoisers import (
     check_context,
@@ -196,7 +189,7 @@ def _batch(model, runs: dict[str, _Method], idx: range, rows, seed: int, device,
         cond = {"class_labels": draw_labels(model, gens, device), "context": rows}
         runs[name].new_run()
         noise = torch.stack([torch.randn(shape, generator=g, device=device) for g in gens])
-        state[name] = [noise * initial_noise_scale(runs[name].scheduler), gens, cond]
+        state[name] = [runs[name].run.start(noise), gens, cond]
     for j in range(max(len(r.visited) for r in runs.values())):
         for name in names[j % len(names) :] + names[: j % len(names)]:
             if j < len(runs[name].visited):
@@ -260,10 +253,8 @@ class _Method:
 
     def new_run(self) -> None:
         """A fresh solver (set to its steps) and an empty reuse cache, for a new batch."""
-        scheduler, sampler, steps, timesteps, device = self.solver
-        self.scheduler = make_sampler(scheduler, sampler, steps, timesteps)
-        self.visited = timestep_list(self.scheduler.timesteps)
-        self.update = sampler_update(self.scheduler, sampler, self.visited, device)
+        self.run = SolverRun(*self.solver)
+        self.scheduler, self.visited = self.run.solver, self.run.visited
         if self.cache is not None:
             self.cache.clear()
 
@@ -274,18 +265,16 @@ class _Method:
     def step(self, x: torch.Tensor, j: int, cond: dict, gens: list[torch.Generator]) -> torch.Tensor:
         """One sampler step from x_j: the model's (guided) prediction at the solver's scaled input and
         its timestep (a float one for flow matching), then the solver's update."""
-        timestep = self.scheduler.timesteps[j]
-        inputs = scale_input(self.scheduler, x, timestep)
-        t = timestep.to(x.device).expand(len(x))
+        inputs, t = self.run.model_input(x, j)
         if self.method is None:
-            return self.update(self._predict(inputs, t, cond), j, x, gens)
+            return self.run.step(self._predict(inputs, t, cond), j, x, gens)
         if isinstance(self.method, Schedule):
             decisions, mode = self.method.mask(j), "hard"
         else:
             decisions, mode = self.method(self.times[j].to(x.device)), "soft"
         with self.engine.deciding(decisions, mode, self.cache):
             output = self._predict(inputs, t, cond)
-        return self.update(output, j, x, gens)
+        return self.run.step(output, j, x, gens)
 
     def _predict(self, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
         return guided_denoise(self.model, x, t, **cond, guidance_scale=self.guidance_scale)
@@ -301,6 +290,11 @@ def schedule_sampler(
     made_for = schedule.settings.get("sampler")
     if sampler is not None and made_for is not None and sampler != made_for:
         raise ValueError(f"the schedule was made for the {made_for} sampler, not {sampler}")
+    if made_for is None and schedule.settings.get("scheduler") and sampler is None:
+        raise ValueError(
+            f"the schedule was made for a {schedule.settings['scheduler']} no lees solver names: run it with "
+            "lees.enable in a pipeline with that scheduler, or name --sampler"
+        )
     return sampler or made_for or default_solver(scheduler)
 
 
