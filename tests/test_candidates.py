@@ -58,6 +58,6 @@ def test_reasons_on_flow_matching_flux():
     on_flux = reasons(flux, FlowMatchEulerDiscreteScheduler(), calls)
     assert on_flux["own@4"] is None and on_flux["UniPCMultistepScheduler@4"] is None
     assert "flow-matching" in on_flux["DDIMScheduler@4"]
-    assert "lees' own samplers" in on_flux["router@0.7"]
+    assert "packed latents" in on_flux["router@0.7"]
     assert "split guidance" in on_flux["PyramidAttentionBroadcast(spatial_attention_block_skip_range=2)"]
     assert on_flux["FirstBlockCache(threshold=0.05)"] is None

@@ -155,7 +155,8 @@ def load_model(args: argparse.Namespace, device: str, spec: str | None = None):
     from ..models.backbones import load_backbone
 
     model = load_backbone(spec or args.model, device=device, seed=args.seed)
-    return model.to(getattr(torch, args.dtype))
+    dtype = getattr(torch, args.dtype)
+    return model if model.dtype == dtype else model.to(dtype)  # no cast, no diffusers warning about one
 
 
 def load_autoencoder(args: argparse.Namespace, device: str):

@@ -16,17 +16,15 @@ Nothing here measures; the tuner runs the applicable candidates side by side at 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from ..engine.blocks import candidate_blocks, unet_stage
 from .diffusers_caches import METHODS, DenoiserCalls, NotApplicable, apply_cache
-
-ROUTER_SCHEDULERS = (DDPMScheduler, DDIMScheduler)  # the samplers train_router draws its teacher with
 
 KINDS = ("steps", "uniform", "deepcache", "router", "cache")
 CACHE_CONFIGS = {method.name: config_type for config_type, method in METHODS.items()}
@@ -86,9 +84,16 @@ def _blocks_reason(model: nn.Module) -> str | None:
     return None
 
 
-def _check_uniform(
-    candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls
-) -> str | None:
+def _check_blocks(candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls) -> str | None:
+    """Uniform reuse needs blocks lees can hook."""
+    return _blocks_reason(model)
+
+
+def _check_router(candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls) -> str | None:
+    """The router trains on any scheduler, but draws its teacher's inputs itself: not Flux's packed
+    latents and position ids."""
+    if "img_ids" in inspect.signature(model.forward).parameters:
+        return f"the router cannot draw {type(model).__name__}'s packed latents and position ids"
     return _blocks_reason(model)
 
 
@@ -98,14 +103,6 @@ def _check_deepcache(
     reason = _blocks_reason(model)
     if reason is None and not all(unet_stage(name) for name in candidate_blocks(model)):
         reason = f"DeepCache caches a UNet's deep levels; {type(model).__name__} is no UNet"
-    return reason
-
-
-def _check_router(candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls) -> str | None:
-    reason = _blocks_reason(model)
-    if reason is None and not isinstance(scheduler, ROUTER_SCHEDULERS):
-        names = ", ".join(cls.__name__ for cls in ROUTER_SCHEDULERS)
-        reason = f"the router trains on lees' own samplers ({names}), not {type(scheduler).__name__}"
     return reason
 
 
@@ -121,7 +118,7 @@ def _check_cache(candidate: Candidate, model: nn.Module, scheduler: Any, calls: 
 
 CHECKS: dict[str, Callable[[Candidate, nn.Module, Any, DenoiserCalls], str | None]] = {
     "steps": _check_steps,
-    "uniform": _check_uniform,
+    "uniform": _check_blocks,
     "deepcache": _check_deepcache,
     "router": _check_router,
     "cache": _check_cache,
