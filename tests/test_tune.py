@@ -14,7 +14,6 @@ from lees.cli import main
 from lees.diffusion.samplers import sample_generators
 from lees.models.architectures import DDPM_NOISE
 from lees.schedules.tuned import load_tuned
-from lees.tune import measure as measure_module
 from lees.tune.candidates import candidates
 from lees.tune.policy import to_policy
 from lees.tune.runs import FULL, Run, build_runs, own_solver
