@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     budgets.add_argument(
         "--budgets", type=float, nargs="+", help="several budgets (the first one's winner is saved)"
     )
-    p.add_argument("-n", type=int, default=None, help="samples per candidate (256; --quick: 32)")
+    p.add_argument("-n", type=int, default=None, help="samples per candidate (256; --quick: 64)")
     p.add_argument("--steps", type=int, default=None, help="the full model's sampler steps (50; --quick: 20)")
     p.add_argument("--batch-size", type=int, default=16, help="samples per timed round (16)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (0)")

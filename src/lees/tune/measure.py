@@ -21,6 +21,7 @@ from safetensors.torch import load, save
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..schedules.saving import model_fingerprint
 from ..utils.files import atomic_write_bytes, claim_folder
 from .diffusers_caches import NotApplicableError
 from .runs import FULL, Run
@@ -60,7 +61,8 @@ def measure(
     if FULL not in runs:
         raise ValueError("the runs must include the full model (named 'full')")
     out = Path(out)
-    claim_folder(out / "pieces" / "settings.json", {"n": n, "batch_size": batch_size, "seed": seed})
+    settings = {"model": model_fingerprint(model), "n": n, "batch_size": batch_size, "seed": seed}
+    claim_folder(out / "pieces" / "settings.json", settings)
     firsts = list(range(0, n, batch_size))
     names, failed = list(runs), {}
     bar = tqdm(total=len(firsts) * len(names), desc="sampling", unit="piece")

@@ -30,7 +30,7 @@ from .quality import Scorer
 from .runs import FULL, Run, build_runs, own_solver
 from .verdict import Row, verdicts
 
-DEFAULTS = {False: {"n": 256, "steps": 50}, True: {"n": 32, "steps": 20}}  # by quick
+DEFAULTS = {False: {"n": 256, "steps": 50}, True: {"n": 64, "steps": 20}}  # by quick
 BUILT_IN = {"embedded": EMBEDDED_DIR, "embedded-dit": EMBEDDED_DIT_DIR}
 
 
@@ -149,7 +149,7 @@ def print_table(rows: list[Row], reasons: dict[str, str]) -> None:
     print(f"{'run':<{width}} {'latency':>8} {'FLOPs':>6} {'FD full':>9} {'PSNR':>6} {'SSIM':>6}")
     for r in rows:
         flops = "" if r["flop_ratio"] is None else f"{r['flop_ratio']:.2f}"
-        fd = "" if r["fd_full"] is None else f"{r['fd_full']:.3g}"
+        fd = "" if r["fd_full"] is None else f"{max(r['fd_full'], 0.0):.3g}"  # the full row's rounds to 0
         extra = f"  fd_clf {r['fd_clf']:.3g}" if "fd_clf" in r else ""
         quality = f"{fd:>9} {r['psnr']:>6.1f} {r['ssim']:>6.3f}{extra}"
         print(f"{r['name']:<{width}} {r['latency_ratio']:>7.2f}x {flops:>6} {quality}")
