@@ -23,6 +23,8 @@ def frontier(rows: Sequence[Row], budgets: Sequence[float], path: str | Path, ti
         ax.plot([c[0] for c in curve], [c[1] for c in curve], "-o", label=f"{solver}, fewer steps")
         for x, y, k in curve:
             ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    if metric == "fd_full":  # where every solver's curve heads (PSNR would put it at 100 dB)
+        ax.plot(1.0, 0.0, "k*", markersize=10, label="full model")
     colours = plt.get_cmap("tab20")
     for i, r in enumerate(r for r in rows if r["kind"] != "steps"):
         ax.plot(r["latency_ratio"], r[metric], "s", color=colours(i % 20), label=r["name"])

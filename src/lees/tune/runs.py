@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from diffusers import DDPMScheduler, SchedulerMixin
+from diffusers.utils import logging as diffusers_logging
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -63,7 +66,8 @@ class Run:
         """Samples ``first .. first + count - 1`` (one batch) and the seconds their model calls took."""
         applied = None
         if self.cache is not None:
-            applied = apply_cache(model, cache_config(self.cache), cache_calls(self.cache))
+            with quiet_diffusers():  # FasterCache's notices at every attach
+                applied = apply_cache(model, cache_config(self.cache), cache_calls(self.cache))
             if isinstance(applied, NotApplicable):
                 raise NotApplicableError(str(applied))
         try:
@@ -75,6 +79,17 @@ class Run:
             if applied is not None:
                 applied.remove()
         return runs[self.name]
+
+
+@contextmanager
+def quiet_diffusers() -> Iterator[None]:
+    """diffusers' logging at errors only, for the duration."""
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def cache_config(cache: dict[str, Any]) -> Any:

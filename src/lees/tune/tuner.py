@@ -10,13 +10,11 @@ the model's policy (:mod:`.policy`), which ``lees.enable(pipe, folder)`` applies
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from diffusers.utils import logging as diffusers_logging
 from tqdm.auto import tqdm
 
 from ..diffusion.solvers import solvers_for
@@ -27,7 +25,7 @@ from .candidates import candidates
 from .measure import Measured, measure
 from .plot import frontier
 from .quality import Scorer
-from .runs import FULL, Run, build_runs, own_solver
+from .runs import FULL, Run, build_runs, own_solver, quiet_diffusers
 from .verdict import Row, verdicts
 
 DEFAULTS = {False: {"n": 256, "steps": 50}, True: {"n": 64, "steps": 20}}  # by quick
@@ -102,17 +100,6 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
     result = TuneResult(rows, lines, reasons, table, plot)
     result.policy = save_winner(config, runs, rows, out)
     return result
-
-
-@contextmanager
-def quiet_diffusers() -> Iterator[None]:
-    """diffusers' logging at errors only, for the duration."""
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(level)
 
 
 def scheduler_class(model: str) -> str | None:
