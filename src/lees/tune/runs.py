@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -164,10 +164,8 @@ def _run(candidate: Candidate, ctx: _Context) -> Run:
         visited = sampler_timesteps(ctx.scheduler, settings["steps"], settings["solver"])
         ratio = len(visited) / len(ctx.reference)
         return Run(name, "steps", settings["solver"], settings["steps"], flop_ratio=ratio)
-    if candidate.kind in ("uniform", "deepcache"):
-        options = {k: v for k, v in settings.items() if k != "interval"}
-        method = f"{candidate.kind}-{settings['interval']}"
-        schedule = build_schedule(method, ctx.blocks, ctx.reference, ctx.scheduler, ctx.solver, **options)
+    if candidate.kind in SCHEDULES:
+        schedule = SCHEDULES[candidate.kind](candidate, ctx)
         schedule.settings = {**schedule.settings, "sampler": ctx.solver}
         return Run(name, "schedule", ctx.solver, steps, schedule=schedule, flop_ratio=schedule.flop_ratio)
     config = dict(settings["config"])
@@ -176,6 +174,21 @@ def _run(candidate: Candidate, ctx: _Context) -> Run:
         config["num_inference_steps"] = steps
     cache = {"method": settings["method"], "config": config, "calls": _calls_dict(ctx.calls)}
     return Run(name, "cache", ctx.solver, steps, cache=cache)
+
+
+def _registry_schedule(candidate: Candidate, ctx: _Context) -> Schedule:
+    """Uniform reuse or DeepCache at the reference timesteps, by the method registry's name."""
+    options = {k: v for k, v in candidate.settings.items() if k != "interval"}
+    method = f"{candidate.kind}-{candidate.settings['interval']}"
+    return build_schedule(method, ctx.blocks, ctx.reference, ctx.scheduler, ctx.solver, **options)
+
+
+# How each schedule kind of candidate becomes its block schedule at the reference steps (the router,
+# once measured, is one more entry: its trained schedule, with "router" dropped from NOT_YET).
+SCHEDULES: dict[str, Callable[[Candidate, _Context], Schedule]] = {
+    "uniform": _registry_schedule,
+    "deepcache": _registry_schedule,
+}
 
 
 def _calls_dict(calls: DenoiserCalls) -> dict[str, Any]:
