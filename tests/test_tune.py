@@ -113,3 +113,31 @@ def test_enable_applies_a_saved_policy_as_the_method_ran(pipe_folder, name, caps
     assert not getattr(unet, "_diffusers_hook", None) or not any(
         getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in unet.modules()
     )  # disable removed the schedule's or the cache's hooks
+
+
+def _row(name, kind, latency, fd):
+    return {"name": name, "kind": kind, "solver": "ddim", "latency_ratio": latency, "fd_full": fd,
+            "psnr": 20.0, "ssim": 0.5}  # fmt: skip
+
+
+def test_verdict_says_when_fewer_steps_win_and_when_nothing_fits():
+    rows = [
+        _row("full", "steps", 1.0, 0.0),
+        _row("ddim@10", "steps", 0.5, 3.0),
+        _row("uniform-2", "schedule", 0.7, 1.0),
+    ]
+    line, best = verdict(rows, 0.8)
+    assert best["name"] == "uniform-2" and "best fewer steps ddim@10" in line
+    line, best = verdict(rows, 0.6)
+    assert best["name"] == "ddim@10" and line.endswith("fewer steps win")
+    line, best = verdict(rows, 0.3)
+    assert best is None and "nothing measured runs within 0.3x" in line and "ddim@10" in line
+
+
+def test_the_own_solver_is_named_by_the_scheduler_config():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    ddpm = DDPMScheduler(**DDPM_NOISE)
+    assert own_solver(ddpm) == "ddpm" and own_solver(ddpm, "DDIMScheduler") == "ddim"
+    assert own_solver(ddpm, "LMSDiscreteScheduler") == "ddpm"  # none in the registry: the family's default
+    assert own_solver(FlowMatchEulerDiscreteScheduler()) == "euler"

@@ -50,16 +50,7 @@ def run(args: argparse.Namespace) -> None:
     from ..tune.tuner import TuneConfig, tune
 
     budgets = args.budgets or [args.budget if args.budget is not None else 0.6]
-    config = TuneConfig(
-        args.model,
-        budgets,
-        args.n,
-        args.steps,
-        args.batch_size,
-        args.seed,
-        args.data,
-        args.quick,
-        args.device,
-    )
+    keys = ("model", "n", "steps", "batch_size", "seed", "data", "quick", "device")
+    config = TuneConfig(budgets=budgets, **{k: getattr(args, k) for k in keys})
     result = tune(config, args.out)
     print(f"wrote {result.table}, {result.plot} and the samples in {args.out / 'pieces'}")

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler, SchedulerMixin
+from diffusers import SchedulerMixin
 from diffusers.utils import logging as diffusers_logging
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..diffusion.samplers import sampler_timesteps
-from ..diffusion.solvers import DDPM_SOLVERS, default_solver, solvers_for
+from ..diffusion.solvers import default_solver, solvers_for
 from ..engine.blocks import Blocks, find_blocks
 from ..sampling.lockstep import TimedSamples, sample_lockstep
 from ..schedules.registry import build_schedule
@@ -105,13 +105,14 @@ def cache_calls(cache: dict[str, Any]) -> DenoiserCalls:
 
 
 def own_solver(scheduler: SchedulerMixin, class_name: str | None = None) -> str:
-    """The registry's name of the solver the model ships with (its scheduler config's ``_class_name``;
-    a DDPM-family config is read as a :class:`DDPMScheduler` whatever wrote it), else its family's default."""
+    """The registry's name of the solver the model ships with: its scheduler config's ``_class_name``
+    (``class_name``; lees loads a DDPM-family config as a ``DDPMScheduler`` whatever wrote it), else the
+    scheduler's class; its family's default solver where the registry has no such class."""
     class_name = class_name or type(scheduler).__name__
     for name, (cls, overrides) in solvers_for(scheduler).items():
         if cls == class_name and not overrides.get("use_flow_sigmas"):
             return name
-    return default_solver(scheduler) if class_name != DDPMScheduler.__name__ else next(iter(DDPM_SOLVERS))
+    return default_solver(scheduler)
 
 
 def build_runs(
