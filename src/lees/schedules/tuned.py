@@ -63,9 +63,12 @@ class TunedPolicy:
         row = self.measured.get(self.name, {})
         scores = ", ".join(f"{k} {row[k]:.3g}" for k in ("latency_ratio", "fd_full", "psnr") if row.get(k))
         ref = self.reference
+        guided = (
+            f" with guidance scale {ref['guidance_scale']:g}" if ref.get("guidance_scale", 1.0) != 1.0 else ""
+        )
         return (
             f"lees: tuned policy {self.name}: the {self.solver} solver at {self.steps} steps "
-            f"(measured against {ref.get('solver')} at {ref.get('steps')} steps"
+            f"(measured{guided} against {ref.get('solver')} at {ref.get('steps')} steps"
             f"{': ' + scores if scores else ''}); "
             f"call pipe(num_inference_steps={self.steps})"
         )

@@ -29,7 +29,8 @@ def to_policy(run: Run, reference: Run, rows: list[Row], budget: float) -> Tuned
     """The policy of the winning ``run``, with the reference it was measured against and the table."""
     kind = {"steps": "steps", "schedule": "schedule", "cache": "cache"}[run.kind]
     measured = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in rows}
-    ref = {"solver": reference.solver, "steps": reference.steps, "budget": budget}
+    ref = {"solver": reference.solver, "steps": reference.steps, "guidance_scale": reference.guidance_scale,
+           "budget": budget}  # fmt: skip
     return TunedPolicy(kind, run.name, run.solver, run.steps, run.schedule, run.cache, ref, measured)
 
 

@@ -43,7 +43,8 @@ NOT_YET = {"router": "not measured by this version of lees tune (a router trains
 @dataclass
 class Run:
     """One way to sample: ``solver`` at ``steps``, with a block ``schedule`` or a diffusers ``cache``
-    (``{"method", "config", "calls"}``) or neither; ``flop_ratio`` to the full model's where known."""
+    (``{"method", "config", "calls"}``) or neither; ``flop_ratio`` to the full model's where known;
+    ``guidance_scale``: classifier-free guidance of a class-conditional model (one batched call)."""
 
     name: str
     kind: str
@@ -52,10 +53,16 @@ class Run:
     schedule: Schedule | None = None
     cache: dict[str, Any] | None = None
     flop_ratio: float | None = None
+    guidance_scale: float = 1.0
 
     def digest(self) -> str:
         """A short hash of what the run does: stored samples belong to it and no other."""
-        what = {"solver": self.solver, "steps": self.steps, "cache": self.cache}
+        what = {
+            "solver": self.solver,
+            "steps": self.steps,
+            "cache": self.cache,
+            "guidance": self.guidance_scale,
+        }
         if self.schedule is not None:
             what["schedule"] = [self.schedule.actions.tolist(), list(self.schedule.timesteps)]
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
@@ -74,6 +81,7 @@ class Run:
             runs = sample_lockstep(
                 model, {self.name: self.schedule}, count, steps=self.steps, sampler=self.solver, seed=seed,
                 scheduler=scheduler, batch_size=count, first=first, progress=False,
+                guidance_scale=self.guidance_scale,
             )  # fmt: skip
         finally:
             if applied is not None:
@@ -122,20 +130,24 @@ def build_runs(
     solver: str,
     steps: int,
     seed: int,
+    guidance_scale: float = 1.0,
 ) -> tuple[dict[str, Run], dict[str, str]]:
     """The full model (``full``: ``solver`` at ``steps``) and each applicable candidate as a run, and
-    why each other candidate cannot run, by name."""
+    why each other candidate cannot run, by name. With guidance (a scale other than 1) lees' sampler
+    makes one batched call on [cond, null] per step, which is what the caches are told."""
     reference = sampler_timesteps(scheduler, steps, solver)
-    calls = DenoiserCalls(calls_per_run=len(reference))
-    runs = {FULL: Run(FULL, "steps", solver, steps, flop_ratio=1.0)}
-    reasons: dict[str, str] = {}
-    context = _Context(model, scheduler, solver, steps, reference, calls, seed)
+    guided = {"guidance": "batched", "batch_order": ("cond", "uncond")} if guidance_scale != 1.0 else {}
+    calls = DenoiserCalls(calls_per_run=len(reference), **guided)
+    full = Run(FULL, "steps", solver, steps, flop_ratio=1.0, guidance_scale=guidance_scale)
+    runs, reasons = {FULL: full}, {}
+    context = _Context(model, scheduler, full, reference, calls, seed)
     for candidate in tqdm(candidates, desc="candidates", unit="candidate", leave=False):
         reason = NOT_YET.get(candidate.kind) or candidate.applies_to(model, scheduler, calls)
         if reason is not None:
             reasons[candidate.name] = reason
             continue
         runs[candidate.name] = _run(candidate, context)
+        runs[candidate.name].guidance_scale = guidance_scale
     return runs, reasons
 
 
@@ -145,12 +157,15 @@ class _Context:
 
     model: nn.Module
     scheduler: SchedulerMixin
-    solver: str
-    steps: int
+    full: Run
     reference: list
     calls: DenoiserCalls
     seed: int
     _blocks: Blocks | None = None
+
+    @property
+    def solver(self) -> str:
+        return self.full.solver
 
     @property
     def blocks(self) -> Blocks:
@@ -160,7 +175,7 @@ class _Context:
 
 
 def _run(candidate: Candidate, ctx: _Context) -> Run:
-    settings, name, steps = candidate.settings, candidate.name, ctx.steps
+    settings, name, steps = candidate.settings, candidate.name, ctx.full.steps
     if candidate.kind == "steps":
         visited = sampler_timesteps(ctx.scheduler, settings["steps"], settings["solver"])
         ratio = len(visited) / len(ctx.reference)
@@ -171,7 +186,7 @@ def _run(candidate: Candidate, ctx: _Context) -> Run:
         return Run(name, "schedule", ctx.solver, steps, schedule=schedule, flop_ratio=schedule.flop_ratio)
     config = dict(settings["config"])
     if settings["method"] == "MagCache":
-        config["mag_ratios"] = _mag_ratios(ctx.model, ctx.scheduler, ctx.solver, steps, ctx.calls, ctx.seed)
+        config["mag_ratios"] = _mag_ratios(ctx)
         config["num_inference_steps"] = steps
     cache = {"method": settings["method"], "config": config, "calls": _calls_dict(ctx.calls)}
     return Run(name, "cache", ctx.solver, steps, cache=cache)
@@ -196,10 +211,8 @@ def _calls_dict(calls: DenoiserCalls) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(calls).items()}
 
 
-def _mag_ratios(
-    model: nn.Module, scheduler: SchedulerMixin, solver: str, steps: int, calls: DenoiserCalls, seed: int
-) -> list[float]:
-    """MagCache's magnitude ratios from one calibration run of one sample (nothing skipped)."""
-    full = Run(FULL, "steps", solver, steps)
+def _mag_ratios(ctx: _Context) -> list[float]:
+    """MagCache's magnitude ratios from one calibration run of the full model on one sample."""
     with torch.inference_mode():
-        return calibrate_mag_cache(model, calls, lambda: full.sample(model, scheduler, 0, 1, seed))
+        run = lambda: ctx.full.sample(ctx.model, ctx.scheduler, 0, 1, ctx.seed)  # noqa: E731
+        return calibrate_mag_cache(ctx.model, ctx.calls, run)

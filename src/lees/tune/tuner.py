@@ -42,6 +42,7 @@ class TuneConfig:
     steps: int | None = None
     batch_size: int = 16
     seed: int = 0
+    guidance_scale: float = 1.0
     data: str | None = None
     quick: bool = False
     device: str = "cpu"
@@ -85,7 +86,9 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
     solvers = [solver, *(s for s in solvers_for(scheduler) if s != solver)]
     found = candidates(config.steps, solvers, quick=config.quick)
     with quiet_diffusers():  # attaching each cache to check it would print diffusers' notices
-        runs, reasons = build_runs(found, model, scheduler, solver, config.steps, config.seed)
+        runs, reasons = build_runs(
+            found, model, scheduler, solver, config.steps, config.seed, config.guidance_scale
+        )
     print(f"lees tune: {len(runs) - 1} candidates against {solver} at {config.steps} steps, n={config.n}")
     measured, failed = measure(model, scheduler, runs, config.n, config.batch_size, config.seed, out)
     rows = score(runs, measured, config.data)
