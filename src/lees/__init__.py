@@ -24,6 +24,8 @@ from .schedules import baselines
 from .schedules.gates import SigmoidTimeGate
 from .schedules.saving import load_policy, save_pretrained
 from .schedules.schedule import Schedule, ScheduleError, ScheduleMismatchError
+from .schedules.tuned import tuned
+from .tune.tuner import TuneConfig
 
 __all__ = [
     "baselines",
@@ -61,4 +63,6 @@ __all__ = [
     "save_pretrained",
     "train_gates",
     "train_router",
+    "TuneConfig",
+    "tuned",
 ]

@@ -35,6 +35,7 @@ from diffusers.hooks.hooks import StateManager
 from torch import nn
 
 from .diffusion.samplers import gate_time
+from .diffusion.solvers import make_solver
 from .engine.actions import open_mask
 from .engine.blocks import compiled_original
 from .engine.hooks import Engine, ReuseCache, remove_hook
@@ -44,8 +45,10 @@ from .schedules.fitting import Grid, RunState
 from .schedules.gates import SigmoidTimeGate
 from .schedules.saving import load_policy
 from .schedules.schedule import Schedule
+from .schedules.tuned import TunedPolicy, attach_cache, load_tuned
 
 ROOT_HOOK = "lees.steps"
+TUNED_CACHE = "_lees_tuned_cache"  # the denoiser attribute holding an enabled cache policy's handle
 
 Policy = Schedule | SigmoidTimeGate
 
@@ -112,7 +115,8 @@ def enable(
         pipe_or_model: a diffusers pipeline (its ``unet`` or ``transformer`` is hooked) or a denoiser.
         policy: a :class:`Schedule` (one column per model call of a run, at the scheduler's timesteps:
             :func:`pipeline_timesteps`), a :class:`SigmoidTimeGate`, or a folder or file saved by lees
-            (``save_pretrained``).
+            (``save_pretrained``, or ``lees tune``'s ``policy.json``: then a pipeline's scheduler becomes
+            the policy's solver, and one line says which solver and steps it was measured with).
         num_train_timesteps: N of the noise schedule, which normalises a gate's time (default: the
             pipeline scheduler's, else the schedule's).
         scheduler: the scheduler a hand-written loop steps with (default: the pipeline's): its whole
@@ -129,6 +133,9 @@ def enable(
     """
     denoiser = denoiser_of(pipe_or_model)
     if isinstance(policy, (str, Path)):
+        tuned = load_tuned(policy)
+        if tuned is not None:
+            return _enable_tuned(pipe_or_model, tuned)
         policy = load_policy(policy)
     if not isinstance(policy, (Schedule, SigmoidTimeGate)):
         raise TypeError(f"enable takes a Schedule, a SigmoidTimeGate or a path, not {type(policy).__name__}")
@@ -142,6 +149,20 @@ def enable(
         engine.attach()
         HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(hook, ROOT_HOOK)
     _warn_recompiles(denoiser, policy)
+    return denoiser
+
+
+def _enable_tuned(pipe_or_model: Any, tuned: TunedPolicy) -> nn.Module:
+    """A ``lees tune`` policy: a pipeline's scheduler becomes its solver; its schedule or cache attaches."""
+    denoiser = denoiser_of(pipe_or_model)
+    disable(denoiser)
+    if getattr(pipe_or_model, "scheduler", None) is not None and not isinstance(pipe_or_model, nn.Module):
+        pipe_or_model.scheduler = make_solver(pipe_or_model.scheduler, tuned.solver)
+    print(tuned.describe())
+    if tuned.schedule is not None:
+        return enable(pipe_or_model, tuned.schedule)
+    if tuned.cache is not None:
+        setattr(denoiser, TUNED_CACHE, attach_cache(denoiser, tuned))
     return denoiser
 
 
@@ -200,6 +221,9 @@ def disable(pipe_or_model: Any) -> None:
     """Remove what :func:`enable` attached: the denoiser is its plain self again (a no-op if nothing is);
     other hooks (accelerate's offload, diffusers' caches and group offloading) stay as they are."""
     denoiser = denoiser_of(pipe_or_model)
+    cache = denoiser.__dict__.pop(TUNED_CACHE, None)
+    if cache is not None:
+        cache.remove()
     hook = _root_hook(denoiser)
     if hook is None:
         return

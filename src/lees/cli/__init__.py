@@ -13,9 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .._version import __version__
-from . import agreement, blocks, evaluate, frontier, make, reproduce, route, sample, schedule, train
+from . import agreement, blocks, evaluate, frontier, make, reproduce, route, sample, schedule, train, tune
 
-COMMANDS = (blocks, train, route, schedule, sample, evaluate, agreement, frontier, reproduce, make)
+COMMANDS = (blocks, train, route, schedule, sample, evaluate, agreement, frontier, reproduce, make, tune)
 # What counts as bad input: one line, exit 2. (TypeError too: the library raises it for a model or
 # pipeline it cannot take, e.g. a denoiser with no block adapter.) Anything else is a bug: a traceback.
 BAD_INPUT = (ValueError, TypeError, OSError, ArithmeticError)

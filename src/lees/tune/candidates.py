@@ -3,12 +3,13 @@
 A :class:`Candidate` is one option with its knob values; :meth:`Candidate.applies_to` says, without
 running anything, why it cannot apply to a model and scheduler (None when it can). The kinds:
 
-* ``steps``: fewer sampler steps, with the user's own scheduler (``solver`` None) or a named diffusers
-  solver swapped in;
+* ``steps``: fewer sampler steps, with the model's own solver or another of its family's named
+  solvers (:mod:`lees.diffusion.solvers`: ``ddim``, ``dpm++``, ``unipc``, ...) swapped in;
 * ``uniform``: every block every ``interval`` steps, reusing its residual in between (FORA-like, any
   model lees finds blocks in);
 * ``deepcache``: DeepCache's full step every ``interval`` steps, the outer level running (UNets);
-* ``router``: the step router trained to a FLOP ``budget`` (lees' DDPM/DDIM samplers);
+* ``router``: the step router trained to a FLOP ``budget`` (lees' DDPM/DDIM samplers; not measured by
+  ``lees tune`` yet: a router trains for minutes per budget);
 * ``cache``: one of diffusers' caches (:mod:`lees.tune.diffusers_caches`), with its settings.
 
 Nothing here measures; the tuner runs the applicable candidates side by side at equal latency.
@@ -23,14 +24,12 @@ from typing import Any
 
 from torch import nn
 
+from ..diffusion.solvers import SOLVER_NAMES, family, solvers_for
 from ..engine.blocks import candidate_blocks, unet_stage
 from .diffusers_caches import METHODS, DenoiserCalls, NotApplicable, apply_cache
 
 KINDS = ("steps", "uniform", "deepcache", "router", "cache")
 CACHE_CONFIGS = {method.name: config_type for config_type, method in METHODS.items()}
-FLOW_SOLVERS = ("FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
-
-"""The solvers that take flow-matching sigmas (the last two with ``use_flow_sigmas``)."""
 
 
 @dataclass(frozen=True)
@@ -59,20 +58,10 @@ class Candidate:
         return CACHE_CONFIGS[self.settings["method"]](**{**self.settings["config"], **extra})
 
 
-def _is_flow(scheduler: Any) -> bool:
-    config = getattr(scheduler, "config", {})
-    return type(scheduler).__name__.startswith("FlowMatch") or bool(config.get("use_flow_sigmas"))
-
-
 def _check_steps(candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls) -> str | None:
-    solver = candidate.settings.get("solver")
-    if solver is None:
-        return None
-    if _is_flow(scheduler):
-        return None if solver in FLOW_SOLVERS else f"{solver} takes no flow-matching sigmas"
-    compatible = {cls.__name__ for cls in getattr(scheduler, "compatibles", ())}
-    if solver not in compatible:
-        return f"{solver} cannot replace {type(scheduler).__name__} (not among its compatible schedulers)"
+    solver = candidate.settings["solver"]
+    if solver not in solvers_for(scheduler):
+        return f"{solver} is no solver of a {family(scheduler)}-family model ({type(scheduler).__name__})"
     return None
 
 
@@ -134,26 +123,31 @@ CACHE_GRIDS: dict[str, list[dict[str, Any]]] = {
     "PyramidAttentionBroadcast": [{"spatial_attention_block_skip_range": k} for k in (2, 3, 4)],
     "FasterCache": [{"spatial_attention_block_skip_range": k} for k in (2, 3)],
 }
-SOLVERS = (None, "DDIMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", *FLOW_SOLVERS[:1])
 STEP_FRACTIONS = (0.75, 0.5, 0.35, 0.25)
-INTERVALS = (2, 3, 4, 5)
+INTERVALS = (2, 3)
 BUDGETS = (0.5, 0.6, 0.7, 0.8)
+QUICK_FRACTIONS = (0.5, 0.3)
+QUICK_SOLVERS = 3  # the model's own solver and the next two of its family
 
 
 def candidates(
     steps: int,
-    solvers: Sequence[str | None] = SOLVERS,
+    solvers: Sequence[str] = SOLVER_NAMES,
     intervals: Sequence[int] = INTERVALS,
     budgets: Sequence[float] = BUDGETS,
+    quick: bool = False,
 ) -> list[Candidate]:
     """Every candidate for a reference run of ``steps`` sampler steps (applicable or not: see
-    :meth:`Candidate.applies_to`)."""
+    :meth:`Candidate.applies_to`): each solver in ``solvers`` at fewer steps, uniform reuse and
+    DeepCache at each interval, the router at each budget and each cache setting. ``quick``: two
+    fewer-steps points per solver, the first ``QUICK_SOLVERS`` solvers and two settings per cache."""
     if steps < 2:
         raise ValueError(f"tuning needs a reference of at least 2 steps, not {steps}")
-    fewer = sorted({max(1, round(steps * f)) for f in STEP_FRACTIONS} - {steps}, reverse=True)
+    fractions = QUICK_FRACTIONS if quick else STEP_FRACTIONS
+    fewer = sorted({max(1, round(steps * f)) for f in fractions} - {steps}, reverse=True)
     found = [
-        Candidate("steps", f"{solver or 'own'}@{n}", {"solver": solver, "steps": n})
-        for solver in solvers
+        Candidate("steps", f"{solver}@{n}", {"solver": solver, "steps": n})
+        for solver in (solvers[:QUICK_SOLVERS] if quick else solvers)
         for n in fewer
     ]
     found += [Candidate("uniform", f"uniform-{k}", {"interval": k}) for k in intervals]
@@ -162,7 +156,7 @@ def candidates(
     found += [
         Candidate("cache", f"{method}({_knobs(config)})", {"method": method, "config": config})
         for method, grid in CACHE_GRIDS.items()
-        for config in grid
+        for config in (grid[1:3] if quick else grid)
     ]
     return found
 

@@ -1,0 +1,61 @@
+"""``lees tune``: every way to make a model sample faster, measured on it, and the winner saved."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import add_device, command
+
+EPILOG = """examples:
+  lees tune --model embedded --budget 0.6 --quick --out runs/tune-quick   # a look in minutes on 2 CPU cores
+  lees tune --model path/to/pipeline --budgets 0.8 0.6 0.4 -n 256 --out runs/tune
+  lees tune --model embedded --budget 0.5 --data fashion-mnist --out runs/tune   # fd_clf to the data too
+  lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --out runs/tune-dit
+(the candidates: the full model at fewer steps with each solver of its family, uniform reuse and
+ DeepCache at the reference steps, and diffusers' caches where they apply, each judged by fidelity to the
+ full model from the same start noise (FD in feature space, PSNR, SSIM) and by latency measured in the
+ same rounds; one verdict line per budget. The first budget's winner goes to FOLDER/lees/policy.json
+ for a model folder (OUT/policy.json for a built-in name): lees.enable(pipe, FOLDER) applies it and
+ lees.tuned(FOLDER) gives its num_inference_steps. Run the same command again after an interruption: the
+ pieces stored in OUT/pieces are not sampled again.)
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, "tune", run, "measure every way to sample a model faster; save the winner", EPILOG)
+    p.add_argument(
+        "--model", required=True,
+        help="a diffusers pipeline folder (the policy is saved in its lees/), embedded or embedded-dit",
+    )  # fmt: skip
+    budgets = p.add_mutually_exclusive_group()
+    budgets.add_argument(
+        "--budget", type=float, help="latency budget: the share of the full model's time (0.6)"
+    )
+    budgets.add_argument(
+        "--budgets", type=float, nargs="+", help="several budgets (the first one's winner is saved)"
+    )
+    p.add_argument("-n", type=int, default=None, help="samples per candidate (256; --quick: 64)")
+    p.add_argument("--steps", type=int, default=None, help="the full model's sampler steps (50; --quick: 20)")
+    p.add_argument("--batch-size", type=int, default=16, help="samples per timed round (16)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+    p.add_argument(
+        "--guidance-scale", type=float, default=1.0,
+        help="classifier-free guidance of a class-conditional model, e.g. 2 for embedded-dit (1: none)",
+    )  # fmt: skip
+    p.add_argument("--data", default=None, help="also fd_clf against this dataset (e.g. fashion-mnist)")
+    p.add_argument("--quick", action="store_true", help="a look in minutes: few samples, few candidates")
+    add_device(p)
+    p.add_argument("--out", type=Path, default=Path("runs/tune"), help="folder (default: runs/tune)")
+
+
+def run(args: argparse.Namespace) -> None:
+    """Sample the model with every applicable way to be faster, from the same noise as the full model;
+    print the measured table and one verdict per budget; save the frontier plot and the winner's policy."""
+    from ..tune.tuner import TuneConfig, tune
+
+    budgets = args.budgets or [args.budget if args.budget is not None else 0.6]
+    keys = ("model", "n", "steps", "batch_size", "seed", "guidance_scale", "data", "quick", "device")
+    config = TuneConfig(budgets=budgets, **{k: getattr(args, k) for k in keys})
+    result = tune(config, args.out)
+    print(f"wrote {result.table}, {result.plot} and the samples in {args.out / 'pieces'}")

@@ -1,0 +1,98 @@
+"""Every run sampled batch by batch in turn, timed in the same rounds, stored as it finishes.
+
+diffusers' caches keep their state on the model, so runs cannot interleave step by step (as
+:func:`lees.sample_lockstep` does for schedules); instead each batch of sample indices is a round in
+which every run samples it once, in an order that turns from round to round, so a slow spell of a
+noisy machine falls on all runs alike. A run's latency ratio is its seconds over the full model's in
+the same rounds. Each (run, batch) piece goes to ``OUT/pieces/<run>-<digest>/from<first>.safetensors``
+the moment it is done: a tune started again reads the stored pieces and samples only the missing ones.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import SchedulerMixin
+from safetensors.torch import load, save
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..schedules.saving import model_fingerprint
+from ..utils.files import atomic_write_bytes, claim_folder
+from .diffusers_caches import NotApplicableError
+from .runs import FULL, Run
+
+
+@dataclass
+class Measured:
+    """One run's samples (in sample order) and the seconds of each batch."""
+
+    images: torch.Tensor
+    seconds: list[float]
+
+    def latency_ratio(self, full: Measured) -> float:
+        """Seconds over the full model's, summed over the same batches."""
+        return sum(self.seconds) / sum(full.seconds)
+
+
+def piece_folder(out: Path, run: Run) -> Path:
+    """Where ``run``'s pieces are stored: named by the run, tied to what it does by its digest."""
+    return out / "pieces" / f"{re.sub(r'[^A-Za-z0-9@.+-]+', '_', run.name).strip('_')}-{run.digest()}"
+
+
+def measure(
+    model: nn.Module,
+    scheduler: SchedulerMixin,
+    runs: Mapping[str, Run],
+    n: int,
+    batch_size: int,
+    seed: int,
+    out: str | Path,
+) -> tuple[dict[str, Measured], dict[str, str]]:
+    """Sample ``n`` samples with every run (``full`` among them), in rounds of ``batch_size``.
+
+    Returns the measured runs and, by name, why a run failed while sampling (a cache that met a call
+    it cannot handle); a failed run is dropped, the others go on.
+    """
+    if FULL not in runs:
+        raise ValueError("the runs must include the full model (named 'full')")
+    out = Path(out)
+    settings = {"model": model_fingerprint(model), "n": n, "batch_size": batch_size, "seed": seed}
+    claim_folder(out / "pieces" / "settings.json", settings)
+    firsts = list(range(0, n, batch_size))
+    names, failed = list(runs), {}
+    bar = tqdm(total=len(firsts) * len(names), desc="sampling", unit="piece")
+    for r, first in enumerate(firsts):
+        count = min(batch_size, n - first)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            if name not in failed:
+                try:
+                    _piece(model, scheduler, runs[name], first, count, seed, out)
+                except NotApplicableError as error:
+                    failed[name] = str(error)
+            bar.update()
+    bar.close()
+    if FULL in failed:
+        raise RuntimeError(f"the full model failed to sample: {failed[FULL]}")
+    return {name: _read(out, runs[name], firsts) for name in names if name not in failed}, failed
+
+
+def _piece(
+    model: nn.Module, scheduler: SchedulerMixin, run: Run, first: int, count: int, seed: int, out: Path
+) -> None:
+    """Sample and store one piece unless it is stored already."""
+    path = piece_folder(out, run) / f"from{first}.safetensors"
+    if path.is_file():
+        return
+    sampled = run.sample(model, scheduler, first, count, seed)
+    seconds = torch.tensor(sampled.seconds, dtype=torch.float64)
+    atomic_write_bytes(path, save({"images": sampled.images.contiguous(), "seconds": seconds}))
+
+
+def _read(out: Path, run: Run, firsts: list[int]) -> Measured:
+    pieces = [load((piece_folder(out, run) / f"from{first}.safetensors").read_bytes()) for first in firsts]
+    return Measured(torch.cat([p["images"] for p in pieces]), [float(p["seconds"]) for p in pieces])

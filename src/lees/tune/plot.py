@@ -1,0 +1,40 @@
+"""The tune's frontier: fidelity to the full model against measured latency, one curve per solver."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from ..reporting.plots import save_figure
+from .verdict import Row
+
+
+def frontier(rows: Sequence[Row], budgets: Sequence[float], path: str | Path, title: str = "") -> Path:
+    """x: latency ratio to the full model (same rounds); y: FD to the full model's samples (PSNR where
+    no feature space was available). Each solver's fewer-steps points are a curve, every other run a
+    point; the budgets are dashed lines."""
+    metric = "fd_full" if all(r.get("fd_full") is not None for r in rows) else "psnr"
+    fig, ax = plt.subplots(figsize=(9, 5))
+    steps = [r for r in rows if r["kind"] == "steps" and r["name"] != "full"]
+    for solver in dict.fromkeys(r["solver"] for r in steps):
+        curve = sorted((r["latency_ratio"], r[metric], r["steps"]) for r in steps if r["solver"] == solver)
+        ax.plot([c[0] for c in curve], [c[1] for c in curve], "-o", label=f"{solver}, fewer steps")
+        for x, y, k in curve:
+            ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    if metric == "fd_full":  # where every solver's curve heads (PSNR would put it at 100 dB)
+        ax.plot(1.0, 0.0, "k*", markersize=10, label="full model")
+    colours = plt.get_cmap("tab20")
+    for i, r in enumerate(r for r in rows if r["kind"] != "steps"):
+        ax.plot(r["latency_ratio"], r[metric], "s", color=colours(i % 20), label=r["name"])
+    for b in budgets:
+        ax.axvline(b, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("measured latency / full model's (same rounds)")
+    ax.set_ylabel(
+        "FD to the full model (lower is better)" if metric == "fd_full" else "PSNR to the full model (dB)"
+    )
+    ax.set_title(title or "lees tune: fidelity to the full model against latency")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)

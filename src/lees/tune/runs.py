@@ -1,0 +1,218 @@
+"""Candidates made runnable on one model: a solver at a step count, plus a block schedule or a cache.
+
+:func:`build_runs` turns each applicable :class:`~lees.tune.candidates.Candidate` into a :class:`Run`
+(the others into a reason) and :meth:`Run.sample` draws samples ``first .. first + count - 1`` with it:
+the same start noise, labels and per-step noise for every run (lees' per-sample generators), so each
+sample has a partner in the full model's. The full model itself is the run ``full``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import SchedulerMixin
+from diffusers.utils import logging as diffusers_logging
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..diffusion.samplers import sampler_timesteps
+from ..diffusion.solvers import default_solver, solvers_for
+from ..engine.blocks import Blocks, find_blocks
+from ..sampling.lockstep import TimedSamples, sample_lockstep
+from ..schedules.registry import build_schedule
+from ..schedules.schedule import Schedule
+from .candidates import Candidate
+from .diffusers_caches import (
+    DenoiserCalls,
+    NotApplicable,
+    NotApplicableError,
+    apply_cache,
+    calibrate_mag_cache,
+)
+
+FULL = "full"
+NOT_YET = {"router": "not measured by this version of lees tune (a router trains for minutes per budget)"}
+
+
+@dataclass
+class Run:
+    """One way to sample: ``solver`` at ``steps``, with a block ``schedule`` or a diffusers ``cache``
+    (``{"method", "config", "calls"}``) or neither; ``flop_ratio`` to the full model's where known;
+    ``guidance_scale``: classifier-free guidance of a class-conditional model (one batched call)."""
+
+    name: str
+    kind: str
+    solver: str
+    steps: int
+    schedule: Schedule | None = None
+    cache: dict[str, Any] | None = None
+    flop_ratio: float | None = None
+    guidance_scale: float = 1.0
+
+    def digest(self) -> str:
+        """A short hash of what the run does: stored samples belong to it and no other."""
+        what = {
+            "solver": self.solver,
+            "steps": self.steps,
+            "cache": self.cache,
+            "guidance": self.guidance_scale,
+        }
+        if self.schedule is not None:
+            what["schedule"] = [self.schedule.actions.tolist(), list(self.schedule.timesteps)]
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+    def sample(
+        self, model: nn.Module, scheduler: SchedulerMixin, first: int, count: int, seed: int
+    ) -> TimedSamples:
+        """Samples ``first .. first + count - 1`` (one batch) and the seconds their model calls took."""
+        applied = None
+        if self.cache is not None:
+            with quiet_diffusers():  # FasterCache's notices at every attach
+                applied = apply_cache(model, cache_config(self.cache), cache_calls(self.cache))
+            if isinstance(applied, NotApplicable):
+                raise NotApplicableError(str(applied))
+        try:
+            runs = sample_lockstep(
+                model, {self.name: self.schedule}, count, steps=self.steps, sampler=self.solver, seed=seed,
+                scheduler=scheduler, batch_size=count, first=first, progress=False,
+                guidance_scale=self.guidance_scale,
+            )  # fmt: skip
+        finally:
+            if applied is not None:
+                applied.remove()
+        return runs[self.name]
+
+
+@contextmanager
+def quiet_diffusers() -> Iterator[None]:
+    """diffusers' logging at errors only, for the duration."""
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
+def cache_config(cache: dict[str, Any]) -> Any:
+    """The diffusers config of a run's (or a saved policy's) cache."""
+    from .candidates import CACHE_CONFIGS
+
+    return CACHE_CONFIGS[cache["method"]](**cache["config"])
+
+
+def cache_calls(cache: dict[str, Any]) -> DenoiserCalls:
+    """How the sampling loop called the model when a run's (or a saved policy's) cache was measured."""
+    return DenoiserCalls(**{k: tuple(v) if isinstance(v, list) else v for k, v in cache["calls"].items()})
+
+
+def own_solver(scheduler: SchedulerMixin, class_name: str | None = None) -> str:
+    """The registry's name of the solver the model ships with: its scheduler config's ``_class_name``
+    (``class_name``; lees loads a DDPM-family config as a ``DDPMScheduler`` whatever wrote it), else the
+    scheduler's class; its family's default solver where the registry has no such class."""
+    class_name = class_name or type(scheduler).__name__
+    for name, (cls, overrides) in solvers_for(scheduler).items():
+        if cls == class_name and not overrides.get("use_flow_sigmas"):
+            return name
+    return default_solver(scheduler)
+
+
+def build_runs(
+    candidates: list[Candidate],
+    model: nn.Module,
+    scheduler: SchedulerMixin,
+    solver: str,
+    steps: int,
+    seed: int,
+    guidance_scale: float = 1.0,
+) -> tuple[dict[str, Run], dict[str, str]]:
+    """The full model (``full``: ``solver`` at ``steps``) and each applicable candidate as a run, and
+    why each other candidate cannot run, by name. With guidance (a scale other than 1) lees' sampler
+    makes one batched call on [cond, null] per step, which is what the caches are told."""
+    reference = sampler_timesteps(scheduler, steps, solver)
+    guided = {"guidance": "batched", "batch_order": ("cond", "uncond")} if guidance_scale != 1.0 else {}
+    calls = DenoiserCalls(calls_per_run=len(reference), **guided)
+    full = Run(FULL, "steps", solver, steps, flop_ratio=1.0, guidance_scale=guidance_scale)
+    runs, reasons = {FULL: full}, {}
+    context = _Context(model, scheduler, full, reference, calls, seed)
+    for candidate in tqdm(candidates, desc="candidates", unit="candidate", leave=False):
+        reason = NOT_YET.get(candidate.kind) or candidate.applies_to(model, scheduler, calls)
+        if reason is not None:
+            reasons[candidate.name] = reason
+            continue
+        runs[candidate.name] = _run(candidate, context)
+        runs[candidate.name].guidance_scale = guidance_scale
+    return runs, reasons
+
+
+@dataclass
+class _Context:
+    """What every run of one tune is built for (the model's blocks found once, when first needed)."""
+
+    model: nn.Module
+    scheduler: SchedulerMixin
+    full: Run
+    reference: list
+    calls: DenoiserCalls
+    seed: int
+    _blocks: Blocks | None = None
+
+    @property
+    def solver(self) -> str:
+        return self.full.solver
+
+    @property
+    def blocks(self) -> Blocks:
+        if self._blocks is None:
+            self._blocks = find_blocks(self.model)
+        return self._blocks
+
+
+def _run(candidate: Candidate, ctx: _Context) -> Run:
+    settings, name, steps = candidate.settings, candidate.name, ctx.full.steps
+    if candidate.kind == "steps":
+        visited = sampler_timesteps(ctx.scheduler, settings["steps"], settings["solver"])
+        ratio = len(visited) / len(ctx.reference)
+        return Run(name, "steps", settings["solver"], settings["steps"], flop_ratio=ratio)
+    if candidate.kind in SCHEDULES:
+        schedule = SCHEDULES[candidate.kind](candidate, ctx)
+        schedule.settings = {**schedule.settings, "sampler": ctx.solver}
+        return Run(name, "schedule", ctx.solver, steps, schedule=schedule, flop_ratio=schedule.flop_ratio)
+    config = dict(settings["config"])
+    if settings["method"] == "MagCache":
+        config["mag_ratios"] = _mag_ratios(ctx)
+        config["num_inference_steps"] = steps
+    cache = {"method": settings["method"], "config": config, "calls": _calls_dict(ctx.calls)}
+    return Run(name, "cache", ctx.solver, steps, cache=cache)
+
+
+def _registry_schedule(candidate: Candidate, ctx: _Context) -> Schedule:
+    """Uniform reuse or DeepCache at the reference timesteps, by the method registry's name."""
+    options = {k: v for k, v in candidate.settings.items() if k != "interval"}
+    method = f"{candidate.kind}-{candidate.settings['interval']}"
+    return build_schedule(method, ctx.blocks, ctx.reference, ctx.scheduler, ctx.solver, **options)
+
+
+# How each schedule kind of candidate becomes its block schedule at the reference steps (the router,
+# once measured, is one more entry: its trained schedule, with "router" dropped from NOT_YET).
+SCHEDULES: dict[str, Callable[[Candidate, _Context], Schedule]] = {
+    "uniform": _registry_schedule,
+    "deepcache": _registry_schedule,
+}
+
+
+def _calls_dict(calls: DenoiserCalls) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(calls).items()}
+
+
+def _mag_ratios(ctx: _Context) -> list[float]:
+    """MagCache's magnitude ratios from one calibration run of the full model on one sample."""
+    with torch.inference_mode():
+        run = lambda: ctx.full.sample(ctx.model, ctx.scheduler, 0, 1, ctx.seed)  # noqa: E731
+        return calibrate_mag_cache(ctx.model, ctx.calls, run)

@@ -1,0 +1,161 @@
+"""``lees tune``: every way to make the user's model faster, measured side by side, and the winner saved.
+
+Stages, each with its progress bar: list the candidates that apply (:mod:`.candidates`, :mod:`.runs`),
+sample every run from the same start noise and conditions in timed rounds (:mod:`.measure`, stored
+and resumable), score each against the full model's samples (:mod:`.quality`), then one verdict line
+per budget (:mod:`.verdict`), the frontier plot (:mod:`.plot`) and the first budget's winner saved as
+the model's policy (:mod:`.policy`), which ``lees.enable(pipe, folder)`` applies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..diffusion.solvers import solvers_for
+from ..models.backbones import EMBEDDED_DIR, EMBEDDED_DIT_DIR, load_backbone, load_noise_scheduler
+from ..utils.files import atomic_write_text
+from . import policy as policy_module
+from .candidates import candidates
+from .measure import Measured, measure
+from .plot import frontier
+from .quality import Scorer
+from .runs import FULL, Run, build_runs, own_solver, quiet_diffusers
+from .verdict import Row, verdicts
+
+DEFAULTS = {False: {"n": 256, "steps": 50}, True: {"n": 64, "steps": 20}}  # by quick
+BUILT_IN = {"embedded": EMBEDDED_DIR, "embedded-dit": EMBEDDED_DIT_DIR}
+
+
+@dataclass
+class TuneConfig:
+    """What ``lees tune`` measures (None: the defaults of a full or a ``quick`` tune, ``DEFAULTS``)."""
+
+    model: str
+    budgets: Sequence[float] = (0.6,)
+    n: int | None = None
+    steps: int | None = None
+    batch_size: int = 16
+    seed: int = 0
+    guidance_scale: float = 1.0
+    data: str | None = None
+    quick: bool = False
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.n = self.n or DEFAULTS[self.quick]["n"]
+        self.steps = self.steps or DEFAULTS[self.quick]["steps"]
+        if not self.budgets or not all(b > 0 for b in self.budgets):
+            raise ValueError(
+                f"budgets are latency ratios above 0 (0.6: 60% of the full model's time), not {self.budgets}"
+            )
+        if self.n < 2 or self.batch_size < 1:
+            raise ValueError(f"need -n >= 2 and --batch-size >= 1, not {self.n} and {self.batch_size}")
+
+
+@dataclass
+class TuneResult:
+    """The measured table, the verdict lines, and where the table, plot and policy were written."""
+
+    rows: list[Row]
+    lines: list[str]
+    not_applicable: dict[str, str]
+    table: Path
+    plot: Path
+    policy: Path | None = None
+
+
+def tune(config: TuneConfig, out: str | Path) -> TuneResult:
+    """Measure every applicable way to sample ``config.model`` faster against its full model; print the
+    table and one verdict per budget; save the frontier plot, the table and the winner's policy.
+
+    Args:
+        config: the model, budgets and sampling settings (:class:`TuneConfig`).
+        out: the folder for pieces (a tune run again there resumes), table, plot (and a built-in
+            model's policy).
+    """
+    out = Path(out)
+    model = load_backbone(config.model, config.device)
+    scheduler = load_noise_scheduler(config.model)
+    solver = own_solver(scheduler, scheduler_class(config.model))
+    solvers = [solver, *(s for s in solvers_for(scheduler) if s != solver)]
+    found = candidates(config.steps, solvers, quick=config.quick)
+    with quiet_diffusers():  # attaching each cache to check it would print diffusers' notices
+        runs, reasons = build_runs(
+            found, model, scheduler, solver, config.steps, config.seed, config.guidance_scale
+        )
+    print(f"lees tune: {len(runs) - 1} candidates against {solver} at {config.steps} steps, n={config.n}")
+    measured, failed = measure(model, scheduler, runs, config.n, config.batch_size, config.seed, out)
+    rows = score(runs, measured, config.data)
+    reasons = {**reasons, **failed}
+    lines = [line for line, _ in verdicts(rows, config.budgets)]
+    table = atomic_write_text(out / "tune.json", json.dumps(_report(config, rows, reasons, lines), indent=1))
+    plot = frontier(
+        rows, config.budgets, out / "frontier.png", f"lees tune {config.model}: {solver}@{config.steps}"
+    )
+    print_table(rows, reasons)
+    print("\n".join(lines))
+    result = TuneResult(rows, lines, reasons, table, plot)
+    result.policy = save_winner(config, runs, rows, out)
+    return result
+
+
+def scheduler_class(model: str) -> str | None:
+    """The scheduler class the model's folder names (``_class_name``), None where none is found locally."""
+    folder = BUILT_IN.get(model, Path(model).expanduser())
+    for path in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json"):
+        if path.is_file():
+            return json.loads(path.read_text()).get("_class_name")
+    return None
+
+
+def score(runs: dict[str, Run], measured: dict[str, Measured], data: str | None) -> list[Row]:
+    """One row per measured run: latency and FLOP ratios to the full model and its quality."""
+    full = measured[FULL]
+    scorer = Scorer(full.images, data)
+    rows = []
+    for name, result in tqdm(measured.items(), desc="scoring", unit="run"):
+        run = runs[name]
+        rows.append({
+            "name": name, "kind": run.kind, "solver": run.solver, "steps": run.steps,
+            "latency_ratio": result.latency_ratio(full), "flop_ratio": run.flop_ratio,
+            "seconds": sum(result.seconds), **scorer(result.images),
+        })  # fmt: skip
+    return sorted(rows, key=lambda r: r["latency_ratio"])
+
+
+def _report(config: TuneConfig, rows: list[Row], reasons: dict[str, str], lines: list[str]) -> dict[str, Any]:
+    return {"config": asdict(config), "rows": rows, "not_applicable": reasons, "verdicts": lines}
+
+
+def print_table(rows: list[Row], reasons: dict[str, str]) -> None:
+    """The measured table (by latency), then each candidate that could not run and why."""
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'run':<{width}} {'latency':>8} {'FLOPs':>6} {'FD full':>9} {'PSNR':>6} {'SSIM':>6}")
+    for r in rows:
+        flops = "" if r["flop_ratio"] is None else f"{r['flop_ratio']:.2f}"
+        fd = "" if r["fd_full"] is None else f"{max(r['fd_full'], 0.0):.3g}"  # the full row's rounds to 0
+        extra = f"  fd_clf {r['fd_clf']:.3g}" if "fd_clf" in r else ""
+        quality = f"{fd:>9} {r['psnr']:>6.1f} {r['ssim']:>6.3f}{extra}"
+        print(f"{r['name']:<{width}} {r['latency_ratio']:>7.2f}x {flops:>6} {quality}")
+    for name, reason in reasons.items():
+        print(f"  not run: {name}: {reason}")
+
+
+def save_winner(config: TuneConfig, runs: dict[str, Run], rows: list[Row], out: Path) -> Path | None:
+    """Save the first budget's winner as the model's policy; say where (None: nothing fits the budget)."""
+    budget = config.budgets[0]
+    ((_, best),) = verdicts(rows, [budget])
+    if best is None:
+        print(f"no policy saved: nothing measured runs within {budget:g}x")
+        return None
+    policy = policy_module.to_policy(runs[best["name"]], runs[FULL], rows, budget)
+    path = policy.save(out if config.model in BUILT_IN else policy_module.policy_folder(config.model, out))
+    where = str(path.parent)
+    print(f"policy ({best['name']}, budget {budget:g}) saved to {path}; apply: lees.enable(pipe, {where!r})")
+    return path

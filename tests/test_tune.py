@@ -1,0 +1,143 @@
+"""lees tune on a tiny pipeline folder: it finishes and prints a verdict per budget, resumes without
+resampling stored pieces, and saves a policy that lees.enable applies exactly as the method ran."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+import lees
+from lees.cli import main
+from lees.diffusion.samplers import sample_generators
+from lees.models.architectures import DDPM_NOISE
+from lees.schedules.tuned import load_tuned
+from lees.tune.candidates import candidates
+from lees.tune.policy import to_policy
+from lees.tune.runs import FULL, Run, build_runs, own_solver
+from lees.tune.tuner import TuneConfig, tune
+from lees.tune.verdict import verdict
+
+SETTINGS = dict(budgets=[0.8, 0.5], n=4, steps=6, batch_size=2, quick=True)
+
+
+def tiny_unet32() -> UNet2DModel:
+    """1-channel 32x32 (the classifier's feature space scores it), two levels, attention in one."""
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=32, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8, attention_head_dim=8,
+    ).eval()  # fmt: skip
+
+
+@pytest.fixture
+def pipe_folder(tmp_path) -> str:
+    DDPMPipeline(unet=tiny_unet32(), scheduler=DDPMScheduler(**DDPM_NOISE)).save_pretrained(tmp_path / "pipe")
+    return str(tmp_path / "pipe")
+
+
+def test_tune_prints_verdicts_and_saves_the_winner(pipe_folder, tmp_path, capsys):
+    assert main(["tune", "--model", pipe_folder, "--budgets", "0.8", "0.5", "-n", "4", "--steps", "6",
+                 "--batch-size", "2", "--quick", "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("budget ")]
+    assert [line.split(":")[0] for line in lines] == ["budget 0.8", "budget 0.5"]
+    assert "best" in lines[0] and f"wrote {tmp_path / 'out' / 'tune.json'}" in out
+    report = json.loads((tmp_path / "out" / "tune.json").read_text())
+    names = {r["name"] for r in report["rows"]}
+    assert {"full", "ddpm@3", "uniform-2", "deepcache-2"} <= names  # fewer steps, reuse, DeepCache
+    assert any(r["kind"] == "cache" for r in report["rows"])  # one of diffusers' caches ran on the UNet
+    assert "FirstBlockCache(threshold=0.05)" in report["not_applicable"]  # with its reason
+    full = next(r for r in report["rows"] if r["name"] == "full")
+    assert full["latency_ratio"] == 1.0 and full["ssim"] == pytest.approx(1.0)
+    assert all(r["fd_full"] is not None and r["features"] == "clf" for r in report["rows"])
+    assert (tmp_path / "out" / "frontier.png").stat().st_size > 0
+    policy = load_tuned(pipe_folder)  # written into the pipeline folder's lees/
+    assert policy is not None and f"saved to {pipe_folder}/lees/policy.json" in out
+    best = verdict(report["rows"], 0.8)[1]
+    assert policy.name == best["name"] and policy.measured[best["name"]]["latency_ratio"] <= 0.8
+    assert lees.tuned(pipe_folder) == {"num_inference_steps": policy.steps}
+
+
+def test_an_interrupted_tune_resumes_without_resampling(pipe_folder, tmp_path, monkeypatch):
+    sampled, original = [], Run.sample
+
+    def counted(run, *args):
+        if len(sampled) == 5 and not resumed:
+            raise KeyboardInterrupt
+        sampled.append(run.name)
+        return original(run, *args)
+
+    monkeypatch.setattr(Run, "sample", counted)
+    resumed = False
+    with pytest.raises(KeyboardInterrupt):
+        tune(TuneConfig(pipe_folder, **SETTINGS), tmp_path / "out")
+    stored = sorted((tmp_path / "out" / "pieces").rglob("*.safetensors"))
+    assert len(stored) == 5
+    mtimes = {p: p.stat().st_mtime_ns for p in stored}
+    resumed, first = True, len(sampled)
+    result = tune(TuneConfig(pipe_folder, **SETTINGS), tmp_path / "out")
+    total = 2 * len(result.rows)  # two batches per measured run
+    assert len(sampled) - first == total - 5  # only the missing pieces were sampled
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+
+
+def _pipe_images(pipe: DDPMPipeline, steps: int) -> torch.Tensor:
+    gens = sample_generators(0, range(2), torch.device("cpu"))
+    images = pipe(batch_size=2, generator=gens, num_inference_steps=steps, output_type="np").images
+    return torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1
+
+
+@pytest.mark.parametrize(
+    "name", ["ddim@3", "deepcache-2", "TaylorSeer(cache_interval=3, disable_cache_before_step=3)"]
+)
+def test_enable_applies_a_saved_policy_as_the_method_ran(pipe_folder, name, capsys):
+    pipe = DDPMPipeline.from_pretrained(pipe_folder)
+    scheduler, unet = pipe.scheduler, pipe.unet
+    found = [c for c in candidates(6, ("ddpm", "ddim"), quick=True) if c.name == name]
+    runs, reasons = build_runs(found, unet, scheduler, own_solver(scheduler), 6, seed=0)
+    assert not reasons
+    direct = runs[name].sample(unet, scheduler, 0, 2, 0).images.clamp(-1, 1)  # the method, as tune ran it
+    rows = [{"name": name, "latency_ratio": 0.5, "psnr": 20.0}]
+    to_policy(runs[name], runs[FULL], rows, 0.6).save(f"{pipe_folder}/lees")
+    lees.enable(pipe, pipe_folder)
+    said = capsys.readouterr().out
+    assert f"{runs[name].solver} solver at {runs[name].steps} steps" in said and "ddpm at 6 steps" in said
+    assert type(pipe.scheduler).__name__ == {"ddim": "DDIMScheduler"}.get(runs[name].solver, "DDPMScheduler")
+    enabled = _pipe_images(pipe, lees.tuned(pipe_folder)["num_inference_steps"])
+    torch.testing.assert_close(enabled, direct, atol=1e-5, rtol=0)
+    lees.disable(pipe)
+    assert not getattr(unet, "_diffusers_hook", None) or not any(
+        getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in unet.modules()
+    )  # disable removed the schedule's or the cache's hooks
+
+
+def _row(name, kind, latency, fd):
+    return {"name": name, "kind": kind, "solver": "ddim", "latency_ratio": latency, "fd_full": fd,
+            "psnr": 20.0, "ssim": 0.5}  # fmt: skip
+
+
+def test_verdict_says_when_fewer_steps_win_and_when_nothing_fits():
+    rows = [
+        _row("full", "steps", 1.0, 0.0),
+        _row("ddim@10", "steps", 0.5, 3.0),
+        _row("uniform-2", "schedule", 0.7, 1.0),
+    ]
+    line, best = verdict(rows, 0.8)
+    assert best["name"] == "uniform-2" and "best fewer steps ddim@10" in line
+    line, best = verdict(rows, 0.6)
+    assert best["name"] == "ddim@10" and line.endswith("fewer steps win")
+    line, best = verdict(rows, 0.3)
+    assert best is None and "nothing measured runs within 0.3x" in line and "ddim@10" in line
+
+
+def test_the_own_solver_is_named_by_the_scheduler_config():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    ddpm = DDPMScheduler(**DDPM_NOISE)
+    assert own_solver(ddpm) == "ddpm" and own_solver(ddpm, "DDIMScheduler") == "ddim"
+    assert own_solver(ddpm, "LMSDiscreteScheduler") == "ddpm"  # none in the registry: the family's default
+    assert own_solver(FlowMatchEulerDiscreteScheduler()) == "euler"
