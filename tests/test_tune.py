@@ -20,7 +20,7 @@ from lees.tune.runs import FULL, Run, build_runs, own_solver
 from lees.tune.tuner import TuneConfig, tune
 from lees.tune.verdict import verdict
 
-SETTINGS = dict(budgets=[0.8, 0.5], n=4, steps=6, batch_size=2, quick=True)
+SETTINGS = dict(budgets=[0.8, 0.5], n=4, steps=6, batch_size=2, quick=True, router_train_steps=3)
 
 
 def tiny_unet32() -> UNet2DModel:
@@ -41,14 +41,15 @@ def pipe_folder(tmp_path) -> str:
 
 def test_tune_prints_verdicts_and_saves_the_winner(pipe_folder, tmp_path, capsys):
     assert main(["tune", "--model", pipe_folder, "--budgets", "0.8", "0.5", "-n", "4", "--steps", "6",
-                 "--batch-size", "2", "--quick", "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+                 "--batch-size", "2", "--quick", "--router-train-steps", "3",
+                 "--out", str(tmp_path / "out")]) == 0  # fmt: skip
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("budget ")]
     assert [line.split(":")[0] for line in lines] == ["budget 0.8", "budget 0.5"]
     assert "best" in lines[0] and f"wrote {tmp_path / 'out' / 'tune.json'}" in out
     report = json.loads((tmp_path / "out" / "tune.json").read_text())
     names = {r["name"] for r in report["rows"]}
-    assert {"full", "ddpm@3", "uniform-2", "deepcache-2"} <= names  # fewer steps, reuse, DeepCache
+    assert {"full", "ddpm@3", "uniform-2", "deepcache-2", "router@0.8"} <= names  # + the router, trained
     assert any(r["kind"] == "cache" for r in report["rows"])  # one of diffusers' caches ran on the UNet
     assert "FirstBlockCache(threshold=0.05)" in report["not_applicable"]  # with its reason
     full = next(r for r in report["rows"] if r["name"] == "full")

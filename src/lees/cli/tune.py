@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--data", default=None, help="also fd_clf against this dataset (e.g. fashion-mnist)")
     p.add_argument("--quick", action="store_true", help="a look in minutes: few samples, few candidates")
+    p.add_argument(
+        "--router-train-steps",
+        type=int,
+        default=None,
+        help="optimisation steps of each router (200; --quick: 100)",
+    )
     add_device(p)
     p.add_argument("--out", type=Path, default=Path("runs/tune"), help="folder (default: runs/tune)")
 
@@ -55,7 +61,8 @@ def run(args: argparse.Namespace) -> None:
     from ..tune.tuner import TuneConfig, tune
 
     budgets = args.budgets or [args.budget if args.budget is not None else 0.6]
-    keys = ("model", "n", "steps", "batch_size", "seed", "guidance_scale", "data", "quick", "device")
+    keys = ("model", "n", "steps", "batch_size", "seed", "guidance_scale", "data", "quick", "device",
+            "router_train_steps")  # fmt: skip
     config = TuneConfig(budgets=budgets, **{k: getattr(args, k) for k in keys})
     result = tune(config, args.out)
     print(f"wrote {result.table}, {result.plot} and the samples in {args.out / 'pieces'}")

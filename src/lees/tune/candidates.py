@@ -8,8 +8,7 @@ running anything, why it cannot apply to a model and scheduler (None when it can
 * ``uniform``: every block every ``interval`` steps, reusing its residual in between (FORA-like, any
   model lees finds blocks in);
 * ``deepcache``: DeepCache's full step every ``interval`` steps, the outer level running (UNets);
-* ``router``: the step router trained to a FLOP ``budget`` (lees' DDPM/DDIM samplers; not measured by
-  ``lees tune`` yet: a router trains for minutes per budget);
+* ``router``: the step router trained to a FLOP ``budget`` on the full run's own solver;
 * ``cache``: one of diffusers' caches (:mod:`lees.tune.diffusers_caches`), with its settings.
 
 Nothing here measures; the tuner runs the applicable candidates side by side at equal latency.

@@ -28,7 +28,10 @@ from .quality import Scorer
 from .runs import FULL, Run, build_runs, own_solver, quiet_diffusers
 from .verdict import Row, verdicts
 
-DEFAULTS = {False: {"n": 256, "steps": 50}, True: {"n": 64, "steps": 20}}  # by quick
+DEFAULTS = {  # by quick
+    False: {"n": 256, "steps": 50, "router_train_steps": 200},
+    True: {"n": 64, "steps": 20, "router_train_steps": 100},
+}
 BUILT_IN = {"embedded": EMBEDDED_DIR, "embedded-dit": EMBEDDED_DIT_DIR}
 
 
@@ -46,10 +49,12 @@ class TuneConfig:
     data: str | None = None
     quick: bool = False
     device: str = "cpu"
+    router_train_steps: int | None = None  # optimisation steps of each budget's router
 
     def __post_init__(self) -> None:
         self.n = self.n or DEFAULTS[self.quick]["n"]
         self.steps = self.steps or DEFAULTS[self.quick]["steps"]
+        self.router_train_steps = self.router_train_steps or DEFAULTS[self.quick]["router_train_steps"]
         if not self.budgets or not all(b > 0 for b in self.budgets):
             raise ValueError(
                 f"budgets are latency ratios above 0 (0.6: 60% of the full model's time), not {self.budgets}"
@@ -87,8 +92,9 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
     found = candidates(config.steps, solvers, quick=config.quick)
     with quiet_diffusers():  # attaching each cache to check it would print diffusers' notices
         runs, reasons = build_runs(
-            found, model, scheduler, solver, config.steps, config.seed, config.guidance_scale
-        )
+            found, model, scheduler, solver, config.steps, config.seed, config.guidance_scale,
+            config.router_train_steps,
+        )  # fmt: skip
     print(f"lees tune: {len(runs) - 1} candidates against {solver} at {config.steps} steps, n={config.n}")
     measured, failed = measure(model, scheduler, runs, config.n, config.batch_size, config.seed, out)
     rows = score(runs, measured, config.data)
