@@ -33,7 +33,7 @@ from ..diffusion.samplers import (
     timestep_list,
 )
 from ..diffusion.solvers import default_solver, initial_noise_scale, scale_input
-from ..engine.hooks import Engine, ReuseCache
+from ..engine.hooks import Engine
 from ..models.denoisers import (
     check_context,
     check_guidance,
@@ -244,7 +244,7 @@ class _Method:
             return
         if isinstance(method, Schedule):
             names = method.block_names
-            self.cache = ReuseCache(method.num_blocks, method.kept_blocks()) if method.reuses else None
+            self.cache = method.new_cache()
         elif isinstance(method, SigmoidTimeGate):
             if method.block_names is None:
                 raise ValueError(
@@ -283,7 +283,7 @@ class _Method:
             decisions, mode = self.method.mask(j), "hard"
         else:
             decisions, mode = self.method(self.times[j].to(x.device)), "soft"
-        with self.engine.deciding(decisions, mode, self.cache):
+        with self.engine.deciding(decisions, mode, self.cache, position=j):
             output = self._predict(inputs, t, cond)
         return self.update(output, j, x, gens)
 
