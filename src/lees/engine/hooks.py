@@ -415,8 +415,9 @@ class GatedModel(nn.Module):
     """Wrap ``model`` so that each call can run, reuse or skip any of its ``blocks``.
 
     ``blocks`` is the result of :func:`lees.find_blocks` or a list of module names. Call it like the
-    model, plus ``mask=`` (K actions or gate values), ``mode=`` and ``cache=`` (a :class:`ReuseCache`
-    for ``REUSE``); with ``mask=None`` it is the plain model. The hooks are attached for the length
+    model, plus ``mask=`` (K actions or gate values), ``mode=``, ``cache=`` (a :class:`ReuseCache`
+    for ``REUSE`` and ``FORECAST``) and ``position=`` (the call's place in its run, which a forecasting
+    cache needs); with ``mask=None`` it is the plain model. The hooks are attached for the length
     of each call only, so the model is plain between calls; for that reason it refuses to be
     compiled or to wrap a compiled model (:class:`CompiledModelError`; see docs/reuse.md).
     """
@@ -438,6 +439,7 @@ class GatedModel(nn.Module):
         mode: str = "hard",
         cache: ReuseCache | None = None,
         fallback: int = SKIP,
+        position: float | None = None,
         **kwargs: Any,
     ) -> Any:
         """The model's output with the blocks chosen by ``mask`` run, reused, skipped or mixed."""
@@ -446,5 +448,5 @@ class GatedModel(nn.Module):
         compiled = compiled_original(self.model) is not self.model or self.model._compiled_call_impl
         if compiled or torch.compiler.is_compiling():
             _refuse_compile()
-        with self.engine.attached(), self.engine.deciding(mask, mode, cache, fallback):
+        with self.engine.attached(), self.engine.deciding(mask, mode, cache, fallback, position):
             return self.model(*args, **kwargs)
