@@ -77,9 +77,10 @@ class _StepHook(ModelHook):
         return self.state_manager.get_state(), name
 
     @torch.compiler.disable  # eager under an in-place compile: one graph per block set, not per timestep
-    def decisions(self, timestep: Any) -> tuple[list[int], ReuseCache | None, int | None]:
+    def decisions(self, timestep: Any) -> tuple[list[int], ReuseCache | None, torch.Tensor | None]:
         """This call's block actions, the reuse cache of its guidance branch, and the call's position in
-        that branch's run (what a forecast extrapolates to)."""
+        that branch's run (what a forecast extrapolates to; a tensor, so a compiled denoiser reads it
+        as data, not as a constant to recompile for)."""
         if timestep is None:
             raise TypeError(
                 "lees follows the denoiser's timestep: call it with timestep= or as its 2nd argument"
@@ -94,7 +95,7 @@ class _StepHook(ModelHook):
             gate = self.policy(gate_time(state.gate_timestep(value), self.num_train))
             return [int(b) for b in open_mask(gate).tolist()], None, None
         column = state.column(value, t.dtype, self.grid, context)
-        return self.policy.mask(column), state.cache, column
+        return self.policy.mask(column), state.cache, torch.tensor(float(column))
 
     def reset_state(self, module: nn.Module) -> nn.Module:
         self.state_manager.reset()

@@ -13,6 +13,10 @@ evaluated at ``p`` (Lagrange's form; Newton's divided differences give the same 
 With fewer runs stored than ``order + 1`` (the first steps of a run) the order is what they allow.
 Each stream of a multi-stream block (SD3's and Flux's joint blocks) is extrapolated on its own. The
 sum is taken in fp32 and returned in the residual's dtype.
+
+A position is a number or a 0-d tensor: ``lees.enable`` passes tensors made outside the compiled
+region, so under ``torch.compile`` the weights are computed in the graph from graph inputs and a new
+position needs no new graph (a Python number there would be a constant, guarded at every call).
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ from collections.abc import Sequence
 import torch
 
 Slot = torch.Tensor | tuple  # a cache slot: one tensor, or one tensor (or None) per stream
+Position = float | torch.Tensor  # a call's place in its run: a number, or a 0-d tensor
 ORDERS = (0, 1, 2)
 
 
-def lagrange_weights(positions: Sequence[float], at: float) -> list[float]:
-    """The weights w_i with sum_i w_i r_i the polynomial through (positions[i], r_i), evaluated at ``at``."""
-    if len(set(positions)) != len(positions):
+def lagrange_weights(positions: Sequence[Position], at: Position) -> list[Position]:
+    """The weights w_i with sum_i w_i r_i the polynomial through (positions[i], r_i), evaluated at ``at``
+    (numbers checked to be distinct; tensors are not read, so a compiled graph does not branch on them)."""
+    numbers = [p for p in positions if not isinstance(p, torch.Tensor)]
+    if len(set(numbers)) != len(numbers):
         raise ValueError(f"extrapolation needs distinct positions, got {list(positions)}")
     weights = []
     for i, p_i in enumerate(positions):
@@ -39,7 +46,7 @@ def lagrange_weights(positions: Sequence[float], at: float) -> list[float]:
     return weights
 
 
-def extrapolate(runs: Sequence[tuple[float, Slot]], at: float) -> Slot:
+def extrapolate(runs: Sequence[tuple[Position, Slot]], at: Position) -> Slot:
     """The residual at position ``at`` from ``runs``, (position, slot) pairs oldest first (module doc)."""
     if not runs:
         raise ValueError("extrapolation needs at least one stored run")
@@ -50,7 +57,7 @@ def extrapolate(runs: Sequence[tuple[float, Slot]], at: float) -> Slot:
     return tuple(_combine(weights, streams) for streams in zip(*slots, strict=True))
 
 
-def _combine(weights: Sequence[float], residuals: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+def _combine(weights: Sequence[Position], residuals: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
     """sum_i w_i r_i in fp32, in the residuals' dtype; the residual itself for one run; None for a stream
     the block does not return."""
     if any(r is None for r in residuals):

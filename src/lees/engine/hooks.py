@@ -46,7 +46,7 @@ from torch import nn
 from .actions import FORECAST, MODES, REUSE, RUN, SKIP, straight_through
 from .adapters import BlockAdapter, Streams, adapter_for
 from .blocks import Blocks, compiled_original, resolve_modules
-from .forecast import ORDERS, extrapolate
+from .forecast import ORDERS, Position, extrapolate
 
 
 class ReuseCache:
@@ -91,29 +91,29 @@ class ReuseCache:
         self.residuals = [None] * len(self.residuals)
         self.history = [[] for _ in self.residuals]
 
-    def store(self, k: int, residual: torch.Tensor | tuple, position: float | None = None) -> None:
+    def store(self, k: int, residual: torch.Tensor | tuple, position: Position | None = None) -> None:
         """Keep block k's residual (a tensor, or a tuple of per-stream tensors and Nones), computed at
-        call ``position`` (needed for a block it forecasts; runs of another shape are dropped)."""
+        call ``position`` (needed for a block it forecasts; its earlier runs of another shape are
+        dropped). Positions must increase within a run."""
         self.residuals[k] = residual
         if self.forecast[k]:
             if position is None:
                 raise ValueError(f"block {k} is forecast: store its residual with the call's position")
             shape = _shapes(residual)
-            runs = [(p, r) for p, r in self.history[k] if p != position and _shapes(r) == shape]
-            self.history[k] = [*runs, (float(position), residual)][-(self.order + 1) :]
-        held = {
-            id(t): t for r in (*self.residuals, *(r for h in self.history for _, r in h)) for t in _tensors(r)
-        }
-        total = sum(t.numel() * t.element_size() for t in held.values())
+            runs = [(p, r) for p, r in self.history[k] if _shapes(r) == shape]
+            self.history[k] = [*runs, (position, residual)][-(self.order + 1) :]
+        older = (r for runs in self.history for _, r in runs[:-1])  # a run's newest is its residual
+        held = [t for r in (*self.residuals, *older) for t in _tensors(r)]
+        total = sum(t.numel() * t.element_size() for t in held)
         if total > self.peak_bytes:
             self.peak_bytes, self.peak_batch = total, len(_tensors(residual)[0])
 
-    def forecast_at(self, k: int, position: float | None) -> torch.Tensor | tuple | None:
+    def forecast_at(self, k: int, position: Position | None) -> torch.Tensor | tuple | None:
         """Block k's residual extrapolated to call ``position`` from its stored runs (its last residual
         for a block not forecast, or one run stored); None with nothing stored."""
         if not self.forecast[k] or not self.history[k]:
             return self.residuals[k]
-        return extrapolate(self.history[k], float(position))
+        return extrapolate(self.history[k], position)
 
     @property
     def peak_bytes_per_sample(self) -> float:
@@ -191,7 +191,7 @@ class Engine:
         self._mode = "hard"
         self._fallback = SKIP
         self._cache: ReuseCache | None = None
-        self._position: float | None = None
+        self._position: Position | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -243,7 +243,7 @@ class Engine:
         mode: str = "hard",
         cache: ReuseCache | None = None,
         fallback: int = SKIP,
-        position: float | None = None,
+        position: Position | None = None,
     ) -> Iterator[None]:
         """Within the span, hooked blocks follow ``decisions`` (see the module doc); restored after.
         ``position`` is the call's place in its sampling run (column j of a schedule), which a cache that
@@ -439,7 +439,7 @@ class GatedModel(nn.Module):
         mode: str = "hard",
         cache: ReuseCache | None = None,
         fallback: int = SKIP,
-        position: float | None = None,
+        position: Position | None = None,
         **kwargs: Any,
     ) -> Any:
         """The model's output with the blocks chosen by ``mask`` run, reused, skipped or mixed."""
