@@ -75,7 +75,8 @@ def recorded(model: nn.Module, name: str, returns: tuple[str, ...]):
     def hook(mod, args, kwargs, out):
         inputs = signature.bind(mod, *args, **kwargs).arguments
         outs = (out,) if isinstance(out, torch.Tensor) else out
-        calls.append({s: (inputs[s].clone(), o.clone()) for s, o in zip(returns, outs, strict=True)})
+        streams = zip(returns, outs, strict=True)  # a stream the block returns as None is not read
+        calls.append({s: (inputs[s].clone(), o.clone()) for s, o in streams if o is not None})
 
     handle = module.register_forward_hook(hook, with_kwargs=True)
     try:
@@ -176,13 +177,22 @@ def test_every_run_starts_with_empty_forecast_caches():
     assert cache.residuals[1] is None and cache.history[1] == [] and cache.forecast_at(1, 2) is None
 
 
-@pytest.mark.parametrize("name", ["transformer_blocks.0", "single_transformer_blocks.1"])
-def test_a_two_stream_block_forecasts_both_streams(name):
-    model = ALL["flux"].make_model()
+@pytest.mark.parametrize(
+    ("family", "name", "streams"),
+    [
+        ("flux", "transformer_blocks.0", 2),
+        ("flux", "single_transformer_blocks.1", 2),
+        ("sd3", "transformer_blocks.0", 2),  # SD3.5's dual attention
+        ("sd3", "transformer_blocks.2", 1),  # context_pre_only: its text stream is None
+    ],
+)
+def test_a_two_stream_block_forecasts_both_streams(family, name, streams):
+    model = ALL[family].make_model()
     row = "11f1ff"
-    schedule = one_row("flux", model, name, row, order=1)
+    schedule = one_row(family, model, name, row, order=1)
     with recorded(model, name, JOINT) as calls:
-        loop("flux", model, schedule, guidance=1.0)  # one branch: one call per step
+        loop(family, model, schedule, guidance=1.0)  # no guidance: one call per step
+    assert all(len(call) == streams for call in calls)
     assert check_forecasts(calls, row, order=1) > 0
 
 
