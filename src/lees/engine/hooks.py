@@ -77,7 +77,7 @@ class ReuseCache:
             raise ValueError(f"the forecast order is one of {ORDERS}, got {order!r}")
         self.order = order
         self.residuals: list[torch.Tensor | tuple | None] = [None] * num_blocks
-        self.history: list[list[tuple[float, torch.Tensor | tuple]]] = [[] for _ in range(num_blocks)]
+        self.history: list[list[tuple[Position, torch.Tensor | tuple]]] = [[] for _ in range(num_blocks)]
         self.peak_bytes = 0
         self.peak_batch = 0
 
