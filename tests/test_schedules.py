@@ -75,7 +75,7 @@ def test_mismatch_is_a_clear_error(blocks, tmp_path, cifar_ddpm):
         (lambda d: d.update(version=7), "version 7"),
         (lambda d: d.pop("table"), "missing"),
         (lambda d: d.update(table=["10", "1"]), "equal length"),
-        (lambda d: d.update(table=["1x"] * 2), "strings of 1 \\(run\\), r \\(reuse\\) and 0"),
+        (lambda d: d.update(table=["1x"] * 2), r"strings of 1 \(run\), r \(reuse\), f \(forecast\) and 0"),
         (lambda d: d.update(timesteps=[1]), "2 columns for 1 timesteps"),
         (lambda d: d.update(timesteps=[1, 1000]), "timesteps must lie"),
         (lambda d: d.update(block_names=["a"]), "2 rows for 1 block names"),

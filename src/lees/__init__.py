@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._version import __version__ as __version__
 from .diffusion.samplers import pipeline_timesteps
 from .enable import disable, enable, reset
-from .engine.actions import REUSE, RUN, SKIP, open_mask
+from .engine.actions import FORECAST, REUSE, RUN, SKIP, open_mask
 from .engine.adapters import BlockAdapter, register_block_adapter
 from .engine.blocks import Block, Blocks, find_blocks
 from .engine.hooks import CompiledModelError, GatedModel, ReuseCache
@@ -36,6 +36,7 @@ __all__ = [
     "BlockAdapter",
     "Blocks",
     "CompiledModelError",
+    "FORECAST",
     "GateTrainConfig",
     "GatedModel",
     "REUSE",

@@ -66,8 +66,8 @@ class _StepHook(ModelHook):
 
     def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        decisions, cache = self.decisions(timestep)
-        with self.engine.deciding(decisions, "hard", cache):
+        decisions, cache, position = self.decisions(timestep)
+        with self.engine.deciding(decisions, "hard", cache, position=position):
             return self.fn_ref.original_forward(*args, **kwargs)
 
     def state(self) -> tuple[RunState, str | None]:
@@ -80,8 +80,10 @@ class _StepHook(ModelHook):
         return self.state_manager.get_state(), name
 
     @torch.compiler.disable  # eager under an in-place compile: one graph per block set, not per timestep
-    def decisions(self, timestep: Any) -> tuple[list[int], ReuseCache | None]:
-        """This call's block actions and the reuse cache of its guidance branch."""
+    def decisions(self, timestep: Any) -> tuple[list[int], ReuseCache | None, torch.Tensor | None]:
+        """This call's block actions, the reuse cache of its guidance branch, and the call's position in
+        that branch's run (what a forecast extrapolates to; a tensor, so a compiled denoiser reads it
+        as data, not as a constant to recompile for)."""
         if timestep is None:
             raise TypeError(
                 "lees follows the denoiser's timestep: call it with timestep= or as its 2nd argument"
@@ -94,8 +96,9 @@ class _StepHook(ModelHook):
         state, context = self.state()
         if isinstance(self.policy, SigmoidTimeGate):
             gate = self.policy(gate_time(state.gate_timestep(value), self.num_train))
-            return [int(b) for b in open_mask(gate).tolist()], None
-        return self.policy.mask(state.column(value, t.dtype, self.grid, context)), state.cache
+            return [int(b) for b in open_mask(gate).tolist()], None, None
+        column = state.column(value, t.dtype, self.grid, context)
+        return self.policy.mask(column), state.cache, torch.tensor(float(column))
 
     def reset_state(self, module: nn.Module) -> nn.Module:
         self.state_manager.reset()

@@ -10,14 +10,15 @@ EPILOG = """examples:
   lees schedule full --model embedded --steps 50 --out runs/full
   lees schedule uniform-2 --model embedded --out runs/uniform2          # uniform reuse, every 2nd step
   lees schedule uniform-2-skip --model embedded --out runs/uniform2-skip
+  lees schedule uniform-3-forecast --model embedded --out runs/uniform3-forecast  # TaylorSeer-like
   lees schedule deepcache-3@25 --model embedded --out runs/deepcache3-25  # at 25 sampler steps
   lees schedule ase --model embedded --steps 50 --drop-length 200 --out runs/ase
   lees schedule random --model embedded --ratio 0.6 --seed 1 --out runs/random
   lees schedule lees-0.05 --model embedded --steps 20 --out runs/lees20  # a shipped schedule, 20 steps
   lees schedule learned --model embedded --gates src/lees/embedded/lees-0.05/gates.safetensors --out runs/g
   lees schedule ase-grid --model embedded --budget 0.6 -n 16 --no-check --out runs/ase-grid
-NAME: full, uniform-N[-skip], deepcache-N, ase, random, learned, a shipped schedule (lees-0.05,
-router-0.70), a schedule file, each NAME@STEPS for other steps; ase-grid searches ASE's grid.
+NAME: full, uniform-N[-skip|-forecast[-ORDER]], deepcache-N, ase, random, learned, a shipped schedule
+(lees-0.05, router-0.70), a schedule file, each NAME@STEPS for other steps; ase-grid searches ASE's grid.
 """
 
 
@@ -45,7 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--outer", type=int, default=None, help="uniform: first and last blocks that always run (1)"
     )
     p.add_argument(
-        "--between", choices=("reuse", "skip"), default=None, help="deepcache, uniform: the others"
+        "--between",
+        choices=("reuse", "forecast", "skip"),
+        default=None,
+        help="deepcache, uniform: the others",
+    )
+    p.add_argument(
+        "--order", type=int, default=None, help="uniform forecast: 1 (a line) or 2 (a parabola) (1)"
     )
     p.add_argument("--budget", type=float, default=None, help="ase-grid: max FLOP ratio (ASE default's)")
     p.add_argument("-n", type=int, default=256, help="ase-grid: samples scored per candidate (256)")

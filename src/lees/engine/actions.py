@@ -1,4 +1,5 @@
-"""Block actions (run, reuse its last residual, skip), the modes of a decision, and the gate rule.
+"""Block actions (run, reuse its last residual, forecast it from its last runs, skip), the modes of a
+decision, and the gate rule.
 
 Threshold rule: a block runs where ``g_k(t) >= 0.5`` (ties open). The paper writes ``g > 0.5``,
 but it also initialises a = b = 0, where every gate sits at exactly 0.5: with a strict ``>`` the
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-SKIP, RUN, REUSE = 0, 1, 2
-ACTIONS = {"skip": SKIP, "run": RUN, "reuse": REUSE}
+SKIP, RUN, REUSE, FORECAST = 0, 1, 2, 3
+ACTIONS = {"skip": SKIP, "run": RUN, "reuse": REUSE, "forecast": FORECAST}
 MODES = ("hard", "soft", "ste")
 
 OPEN_THRESHOLD = 0.5

@@ -1,4 +1,4 @@
-"""The engine: each block of a model runs, reuses its last residual, or is skipped, call by call.
+"""The engine: each block of a model runs, reuses or forecasts its residual, or is skipped, call by call.
 
 Every skippable block gets a diffusers ``ModelHook`` (through ``HookRegistry``, as
 ``apply_layer_skip`` and ``apply_first_block_cache`` attach theirs); the user's model is never
@@ -19,6 +19,9 @@ Block actions (hard mode, one per block for the whole batch):
   the last time it ran in this sampling run (a stream the block returns as None stays None). A block
   with no cached residual yet (or one of another batch shape) runs instead, so a reuse schedule's
   first step always computes.
+* ``FORECAST``: as ``REUSE``, with the residual extrapolated to the call's position from the block's
+  last runs (:mod:`lees.engine.forecast`; the cache's ``order``, the position given to
+  :meth:`Engine.deciding`); with one run stored, exactly ``REUSE``.
 * ``SKIP``: the shortcut only (identity for attention and transformer blocks).
 
 Soft modes, for training (one weight per block, shape (K,) or per sample (B, K)):
@@ -40,44 +43,90 @@ import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
-from .actions import MODES, REUSE, RUN, SKIP, straight_through
+from .actions import FORECAST, MODES, REUSE, RUN, SKIP, straight_through
 from .adapters import BlockAdapter, Streams, adapter_for
 from .blocks import Blocks, compiled_original, resolve_modules
+from .forecast import ORDERS, Position, extrapolate
 
 
 class ReuseCache:
     """The residuals of one sampling run, one slot per block, and the peak memory they took.
 
     ``keep[k]`` says whether block k's residual is stored when it runs (only blocks a schedule
-    reuses need it). Clear it at the start of every sampling run and every batch. A slot holds one
-    tensor for a block that changes one stream, and a tuple (one tensor or None per stream, in the
-    order of its adapter's ``streams``) for one that changes several (SD3's and Flux's joint blocks).
+    reuses or forecasts need it); ``forecast[k]`` whether its last ``order + 1`` runs are kept too,
+    with their call positions (``history[k]``, oldest first), to extrapolate from. Clear it at the
+    start of every sampling run and every batch. A slot holds one tensor for a block that changes one
+    stream, and a tuple (one tensor or None per stream, in the order of its adapter's ``streams``) for
+    one that changes several (SD3's and Flux's joint blocks).
     """
 
-    def __init__(self, num_blocks: int, keep: Sequence[bool] | None = None) -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        keep: Sequence[bool] | None = None,
+        forecast: Sequence[bool] | None = None,
+        order: int = 1,
+    ) -> None:
         self.keep = list(keep) if keep is not None else [True] * num_blocks
-        if len(self.keep) != num_blocks:
-            raise ValueError(f"{len(self.keep)} keep flags for {num_blocks} blocks")
+        self.forecast = list(forecast) if forecast is not None else [False] * num_blocks
+        if len(self.keep) != num_blocks or len(self.forecast) != num_blocks:
+            raise ValueError(
+                f"{len(self.keep)} keep and {len(self.forecast)} forecast flags for {num_blocks} blocks"
+            )
+        if order not in ORDERS:
+            raise ValueError(f"the forecast order is one of {ORDERS}, got {order!r}")
+        self.order = order
         self.residuals: list[torch.Tensor | tuple | None] = [None] * num_blocks
+        self.history: list[list[tuple[Position, torch.Tensor | tuple]]] = [[] for _ in range(num_blocks)]
         self.peak_bytes = 0
         self.peak_batch = 0
+
+    @property
+    def forecasts(self) -> bool:
+        """Whether any block keeps its runs to forecast from (its calls then need their position)."""
+        return any(self.forecast)
 
     def clear(self) -> None:
         """Forget every residual (a new sampling run or batch starts)."""
         self.residuals = [None] * len(self.residuals)
+        self.history = [[] for _ in self.residuals]
 
-    def store(self, k: int, residual: torch.Tensor | tuple) -> None:
-        """Keep block k's residual (a tensor, or a tuple of per-stream tensors and Nones)."""
+    def store(self, k: int, residual: torch.Tensor | tuple, position: Position | None = None) -> None:
+        """Keep block k's residual (a tensor, or a tuple of per-stream tensors and Nones), computed at
+        call ``position`` (needed for a block it forecasts; its earlier runs of another shape are
+        dropped). Positions must increase within a run."""
         self.residuals[k] = residual
-        held = [t for r in self.residuals for t in _tensors(r)]
+        if self.forecast[k]:
+            if position is None:
+                raise ValueError(f"block {k} is forecast: store its residual with the call's position")
+            shape = _shapes(residual)
+            runs = [(p, r) for p, r in self.history[k] if _shapes(r) == shape]
+            self.history[k] = [*runs, (position, residual)][-(self.order + 1) :]
+        older = (r for runs in self.history for _, r in runs[:-1])  # a run's newest is its residual
+        held = [t for r in (*self.residuals, *older) for t in _tensors(r)]
         total = sum(t.numel() * t.element_size() for t in held)
         if total > self.peak_bytes:
             self.peak_bytes, self.peak_batch = total, len(_tensors(residual)[0])
+
+    def forecast_at(self, k: int, position: Position | None) -> torch.Tensor | tuple | None:
+        """Block k's residual extrapolated to call ``position`` from its stored runs (its last residual
+        for a block not forecast, or one run stored); None with nothing stored."""
+        if not self.forecast[k] or not self.history[k]:
+            return self.residuals[k]
+        return extrapolate(self.history[k], position)
 
     @property
     def peak_bytes_per_sample(self) -> float:
         """Peak bytes the residuals held, per sample of the batch that held them."""
         return self.peak_bytes / self.peak_batch if self.peak_batch else 0.0
+
+
+def _shapes(residual: torch.Tensor | tuple) -> list[tuple[int, ...] | None]:
+    """The shape of each stream a cache slot holds (None for a stream the block does not return)."""
+    return [
+        None if t is None else tuple(t.shape)
+        for t in (residual if isinstance(residual, tuple) else (residual,))
+    ]
 
 
 def _tensors(residual: torch.Tensor | tuple | None) -> list[torch.Tensor]:
@@ -142,6 +191,7 @@ class Engine:
         self._mode = "hard"
         self._fallback = SKIP
         self._cache: ReuseCache | None = None
+        self._position: Position | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -188,20 +238,30 @@ class Engine:
 
     @contextmanager
     def deciding(
-        self, decisions: Any, mode: str = "hard", cache: ReuseCache | None = None, fallback: int = SKIP
+        self,
+        decisions: Any,
+        mode: str = "hard",
+        cache: ReuseCache | None = None,
+        fallback: int = SKIP,
+        position: Position | None = None,
     ) -> Iterator[None]:
-        """Within the span, hooked blocks follow ``decisions`` (see the module doc); restored after."""
+        """Within the span, hooked blocks follow ``decisions`` (see the module doc); restored after.
+        ``position`` is the call's place in its sampling run (column j of a schedule), which a cache that
+        forecasts needs: its blocks' runs are stored at it and forecasts extrapolated to it."""
         checked = self.check_decisions(decisions, mode)
         if fallback not in (SKIP, REUSE):
             raise ValueError("the soft fallback is SKIP or REUSE")
         if cache is not None and len(cache.residuals) != self.num_blocks:
             raise ValueError(f"the cache has {len(cache.residuals)} slots for {self.num_blocks} blocks")
-        saved = self._decisions, self._mode, self._cache, self._fallback
+        if cache is not None and cache.forecasts and position is None:
+            raise ValueError("a cache that forecasts needs each call's position: deciding(..., position=j)")
+        saved = self._decisions, self._mode, self._cache, self._fallback, self._position
         self._decisions, self._mode, self._cache, self._fallback = checked, mode, cache, fallback
+        self._position = position
         try:
             yield
         finally:
-            self._decisions, self._mode, self._cache, self._fallback = saved
+            self._decisions, self._mode, self._cache, self._fallback, self._position = saved
 
     def check_decisions(self, decisions: Any, mode: str) -> Any:
         """Hard: K actions (bools are run/skip); soft/ste: a float tensor (K,) or (B, K) of weights."""
@@ -215,8 +275,8 @@ class Engine:
             actions = [int(RUN if d is True else SKIP if d is False else d) for d in decisions]
             if len(actions) != self.num_blocks:
                 raise ValueError(f"mask has {len(actions)} entries for {self.num_blocks} blocks")
-            if any(a not in (SKIP, RUN, REUSE) for a in actions):
-                raise ValueError("a block action is skip (0), run (1) or reuse (2)")
+            if any(a not in (SKIP, RUN, REUSE, FORECAST) for a in actions):
+                raise ValueError("a block action is skip (0), run (1), reuse (2) or forecast (3)")
             return actions
         if not isinstance(decisions, torch.Tensor) or not decisions.is_floating_point():
             raise TypeError(f"{mode} mode takes a float tensor of gate values, shape (K,) or (B, K)")
@@ -237,8 +297,9 @@ class Engine:
         adapter, action, cache = self.adapters[k], self._decisions[k], self._cache
         if action == SKIP:
             return adapter.build(kwargs, adapter.shortcuts(module, adapter.inputs(module, args, kwargs)))
-        if action == REUSE and cache is not None:
-            reused = self._reused(k, module, args, kwargs, adapter.unpack(cache.residuals[k]))
+        if action in (REUSE, FORECAST) and cache is not None:
+            held = cache.residuals[k] if action == REUSE else cache.forecast_at(k, self._position)
+            reused = self._reused(k, module, args, kwargs, adapter.unpack(held))
             if reused is not None:
                 return reused
         if cache is None or not cache.keep[k]:
@@ -271,7 +332,8 @@ class Engine:
             out = forward(*args, **kwargs)
             base = adapter.shortcuts(module, inputs)
             outs = adapter.outputs(module, out)
-            cache.store(k, adapter.pack(tuple(_minus(o, b) for o, b in zip(outs, base, strict=True))))
+            residual = adapter.pack(tuple(_minus(o, b) for o, b in zip(outs, base, strict=True)))
+            cache.store(k, residual, self._position)
             return out
         capture = module.conv2._diffusers_hook.get_hook(CAPTURE_NAME)
         capture.armed = True
@@ -280,7 +342,7 @@ class Engine:
         finally:
             capture.armed, residual, capture.output = False, capture.output, None
         scale = module.output_scale_factor
-        cache.store(k, residual if scale == 1 else residual / scale)
+        cache.store(k, residual if scale == 1 else residual / scale, self._position)
         return out
 
     def _mixed(self, k: int, module: nn.Module, forward, args: tuple, kwargs: dict) -> Any:
@@ -296,7 +358,7 @@ class Engine:
         kept = [None if o is None else _weighted(weight, o - b, c, carry) for b, o, c in streams]
         mixed = [None if r is None else b + r for b, r in zip(base, kept, strict=True)]
         if carry:
-            cache.store(k, adapter.pack(tuple(kept)))  # the cache holds the block's dtype
+            cache.store(k, adapter.pack(tuple(kept)), self._position)  # the cache holds the block's dtype
         return adapter.build(kwargs, tuple(mixed))
 
 
@@ -353,8 +415,9 @@ class GatedModel(nn.Module):
     """Wrap ``model`` so that each call can run, reuse or skip any of its ``blocks``.
 
     ``blocks`` is the result of :func:`lees.find_blocks` or a list of module names. Call it like the
-    model, plus ``mask=`` (K actions or gate values), ``mode=`` and ``cache=`` (a :class:`ReuseCache`
-    for ``REUSE``); with ``mask=None`` it is the plain model. The hooks are attached for the length
+    model, plus ``mask=`` (K actions or gate values), ``mode=``, ``cache=`` (a :class:`ReuseCache`
+    for ``REUSE`` and ``FORECAST``) and ``position=`` (the call's place in its run, which a forecasting
+    cache needs); with ``mask=None`` it is the plain model. The hooks are attached for the length
     of each call only, so the model is plain between calls; for that reason it refuses to be
     compiled or to wrap a compiled model (:class:`CompiledModelError`; see docs/reuse.md).
     """
@@ -376,6 +439,7 @@ class GatedModel(nn.Module):
         mode: str = "hard",
         cache: ReuseCache | None = None,
         fallback: int = SKIP,
+        position: Position | None = None,
         **kwargs: Any,
     ) -> Any:
         """The model's output with the blocks chosen by ``mask`` run, reused, skipped or mixed."""
@@ -384,5 +448,5 @@ class GatedModel(nn.Module):
         compiled = compiled_original(self.model) is not self.model or self.model._compiled_call_impl
         if compiled or torch.compiler.is_compiling():
             _refuse_compile()
-        with self.engine.attached(), self.engine.deciding(mask, mode, cache, fallback):
+        with self.engine.attached(), self.engine.deciding(mask, mode, cache, fallback, position):
             return self.model(*args, **kwargs)

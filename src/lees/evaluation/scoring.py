@@ -111,7 +111,10 @@ def score_schedule(
 
 def _what_is_scored(schedule: Schedule | None, extractor, also: Mapping) -> dict:
     """The schedule's table and the feature definitions, as a stored scoring state records them."""
-    return {"schedule": None if schedule is None else schedule.actions.tobytes().hex(),
+    table = None if schedule is None else schedule.actions.tobytes().hex()
+    if schedule is not None and schedule.forecasts:  # a forecast's order changes what is sampled
+        table += f"/forecast order {schedule.forecast_order}"
+    return {"schedule": table,
             "features": [definition(e) for e in (extractor, *(also[m][0] for m in sorted(also)))],
             "also": sorted(also)}  # fmt: skip
 

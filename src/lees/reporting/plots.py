@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import torch  # noqa: E402
 
-from ..engine.actions import REUSE, RUN
+from ..engine.actions import FORECAST, REUSE, RUN
 from ..evaluation.frontier import Point, step_curve
 from ..evaluation.stats import mean_std
 from ..schedules.gates import SigmoidTimeGate
@@ -73,15 +73,17 @@ def gate_heatmap(
 
 
 def schedule_map(schedule: Schedule, path: str | Path, title: str | None = None) -> Path:
-    """The K x T table of a schedule: which block runs (black), reuses its last residual (grey) or is
-    skipped (white) at which sampling step."""
+    """The K x T table of a schedule: which block runs (black), forecasts its residual (dark grey),
+    reuses its last one (grey) or is skipped (white) at which sampling step."""
     fig, ax = plt.subplots(figsize=(7, 0.28 * schedule.num_blocks + 1.5))
-    shade = np.select([schedule.actions == RUN, schedule.actions == REUSE], [1.0, 0.4], 0.0)
+    actions = schedule.actions
+    shade = np.select([actions == RUN, actions == FORECAST, actions == REUSE], [1.0, 0.65, 0.4], 0.0)
     ax.imshow(shade, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
     ax.set_yticks(range(schedule.num_blocks), schedule.block_names, fontsize=7)
     ticks = range(0, schedule.num_steps, max(1, schedule.num_steps // 10))
     ax.set_xticks(list(ticks), [str(schedule.timesteps[i]) for i in ticks], fontsize=7)
-    ax.set_xlabel("sampler timestep (sampling runs left to right): black run, grey reuse, white skip")
+    key = "black run, dark grey forecast, grey reuse" if schedule.forecasts else "black run, grey reuse"
+    ax.set_xlabel(f"sampler timestep (sampling runs left to right): {key}, white skip")
     ratios = f"executed {schedule.executed_ratio:.0%}"
     if schedule.block_shares is not None:
         ratios += f", FLOPs {schedule.flop_ratio:.0%}"

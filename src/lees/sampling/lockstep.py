@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..diffusion.samplers import SolverRun, normalised_time, sample_generators, sampler_timesteps
 from ..diffusion.solvers import default_solver
-from ..engine.hooks import Engine, ReuseCache
+from ..engine.hooks import Engine
 from ..models.denoisers import (
     check_context,
     check_guidance,
@@ -237,7 +237,7 @@ class _Method:
             return
         if isinstance(method, Schedule):
             names = method.block_names
-            self.cache = ReuseCache(method.num_blocks, method.kept_blocks()) if method.reuses else None
+            self.cache = method.new_cache()
         elif isinstance(method, SigmoidTimeGate):
             if method.block_names is None:
                 raise ValueError(
@@ -272,7 +272,7 @@ class _Method:
             decisions, mode = self.method.mask(j), "hard"
         else:
             decisions, mode = self.method(self.times[j].to(x.device)), "soft"
-        with self.engine.deciding(decisions, mode, self.cache):
+        with self.engine.deciding(decisions, mode, self.cache, position=j):
             output = self._predict(inputs, t, cond)
         return self.run.step(output, j, x, gens)
 

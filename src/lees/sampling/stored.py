@@ -62,13 +62,15 @@ def sample_stored(
 
 
 def method_digest(method: Method) -> str:
-    """A short hash of what a method does: a schedule's actions, timesteps and block names, or a
-    gate's values; ``"full"`` for None (the plain model)."""
+    """A short hash of what a method does: a schedule's actions (and forecast order), timesteps and
+    block names, or a gate's values; ``"full"`` for None (the plain model)."""
     if method is None:
         return "full"
     digest = hashlib.sha256()
     if isinstance(method, Schedule):
         digest.update(method.actions.tobytes())
+        if method.forecasts:  # a schedule without forecasts keeps the digest it had before they existed
+            digest.update(f"forecast order {method.forecast_order}".encode())
         digest.update(repr((list(method.timesteps), list(method.block_names))).encode())
     else:
         for name, tensor in sorted(method.state_dict().items()):

@@ -1,5 +1,6 @@
 """Hand-made and random schedules to measure LEES against: ASE's drop schedule, random gates, and
-the caching baselines DeepCache (UNets) and uniform reuse (FORA-like, any model).
+the caching baselines DeepCache (UNets) and uniform reuse (FORA-like, any model), or uniform forecasting
+(TaylorSeer-like: between full steps each block extrapolates its residual from its last runs).
 
 ASE (Moon et al., "A Simple Early Exiting Framework for Accelerated Sampling in Diffusion
 Models", ICML 2024; code: taehong-moon/ee-diffusion, ``DiT/drop_scheduler.py``) splits the 1000
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..engine.actions import REUSE, RUN, SKIP
+from ..engine.actions import ACTIONS, FORECAST, REUSE, RUN, SKIP
 from ..engine.blocks import _UNET_NAME, Blocks, depth_order, unet_level
 from .schedule import Schedule
 
@@ -99,16 +100,21 @@ def cached_schedule(
     source: str,
     settings: dict,
     between: int = REUSE,
+    order: int = 1,
 ) -> Schedule:
     """Every block at ``full_steps`` (step 0 always); in between the ``always`` blocks run and the
-    others ``between`` (reuse their last residual, or skip for the identity-skip comparison)."""
-    if between not in (REUSE, SKIP):
-        raise ValueError("blocks between full steps reuse or skip")
+    others ``between``: reuse their last residual, forecast it from their last runs with a polynomial
+    of degree ``order`` (:mod:`lees.engine.forecast`), or skip (the identity-skip comparison)."""
+    if between not in (REUSE, FORECAST, SKIP):
+        raise ValueError("blocks between full steps reuse, forecast or skip")
     actions = np.full((len(blocks), len(timesteps)), between, dtype=np.int8)
     actions[np.asarray(always, dtype=bool)] = RUN
     actions[:, sorted({0, *full_steps})] = RUN
-    settings = {**settings, "between": "reuse" if between == REUSE else "skip"}
-    return Schedule(actions, blocks.names, list(timesteps), source, settings, blocks.shares)
+    name = next(n for n, a in ACTIONS.items() if a == between)
+    settings = {**settings, "between": name, **({"order": order} if between == FORECAST else {})}
+    return Schedule(
+        actions, blocks.names, list(timesteps), source, settings, blocks.shares, forecast_order=order
+    )
 
 
 def deepcache_schedule(
@@ -189,13 +195,15 @@ def uniform_schedule(
     interval: int = 2,
     outer: int = 0,
     between: int = REUSE,
+    order: int = 1,
 ) -> Schedule:
     """Every block every ``interval`` steps (as FORA for transformer blocks); in between the ``outer``
-    first and ``outer`` last blocks in execution order still run and the others reuse (or skip)."""
+    first and ``outer`` last blocks in execution order still run and the others reuse, skip, or
+    forecast with a polynomial of degree ``order`` (as TaylorSeer: ``between=FORECAST``)."""
     if interval < 1 or outer < 0:
         raise ValueError("need interval >= 1 and outer >= 0")
     k = len(blocks)
     always = [i < outer or i >= k - outer for i in range(k)]
     full = range(0, len(timesteps), interval)
     settings = {"interval": interval, "outer": outer}
-    return cached_schedule(blocks, timesteps, full, always, "uniform", settings, between)
+    return cached_schedule(blocks, timesteps, full, always, "uniform", settings, between, order)

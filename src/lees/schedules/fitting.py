@@ -80,8 +80,7 @@ class RunState(BaseState):
 
     def __init__(self, policy: Schedule | SigmoidTimeGate) -> None:
         self.policy = policy
-        reuses = isinstance(policy, Schedule) and policy.reuses
-        self.cache = ReuseCache(policy.num_blocks, policy.kept_blocks()) if reuses else None
+        self.cache: ReuseCache | None = policy.new_cache() if isinstance(policy, Schedule) else None
         self.reset()
 
     def reset(self, *args, **kwargs) -> None:

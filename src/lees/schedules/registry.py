@@ -5,7 +5,9 @@ Grammar: ``NAME[@STEPS]``, where NAME is
 
 - ``full``: every block at every step (the full model);
 - ``uniform-N``: every block every N-th step; in between the first and the last block run and the
-  others reuse their last residual (``uniform-N-skip``: the others are skipped);
+  others reuse their last residual (``uniform-N-skip``: the others are skipped; ``uniform-N-forecast``:
+  they forecast it from their last two runs, TaylorSeer-like; ``uniform-N-forecast-2``: from their
+  last three, a parabola);
 - ``deepcache-N``: DeepCache for a diffusers UNet, a full step every N steps, the outer resolution
   level always running;
 - ``ase``: ASE's drop schedule as released;
@@ -238,12 +240,23 @@ def _full(ctx: Context) -> Schedule:
 
 @register(
     "uniform",
-    "uniform-N[-skip]",
-    r"(?:(?P<interval>\d+)(?:-(?P<between>skip))?)?",
-    ("interval", "outer", "between"),
+    "uniform-N[-skip|-forecast[-ORDER]]",
+    r"(?:(?P<interval>\d+)(?:-(?P<between>skip|forecast)(?:-(?P<order>\d+))?)?)?",
+    ("interval", "outer", "between", "order"),
 )
-def _uniform(ctx: Context, interval: int | str = 3, outer: int = 1, between: str = "reuse") -> Schedule:
-    return uniform_schedule(ctx.blocks, ctx.timesteps, int(interval), int(outer), ACTIONS[between])
+def _uniform(
+    ctx: Context,
+    interval: int | str = 3,
+    outer: int = 1,
+    between: str = "reuse",
+    order: int | str | None = None,
+) -> Schedule:
+    if between not in ACTIONS:
+        raise ValueError(f"between is one of reuse, forecast or skip, got {between!r}")
+    if order is not None and between != "forecast":
+        raise ValueError("an order is for forecasting: uniform-N-forecast-ORDER or between=forecast")
+    order = 1 if order is None else int(order)
+    return uniform_schedule(ctx.blocks, ctx.timesteps, int(interval), int(outer), ACTIONS[between], order)
 
 
 @register("deepcache", "deepcache-N", r"(?P<interval>\d+)?", ("interval", "levels", "between"))

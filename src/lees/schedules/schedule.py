@@ -1,15 +1,18 @@
 """Schedules: what each block does at each sampling step, as data.
 
-A :class:`Schedule` is a K x T table of block actions (run, reuse its last residual, or skip; see
-:mod:`lees.engine.hooks`) with the model's block names, the timesteps of its T columns, where it came
-from and its settings. Column j is the j-th model call of a sampling run (of one guidance branch), at
-the timestep the scheduler gives it: integers, or floats (flow matching's lie in (0, 1000]), repeated
-where the scheduler calls the model more than once at one timestep (Heun, PNDM). Learned, router,
-ASE, DeepCache, random and hand-made schedules are all this one object, saved as the same JSON, so
-every sampler, benchmark and plot takes any of them.
+A :class:`Schedule` is a K x T table of block actions (run, reuse its last residual, forecast it from
+its last runs, or skip; see :mod:`lees.engine.hooks`) with the model's block names, the timesteps of
+its T columns, where it came from and its settings. Column j is the j-th model call of a sampling run
+(of one guidance branch), at the timestep the scheduler gives it: integers, or floats (flow matching's
+lie in (0, 1000]), repeated where the scheduler calls the model more than once at one timestep (Heun,
+PNDM). Learned, router, ASE, DeepCache, random and hand-made schedules are all this one object, saved
+as the same JSON, so every sampler, benchmark and plot takes any of them.
 
 JSON (version 2): one string per block, one character per step: ``1`` run, ``r`` reuse, ``0``
-skip. Version 1 files (run/skip only, written by lees 0.1) load unchanged.
+skip. Version 3 adds ``f`` forecast and the schedule's ``forecast_order`` (1: the line through a
+block's last two runs, 2: the parabola through its last three, 0: reuse; :mod:`lees.engine.forecast`);
+a schedule that forecasts nothing is still written as version 2, so older lees reads it. Version 1 files
+(run/skip only, written by lees 0.1) load unchanged.
 """
 
 from __future__ import annotations
@@ -25,20 +28,22 @@ import numpy as np
 import torch
 
 from ..diffusion.samplers import gate_time, timestep_values
-from ..engine.actions import REUSE, RUN, SKIP, open_mask
+from ..engine.actions import FORECAST, REUSE, RUN, SKIP, open_mask
 from ..engine.blocks import Blocks
+from ..engine.forecast import ORDERS
+from ..engine.hooks import ReuseCache
 from ..utils.files import atomic_write_text
 from .gates import SigmoidTimeGate
 
 FORMAT = "lees.schedule"
 
-VERSION = 2
+VERSION = 3  # written for a schedule that forecasts; one that does not is written as version 2
 
-READS = (1, 2)  # file versions this one reads
+READS = (1, 2, 3)  # file versions this one reads
 
 SOURCES = ("full", "learned", "router", "ase", "deepcache", "uniform", "random", "manual")
 
-CHARS = {RUN: "1", REUSE: "r", SKIP: "0"}
+CHARS = {RUN: "1", REUSE: "r", FORECAST: "f", SKIP: "0"}
 
 
 class ScheduleError(ValueError):
@@ -73,9 +78,11 @@ def _checked_timesteps(timesteps: Sequence[Any], num_train: int) -> list[int | f
 class Schedule:
     """What each of K named blocks does at each of T sampler timesteps.
 
-    ``table`` may be given as booleans (run/skip) or as action codes (``SKIP``, ``RUN``, ``REUSE``);
-    afterwards ``actions`` holds the codes and ``table`` the booleans "block k computes at step j"
-    (what FLOP and executed ratios count: a reused block saves its compute like a skipped one).
+    ``table`` may be given as booleans (run/skip) or as action codes (``SKIP``, ``RUN``, ``REUSE``,
+    ``FORECAST``); afterwards ``actions`` holds the codes and ``table`` the booleans "block k computes
+    at step j" (what FLOP and executed ratios count: a reused or forecast block saves its compute like
+    a skipped one). ``forecast_order`` (0, 1 or 2) is the degree of the polynomial a ``FORECAST`` cell
+    extrapolates its block's residual with.
     """
 
     table: np.ndarray
@@ -85,6 +92,7 @@ class Schedule:
     settings: dict[str, Any] = field(default_factory=dict)
     block_shares: list[float] | None = None
     num_train_timesteps: int = 1000
+    forecast_order: int = 1
 
     def __post_init__(self) -> None:
         table = np.asarray(self.table)
@@ -94,8 +102,10 @@ class Schedule:
             )
         if table.dtype == bool:
             table = np.where(table, RUN, SKIP)
-        if not np.isin(table, (SKIP, RUN, REUSE)).all():
-            raise ScheduleError("block actions are skip (0), run (1) or reuse (2)")
+        if not np.isin(table, (SKIP, RUN, REUSE, FORECAST)).all():
+            raise ScheduleError("block actions are skip (0), run (1), reuse (2) or forecast (3)")
+        if type(self.forecast_order) is not int or self.forecast_order not in ORDERS:
+            raise ScheduleError(f"forecast_order must be one of {ORDERS}, got {self.forecast_order!r}")
         self.actions = table.astype(np.int8)
         self.table = self.actions == RUN
         k, t = table.shape
@@ -191,20 +201,38 @@ class Schedule:
 
     @property
     def reuses(self) -> bool:
-        """Whether any block reuses a cached residual (the run then needs a :class:`ReuseCache`)."""
-        return bool((self.actions == REUSE).any())
+        """Whether any block reuses or forecasts a cached residual (the run then needs a
+        :class:`ReuseCache`: :meth:`new_cache`)."""
+        return bool(np.isin(self.actions, (REUSE, FORECAST)).any())
+
+    @property
+    def forecasts(self) -> bool:
+        """Whether any block forecasts its residual (the file is then written as version 3)."""
+        return bool((self.actions == FORECAST).any())
 
     def kept_blocks(self) -> list[bool]:
-        """Which blocks' residuals a sampling run must keep: those the schedule ever reuses."""
-        return (self.actions == REUSE).any(axis=1).tolist()
+        """Which blocks' residuals a sampling run must keep: those the schedule ever reuses or forecasts."""
+        return np.isin(self.actions, (REUSE, FORECAST)).any(axis=1).tolist()
+
+    def forecast_blocks(self) -> list[bool]:
+        """Which blocks keep their last runs to extrapolate from: those the schedule ever forecasts."""
+        return (self.actions == FORECAST).any(axis=1).tolist()
+
+    def new_cache(self) -> ReuseCache | None:
+        """An empty cache for one sampling run of this schedule (one per guidance branch); None when it
+        neither reuses nor forecasts."""
+        if not self.reuses:
+            return None
+        return ReuseCache(self.num_blocks, self.kept_blocks(), self.forecast_blocks(), self.forecast_order)
 
     def cache_bytes_per_sample(self, blocks: Blocks, element_size: int = 4) -> int:
         """Peak memory of the reuse cache per sample: every block the schedule reuses keeps one
-        residual (its output's size) from its first run to the end of the sampling run."""
+        residual (its output's size) from its first run to the end of the sampling run, every block it
+        forecasts ``forecast_order + 1`` of them (at least one)."""
         self.check_blocks(blocks)
-        return sum(
-            b.out_numel * element_size for b, kept in zip(blocks, self.kept_blocks(), strict=True) if kept
-        )
+        runs = max(1, self.forecast_order + 1)
+        kept = zip(blocks, self.kept_blocks(), self.forecast_blocks(), strict=True)
+        return sum(b.out_numel * element_size * (runs if f else 1) for b, k, f in kept if k)
 
     def mask(self, step: int) -> list[int]:
         """The block actions at sampling step ``step`` (0 = first step of the sampler)."""
@@ -227,9 +255,10 @@ class Schedule:
     # -- JSON ---------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        forecast = {"forecast_order": self.forecast_order} if self.forecasts else {}
         return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": VERSION if self.forecasts else 2,
             "source": self.source,
             "settings": self.settings,
             "num_train_timesteps": self.num_train_timesteps,
@@ -239,6 +268,7 @@ class Schedule:
             "executed_ratio": self.executed_ratio,
             "flop_ratio": self.flop_ratio if self.block_shares is not None else None,
             "table": ["".join(CHARS[int(v)] for v in row) for row in self.actions],
+            **forecast,
         }
 
     @classmethod
@@ -255,12 +285,14 @@ class Schedule:
             shares = data.get("block_shares")
             settings = data.get("settings", {})
             num_train = data.get("num_train_timesteps", 1000)
+            order = data.get("forecast_order", 1)
         except (KeyError, TypeError) as err:
             raise ScheduleError(f"schedule is missing {err}") from None
         codes = {c: a for a, c in CHARS.items()}
         if not isinstance(rows, list) or not all(isinstance(r, str) and set(r) <= set(codes) for r in rows):
             raise ScheduleError(
-                "table must be a list of strings of 1 (run), r (reuse) and 0 (skip), one per block"
+                "table must be a list of strings of 1 (run), r (reuse), f (forecast) and 0 (skip), "
+                "one per block"
             )
         if not rows or len({len(r) for r in rows}) != 1 or not rows[0]:
             raise ScheduleError("table rows must be non-empty and of equal length")
@@ -283,6 +315,7 @@ class Schedule:
             settings,
             None if shares is None else [float(s) for s in shares],
             num_train,
+            order,
         )
 
     def save(self, path: str | Path) -> Path:
