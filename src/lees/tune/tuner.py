@@ -89,7 +89,7 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
     scheduler = load_noise_scheduler(config.model)
     solver = own_solver(scheduler, scheduler_class(config.model))
     solvers = [solver, *(s for s in solvers_for(scheduler) if s != solver)]
-    found = candidates(config.steps, solvers, quick=config.quick)
+    found = candidates(config.steps, solvers, budgets=config.budgets, quick=config.quick)
     with quiet_diffusers():  # attaching each cache to check it would print diffusers' notices
         runs, reasons = build_runs(
             found, model, scheduler, solver, config.steps, config.seed, config.guidance_scale,
