@@ -14,7 +14,7 @@ from .verdict import Row
 def frontier(rows: Sequence[Row], budgets: Sequence[float], path: str | Path, title: str = "") -> Path:
     """x: latency ratio to the full model (same rounds); y: FD to the full model's samples (PSNR where
     no feature space was available). Each solver's fewer-steps points are a curve, every other run a
-    point; the budgets are dashed lines."""
+    point; the budgets are dashed lines. FD is drawn on a symmetric-log axis."""
     metric = "fd_full" if all(r.get("fd_full") is not None for r in rows) else "psnr"
     fig, ax = plt.subplots(figsize=(9, 5))
     steps = [r for r in rows if r["kind"] == "steps" and r["name"] != "full"]
@@ -34,6 +34,9 @@ def frontier(rows: Sequence[Row], budgets: Sequence[float], path: str | Path, ti
     ax.set_ylabel(
         "FD to the full model (lower is better)" if metric == "fd_full" else "PSNR to the full model (dB)"
     )
+    if metric == "fd_full":  # a broken cache can sit 100x above the rest: log-like above 1, linear to 0
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylim(bottom=0)
     ax.set_title(title or "lees tune: fidelity to the full model against latency")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
