@@ -86,6 +86,18 @@ def test_an_interrupted_tune_resumes_without_resampling(pipe_folder, tmp_path, m
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
 
 
+def test_a_folder_of_another_runs_pieces_is_refused_before_any_candidate_is_built(
+    pipe_folder, tmp_path, monkeypatch
+):
+    (tmp_path / "out" / "pieces").mkdir(parents=True)
+    (tmp_path / "out" / "pieces" / "settings.json").write_text('{"seed": 99}')
+    built = []
+    monkeypatch.setattr("lees.tune.tuner.build_runs", lambda *a, **k: built.append(1))
+    with pytest.raises(ValueError, match="holds the pieces of a run with other settings"):
+        tune(TuneConfig(pipe_folder, **SETTINGS), tmp_path / "out")
+    assert not built  # no router trained, no cache calibrated, for a run that cannot store its pieces
+
+
 def _pipe_images(pipe: DDPMPipeline, steps: int) -> torch.Tensor:
     gens = sample_generators(0, range(2), torch.device("cpu"))
     images = pipe(batch_size=2, generator=gens, num_inference_steps=steps, output_type="np").images

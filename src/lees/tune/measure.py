@@ -44,6 +44,13 @@ def piece_folder(out: Path, run: Run) -> Path:
     return out / "pieces" / f"{re.sub(r'[^A-Za-z0-9@.+-]+', '_', run.name).strip('_')}-{run.digest()}"
 
 
+def claim_pieces(model: nn.Module, n: int, batch_size: int, seed: int, out: str | Path) -> None:
+    """Tie ``out/pieces`` to this model and sampling settings (a clear error if it holds another run's),
+    before any candidate is built or trained."""
+    settings = {"model": model_fingerprint(model), "n": n, "batch_size": batch_size, "seed": seed}
+    claim_folder(Path(out) / "pieces" / "settings.json", settings)
+
+
 def measure(
     model: nn.Module,
     scheduler: SchedulerMixin,
@@ -61,8 +68,7 @@ def measure(
     if FULL not in runs:
         raise ValueError("the runs must include the full model (named 'full')")
     out = Path(out)
-    settings = {"model": model_fingerprint(model), "n": n, "batch_size": batch_size, "seed": seed}
-    claim_folder(out / "pieces" / "settings.json", settings)
+    claim_pieces(model, n, batch_size, seed, out)
     firsts = list(range(0, n, batch_size))
     names, failed = list(runs), {}
     bar = tqdm(total=len(firsts) * len(names), desc="sampling", unit="piece")

@@ -22,7 +22,7 @@ from ..models.backbones import EMBEDDED_DIR, EMBEDDED_DIT_DIR, load_backbone, lo
 from ..utils.files import atomic_write_text
 from . import policy as policy_module
 from .candidates import candidates
-from .measure import Measured, measure
+from .measure import Measured, claim_pieces, measure
 from .plot import frontier
 from .quality import Scorer
 from .runs import FULL, Run, build_runs, own_solver, quiet_diffusers
@@ -90,6 +90,7 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
     solver = own_solver(scheduler, scheduler_class(config.model))
     solvers = [solver, *(s for s in solvers_for(scheduler) if s != solver)]
     found = candidates(config.steps, solvers, budgets=config.budgets, quick=config.quick)
+    claim_pieces(model, config.n, config.batch_size, config.seed, out)  # before any router trains
     with quiet_diffusers():  # attaching each cache to check it would print diffusers' notices
         runs, reasons = build_runs(
             found, model, scheduler, solver, config.steps, config.seed, config.guidance_scale,
