@@ -2,19 +2,18 @@
 
 import pytest
 from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
-from diffusers.utils import logging as diffusers_logging
 
 from lees.tune.candidates import CACHE_GRIDS, KINDS, Candidate, candidates
 from lees.tune.diffusers_caches import DenoiserCalls
+from lees.tune.runs import quiet_diffusers
 from tests.families import DDPM_BETAS, FAMILIES
 
 
 @pytest.fixture(autouse=True)
-def quiet_diffusers():
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    yield
-    diffusers_logging.set_verbosity(level)
+def quiet():
+    """Attaching caches prints diffusers' notices; keep test output readable."""
+    with quiet_diffusers():
+        yield
 
 
 def test_every_kind_and_cache_setting_is_listed_once():

@@ -18,7 +18,6 @@ from diffusers.hooks import (
     TaylorSeerCacheConfig,
     apply_mag_cache,
 )
-from diffusers.utils import logging as diffusers_logging
 
 from lees.tune.diffusers_caches import (
     AppliedCache,
@@ -28,6 +27,7 @@ from lees.tune.diffusers_caches import (
     apply_cache,
     calibrate_mag_cache,
 )
+from lees.tune.runs import quiet_diffusers
 from tests.families import FAMILIES, cache_context
 
 STEPS = 6
@@ -113,12 +113,10 @@ def hooks_left(model) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def quiet_diffusers():
+def quiet():
     """FasterCache warns that it is experimental at every apply; keep test output readable."""
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    yield
-    diffusers_logging.set_verbosity(level)
+    with quiet_diffusers():
+        yield
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=lambda c: f"{c[0]}-cfg{c[1]:g}")

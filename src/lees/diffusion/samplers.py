@@ -1,10 +1,10 @@
 """Samplers as functions: the timesteps a sampler visits, its update rule (a named solver's step,
 lees' deterministic DDIM on any timesteps) and each sample's own random generator.
 
-The one home of timesteps: :func:`sampler_timesteps` gives the integer timesteps lees' own DDPM and
-DDIM samplers visit (:func:`timestep_list`); :func:`pipeline_timesteps` gives those of any diffusers
-scheduler as it gives them, one entry per model call (floats for flow matching and Euler, repeats for
-Heun and PNDM): the columns of a schedule for ``lees.enable``.
+The one home of timesteps: :func:`sampler_timesteps` (a named solver) and :func:`pipeline_timesteps`
+(any diffusers scheduler) give them through :func:`timestep_values`, as the scheduler gives them, one
+entry per model call (floats for flow matching and Euler, repeats for Heun and PNDM): the columns of a
+schedule for ``lees.enable``.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class SolverRun:
         timesteps: Sequence[float] | None = None, device: torch.device | str = "cpu",
     ) -> None:  # fmt: skip
         self.solver = make_sampler(scheduler, sampler, steps, timesteps)
-        self.visited = timestep_list(self.solver.timesteps)
+        self.visited = timestep_values(self.solver.timesteps)
         self.update = sampler_update(self.solver, sampler, self.visited, torch.device(device))
 
     def start(self, noise: torch.Tensor) -> torch.Tensor:
@@ -124,7 +124,7 @@ def sampler_timesteps(
     timesteps: Sequence[int] | None = None,
 ) -> list[int | float]:
     """The timesteps a sampler with ``steps`` steps (or the custom ``timesteps``) visits, in order."""
-    return timestep_list(make_sampler(scheduler, sampler, steps, timesteps).timesteps)
+    return timestep_values(make_sampler(scheduler, sampler, steps, timesteps).timesteps)
 
 
 def pipeline_timesteps(scheduler: Any, steps: int | None = None, **kwargs: Any) -> list[int | float]:
@@ -152,13 +152,6 @@ def timestep_values(timesteps: Sequence[Any]) -> list[int | float]:
     if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in values):
         raise ValueError(f"timesteps must be numbers, got {values[:4]}")
     return values
-
-
-def timestep_list(timesteps: Sequence[Any]) -> list[int | float]:
-    """A sampler's timesteps as a schedule's columns hold them: exactly as the scheduler gives them
-    (integers, or floats such as flow matching's (0, 1000]; ``lees.enable`` matches a call to its
-    column within half a step)."""
-    return timestep_values(timesteps)
 
 
 def gate_time(timesteps: Any, num_train_timesteps: int = 1000) -> torch.Tensor:

@@ -42,7 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..diffusion.noising import prediction_type, split
-from ..diffusion.samplers import SolverRun, timestep_list
+from ..diffusion.samplers import SolverRun, timestep_values
 from ..diffusion.solvers import solver_name
 from ..engine.actions import REUSE, RUN, straight_through
 from ..engine.blocks import Blocks, find_blocks
@@ -453,7 +453,7 @@ class _RouterRun:
         self.model, self.scheduler, self.config, self.blocks = model, scheduler, config, blocks
         self.device = model_device(model)
         self.solver = _solver_run(scheduler, config, self.device).solver
-        visited = timestep_list(self.solver.timesteps)
+        visited = timestep_values(self.solver.timesteps)
         if config.objective == "kl" and not isinstance(self.solver, DDPMScheduler):
             raise ValueError(KL_NEEDS_DDPM.format(type(self.solver).__name__))
         if isinstance(start, str):

@@ -38,7 +38,6 @@ from .diffusers_caches import (
 )
 
 FULL = "full"
-NOT_YET: dict[str, str] = {}  # candidate kinds listed but not measured, with why
 
 
 @dataclass
@@ -145,7 +144,7 @@ def build_runs(
     runs, reasons = {FULL: full}, {}
     context = _Context(model, scheduler, full, reference, calls, seed, router_train_steps)
     for candidate in tqdm(candidates, desc="candidates", unit="candidate", leave=False):
-        reason = NOT_YET.get(candidate.kind) or candidate.applies_to(model, scheduler, calls)
+        reason = candidate.applies_to(model, scheduler, calls)
         if reason is not None:
             reasons[candidate.name] = reason
             continue
