@@ -10,6 +10,7 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 import lees
+import lees.tune.runs
 from lees.cli import main
 from lees.diffusion.samplers import sample_generators
 from lees.models.architectures import DDPM_NOISE
@@ -72,10 +73,13 @@ def test_an_interrupted_tune_resumes_without_resampling(pipe_folder, tmp_path, m
         sampled.append(run.name)
         return original(run, *args)
 
+    trained, train = [], lees.tune.runs.train_router
     monkeypatch.setattr(Run, "sample", counted)
+    monkeypatch.setattr(lees.tune.runs, "train_router", lambda *a, **k: trained.append(1) or train(*a, **k))
     resumed = False
     with pytest.raises(KeyboardInterrupt):
         tune(TuneConfig(pipe_folder, **SETTINGS), tmp_path / "out")
+    assert len(trained) == 2  # a router per budget, kept in out/routers
     stored = sorted((tmp_path / "out" / "pieces").rglob("*.safetensors"))
     assert len(stored) == 5
     mtimes = {p: p.stat().st_mtime_ns for p in stored}
@@ -83,6 +87,7 @@ def test_an_interrupted_tune_resumes_without_resampling(pipe_folder, tmp_path, m
     result = tune(TuneConfig(pipe_folder, **SETTINGS), tmp_path / "out")
     total = 2 * len(result.rows)  # two batches per measured run
     assert len(sampled) - first == total - 5  # only the missing pieces were sampled
+    assert len(trained) == 2  # the routers were loaded, not trained again
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
 
 
@@ -126,6 +131,7 @@ def test_enable_applies_a_saved_policy_as_the_method_ran(pipe_folder, name, caps
     assert not getattr(unet, "_diffusers_hook", None) or not any(
         getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in unet.modules()
     )  # disable removed the schedule's or the cache's hooks
+    assert pipe.scheduler is scheduler  # and gave the pipeline its own scheduler back
 
 
 def _row(name, kind, latency, fd):

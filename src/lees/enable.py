@@ -49,6 +49,7 @@ from .schedules.tuned import TunedPolicy, attach_cache, load_tuned
 
 ROOT_HOOK = "lees.steps"
 TUNED_CACHE = "_lees_tuned_cache"  # the denoiser attribute holding an enabled cache policy's handle
+TUNED_SCHEDULER = "_lees_swapped_scheduler"  # (the pipeline, weakly; its scheduler before a policy's)
 
 Policy = Schedule | SigmoidTimeGate
 
@@ -160,6 +161,7 @@ def _enable_tuned(pipe_or_model: Any, tuned: TunedPolicy) -> nn.Module:
     denoiser = denoiser_of(pipe_or_model)
     disable(denoiser)
     if getattr(pipe_or_model, "scheduler", None) is not None and not isinstance(pipe_or_model, nn.Module):
+        denoiser.__dict__[TUNED_SCHEDULER] = (weakref.ref(pipe_or_model), pipe_or_model.scheduler)
         pipe_or_model.scheduler = make_solver(pipe_or_model.scheduler, tuned.solver)
     print(tuned.describe())
     if tuned.schedule is not None:
@@ -221,12 +223,16 @@ def _root_hook(denoiser: nn.Module) -> _StepHook | None:
 
 
 def disable(pipe_or_model: Any) -> None:
-    """Remove what :func:`enable` attached: the denoiser is its plain self again (a no-op if nothing is);
-    other hooks (accelerate's offload, diffusers' caches and group offloading) stay as they are."""
+    """Remove what :func:`enable` attached: the denoiser is its plain self again (a no-op if nothing is),
+    and a pipeline whose scheduler a tuned policy swapped gets its own back; other hooks (accelerate's
+    offload, diffusers' caches and group offloading) stay as they are."""
     denoiser = denoiser_of(pipe_or_model)
     cache = denoiser.__dict__.pop(TUNED_CACHE, None)
     if cache is not None:
         cache.remove()
+    pipe, scheduler = denoiser.__dict__.pop(TUNED_SCHEDULER, (lambda: None, None))
+    if pipe() is not None:
+        pipe().scheduler = scheduler
     hook = _root_hook(denoiser)
     if hook is None:
         return

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from .options import add_device, command
+from .options import SAMPLERS, add_device, add_guidance, add_sampler, command
 
 EPILOG = """examples:
   lees frontier                                  # 200 samples per method, ~25 min on 2 CPU cores
@@ -14,6 +14,8 @@ EPILOG = """examples:
       --schedules docs/results/learned/router-kl-0.70/schedule.json --out runs/learned
   lees frontier -n 1000 --rows reuse-vs-skip --fewer 35 25 15 \\
       --fid-rows full full@35 full@25 full@15 ase lees-0.05 uniform-2 --clf-raw --out runs/rvs
+  lees frontier --model embedded-dit -n 1000 --fewer 40 30 25 20 15 10 --rows dit --solvers dpm++ \\
+      --schedules runs/dit/router-0.70/schedule.json --seed 23 --out runs/dit-frontier
   lees frontier --plot-only --out runs/frontier   # redraw the plots from OUT/frontier.jsonl
 (run the same command again after an interruption: the samples stored in OUT/pieces are reused)
 """
@@ -23,6 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ..reporting.protocol import ROW_SETS
 
     p = command(sub, "frontier", run, "every method against the full model at fewer steps", EPILOG)
+    p.add_argument(
+        "--model",
+        default="embedded",
+        help="embedded (the default), embedded-dit, or any model load_backbone takes",
+    )
+    add_sampler(p, default=None, timesteps=False)
+    p.add_argument(
+        "--solvers", nargs="*", choices=SAMPLERS, default=[],
+        help="also the full model's fewer-steps curve with each of these solvers (at --steps and --fewer)",
+    )  # fmt: skip
+    add_guidance(p)
     p.add_argument("-n", type=int, default=200, help="samples per method (200)")
     p.add_argument("--steps", type=int, default=50, help="the full model's sampler steps (50)")
     p.add_argument("--fewer", type=int, nargs="+", default=[40, 35, 30, 25, 20, 15], help="the curve's steps")

@@ -15,8 +15,6 @@ DTYPES = ("float32", "float16", "bfloat16")
 # model takes depends on its family (flow matching: euler, heun, dpm++, unipc).
 SAMPLERS = ("ddpm", "ddim", "dpm++", "unipc", "euler", "euler-a", "heun", "pndm")
 
-# The guidance scale of a class-conditional model with a null class unless told (ClassFlowPipeline's).
-DEFAULT_GUIDANCE = 2.0
 METRICS = ("clf", "inception", "clf_raw")
 
 
@@ -112,20 +110,17 @@ def add_guidance(p: argparse.ArgumentParser) -> None:
     """``--guidance-scale``: classifier-free guidance of a class-conditional model."""
     p.add_argument(
         "--guidance-scale", type=float, default=None,
-        help=f"classifier-free guidance of a class-conditional model with a null class (labels drawn per "
-        f"sample; one batched call on [cond, null] per step); default {DEFAULT_GUIDANCE} for such a model, "
+        help="classifier-free guidance of a class-conditional model with a null class (labels drawn per "
+        "sample; one batched call on [cond, null] per step); default 2 for such a model, "
         "else 1 (none)",
     )  # fmt: skip
 
 
 def guidance_scale(args: argparse.Namespace, model) -> float:
-    """``--guidance-scale``, or its default for ``model``: :data:`DEFAULT_GUIDANCE` where it has a null
-    class to guide with, else 1."""
-    from ..models.denoisers import null_class
+    """``--guidance-scale``, or its default for ``model`` (see ``default_guidance_scale``)."""
+    from ..models.denoisers import default_guidance_scale
 
-    if args.guidance_scale is not None:
-        return args.guidance_scale
-    return DEFAULT_GUIDANCE if null_class(model) is not None else 1.0
+    return default_guidance_scale(model, args.guidance_scale)
 
 
 def timestep_list(text: str) -> list[int]:

@@ -9,7 +9,7 @@ from diffusers import SchedulerMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..diffusion.noising import Noising
+from ..diffusion.noising import noise_process
 from ..diffusion.samplers import normalised_time
 from ..engine.blocks import Blocks
 from ..engine.hooks import GatedModel
@@ -50,7 +50,7 @@ def held_out_loss(
     device = model_device_checked(backbone, device)
     gated = GatedModel(backbone, blocks)
     gen = torch.Generator().manual_seed(seed)
-    noising = Noising(scheduler, device)
+    noising = noise_process(scheduler, device)
     num_train = noising.num_train
     total, count = 0.0, 0
     for i in range(0, min(n, len(data)), batch_size):
@@ -59,7 +59,7 @@ def held_out_loss(
         y = batch_labels(backbone, labels, idx, gen)
         y = None if y is None else y.to(device)
         ctx = on_device(context_rows(context, idx), device)
-        t = torch.randint(0, num_train, (len(x0),), generator=gen)
+        t = noising.draw_timesteps(len(x0), gen)
         eps = torch.randn(x0.shape, generator=gen).to(device)
         xt, target = noising(x0, eps, t)
         if gate is None:

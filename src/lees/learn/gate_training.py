@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..diffusion.noising import Noising
+from ..diffusion.noising import noise_process
 from ..diffusion.samplers import normalised_time
 from ..engine.actions import open_mask
 from ..engine.blocks import Blocks, find_blocks
@@ -236,7 +236,7 @@ class _GateRun:
         self.weights = cost_weights(blocks, config.cost).to(self.device)
         self.opt = torch.optim.Adam(self.gate.parameters(), lr=config.lr, betas=config.betas)
         self.steps = config.train_steps or max(1, len(data) // config.batch_size)
-        self.noising = Noising(scheduler, self.device)
+        self.noising = noise_process(scheduler, self.device)
         self.result = GateTrainResult(self.gate, blocks, config)
         self.t_grid = T_GRID.to(self.device)
         self.state = {"step": 0, "lam": config.lam, "calm": 0, "seconds": 0.0}
@@ -260,7 +260,7 @@ class _GateRun:
         shape = tuple(self.data.shape[1:]) if autoencoder is None else latent_shape(self.backbone)
         idx = torch.randint(0, len(self.data), (config.batch_size,), generator=gen)
         y = batch_labels(self.backbone, self.inputs["labels"], idx, gen)
-        t = torch.randint(0, self.noising.num_train, (config.batch_size,), generator=gen)
+        t = self.noising.draw_timesteps(config.batch_size, gen)
         eps = torch.randn((config.batch_size, *shape), generator=gen)
         idx, t, eps = idx[self.local], t[self.local].to(self.device), eps[self.local].to(self.device)
         x0 = denoiser_input(self.data[idx].to(self.device), autoencoder)

@@ -178,3 +178,4 @@ DDPM_NOISE: dict[str, Any] = {
 # The flow-matching noise process (rectified flow, SD3's FlowMatchEulerDiscreteScheduler with no
 # shift: 32x32 images need none): the recipe of train_backbone for transformers.
 FLOW_NOISE: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 1.0}
+FLOW_ARCHITECTURES = ("embedded-dit",)  # the architectures whose recipe is flow matching: arch: gets it

@@ -16,7 +16,7 @@ from diffusers import DDPMScheduler, SchedulerMixin
 from torch import nn
 
 from ..diffusion.noising import MissingSchedulerError
-from .architectures import ARCHITECTURES, DDPM_NOISE
+from .architectures import ARCHITECTURES, DDPM_NOISE, FLOW_ARCHITECTURES, FLOW_NOISE
 
 # The embedded default model: a DDPM pipeline folder shipped inside the package.
 EMBEDDED_DIR = Path(__file__).parents[1] / "embedded"
@@ -143,9 +143,12 @@ def load_noise_scheduler(spec: str) -> SchedulerMixin:
     ``timestep_spacing``, ...; lees' samplers read them all), whatever scheduler class wrote it; a
     flow-matching config (``FlowMatch*``, e.g. embedded-dit's) gives that scheduler itself. A
     model without one is a :class:`MissingSchedulerError`; only ``arch:`` models, random weights
-    trained with no noise process, get the documented default, DDPM's linear one (``DDPM_NOISE``).
+    trained with no noise process, get the documented default: their recipe's (``FLOW_NOISE`` for
+    ``FLOW_ARCHITECTURES``), else DDPM's linear one (``DDPM_NOISE``).
     """
     if spec.startswith("arch:"):
+        if spec.removeprefix("arch:") in FLOW_ARCHITECTURES:
+            return diffusers.FlowMatchEulerDiscreteScheduler(**FLOW_NOISE)
         return DDPMScheduler(**DDPM_NOISE)
     config = _scheduler_config(spec)
     if str(config.get("_class_name", "")).startswith("FlowMatch"):

@@ -164,6 +164,17 @@ def _timestep_second(cls: type) -> bool:
     return "timestep" not in params or params.index("timestep") == 1
 
 
+DEFAULT_GUIDANCE = 2.0  # classifier-free guidance of a class-conditional model with a null class
+
+
+def default_guidance_scale(model: nn.Module, scale: float | None = None) -> float:
+    """``scale``, or its default for ``model``: :data:`DEFAULT_GUIDANCE` where it has a null class to
+    guide with, else 1 (no guidance)."""
+    if scale is not None:
+        return scale
+    return DEFAULT_GUIDANCE if null_class(model) is not None else 1.0
+
+
 def null_class(model: nn.Module) -> int | None:
     """The "no class" label of classifier-free guidance (one past the last class, diffusers'
     ``LabelEmbedding`` with a guidance row, as DiT has), or None for a model without one."""

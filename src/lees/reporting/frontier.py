@@ -1,12 +1,16 @@
 """``lees frontier``: every method against the full model at fewer steps, at the same measured latency.
 
-Samples the embedded model with every method side by side (paired timing: each step's calls in a
-turning order), scores each under fd_clf and Inception FID, and writes one JSON line per method:
-method, steps, flop_ratio and latency_ratio (against the full model at ``steps``), the quality under
-each metric, and where the method lies against the fewer-steps curve at its latency under each
-metric. The full model's rows are named ``full``; learned reuse rows say ``router``. Writes the rows
-(``frontier.jsonl``) and one plot per metric. The samples are stored in ``out/pieces`` as they
-finish, so the same run started again after an interruption picks up where it stopped.
+Samples a model (the embedded UNet by default, ``embedded-dit`` or any the loaders take) with every
+method side by side (paired timing: each step's calls in a turning order), with its own solver and
+classifier-free guidance where it has a null class, scores each under fd_clf and Inception FID, and
+writes one JSON line per method: method, steps, flop_ratio and latency_ratio (against the full model
+at ``steps``), the quality under each metric, and where the method lies against the fewer-steps curve
+at its latency under each metric, and against the best of every solver's curve. The full model's rows
+are named ``full`` (``full@K``: at K steps); with another solver ``SOLVER@K``. Methods that do not
+apply to the model (DeepCache on a transformer, a schedule made for other blocks) are left out with
+the reason printed. Writes the rows (``frontier.jsonl``) and one plot per metric. The samples are
+stored in ``out/pieces`` as they finish, so the same run started again after an interruption picks up
+where it stopped.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ..diffusion.samplers import sampler_timesteps
+from ..diffusion.solvers import default_solver
 from ..engine.blocks import Blocks, find_blocks
-from ..evaluation.frontier import Point, Scorers, describe, measure, versus_fewer_steps
+from ..evaluation.frontier import Point, Scorers, describe, measure, versus_best_solver, versus_fewer_steps
 from ..evaluation.metrics import (
     REFERENCE_N,
     ClassifierFeatures,
@@ -27,6 +32,7 @@ from ..evaluation.metrics import (
     reference_features,
 )
 from ..models.backbones import load_backbone, load_noise_scheduler
+from ..models.denoisers import default_guidance_scale
 from ..sampling.stored import sample_stored
 from ..schedules.registry import build_schedule, canonical, shipped
 from ..schedules.schedule import Schedule
@@ -51,6 +57,10 @@ METRICS = ("fd_clf", "fid", "fd_clf_raw")
 class FrontierConfig(Settings):
     """What ``lees frontier`` samples and scores (its flags, one field each)."""
 
+    model: str = "embedded"  # what lees.load_backbone loads
+    sampler: str | None = None  # the run's solver (None: the model's own, DDPM or Euler)
+    solvers: list[str] = field(default_factory=list)  # also these solvers' fewer-steps curves
+    guidance_scale: float | None = None  # None: 2 for a model with a null class, else 1
     n: int = 200  # samples per method
     steps: int = 50  # the full model's sampler steps
     fewer: list[int] = field(default_factory=lambda: [40, 35, 30, 25, 20, 15])  # the curve's other steps
@@ -71,38 +81,71 @@ class FrontierConfig(Settings):
 
 
 def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
-    """Sample, score and judge every method against the fewer-steps curve; write ``out/frontier.jsonl``
+    """Sample, score and judge every method against the fewer-steps curves; write ``out/frontier.jsonl``
     and one plot per metric; the rows (as printed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_backbone("embedded", device=config.device)
-    noise = load_noise_scheduler("embedded")
-    schedules = methods(config, find_blocks(model), noise)
-    runs = sample_stored(model, schedules, config.n, out / "pieces", settings={"seed": config.seed},
-                         seed=config.seed, scheduler=noise, device=config.device)  # fmt: skip
+    model = load_backbone(config.model, device=config.device)
+    noise = load_noise_scheduler(config.model)
+    sampler = config.sampler or default_solver(noise)
+    scale = default_guidance_scale(model, config.guidance_scale)
+    schedules, curves = methods(config, find_blocks(model), noise, sampler)
+    settings = {"seed": config.seed, "model": config.model, "sampler": sampler, "guidance_scale": scale}
+    runs = sample_stored(
+        model, schedules, config.n, out / "pieces", settings=settings | {"solvers": curves},
+        seed=config.seed, scheduler=noise, device=config.device, sampler=sampler, guidance_scale=scale,
+        solvers=curves,
+    )  # fmt: skip
     only = None if config.fid_rows is None else {"fid": [row_key(r, config.steps) for r in config.fid_rows]}
-    points = measure(runs, schedules, scorers(config), config.steps, only)
-    rows = [_row(p, points, runs[name].cache_bytes_per_sample, config.n) for name, p in points.items()]
+    points = measure(runs, schedules, scorers(config), config.steps, only, curves)
+    rows = [_row(p, points, runs[name].cache_bytes_per_sample, settings | {"n": config.n})
+            for name, p in points.items()]  # fmt: skip
     (out / "frontier.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     plot(out, rows)
     return rows
 
 
-def methods(config: FrontierConfig, blocks: Blocks, noise) -> dict[str, Schedule]:
-    """Every method as a schedule: the full model at each step count, the baselines and the shipped
-    schedules made for these steps, uniform reuse and DeepCache at each of ``reuse_steps`` (reuse plus
-    fewer steps), then the schedule files, each named by its folder."""
-    ts = sampler_timesteps(noise, config.steps)
+def methods(
+    config: FrontierConfig, blocks: Blocks, noise, sampler: str = "ddpm"
+) -> tuple[dict[str, Schedule], dict[str, str]]:
+    """Every method as a schedule: the full model at each step count (with ``sampler``, then with each
+    further solver: the rows ``SOLVER@K``, returned as the second value, row to solver), the baselines
+    and the shipped schedules made for these steps, uniform reuse and DeepCache at each of
+    ``reuse_steps`` (reuse plus fewer steps), then the schedule files, each named by its folder. A
+    method that does not apply to this model is left out, its reason printed."""
+    ts = sampler_timesteps(noise, config.steps, sampler)
     keep = ROW_SETS[config.rows]
     names = [*METHODS, *(name for name in shipped() if name.startswith("router-"))]
     names = [name for name in names if keep is None or name in keep]
     names += [f"{name}@{k}" for k in config.reuse_steps for name in ("uniform-2", "deepcache-3")]
     rows = {"full": build_schedule("full", blocks, ts)}
-    rows |= {f"full@{k}": build_schedule(f"full@{k}", blocks, ts, noise) for k in config.fewer}
-    built = {name: build_schedule(name, blocks, ts, noise) for name in names}
-    rows |= {name: s for name, s in built.items() if s.timesteps == ts or "@" in name}  # stored: their steps
+    rows |= {f"full@{k}": build_schedule(f"full@{k}", blocks, ts, noise, sampler) for k in config.fewer}
+    curves = solver_curves(config, blocks, noise, [s for s in config.solvers if s != sampler])
+    built = {name: _applicable(name, blocks, ts, noise, sampler) for name in names}
+    rows |= curves
+    rows |= {name: s for name, s in built.items() if s is not None and (s.timesteps == ts or "@" in name)}
     rows |= {row_name(path): build_schedule(path, blocks, ts) for path in config.schedules}
-    return rows
+    return rows, {name: name.partition("@")[0] for name in curves}
+
+
+def solver_curves(config: FrontierConfig, blocks: Blocks, noise, solvers: list[str]) -> dict[str, Schedule]:
+    """The full model with each of ``solvers`` at ``steps`` and each of ``fewer``: rows ``SOLVER@K``,
+    each sampled with its solver beside the run's."""
+    steps = [config.steps, *config.fewer]
+    return {
+        f"{solver}@{k}": build_schedule("full", blocks, sampler_timesteps(noise, k, solver))
+        for solver in solvers
+        for k in steps
+    }
+
+
+def _applicable(name: str, blocks: Blocks, ts: list, noise, sampler: str) -> Schedule | None:
+    """The method's schedule, or None with the reason printed where it does not apply to this model."""
+    try:
+        return build_schedule(name, blocks, ts, noise, sampler)
+    except (ValueError, KeyError) as reason:
+        print(f"# {name}: not applicable to this model: {reason}")
+        return None
 
 
 def scorers(config: FrontierConfig) -> Scorers:
@@ -118,14 +161,21 @@ def scorers(config: FrontierConfig) -> Scorers:
     return {m: (e, k, reference_features(e, "fashion-mnist", "train", n=r)) for m, (e, k, r) in found.items()}
 
 
-def _row(p: Point, points: dict[str, Point], cache_bytes: float, n: int) -> dict[str, Any]:
-    """One method's line of ``frontier.jsonl`` (printed, with its verdicts in words)."""
-    judged = {} if p.is_full else {m: versus_fewer_steps(p, list(points.values()), m) for m in p.quality}
-    row = {"method": p.method, "steps": p.steps, "flop_ratio": round(p.flop_ratio, 4),
+def _row(p: Point, points: dict[str, Point], cache_bytes: float, run: dict[str, Any]) -> dict[str, Any]:
+    """One method's line of ``frontier.jsonl`` (printed, with its verdicts in words); ``run``: the run's
+    model, sampler, guidance scale and samples per method."""
+    every = list(points.values())
+    judged = {} if p.is_full else {m: versus_fewer_steps(p, every, m) for m in p.quality}
+    solvers = {q.solver for q in every if q.is_full}
+    best = {} if p.is_full or len(solvers) < 2 else {m: versus_best_solver(p, every, m) for m in p.quality}
+    best = {m: {**j, "solver": j.get("solver") or run["sampler"]} for m, j in best.items()}
+    row = {"method": p.method, "solver": p.solver, "steps": p.steps, "flop_ratio": round(p.flop_ratio, 4),
            "latency_ratio": round(p.latency_ratio, 4), **{m: round(q, 3) for m, q in p.quality.items()},
-           "cache_bytes_per_sample": cache_bytes, "n": n, "versus_fewer_steps": judged}  # fmt: skip
+           "cache_bytes_per_sample": cache_bytes, **run, "versus_fewer_steps": judged}  # fmt: skip
+    if best:
+        row["versus_best_solver"] = best
     print(json.dumps(row))
-    for j in judged.values():
+    for j in [*judged.values(), *(j for j in best.values() if j["solver"] != run["sampler"])]:
         print("#", describe(p, j))
     return row
 
@@ -152,10 +202,13 @@ def plot(out: str | Path, rows: list[dict[str, Any]]) -> list[Path]:
     """One plot per metric, ``out/frontier-METRIC.png``, from the rows."""
     metrics = [m for m in METRICS if any(m in r for r in rows)]
     points = [Point(r["method"], r["steps"], r["flop_ratio"], r["latency_ratio"],
-                    {m: r[m] for m in metrics if m in r}) for r in rows]  # fmt: skip
+                    {m: r[m] for m in metrics if m in r}, r.get("solver")) for r in rows]  # fmt: skip
+    first = rows[0]
+    model, sampler = first.get("model", "embedded"), first.get("sampler", "ddpm")  # older rows: the UNet's
+    guided = f", guidance {first['guidance_scale']:g}" if first.get("guidance_scale", 1) != 1 else ""
     paths = []
     for metric in metrics:
-        title = f"embedded model, DDPM, {rows[0]['n']} samples: {metric} vs paired latency"
-        paths.append(frontier_plot(points, metric, Path(out) / f"frontier-{metric}.png", title))
+        title = f"{model}, {sampler}{guided}, {first['n']} samples: {metric} vs paired latency"
+        paths.append(frontier_plot(points, metric, Path(out) / f"frontier-{metric}.png", title, sampler))
     print(f"# wrote {Path(out) / 'frontier.jsonl'} and frontier-*.png")
     return paths

@@ -20,15 +20,20 @@ from ..utils.files import atomic_write_bytes
 from .protocol import METHODS
 
 
-def frontier_plot(points: Sequence[Point], metric: str, path: str | Path, title: str = "") -> Path:
-    """Quality against measured latency: the full model's fewer-steps curve and every other method."""
-
+def frontier_plot(
+    points: Sequence[Point], metric: str, path: str | Path, title: str = "", sampler: str = ""
+) -> Path:
+    """Quality against measured latency: the full model's fewer-steps curve with the run's ``sampler``
+    (and one per further solver) and every other method as a point."""
     fig, ax = plt.subplots(figsize=(9, 5))
-    latency, quality = step_curve(points, metric)
-    steps = sorted((p.latency_ratio, p.steps) for p in points if p.is_full and metric in p.quality)
-    ax.plot(latency, quality, "k-o", label="full model, fewer steps")
-    for (x, k), y in zip(steps, quality, strict=True):
-        ax.annotate(f"{k}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for i, solver in enumerate(dict.fromkeys(p.solver for p in points if p.is_full and metric in p.quality)):
+        latency, quality = step_curve(points, metric, solver)
+        steps = sorted((p.latency_ratio, p.steps) for p in points
+                       if p.is_full and p.solver == solver and metric in p.quality)  # fmt: skip
+        label = f"full model, fewer steps ({solver or sampler or 'its sampler'})"
+        ax.plot(latency, quality, ("k-o", "b--^", "g--v", "m--D")[i % 4], label=label)
+        for (x, k), y in zip(steps, quality, strict=True):
+            ax.annotate(f"{k}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     colours = plt.get_cmap("tab20")
     others = [p for p in points if not p.is_full and metric in p.quality]
     for i, p in enumerate(others):

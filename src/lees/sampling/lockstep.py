@@ -134,6 +134,7 @@ def sample_lockstep(
     first: int = 0,
     context: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
+    solvers: Mapping[str, str] | None = None,
 ) -> dict[str, TimedSamples]:
     """Sample the same ``n`` seeds with several methods side by side, and time each one.
 
@@ -146,6 +147,8 @@ def sample_lockstep(
         methods: by name, a schedule (at its own timesteps: the full model at fewer steps is
             ``Schedule.full(blocks, fewer_timesteps)``), a gate (soft mix) or None (all run).
         pipe_or_model, n, steps, ...: as for :func:`sample` (gates and None sample at ``steps``).
+        solvers: by method name, a solver other than ``sampler`` that method samples with (the full
+            model's fewer-steps curves of several solvers in one paired run).
 
     Example:
         >>> runs = sample_lockstep(model, {"full": None, "fast": schedule}, scheduler=s)  # doctest: +SKIP
@@ -160,8 +163,10 @@ def sample_lockstep(
     device = model_device(model) if device is None else torch.device(device)
     context = None if context is None else context.to(device)
     engines: dict[tuple[str, ...], Engine] = {}  # one per block set, shared by the methods that gate it
-    settings = (scheduler, sampler, steps, timesteps, engines, device, guidance_scale)
-    runs = {name: _Method(model, m, *settings) for name, m in methods.items()}
+    own, settings = solvers or {}, (steps, timesteps, engines, device, guidance_scale)
+    runs = {
+        name: _Method(model, m, scheduler, own.get(name, sampler), *settings) for name, m in methods.items()
+    }
     clock = _Clock(device, list(runs))
     images: dict[str, list[torch.Tensor]] = {name: [] for name in runs}
     total = n * sum(len(r.visited) for r in runs.values())

@@ -27,6 +27,8 @@ from ..engine.actions import ACTIONS, FORECAST, REUSE, RUN, SKIP
 from ..engine.blocks import _UNET_NAME, Blocks, depth_order, unet_level
 from .schedule import Schedule
 
+LAST_TIMESTEP = 999  # the 1000 training timesteps' last: ASE's segments end there
+
 
 def ase_schedule(
     blocks: Blocks | Sequence[str],
@@ -48,7 +50,8 @@ def ase_schedule(
     order = depth_order(names)
     table = np.ones((k, len(timesteps)), dtype=bool)
     for j, t in enumerate(timesteps):
-        dropped = 0 if t < start else min(max_drop, drop_step * ((t - start) // drop_length))
+        segment = int((min(t, LAST_TIMESTEP) - start) // drop_length)  # flow matching's float t reach 1000
+        dropped = 0 if t < start else min(max_drop, drop_step * segment)
         table[order[:dropped], j] = False
     settings = {"drop_length": drop_length, "drop_step": drop_step, "start": start, "max_drop": max_drop}
     return Schedule(table, names, list(timesteps), "ase", settings, None if shares is None else list(shares))

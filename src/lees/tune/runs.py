@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -132,17 +133,19 @@ def build_runs(
     seed: int,
     guidance_scale: float = 1.0,
     router_train_steps: int = 200,
+    folder: str | Path | None = None,
 ) -> tuple[dict[str, Run], dict[str, str]]:
     """The full model (``full``: ``solver`` at ``steps``) and each applicable candidate as a run, and
     why each other candidate cannot run, by name. With guidance (a scale other than 1) lees' sampler
     makes one batched call on [cond, null] per step, which is what the caches are told; each budget's
-    router trains for ``router_train_steps``."""
+    router trains for ``router_train_steps`` and is kept in ``folder/routers`` (a run again there loads
+    it instead of training it again)."""
     reference = sampler_timesteps(scheduler, steps, solver)
     guided = {"guidance": "batched", "batch_order": ("cond", "uncond")} if guidance_scale != 1.0 else {}
     calls = DenoiserCalls(calls_per_run=len(reference), **guided)
     full = Run(FULL, "steps", solver, steps, flop_ratio=1.0, guidance_scale=guidance_scale)
     runs, reasons = {FULL: full}, {}
-    context = _Context(model, scheduler, full, reference, calls, seed, router_train_steps)
+    context = _Context(model, scheduler, full, reference, calls, seed, router_train_steps, folder)
     for candidate in tqdm(candidates, desc="candidates", unit="candidate", leave=False):
         reason = candidate.applies_to(model, scheduler, calls)
         if reason is not None:
@@ -164,6 +167,7 @@ class _Context:
     calls: DenoiserCalls
     seed: int
     router_train_steps: int
+    folder: str | Path | None = None
     _blocks: Blocks | None = None
 
     @property
@@ -210,7 +214,15 @@ def _router_schedule(candidate: Candidate, ctx: _Context) -> Schedule:
         target_flop_ratio=candidate.settings["budget"], seed=ctx.seed, train_steps=ctx.router_train_steps,
         trajectories=32,
     )  # fmt: skip
-    return train_router(ctx.model, ctx.scheduler, config, ctx.blocks, progress=False).schedule
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    path = None if ctx.folder is None else Path(ctx.folder) / "routers" / f"{candidate.name}-{digest}.json"
+    if path is not None and path.is_file():
+        return Schedule.load(path, ctx.blocks)
+    schedule = train_router(ctx.model, ctx.scheduler, config, ctx.blocks, progress=False).schedule
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        schedule.save(path)
+    return schedule
 
 
 # How each schedule kind of candidate becomes its block schedule at the reference steps.

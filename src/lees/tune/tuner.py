@@ -94,7 +94,7 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
     with quiet_diffusers():  # attaching each cache to check it would print diffusers' notices
         runs, reasons = build_runs(
             found, model, scheduler, solver, config.steps, config.seed, config.guidance_scale,
-            config.router_train_steps,
+            config.router_train_steps, out,
         )  # fmt: skip
     print(f"lees tune: {len(runs) - 1} candidates against {solver} at {config.steps} steps, n={config.n}")
     measured, failed = measure(model, scheduler, runs, config.n, config.batch_size, config.seed, out)

@@ -1,0 +1,57 @@
+"""The fewer-steps bar: a method judged against the full model's curve (one per solver) at its latency,
+and ``lees frontier`` on a flow-matching transformer with a second solver's curve."""
+
+import json
+
+import pytest
+
+from lees.cli import main
+from lees.evaluation.frontier import Point, versus_best_solver, versus_fewer_steps
+
+CURVES = [
+    Point("full", 50, 1.0, 1.0, {"fd": 4.0}),
+    Point("full", 25, 0.5, 0.5, {"fd": 8.0}),
+    Point("full", 50, 1.0, 1.0, {"fd": 3.0}, "dpm++"),
+    Point("full", 25, 0.5, 0.5, {"fd": 5.0}, "dpm++"),
+]
+
+
+def test_a_method_is_judged_on_the_line_between_the_curves_neighbouring_points():
+    method = Point("uniform-2", 50, 0.6, 0.75, {"fd": 5.0})
+    judged = versus_fewer_steps(method, CURVES, "fd")
+    assert judged["curve"] == pytest.approx(6.0)  # halfway between 8 at 0.5 and 4 at 1.0
+    assert judged["margin"] == pytest.approx(1 / 6) and judged["verdict"] == "above"
+    other = versus_fewer_steps(method, CURVES, "fd", solver="dpm++")
+    assert other["curve"] == pytest.approx(4.0) and other["verdict"] == "below"  # 25 % worse than dpm++
+
+
+def test_the_best_solver_is_the_lowest_curve_at_the_methods_latency():
+    method = Point("uniform-2", 50, 0.6, 0.75, {"fd": 5.0})
+    best = versus_best_solver(method, CURVES, "fd")
+    assert best["solver"] == "dpm++" and best["curve"] == pytest.approx(4.0) and best["verdict"] == "below"
+    outside = versus_best_solver(Point("uniform-5", 50, 0.3, 0.3, {"fd": 9.0}), CURVES, "fd")
+    assert outside["curve"] is None and outside["verdict"] == "outside the measured range"
+
+
+def test_frontier_on_a_flow_matching_transformer_draws_a_curve_per_solver(tmp_path, monkeypatch, capsys):
+    import lees.reporting.frontier
+
+    def no_inception():
+        raise FileNotFoundError("the FID Inception weights are not installed")
+
+    monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(lees.reporting.frontier, "inception_path", no_inception)
+    monkeypatch.setattr(lees.reporting.frontier, "REFERENCE_N", {"clf": 200})
+    out = tmp_path / "frontier"
+    argv = ["frontier", "--model", "arch:embedded-dit", "-n", "2", "--steps", "4", "--fewer", "2",
+            "--rows", "all", "--solvers", "dpm++", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "deepcache-3: not applicable to this model" in printed  # a UNet's method, left out with why
+    rows = [json.loads(line) for line in (out / "frontier.jsonl").read_text().splitlines()]
+    curves = [(r["method"], r["solver"], r["steps"]) for r in rows if r["method"] == "full"]
+    assert curves == [("full", None, 4), ("full", None, 2), ("full", "dpm++", 4), ("full", "dpm++", 2)]
+    ase = next(r for r in rows if r["method"] == "ase")
+    assert ase["sampler"] == "euler" and ase["guidance_scale"] == 2.0 and ase["model"] == "arch:embedded-dit"
+    assert set(ase["versus_best_solver"]) == set(ase["versus_fewer_steps"]) == {"fd_clf"}
+    assert (out / "frontier-fd_clf.png").is_file()
