@@ -44,13 +44,13 @@ def test_frontier_on_a_flow_matching_transformer_draws_a_curve_per_solver(tmp_pa
     monkeypatch.setattr(lees.reporting.frontier, "REFERENCE_N", {"clf": 200})
     out = tmp_path / "frontier"
     argv = ["frontier", "--model", "arch:embedded-dit", "-n", "2", "--steps", "4", "--fewer", "2",
-            "--rows", "all", "--solvers", "dpm++", "--out", str(out)]  # fmt: skip
+            "--rows", "all", "--solvers", "dpm++", "--solver-steps", "4", "1", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "deepcache-3: not applicable to this model" in printed  # a UNet's method, left out with why
     rows = [json.loads(line) for line in (out / "frontier.jsonl").read_text().splitlines()]
     curves = [(r["method"], r["solver"], r["steps"]) for r in rows if r["method"] == "full"]
-    assert curves == [("full", None, 4), ("full", None, 2), ("full", "dpm++", 4), ("full", "dpm++", 2)]
+    assert curves == [("full", None, 4), ("full", None, 2), ("full", "dpm++", 4), ("full", "dpm++", 1)]
     ase = next(r for r in rows if r["method"] == "ase")
     assert ase["sampler"] == "euler" and ase["guidance_scale"] == 2.0 and ase["model"] == "arch:embedded-dit"
     assert set(ase["versus_best_solver"]) == set(ase["versus_fewer_steps"]) == {"fd_clf"}

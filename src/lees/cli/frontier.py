@@ -14,8 +14,9 @@ EPILOG = """examples:
       --schedules docs/results/learned/router-kl-0.70/schedule.json --out runs/learned
   lees frontier -n 1000 --rows reuse-vs-skip --fewer 35 25 15 \\
       --fid-rows full full@35 full@25 full@15 ase lees-0.05 uniform-2 --clf-raw --out runs/rvs
-  lees frontier --model embedded-dit -n 1000 --fewer 40 30 25 20 15 10 --rows dit --solvers dpm++ \\
-      --schedules runs/dit/router-0.70/schedule.json --seed 23 --out runs/dit-frontier
+  lees frontier --model embedded-dit -n 1000 --fewer 40 30 25 20 15 10 --rows dit \\
+      --solvers dpm++ --solver-steps 30 20 10 --schedules runs/dit/router-0.70/schedule.json --seed 23 \\
+      --out runs/dit-frontier
   lees frontier --plot-only --out runs/frontier   # redraw the plots from OUT/frontier.jsonl
 (run the same command again after an interruption: the samples stored in OUT/pieces are reused)
 """
@@ -33,8 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sampler(p, default=None, timesteps=False)
     p.add_argument(
         "--solvers", nargs="*", choices=SAMPLERS, default=[],
-        help="also the full model's fewer-steps curve with each of these solvers (at --steps and --fewer)",
+        help="also the full model's fewer-steps curve with each of these solvers (at --solver-steps)",
     )  # fmt: skip
+    p.add_argument(
+        "--solver-steps", type=int, nargs="+", default=None, help="those curves' steps (--steps and --fewer)"
+    )
     add_guidance(p)
     p.add_argument("-n", type=int, default=200, help="samples per method (200)")
     p.add_argument("--steps", type=int, default=50, help="the full model's sampler steps (50)")

@@ -60,6 +60,7 @@ class FrontierConfig(Settings):
     model: str = "embedded"  # what lees.load_backbone loads
     sampler: str | None = None  # the run's solver (None: the model's own, DDPM or Euler)
     solvers: list[str] = field(default_factory=list)  # also these solvers' fewer-steps curves
+    solver_steps: list[int] | None = None  # their steps (None: steps and fewer)
     guidance_scale: float | None = None  # None: 2 for a model with a null class, else 1
     n: int = 200  # samples per method
     steps: int = 50  # the full model's sampler steps
@@ -129,9 +130,9 @@ def methods(
 
 
 def solver_curves(config: FrontierConfig, blocks: Blocks, noise, solvers: list[str]) -> dict[str, Schedule]:
-    """The full model with each of ``solvers`` at ``steps`` and each of ``fewer``: rows ``SOLVER@K``,
-    each sampled with its solver beside the run's."""
-    steps = [config.steps, *config.fewer]
+    """The full model with each of ``solvers`` at ``solver_steps`` (default: ``steps`` and each of
+    ``fewer``): rows ``SOLVER@K``, each sampled with its solver beside the run's."""
+    steps = config.solver_steps or [config.steps, *config.fewer]
     return {
         f"{solver}@{k}": build_schedule("full", blocks, sampler_timesteps(noise, k, solver))
         for solver in solvers
