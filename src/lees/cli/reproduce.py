@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_device, add_metric, add_model, add_resize, add_steps, command, default_metrics
+from .options import (
+    add_device,
+    add_guidance,
+    add_metric,
+    add_model,
+    add_resize,
+    add_steps,
+    command,
+    default_metrics,
+)
 
 EPILOG_REPRODUCE = """examples:
   lees reproduce --quick --out report        # every row, smaller: 2 seeds x 8 samples, 15 gate steps
@@ -15,8 +24,9 @@ EPILOG_REPRODUCE = """examples:
                                              # (hours on 2 CPU cores, minutes on a GPU)
 (run the same command again after an interruption: finished pieces in OUT/work are reused)
 """
-EPILOG_DEMO = """example:
-  lees demo --out runs/demo
+EPILOG_DEMO = """examples:
+  lees demo --out runs/demo                                # the embedded UNet, DDPM-50
+  lees demo --model embedded-dit -n 64 --out runs/demo-dit  # the embedded DiT, Euler-50, guidance 2
 """
 
 
@@ -33,18 +43,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds")
     p.add_argument("-n", type=int, default=None, help="samples per method and seed")
-    add_steps(p, "DDPM sampling steps (50)")
+    add_steps(p, "sampler steps (50)")
     p.add_argument(
         "--fid", choices=("auto", "key", "all", "none"), default=None,
         help="rows scored by Inception FID, seeds pooled (default auto: every row on CUDA, the key rows on "
         "a CPU; none with --quick)",
     )  # fmt: skip
     add_resize(p)
-    help = "the main job: learned schedule vs full model and ASE on the embedded model"
+    help = "the main job: learned schedule vs full model and ASE on an embedded model"
     p = command(sub, "demo", run_demo, help, EPILOG_DEMO)
+    p.add_argument(
+        "--model", choices=("embedded", "embedded-dit"), default="embedded",
+        help="the embedded UNet (DDPM; the default) or DiT (flow matching, Euler)",
+    )  # fmt: skip
+    add_guidance(p)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the pictures (runs/demo)")
     p.add_argument("-n", type=int, default=128, help="samples per method (128)")
-    add_steps(p, "DDPM sampling steps (50)")
+    add_steps(p, "sampler steps (50)")
     p.add_argument("--seed", type=int, default=0)
     add_device(p)
     add_metric(
@@ -71,14 +86,15 @@ def reproduce_config(args: argparse.Namespace):
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    """On the embedded model: the shipped router schedule against the full model at 50 and at fewer steps,
+    """On an embedded model: the shipped router schedule against the full model at 50 and at fewer steps,
     uniform reuse, ASE and the paper's LEES gates, sampled side by side and scored."""
     from ..reporting.demo import demo
 
     metrics = args.metric or default_metrics(print)
     rows = demo(
-        args.out, n=args.n, steps=args.steps, seed=args.seed, device=args.device, metrics=tuple(metrics)
-    )
+        args.out, n=args.n, steps=args.steps, seed=args.seed, device=args.device, metrics=tuple(metrics),
+        model_name=args.model, guidance_scale=args.guidance_scale,
+    )  # fmt: skip
     scores = [m for m in ("fd_clf", "fid") if m in rows[0]]
     head = ("method", "steps", *scores, "s/100 img", "time cut", "blocks", "FLOPs")
     print(("{:<12} {:>5}" + " {:>8}" * len(scores) + " {:>10} {:>9} {:>7} {:>6}").format(*head))
@@ -90,15 +106,12 @@ def run_demo(args: argparse.Namespace) -> None:
         )
     print(
         "fd_clf: Fréchet distance in a small classifier's features; fid: Inception FID (biased upwards at "
-        f"small n; compare within its column); lower is better; {args.n} samples, {args.steps} DDPM steps, "
-        f"seed {args.seed}"
+        f"small n; compare within its column); lower is better; {args.n} samples, {args.steps} "
+        f"{'Euler' if args.model == 'embedded-dit' else 'DDPM'} steps, seed {args.seed}"
     )
     print(
         "blocks: share of (block, step) pairs computed (a reused block is not); FLOPs: against the full "
         f"model at {args.steps} steps"
     )
-    names = ",".join(r["method"] for r in rows)
-    out = args.out
-    print(
-        f"wrote {out}/samples-{{{names}}}.png, {out}/gates.png, {out}/schedule-{{router-0.70,lees-0.05}}.png"
-    )
+    names, out = ",".join(r["method"] for r in rows), args.out
+    print(f"wrote {out}/samples-{{{names}}}.png and the learned schedules' gates.png, schedule-NAME.png")

@@ -1,51 +1,70 @@
 """The README's main job, in minutes on a CPU: the shipped learned run-or-reuse schedule (the step
 router) beside the full model, the full model at fewer steps (the bar every method must clear),
-uniform reuse, ASE's and the paper's (LEES) drop schedules, all sampled side by side."""
+uniform reuse, ASE's and the paper's (LEES) drop schedules, all sampled side by side, on the embedded
+UNet or the embedded DiT."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..diffusion.samplers import sampler_timesteps
+from ..diffusion.solvers import default_solver
 from ..engine.blocks import Blocks, find_blocks
 from ..evaluation.metrics import METRIC_NAMES, fd, features, scorer
 from ..models.backbones import EMBEDDED_DIR, load_backbone, load_noise_scheduler
+from ..models.denoisers import default_guidance_scale
 from ..sampling.lockstep import sample_lockstep
-from ..schedules.registry import build_schedule
-from ..schedules.saving import load_gate
+from ..schedules.registry import build_schedule, shipped
+from ..schedules.saving import GATE_FILE, load_gate
+from ..schedules.schedule import Schedule
 from ..utils.images import save_grid
 from .plots import gate_heatmap, schedule_map
 
 SHIPPED_GATES = EMBEDDED_DIR / "lees-0.05" / "gates.safetensors"
 
 
-def demo_methods(blocks: Blocks, timesteps: list[int]) -> list[str]:
-    """The demo's methods: the full model, the shipped router and the full model at fewer steps for
-    the router's FLOPs (where the router is made for these timesteps, DDPM-50), uniform reuse, ASE and
-    the paper's shipped gates."""
-    router = build_schedule("router-0.70", blocks, timesteps)
-    fewer = ["router-0.70", f"full@{round(len(timesteps) * router.flop_ratio)}"]
-    return ["full", *(fewer if router.timesteps == timesteps else []), "uniform-2", "ase", "lees-0.05"]
+def demo_methods(blocks: Blocks, timesteps: list, noise, sampler: str = "ddpm") -> dict[str, Schedule]:
+    """The demo's methods: the full model; each shipped router made for this model and these timesteps,
+    with the full model at fewer steps for its FLOPs beside it; uniform reuse; ASE; and the shipped
+    LEES gates made for this model (``router-0.70`` and ``lees-0.05`` for the embedded UNet at DDPM-50,
+    ``dit-router-0.70`` and ``dit-lees-0.05`` for embedded-dit at Euler-50)."""
+    learned = {name: _fitting(name, blocks, timesteps, noise, sampler) for name in shipped()}
+    learned = {name: s for name, s in learned.items() if s is not None and s.timesteps == timesteps}
+    rows = {"full": build_schedule("full", blocks, timesteps)}
+    for name in (n for n in learned if "router" in n):
+        fewer = f"full@{round(len(timesteps) * learned[name].flop_ratio)}"
+        rows |= {name: learned[name], fewer: build_schedule(fewer, blocks, timesteps, noise, sampler)}
+    rows |= {name: build_schedule(name, blocks, timesteps, noise, sampler) for name in ("uniform-2", "ase")}
+    return rows | {name: s for name, s in learned.items() if name not in rows}
+
+
+def _fitting(name: str, blocks: Blocks, timesteps: list, noise, sampler: str) -> Schedule | None:
+    """A shipped schedule built for this model, None where it was made for another one."""
+    try:
+        return build_schedule(name, blocks, timesteps, noise, sampler)
+    except ValueError:
+        return None
 
 
 def demo(
     out: str | Path, n: int = 128, steps: int = 50, seed: int = 0, device: str = "cpu",
-    metrics: tuple[str, ...] = ("clf",),
+    metrics: tuple[str, ...] = ("clf",), model_name: str = "embedded", guidance_scale: float | None = None,
 ) -> list[dict]:  # fmt: skip
     """Sample every method side by side; time and score under each of ``metrics`` (``clf``: fd_clf,
     ``inception``: Inception FID). FLOP ratios are against the full model at ``steps``; the
-    fewer-steps row runs the full model for the router's share of those FLOPs."""
+    fewer-steps row runs the full model for the router's share of those FLOPs. ``model_name``: embedded
+    (DDPM) or embedded-dit (Euler, classifier-free guidance ``guidance_scale``, 2 by default)."""
     out = Path(out)
-    model = load_backbone("embedded", device=device)
-    noise = load_noise_scheduler("embedded")
-    blocks = find_blocks(model)
-    timesteps = sampler_timesteps(noise, steps)
-    gate, _ = load_gate(SHIPPED_GATES)
-    methods = {
-        name: build_schedule(name, blocks, timesteps, noise) for name in demo_methods(blocks, timesteps)
-    }
+    model = load_backbone(model_name, device=device)
+    noise = load_noise_scheduler(model_name)
+    blocks, sampler = find_blocks(model), default_solver(noise)
+    timesteps = sampler_timesteps(noise, steps, sampler)
+    methods = demo_methods(blocks, timesteps, noise, sampler)
     scorers = {METRIC_NAMES[metric]: scorer(metric, device=device) for metric in metrics}
-    runs = sample_lockstep(model, methods, n, steps, seed=seed, scheduler=noise, device=device, progress=True)
+    scale = default_guidance_scale(model, guidance_scale)
+    runs = sample_lockstep(
+        model, methods, n, steps, sampler, seed, noise, device=device, guidance_scale=scale
+    )
     rows = []
     for name, schedule in methods.items():
         images = runs[name].images
@@ -60,10 +79,9 @@ def demo(
         })  # fmt: skip
     for row in rows:
         row["latency_cut"] = 1 - row["seconds_per_100"] / rows[0]["seconds_per_100"]
-    gate_heatmap(
-        gate, blocks.names, out / "gates.png", "shipped LEES gates of the embedded model (lambda=0.05)"
-    )
-    for name in ("router-0.70", "lees-0.05"):
-        if name in methods:
-            schedule_map(methods[name], out / f"schedule-{name}.png")
+    for name in (name for name in methods if name in shipped()):  # the learned ones
+        gates = shipped()[name] / GATE_FILE
+        if gates.is_file():
+            gate_heatmap(load_gate(gates)[0], blocks.names, out / "gates.png", f"shipped LEES gates ({name})")
+        schedule_map(methods[name], out / f"schedule-{name}.png")
     return rows
