@@ -267,3 +267,13 @@ def test_uniform_forecast_names(tiny):
     for name, options in (("uniform-2-skip-2", {}), ("uniform-2", {"order": 2})):
         with pytest.raises(ValueError, match="order is for forecasting"):
             build_schedule(name, blocks, timesteps, **options)
+
+
+def test_a_compiled_denoiser_needs_a_graph_per_forecast_history_length():
+    run, fc, reuse = RUN, FORECAST, REUSE
+    forecasting = Schedule(
+        np.array([[run, fc, run, fc, run, fc, run, fc]]), ["b"], list(range(8)), forecast_order=1
+    )
+    reusing = Schedule(np.array([[run, reuse, run, reuse, run, reuse, run, reuse]]), ["b"], list(range(8)))
+    assert reusing.run_sets() == 2  # run, reuse
+    assert forecasting.run_sets() == 3  # run, forecast from one stored run (as reuse), forecast from two

@@ -195,9 +195,17 @@ class Schedule:
         return self.flop_ratio * self.num_steps / steps
 
     def run_sets(self) -> int:
-        """How many distinct per-step block actions the schedule uses (a compiled denoiser makes one
-        graph for each)."""
-        return len({tuple(self.mask(j)) for j in range(self.num_steps)})
+        """How many distinct per-step block behaviours the schedule uses (a compiled denoiser makes one
+        graph for each): the column's actions, and for a forecast block how many stored runs its
+        extrapolation sums (fewer than ``forecast_order + 1`` in the steps after its first runs)."""
+        stored = np.zeros(len(self.block_names), dtype=int)
+        seen = set()
+        for j in range(self.num_steps):
+            column = self.actions[:, j]
+            forecast_terms = np.where(column == FORECAST, np.minimum(stored, self.forecast_order + 1), 0)
+            seen.add((tuple(column), tuple(forecast_terms)))
+            stored += column == RUN
+        return len(seen)
 
     @property
     def reuses(self) -> bool:
