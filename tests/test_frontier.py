@@ -47,7 +47,7 @@ def test_frontier_on_a_flow_matching_transformer_draws_a_curve_per_solver(tmp_pa
             "--rows", "all", "--solvers", "dpm++", "--solver-steps", "4", "1", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "deepcache-3: not applicable to this model" in printed  # a UNet's method, left out with why
+    assert "deepcache-3: left out: DeepCache needs a UNet" in printed  # a UNet's method, left out with why
     rows = [json.loads(line) for line in (out / "frontier.jsonl").read_text().splitlines()]
     curves = [(r["method"], r["solver"], r["steps"]) for r in rows if r["method"] == "full"]
     assert curves == [("full", None, 4), ("full", None, 2), ("full", "dpm++", 4), ("full", "dpm++", 1)]

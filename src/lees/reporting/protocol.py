@@ -48,5 +48,5 @@ ROW_SETS: dict[str, list[str] | None] = {
                       "router-0.70", "router-0.50"],
     "reuse": ["uniform-2", "uniform-3", "deepcache-2", "deepcache-3", "router-0.70"],
     "learned": ["uniform-2", "deepcache-3", "router-0.70"],
-    "dit": ["ase", "uniform-2", "uniform-3"],  # a transformer's hand-made rows (learned ones: --schedules)
+    "dit": ["ase", "uniform-2", "uniform-3", "uniform-3-forecast"],  # a transformer's hand-made rows
 }  # fmt: skip
