@@ -86,7 +86,7 @@ def schedule_map(schedule: Schedule, path: str | Path, title: str | None = None)
     ax.imshow(shade, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
     ax.set_yticks(range(schedule.num_blocks), schedule.block_names, fontsize=7)
     ticks = range(0, schedule.num_steps, max(1, schedule.num_steps // 10))
-    ax.set_xticks(list(ticks), [str(schedule.timesteps[i]) for i in ticks], fontsize=7)
+    ax.set_xticks(list(ticks), [f"{schedule.timesteps[i]:.0f}" for i in ticks], fontsize=7)  # flow t: floats
     key = "black run, dark grey forecast, grey reuse" if schedule.forecasts else "black run, grey reuse"
     ax.set_xlabel(f"sampler timestep (sampling runs left to right): {key}, white skip")
     ratios = f"executed {schedule.executed_ratio:.0%}"
