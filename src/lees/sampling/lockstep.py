@@ -167,19 +167,25 @@ def sample_lockstep(
     runs = {
         name: _Method(model, m, scheduler, own.get(name, sampler), *settings) for name, m in methods.items()
     }
-    clock = _Clock(device, list(runs))
-    images: dict[str, list[torch.Tensor]] = {name: [] for name in runs}
     total = n * sum(len(r.visited) for r in runs.values())
     bar = tqdm(total=total, desc=f"sampling ({sampler})", unit="img-step", disable=not progress, leave=False)
-    with ExitStack() as attached:
+    with ExitStack() as attached, bar:
         for engine in engines.values():
             attached.enter_context(engine.attached())
-        for start in range(0, n, batch_size):
-            idx = range(first + start, first + min(n, start + batch_size))
-            rows = context_rows(context, range(start, start + len(idx)))
-            for name, x in _batch(model, runs, idx, rows, seed, device, decoder, clock, bar).items():
-                images[name].append(x.cpu())
-    bar.close()
+        batches = (range(first, first + n), batch_size, context, seed, device, decoder, bar)
+        return _sample_batches(model, runs, *batches)
+
+
+def _sample_batches(model, runs: dict[str, _Method], indices: range, batch_size: int, context, seed: int,
+                    device, decoder, bar) -> dict[str, TimedSamples]:  # fmt: skip
+    """Every method's samples ``indices`` in batches of ``batch_size``, timed on one clock."""
+    clock = _Clock(device, list(runs))
+    images: dict[str, list[torch.Tensor]] = {name: [] for name in runs}
+    for start in range(0, len(indices), batch_size):
+        idx = indices[start : start + batch_size]
+        rows = context_rows(context, range(start, start + len(idx)))
+        for name, x in _batch(model, runs, idx, rows, seed, device, decoder, clock, bar).items():
+            images[name].append(x.cpu())
     cache = {name: run.cache_bytes_per_sample for name, run in runs.items()}
     return {name: TimedSamples(torch.cat(images[name]), clock.seconds[name], cache[name]) for name in runs}
 
