@@ -92,3 +92,10 @@ def test_reuse_baseline_of_other_blocks_is_uniform_reuse(cifar_ddpm):
     blocks = dataclasses.replace(unet, blocks=renamed)  # as a DiT's blocks read
     s = reuse_baseline(blocks, DDPM50, 0.7)
     assert s.source == "uniform" and s.settings["outer"] == 1 and s.flop_ratio <= 0.7
+
+
+def test_ase_drops_by_segment_on_flow_matchings_float_timesteps():
+    names = [f"transformer_blocks.{i}" for i in range(14)]  # drop_step round(14 / 7) = 2
+    schedule = ase_schedule(names, [1000.0, 999.5, 800.25, 650.0, 199.9, 0.5])
+    # t = 1000 is the 1000 training timesteps' last segment, as t = 999 (not a sixth one)
+    assert schedule.table.sum(axis=0).tolist() == [14 - 8, 14 - 8, 14 - 8, 14 - 6, 14, 14]

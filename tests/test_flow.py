@@ -134,3 +134,28 @@ def test_pipeline_guidance_modes_agree():
     assert torch.allclose(runs[0], runs[1], atol=1e-5)
     with pytest.raises(ValueError, match="class labels must lie in"):
         pipe([10], num_inference_steps=2)
+
+
+def test_gates_train_and_are_scored_on_the_flow_matching_target(monkeypatch):
+    from lees.engine.blocks import find_blocks
+    from lees.evaluation.held_out import held_out_loss
+    from lees.learn.gate_training import GateTrainConfig, train_gates
+
+    torch.manual_seed(0)
+    model = DiTTransformer2DModel(**{k: v for k, v in TINY_DIT.items() if k != "_class_name"}).eval()
+    images = torch.rand(8, 1, 32, 32) * 2 - 1
+    drawn, call = [], FlowNoising.__call__
+    monkeypatch.setattr(
+        FlowNoising, "__call__", lambda self, x0, eps, t: drawn.append(t) or call(self, x0, eps, t)
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(**FLOW_NOISE)
+    result = train_gates(
+        model, images, scheduler, GateTrainConfig(train_steps=2, batch_size=4), progress=False
+    )
+    assert len(drawn) == 2 and all(np.isfinite(row["loss"]) for row in result.log)
+    t = torch.cat(drawn)
+    assert (
+        t.is_floating_point() and (t > 0).all() and (t < 1000).all() and (t != t.round()).any()
+    )  # logit-normal
+    loss = held_out_loss(model, find_blocks(model), images, scheduler, n=8, batch_size=4)
+    assert len(drawn) == 4 and np.isfinite(loss)  # the held-out loss noises by flow matching too
