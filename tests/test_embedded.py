@@ -60,3 +60,22 @@ def test_shipped_gates_fit_the_model_and_skip_blocks():
     shipped = Schedule.load(SHIPPED_GATES.parent / "schedule.json", blocks)
     assert (shipped.table == schedule.table).all()
     assert torch.isfinite(gate.a).all()
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ("embedded", ["full", "router-0.70", "full@34", "uniform-2", "ase", "lees-0.05"]),
+        ("embedded-dit", ["full", "dit-router-0.70", "full@31", "uniform-2", "ase", "dit-lees-0.05"]),
+    ],
+)
+def test_the_demo_rows_are_the_shipped_schedules_made_for_the_model(model, expected):
+    from lees.diffusion.solvers import default_solver
+    from lees.reporting.demo import demo_methods
+
+    noise = load_noise_scheduler(model)
+    sampler = default_solver(noise)
+    rows = demo_methods(
+        find_blocks(load_backbone(model)), sampler_timesteps(noise, 50, sampler), noise, sampler
+    )
+    assert list(rows) == expected  # each model's router with its fewer-steps partner; the other's left out

@@ -97,11 +97,11 @@ def run_demo(args: argparse.Namespace) -> None:
     )  # fmt: skip
     scores = [m for m in ("fd_clf", "fid") if m in rows[0]]
     head = ("method", "steps", *scores, "s/100 img", "time cut", "blocks", "FLOPs")
-    print(("{:<12} {:>5}" + " {:>8}" * len(scores) + " {:>10} {:>9} {:>7} {:>6}").format(*head))
+    print(("{:<16} {:>5}" + " {:>8}" * len(scores) + " {:>10} {:>9} {:>7} {:>6}").format(*head))
     for r in rows:
         quality = "".join(f" {r[m]:>8.3f}" for m in scores)
         print(
-            f"{r['method']:<12} {r['steps']:>5}{quality} {r['seconds_per_100']:>10.2f} "
+            f"{r['method']:<16} {r['steps']:>5}{quality} {r['seconds_per_100']:>10.2f} "
             f"{r['latency_cut']:>+9.1%} {r['executed_ratio']:>7.1%} {r['flop_ratio']:>6.1%}"
         )
     print(

@@ -116,7 +116,7 @@ def methods(
     method that does not apply to this model is left out, its reason printed."""
     ts = sampler_timesteps(noise, config.steps, sampler)
     keep = ROW_SETS[config.rows]
-    names = [*METHODS, *(name for name in shipped() if name.startswith("router-"))] if keep is None else keep
+    names = [*METHODS, *(name for name in shipped() if "router" in name)] if keep is None else keep
     names += [f"{name}@{k}" for k in config.reuse_steps for name in ("uniform-2", "deepcache-3")]
     rows = {"full": build_schedule("full", blocks, ts)}
     rows |= {f"full@{k}": build_schedule(f"full@{k}", blocks, ts, noise, sampler) for k in config.fewer}
