@@ -153,6 +153,17 @@ def test_verdict_says_when_fewer_steps_win_and_when_nothing_fits():
     assert best is None and "nothing measured runs within 0.3x" in line and "ddim@10" in line
 
 
+def test_the_verdict_names_the_best_under_the_data_too_where_they_disagree():
+    rows = [
+        _row("full", "steps", 1.0, 0.0) | {"fd_clf": 5.4},
+        _row("ddim@10", "steps", 0.5, 3.0) | {"fd_clf": 4.9},
+        _row("uniform-2", "schedule", 0.7, 1.0) | {"fd_clf": 5.5},
+    ]
+    line, best = verdict(rows, 0.8)
+    assert best["name"] == "uniform-2"  # the policy follows fidelity to the full model
+    assert line.endswith("under fd_clf to the data (full model 5.40): best ddim@10 (4.90)")
+
+
 def test_the_own_solver_is_named_by_the_scheduler_config():
     from diffusers import FlowMatchEulerDiscreteScheduler
 
