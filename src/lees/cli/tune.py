@@ -65,4 +65,5 @@ def run(args: argparse.Namespace) -> None:
             "router_train_steps")  # fmt: skip
     config = TuneConfig(budgets=budgets, **{k: getattr(args, k) for k in keys})
     result = tune(config, args.out)
-    print(f"wrote {result.table}, {result.plot} and the samples in {args.out / 'pieces'}")
+    also = " (and frontier-fd_clf.png beside it)" if args.data else ""
+    print(f"wrote {result.table}, {result.plot}{also} and the samples in {args.out / 'pieces'}")

@@ -10,12 +10,25 @@ import matplotlib.pyplot as plt
 from ..reporting.plots import save_figure
 from .verdict import Row
 
+LABELS = {
+    "fd_full": "FD to the full model (lower is better)",
+    "psnr": "PSNR to the full model (dB)",
+    "fd_clf": "fd_clf to the real data (lower is better)",
+}
 
-def frontier(rows: Sequence[Row], budgets: Sequence[float], path: str | Path, title: str = "") -> Path:
-    """x: latency ratio to the full model (same rounds); y: FD to the full model's samples (PSNR where
-    no feature space was available). Each solver's fewer-steps points are a curve, every other run a
-    point; the budgets are dashed lines. FD is drawn on a symmetric-log axis."""
-    metric = "fd_full" if all(r.get("fd_full") is not None for r in rows) else "psnr"
+
+def frontier(
+    rows: Sequence[Row],
+    budgets: Sequence[float],
+    path: str | Path,
+    title: str = "",
+    metric: str | None = None,
+) -> Path:
+    """x: latency ratio to the full model (same rounds); y: ``metric``, by default FD to the full model's
+    samples (PSNR where no feature space was available; ``fd_clf``: to the real data). Each solver's
+    fewer-steps points are a curve, every other run a point, the full model a star; the budgets are
+    dashed lines. The FD to the full model is drawn on a symmetric-log axis."""
+    metric = metric or ("fd_full" if all(r.get("fd_full") is not None for r in rows) else "psnr")
     fig, ax = plt.subplots(figsize=(9, 5))
     steps = [r for r in rows if r["kind"] == "steps" and r["name"] != "full"]
     for solver in dict.fromkeys(r["solver"] for r in steps):
@@ -23,17 +36,16 @@ def frontier(rows: Sequence[Row], budgets: Sequence[float], path: str | Path, ti
         ax.plot([c[0] for c in curve], [c[1] for c in curve], "-o", label=f"{solver}, fewer steps")
         for x, y, k in curve:
             ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
-    if metric == "fd_full":  # where every solver's curve heads (PSNR would put it at 100 dB)
-        ax.plot(1.0, 0.0, "k*", markersize=10, label="full model")
+    if metric != "psnr":  # where every solver's curve heads (PSNR would put it at 100 dB)
+        full = next(r[metric] for r in rows if r["name"] == "full")
+        ax.plot(1.0, full, "k*", markersize=10, label="full model")
     colours = plt.get_cmap("tab20")
     for i, r in enumerate(r for r in rows if r["kind"] != "steps"):
         ax.plot(r["latency_ratio"], r[metric], "s", color=colours(i % 20), label=r["name"])
     for b in budgets:
         ax.axvline(b, color="grey", linestyle="--", linewidth=0.8)
     ax.set_xlabel("measured latency / full model's (same rounds)")
-    ax.set_ylabel(
-        "FD to the full model (lower is better)" if metric == "fd_full" else "PSNR to the full model (dB)"
-    )
+    ax.set_ylabel(LABELS[metric])
     if metric == "fd_full":  # a broken cache can sit 100x above the rest: log-like above 1, linear to 0
         ax.set_yscale("symlog", linthresh=1.0)
         ax.set_ylim(bottom=0)

@@ -102,9 +102,12 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
     reasons = {**reasons, **failed}
     lines = [line for line, _ in verdicts(rows, config.budgets)]
     table = atomic_write_text(out / "tune.json", json.dumps(_report(config, rows, reasons, lines), indent=1))
-    plot = frontier(
-        rows, config.budgets, out / "frontier.png", f"lees tune {config.model}: {solver}@{config.steps}"
-    )
+    title = f"lees tune {config.model}: {solver}@{config.steps}, {config.n} samples"
+    plot = frontier(rows, config.budgets, out / "frontier.png", title)
+    if config.data is not None:
+        frontier(
+            rows, config.budgets, out / "frontier-fd_clf.png", f"{title}, fd_clf to {config.data}", "fd_clf"
+        )
     print_table(rows, reasons)
     print("\n".join(lines))
     result = TuneResult(rows, lines, reasons, table, plot)
