@@ -164,6 +164,14 @@ def test_the_verdict_names_the_best_under_the_data_too_where_they_disagree():
     assert line.endswith("under fd_clf to the data (full model 5.40): best ddim@10 (4.90)")
 
 
+def test_latency_is_the_median_round_so_one_stalled_piece_moves_it_little():
+    from lees.tune.measure import Measured
+
+    full = Measured(torch.zeros(0), [2.0, 2.0, 2.0, 2.0])
+    run = Measured(torch.zeros(0), [1.0, 1.0, 60.0, 1.0])  # a 58-second stall in one piece
+    assert run.latency_ratio(full) == 0.5
+
+
 def test_the_own_solver_is_named_by_the_scheduler_config():
     from diffusers import FlowMatchEulerDiscreteScheduler
 

@@ -3,14 +3,16 @@
 diffusers' caches keep their state on the model, so runs cannot interleave step by step (as
 :func:`lees.sample_lockstep` does for schedules); instead each batch of sample indices is a round in
 which every run samples it once, in an order that turns from round to round, so a slow spell of a
-noisy machine falls on all runs alike. A run's latency ratio is its seconds over the full model's in
-the same rounds. Each (run, batch) piece goes to ``OUT/pieces/<run>-<digest>/from<first>.safetensors``
-the moment it is done: a tune started again reads the stored pieces and samples only the missing ones.
+noisy machine falls on all runs alike. A run's latency ratio is the median over the rounds of its
+seconds over the full model's in the same round, so a stall within one piece moves it little. Each
+(run, batch) piece goes to ``OUT/pieces/<run>-<digest>/from<first>.safetensors`` the moment it is
+done: a tune started again reads the stored pieces and samples only the missing ones.
 """
 
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +37,8 @@ class Measured:
     seconds: list[float]
 
     def latency_ratio(self, full: Measured) -> float:
-        """Seconds over the full model's, summed over the same batches."""
-        return sum(self.seconds) / sum(full.seconds)
+        """The median over the batches of the seconds over the full model's in the same batch (round)."""
+        return statistics.median(s / f for s, f in zip(self.seconds, full.seconds, strict=True))
 
 
 def piece_folder(out: Path, run: Run) -> Path:
