@@ -18,6 +18,7 @@ from ..schedules.registry import build_schedule, shipped
 from ..schedules.saving import GATE_FILE, load_gate
 from ..schedules.schedule import Schedule
 from ..utils.images import save_grid
+from .frontier import applicable
 from .plots import gate_heatmap, schedule_map
 
 SHIPPED_GATES = EMBEDDED_DIR / "lees-0.05" / "gates.safetensors"
@@ -28,7 +29,8 @@ def demo_methods(blocks: Blocks, timesteps: list, noise, sampler: str = "ddpm") 
     with the full model at fewer steps for its FLOPs beside it; uniform reuse; ASE; and the shipped
     LEES gates made for this model (``router-0.70`` and ``lees-0.05`` for the embedded UNet at DDPM-50,
     ``dit-router-0.70`` and ``dit-lees-0.05`` for embedded-dit at Euler-50)."""
-    learned = {name: _fitting(name, blocks, timesteps, noise, sampler) for name in shipped()}
+    quiet = lambda *_: None  # noqa: E731  (a shipped schedule made for the other model is no news)
+    learned = {name: applicable(name, blocks, timesteps, noise, sampler, quiet) for name in shipped()}
     learned = {name: s for name, s in learned.items() if s is not None and s.timesteps == timesteps}
     rows = {"full": build_schedule("full", blocks, timesteps)}
     for name in (n for n in learned if "router" in n):
@@ -36,14 +38,6 @@ def demo_methods(blocks: Blocks, timesteps: list, noise, sampler: str = "ddpm") 
         rows |= {name: learned[name], fewer: build_schedule(fewer, blocks, timesteps, noise, sampler)}
     rows |= {name: build_schedule(name, blocks, timesteps, noise, sampler) for name in ("uniform-2", "ase")}
     return rows | {name: s for name, s in learned.items() if name not in rows}
-
-
-def _fitting(name: str, blocks: Blocks, timesteps: list, noise, sampler: str) -> Schedule | None:
-    """A shipped schedule built for this model, None where it was made for another one."""
-    try:
-        return build_schedule(name, blocks, timesteps, noise, sampler)
-    except ValueError:
-        return None
 
 
 def demo(
@@ -79,8 +73,9 @@ def demo(
         })  # fmt: skip
     for row in rows:
         row["latency_cut"] = 1 - row["seconds_per_100"] / rows[0]["seconds_per_100"]
-    for name in (name for name in methods if name in shipped()):  # the learned ones
-        gates = shipped()[name] / GATE_FILE
+    stored = shipped()
+    for name in (name for name in methods if name in stored):  # the learned ones
+        gates = stored[name] / GATE_FILE
         if gates.is_file():
             gate_heatmap(load_gate(gates)[0], blocks.names, out / "gates.png", f"shipped LEES gates ({name})")
         schedule_map(methods[name], out / f"schedule-{name}.png")

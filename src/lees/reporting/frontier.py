@@ -121,7 +121,7 @@ def methods(
     rows = {"full": build_schedule("full", blocks, ts)}
     rows |= {f"full@{k}": build_schedule(f"full@{k}", blocks, ts, noise, sampler) for k in config.fewer}
     curves = solver_curves(config, blocks, noise, [s for s in config.solvers if s != sampler])
-    built = {name: _applicable(name, blocks, ts, noise, sampler) for name in names}
+    built = {name: applicable(name, blocks, ts, noise, sampler) for name in names}
     rows |= curves
     rows |= {name: s for name, s in built.items() if s is not None and (s.timesteps == ts or "@" in name)}
     rows |= {row_name(path): build_schedule(path, blocks, ts) for path in config.schedules}
@@ -139,12 +139,13 @@ def solver_curves(config: FrontierConfig, blocks: Blocks, noise, solvers: list[s
     }
 
 
-def _applicable(name: str, blocks: Blocks, ts: list, noise, sampler: str) -> Schedule | None:
-    """The method's schedule, or None with the reason printed where it does not apply to this model."""
+def applicable(name: str, blocks: Blocks, ts: list, noise, sampler: str, say=print) -> Schedule | None:
+    """The method's schedule, or None with the reason said where it does not apply to this model
+    (made for other blocks, a UNet's method on a transformer)."""
     try:
         return build_schedule(name, blocks, ts, noise, sampler)
     except (ValueError, KeyError) as reason:
-        print(f"# {name}: left out: {reason}")
+        say(f"# {name}: left out: {reason}")
         return None
 
 
