@@ -85,9 +85,9 @@ def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
     """Sample, score and judge every method against the fewer-steps curves; write ``out/frontier.jsonl``
     and one plot per metric; the rows (as printed)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     model = load_backbone(config.model, device=config.device)
     noise = load_noise_scheduler(config.model)
+    out.mkdir(parents=True, exist_ok=True)  # only once the model loads: a bad --model leaves nothing
     sampler = config.sampler or default_solver(noise)
     scale = default_guidance_scale(model, config.guidance_scale)
     schedules, curves = methods(config, find_blocks(model), noise, sampler)
