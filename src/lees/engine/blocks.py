@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from diffusers import ModelMixin
 from torch import nn
 
 from ..models.denoisers import denoiser_of
@@ -142,6 +141,8 @@ def candidate_blocks(model: nn.Module) -> list[str]:
     each block of their ``transformer_blocks``, ``single_transformer_blocks`` (Flux) and ``blocks``
     (Wan, HunyuanDiT) lists. Other models name their blocks.
     """
+    from diffusers import ModelMixin  # here: it imports transformers, which `import lees` need not
+
     if type(model).__name__ in ("UNet2DModel", "UNet2DConditionModel"):
         return [name for name, module in model.named_modules() if _is_unet_block(module)]
     names = []

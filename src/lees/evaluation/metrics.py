@@ -29,7 +29,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -191,6 +190,8 @@ def frechet_distance(
 
 
 def _sqrtm_product(sigma1: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    import scipy.linalg  # imported here, as scipy.stats is: `import lees` stays fast
+
     with warnings.catch_warnings():  # a singular product is expected (dead features); checked by the caller
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
         return scipy.linalg.sqrtm(sigma1 @ sigma2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -23,6 +22,8 @@ def paired_t(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """Paired t-test over seeds (scipy's ttest_rel): t statistic and two-sided p-value."""
     if len(a) != len(b) or len(a) < 2:
         raise ValueError("a paired t-test needs two equally long series of at least 2 seeds")
+    from scipy import stats  # imported here: scipy.stats takes a second to import
+
     result = stats.ttest_rel(a, b)
     return float(result.statistic), float(result.pvalue)
 

@@ -23,7 +23,6 @@ from ..utils.files import atomic_write_text
 from . import policy as policy_module
 from .candidates import candidates
 from .measure import Measured, claim_pieces, measure
-from .plot import frontier
 from .quality import Scorer
 from .runs import FULL, Run, build_runs, own_solver, quiet_diffusers
 from .verdict import Row, verdicts
@@ -84,6 +83,8 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
         out: the folder for pieces (a tune run again there resumes), table, plot (and a built-in
             model's policy).
     """
+    from .plot import frontier  # matplotlib: imported when plotting, so `import lees` stays fast
+
     out = Path(out)
     model = load_backbone(config.model, config.device)
     scheduler = load_noise_scheduler(config.model)
