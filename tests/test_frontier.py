@@ -55,3 +55,28 @@ def test_frontier_on_a_flow_matching_transformer_draws_a_curve_per_solver(tmp_pa
     assert ase["sampler"] == "euler" and ase["guidance_scale"] == 2.0 and ase["model"] == "arch:embedded-dit"
     assert set(ase["versus_best_solver"]) == set(ase["versus_fewer_steps"]) == {"fd_clf"}
     assert (out / "frontier-fd_clf.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--fewer", "35", "25", "--fid-rows", "full"], ["Inception FID", "--fid-rows", "full@35"]),
+        (["--fewer", "35", "25", "--fid-rows", "full", "full@30"], ["--fid-rows names full@30"]),
+        (["--fewer", "50"], ["--fewer 50", "two or more step counts"]),
+        (["--solvers", "ddim", "--solver-steps", "20"], ["--solver-steps 20", "two or more"]),
+    ],
+)
+def test_frontier_refuses_its_arguments_before_the_first_sample(tmp_path, monkeypatch, capsys, extra, words):
+    import lees.reporting.frontier
+
+    def sampled(*args, **kwargs):
+        raise AssertionError("sampled before the arguments were checked")
+
+    monkeypatch.setattr(lees.reporting.frontier, "sample_stored", sampled)
+    argv = ["frontier", "-n", "200", "--rows", "reuse", *extra, "--out", str(tmp_path / "f")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(w in err for w in words), err
+    ok = ["--fewer", "35", "25", "--fid-rows", "full", "full@35", "uniform-2"]  # a good curve: on to sampling
+    with pytest.raises(AssertionError, match="sampled before"):
+        main(["frontier", "-n", "200", "--rows", "reuse", *ok, "--out", str(tmp_path / "g")])

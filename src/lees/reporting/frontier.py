@@ -79,6 +79,16 @@ class FrontierConfig(Settings):
             raise ValueError(f"rows must be one of {', '.join(ROW_SETS)}, got {self.rows!r}")
         if self.n < 2 or min([self.steps, *self.fewer, *self.reuse_steps]) < 1:
             raise ValueError("need n >= 2 and positive step counts")
+        if not set(self.fewer) - {self.steps}:
+            raise ValueError(
+                f"--fewer {' '.join(map(str, self.fewer))}: the fewer-steps curve needs the full model at "
+                f"two or more step counts: give --fewer a step count other than --steps {self.steps}"
+            )
+        if self.solvers and len(set(self.solver_steps or [])) == 1:
+            raise ValueError(
+                f"--solver-steps {self.solver_steps[0]}: each solver's fewer-steps curve needs two or more "
+                "step counts"
+            )
 
 
 def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
@@ -91,6 +101,7 @@ def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
     sampler = config.sampler or default_solver(noise)
     scale = default_guidance_scale(model, config.guidance_scale)
     schedules, curves = methods(config, find_blocks(model), noise, sampler)
+    check_fid_rows(config, schedules, curves)  # before the first sample, not after an hour of them
     settings = {"seed": config.seed, "model": config.model, "sampler": sampler, "guidance_scale": scale}
     runs = sample_stored(
         model, schedules, config.n, out / "pieces", settings=settings | {"solvers": curves},
@@ -126,6 +137,31 @@ def methods(
     rows |= {name: s for name, s in built.items() if s is not None and (s.timesteps == ts or "@" in name)}
     rows |= {row_name(path): build_schedule(path, blocks, ts) for path in config.schedules}
     return rows, {name: name.partition("@")[0] for name in curves}
+
+
+def check_fid_rows(config: FrontierConfig, schedules: dict[str, Schedule], curves: dict[str, str]) -> None:
+    """A clear error unless ``--fid-rows`` names rows of this run and the full model at two or more step
+    counts of each solver it scores the full model with (FID's curves are drawn from them, and the
+    methods it scores judged on the run's solver's)."""
+    if config.fid_rows is None:
+        return
+    keys = list(dict.fromkeys(row_key(r, config.steps) for r in config.fid_rows))
+    unknown = [k for k in keys if k not in schedules]
+    if unknown:
+        raise ValueError(
+            f"--fid-rows names {', '.join(unknown)}, which this run does not sample (its rows: "
+            f"{', '.join(schedules)})"
+        )
+    full = {k: curves.get(k) for k in keys if k == "full" or k.startswith("full@") or k in curves}
+    judged = [k for k in keys if k not in full]
+    solvers = {*full.values(), *([None] if judged else [])}
+    if any(sum(s == solver for s in full.values()) < 2 for solver in solvers):
+        on = f" (and judges {', '.join(judged)} on it)" if judged else ""
+        raise ValueError(
+            f"Inception FID draws the full model's fewer-steps curve from --fid-rows{on}: it needs the full "
+            f"model at two or more step counts of each solver there (it has {', '.join(full) or 'none'}): "
+            f"add e.g. full@{next(k for k in config.fewer if k != config.steps)} to --fid-rows"
+        )
 
 
 def solver_curves(config: FrontierConfig, blocks: Blocks, noise, solvers: list[str]) -> dict[str, Schedule]:
