@@ -88,9 +88,9 @@ def reproduce_config(args: argparse.Namespace):
 def run_demo(args: argparse.Namespace) -> None:
     """On an embedded model: the shipped router schedule against the full model at 50 and at fewer steps,
     uniform reuse, ASE and the paper's LEES gates, sampled side by side and scored."""
-    from ..reporting.demo import demo
+    from ..reporting.demo import demo, demo_metrics
 
-    metrics = args.metric or default_metrics(print)
+    metrics = args.metric or demo_metrics(default_metrics(print))
     rows = demo(
         args.out, n=args.n, steps=args.steps, seed=args.seed, device=args.device, metrics=tuple(metrics),
         model_name=args.model, guidance_scale=args.guidance_scale,

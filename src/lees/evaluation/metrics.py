@@ -14,7 +14,8 @@
 
 The Fréchet distance and KID formulas are those of pytorch-fid and torch-fidelity (KID with
 torch-fidelity's 100 subsets of up to 1000 samples). Features of real
-data are computed once and cached in ``$LEES_CACHE`` (default ``~/.cache/lees``).
+data are computed once and cached in ``$LEES_CACHE`` (default ``~/.cache/lees``); the mean and
+covariance of the demo's references ship with lees (``SHIPPED_REFERENCE``), so a first demo computes none.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.numpy import save
 from tqdm.auto import tqdm
 
 from ..models.data import load_images
 from ..utils.files import atomic_write_bytes
-from .classifier import load_classifier
+from .classifier import CLASSIFIER_DIR, load_classifier
 
 INCEPTION_SIZE = 299
 
@@ -283,8 +286,7 @@ def reference_features(
     """Features of ``n`` real images (a seeded subset), computed once and cached on disk."""
     images, _ = load_images(data, split)
     n = len(images) if n is None else min(n, len(images))
-    tag = data if "/" not in data else hashlib.sha1(str(Path(data).resolve()).encode()).hexdigest()[:12]
-    path = cache_dir() / "features" / f"{definition(extractor)}-{tag}-{split}-{n}-seed{seed}.npy"
+    path = _feature_cache(extractor, data, split, n, seed)
     if path.is_file():
         return np.load(path)
     idx = torch.from_numpy(np.random.default_rng(seed).permutation(len(images))[:n])
@@ -293,6 +295,86 @@ def reference_features(
     np.save(buffer, feats)
     atomic_write_bytes(path, buffer.getvalue())
     return feats
+
+
+SHIPPED_REFERENCE = CLASSIFIER_DIR.parent / "reference.safetensors"
+
+"""The mean and covariance of the demo's reference features (``REFERENCE_N`` Fashion-MNIST training
+images, seed 0, under fd_clf's and Inception's features), as ``scripts/reference_stats.py`` makes them."""
+
+
+def reference_key(
+    extractor: Callable[[torch.Tensor], np.ndarray], data: str, split: str, n: int, seed: int
+) -> str:
+    """The name of a reference's statistics: its features' definition and the images they are of."""
+    return f"{definition(extractor)}-{data}-{split}-{n}-seed{seed}"
+
+
+def reference_gaussian(
+    extractor: Callable[[torch.Tensor], np.ndarray],
+    data: str = "fashion-mnist",
+    split: str = "train",
+    n: int = 10_000,
+    seed: int = 0,
+    shipped: Path = SHIPPED_REFERENCE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of :func:`reference_features`: read from ``shipped`` where it holds them (the
+    covariance rounded to float32 there), else computed (and the features cached)."""
+    stored = _stored_gaussian(shipped, reference_key(extractor, data, split, n, seed))
+    return stored or gaussian(reference_features(extractor, data, split, n, seed, progress=True))
+
+
+def _holds(path: Path, key: str) -> bool:
+    if not path.is_file():
+        return False
+    with safe_open(path, "numpy") as stored:
+        return f"{key}.mean" in stored.keys()  # noqa: SIM118  (a safetensors file, not a dict)
+
+
+def _stored_gaussian(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    if not _holds(path, key):
+        return None
+    with safe_open(path, "numpy") as stored:
+        mean, upper = stored.get_tensor(f"{key}.mean"), stored.get_tensor(f"{key}.cov_upper")
+    rows, cols = np.triu_indices(len(mean))
+    cov = np.zeros((len(mean), len(mean)))
+    cov[rows, cols] = cov[cols, rows] = upper
+    return mean, cov
+
+
+def save_reference_gaussians(
+    path: str | Path,
+    references: dict[str, int],
+    data: str = "fashion-mnist",
+    split: str = "train",
+    seed: int = 0,
+) -> Path:
+    """Write the mean (float64) and the covariance's upper triangle (float32: half the file, FDs
+    unchanged to 1e-4) of each reference ``{metric: n}`` for :func:`reference_gaussian` to read."""
+    tensors = {}
+    for metric, n in references.items():
+        extractor = EXTRACTORS[metric]()
+        mean, cov = gaussian(reference_features(extractor, data, split, n, seed))
+        key = reference_key(extractor, data, split, n, seed)
+        tensors |= {
+            f"{key}.mean": mean,
+            f"{key}.cov_upper": cov[np.triu_indices(len(mean))].astype(np.float32),
+        }
+    return atomic_write_bytes(path, save(tensors, metadata={"made_by": "scripts/reference_stats.py"}))
+
+
+def _feature_cache(extractor: Callable, data: str, split: str, n: int, seed: int) -> Path:
+    tag = data if "/" not in data else hashlib.sha1(str(Path(data).resolve()).encode()).hexdigest()[:12]
+    return cache_dir() / "features" / f"{definition(extractor)}-{tag}-{split}-{n}-seed{seed}.npy"
+
+
+def reference_at_hand(
+    extractor: Callable[[torch.Tensor], np.ndarray], n: int, shipped: Path = SHIPPED_REFERENCE
+) -> bool:
+    """Are the features of ``n`` Fashion-MNIST training images (seed 0) shipped or cached: does
+    :func:`reference_gaussian` give them without computing any?"""
+    key = reference_key(extractor, "fashion-mnist", "train", n, 0)
+    return _holds(shipped, key) or _feature_cache(extractor, "fashion-mnist", "train", n, 0).is_file()
 
 
 def scorer(
