@@ -55,18 +55,32 @@ def context_dim(model: nn.Module) -> int | None:
     return int(dims.pop())
 
 
+TEXT_CONFIG = ("cross_attention_dim", "joint_attention_dim", "caption_channels", "text_dim")
+
+"""Config entries of a denoiser conditioned on text (UNet2DConditionModel and PixArt: cross attention,
+SD3 and Flux: joint attention, PixArt and Sana: caption channels, Wan: text_dim)."""
+
+
+def text_conditioned(model: nn.Module) -> bool:
+    """Does ``model`` need prompt embeddings (``encoder_hidden_states``) at every call?"""
+    config = getattr(model, "config", None) or {}
+    return any(config.get(key) is not None for key in TEXT_CONFIG)
+
+
 def check_context(model: nn.Module, context: torch.Tensor | None, rows: int) -> None:
-    """A clear error unless ``context`` is what ``model`` attends to: (1 or ``rows``, L, width) or None."""
+    """A clear error unless ``context`` is what ``model`` attends to: (1 or ``rows``, L, width) or None
+    (None: one naming how to give a text-conditioned denoiser its prompts)."""
+    if context is None and text_conditioned(model):
+        raise ValueError(
+            f"{type(model).__name__} is conditioned on text (encoder_hidden_states): give it prompts "
+            "(lees tune and lees route: --prompts) or their embeddings (lees route --conditions FILE; "
+            "context= or conditions= in Python)"
+        )
     dim = context_dim(model)
     if dim is None:
         if context is not None:
             raise ValueError(f"{type(model).__name__} attends to no context; drop context=")
         return
-    if context is None:
-        raise ValueError(
-            f"{type(model).__name__} attends to a context (encoder_hidden_states, width {dim}): pass "
-            "context= (shape (1 or one per item, tokens, width)) to train_gates / sample"
-        )
     if not isinstance(context, torch.Tensor):
         raise TypeError(f"the context must be a tensor, not {type(context).__name__}")
     if context.dim() != 3 or context.shape[0] not in (1, rows) or context.shape[2] != dim:
