@@ -40,8 +40,8 @@ from .engine.actions import open_mask
 from .engine.blocks import compiled_original
 from .engine.hooks import Engine, ReuseCache, remove_hook
 from .engine.layering import beneath_other_hooks
-from .models.denoisers import denoiser_of
-from .schedules.fitting import Grid, RunState
+from .models.denoisers import denoiser_of, image_seq_len
+from .schedules.fitting import Grid, RunState, check_resolution
 from .schedules.gates import SigmoidTimeGate
 from .schedules.saving import load_policy
 from .schedules.schedule import Schedule
@@ -67,7 +67,8 @@ class _StepHook(ModelHook):
 
     def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        decisions, cache, position = self.decisions(timestep)
+        x = kwargs.get("hidden_states", kwargs.get("sample", args[0] if args else None))
+        decisions, cache, position = self.decisions(timestep, image_seq_len(module, x))
         with self.engine.deciding(decisions, "hard", cache, position=position):
             return self.fn_ref.original_forward(*args, **kwargs)
 
@@ -81,10 +82,13 @@ class _StepHook(ModelHook):
         return self.state_manager.get_state(), name
 
     @torch.compiler.disable  # eager under an in-place compile: one graph per block set, not per timestep
-    def decisions(self, timestep: Any) -> tuple[list[int], ReuseCache | None, torch.Tensor | None]:
+    def decisions(
+        self, timestep: Any, seq_len: int | None = None
+    ) -> tuple[list[int], ReuseCache | None, torch.Tensor | None]:
         """This call's block actions, the reuse cache of its guidance branch, and the call's position in
         that branch's run (what a forecast extrapolates to; a tensor, so a compiled denoiser reads it
-        as data, not as a constant to recompile for)."""
+        as data, not as a constant to recompile for). ``seq_len``: the call's image size in latent
+        tokens, checked against the one the schedule records."""
         if timestep is None:
             raise TypeError(
                 "lees follows the denoiser's timestep: call it with timestep= or as its 2nd argument"
@@ -94,6 +98,7 @@ class _StepHook(ModelHook):
         if flat.numel() > 1 and not torch.all(flat == flat[0]):
             raise ValueError("lees follows one timestep per call; this batch mixes timesteps")
         value = float(flat[0]) if flat.numel() else float("nan")
+        check_resolution(self.policy, seq_len)
         state, context = self.state()
         if isinstance(self.policy, SigmoidTimeGate):
             gate = self.policy(gate_time(state.gate_timestep(value), self.num_train))

@@ -102,7 +102,8 @@ def add_sampler(
             default=None,
             metavar="T1,T2,...",
             help="sample on these descending timesteps instead of --steps evenly spaced ones "
-            "(e.g. an Align-Your-Steps schedule: 999,850,736,645,545,455,343,233,124,24)",
+            "(e.g. an Align-Your-Steps schedule: 999,850,736,645,545,455,343,233,124,24; floats for "
+            "flow matching: 1000,750.5,500,250)",
         )
 
 
@@ -123,11 +124,12 @@ def guidance_scale(args: argparse.Namespace, model) -> float:
     return default_guidance_scale(model, args.guidance_scale)
 
 
-def timestep_list(text: str) -> list[int]:
+def timestep_list(text: str) -> list[int | float]:
+    """Comma-separated timesteps: integers (DDPM-like models) or floats (flow matching's lie in (0, 1000])."""
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        return [int(t) if t.strip().lstrip("-").isdigit() else float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
 
 
 def add_metric(p: argparse.ArgumentParser, note: str) -> None:

@@ -9,6 +9,8 @@ schedule for ``lees.enable``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +37,10 @@ def sample_generators(seed: int, indices: range, device: torch.device) -> list[t
 def check_timesteps(timesteps: Sequence[float], num_train: int, flow: bool = False) -> list:
     """A custom timestep list as ints, or as floats for a flow-matching model (``flow``); a clear error
     unless strictly descending within [0, num_train) (flow: (0, num_train])."""
+    if not flow and any(float(t) != int(t) for t in timesteps):
+        raise ValueError(
+            f"this model's timesteps are integers (it is not flow matching), got {list(timesteps)}"
+        )
     ts = [float(t) for t in timesteps] if flow else [int(t) for t in timesteps]
     if not ts:
         raise ValueError("the timestep list is empty")
@@ -71,6 +77,8 @@ def make_sampler(
         prediction_type(scheduler)
     fresh = make_solver(scheduler, sampler) if sampler else type(scheduler).from_config(scheduler.config)
     if timesteps is None:
+        if fresh.config.get("use_dynamic_shifting"):
+            raise ValueError(SHIFTS_BY_SIZE.format(type(fresh).__name__))
         fresh.set_timesteps(steps)
     elif sampler == "ddim":  # lees steps DDIM itself (ddim_step), so any list works
         ts = check_timesteps(timesteps, fresh.config.num_train_timesteps)
@@ -127,16 +135,26 @@ def sampler_timesteps(
     return timestep_values(make_sampler(scheduler, sampler, steps, timesteps).timesteps)
 
 
-def pipeline_timesteps(scheduler: Any, steps: int | None = None, **kwargs: Any) -> list[int | float]:
+def pipeline_timesteps(
+    scheduler: Any, steps: int | None = None, image_seq_len: int | None = None, **kwargs: Any
+) -> list[int | float]:
     """The timesteps a diffusers scheduler calls the model at, one entry per call of one guidance branch,
     as the scheduler gives them (ints, or floats: flow matching's lie in (0, 1000]): a schedule's columns.
 
     Args:
-        scheduler: the pipeline's scheduler (``pipe.scheduler``).
+        scheduler: the pipeline's scheduler (``pipe.scheduler``), or the pipeline itself: then its own
+            call sets them (stopped there, before any denoiser call) with ``kwargs`` as its arguments
+            (e.g. ``height=``, ``width=``: Flux and SD3 shift their timesteps by the image size).
         steps: set it to this many steps first, as its pipeline does (``set_timesteps(steps, **kwargs)``);
             without steps or kwargs, the timesteps it is set to now (e.g. after a pipeline run).
+        image_seq_len: the image's length in latent tokens, for a scheduler that shifts its timesteps by
+            it (``use_dynamic_shifting``): ``mu`` is computed from it as Flux's and SD3's pipelines do.
         kwargs: what the pipeline passes to ``set_timesteps`` besides the steps (``sigmas=``, ``mu=``).
     """
+    if hasattr(scheduler, "scheduler") and callable(scheduler):
+        return called_timesteps(scheduler, steps, **kwargs)
+    if steps is not None and "mu" not in kwargs and scheduler.config.get("use_dynamic_shifting"):
+        kwargs["mu"] = dynamic_shift(scheduler, image_seq_len)
     if steps is not None:
         scheduler.set_timesteps(steps, **kwargs)
     elif kwargs:
@@ -144,6 +162,56 @@ def pipeline_timesteps(scheduler: Any, steps: int | None = None, **kwargs: Any) 
     if getattr(scheduler, "timesteps", None) is None:
         raise ValueError(f"{type(scheduler).__name__} has no timesteps yet: pass steps, or set them first")
     return timestep_values(scheduler.timesteps)
+
+
+SHIFTS_BY_SIZE = (
+    "{} shifts its timesteps by the image size (use_dynamic_shifting): they are a pipeline's at a "
+    "resolution (lees.pipeline_timesteps(pipe, steps, height=H, width=W), or image_seq_len=: the latent "
+    "tokens of one image; or mu=); sample it through its pipeline"
+)
+
+
+def dynamic_shift(scheduler: Any, image_seq_len: int | None) -> float:
+    """``mu`` of a scheduler that shifts its timesteps by the image size (``use_dynamic_shifting``), as
+    diffusers' Flux and SD3 pipelines compute it (``calculate_shift``): linear in the image's length in
+    latent tokens between the config's ``base_image_seq_len`` and ``max_image_seq_len``."""
+    if image_seq_len is None:
+        raise ValueError(SHIFTS_BY_SIZE.format(type(scheduler).__name__))
+    config = scheduler.config
+    base, top = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    low, high = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+    return low + (high - low) / (top - base) * (image_seq_len - base)
+
+
+class _TimestepsSet(Exception):
+    """Raised by :func:`called_timesteps` once the pipeline has set its timesteps: no denoiser call."""
+
+
+def called_timesteps(pipe: Any, steps: int | None = None, **call: Any) -> list[int | float]:
+    """The timesteps ``pipe(num_inference_steps=steps, **call)`` sets, read from its own call to its
+    scheduler's ``set_timesteps`` (whatever it passes: ``mu`` for the resolution, Flux's ``sigmas``),
+    which stops the call there. A text pipeline gets an empty prompt and a class-conditional one class
+    0 unless ``call`` gives them: the timesteps depend on neither."""
+    scheduler, original = pipe.scheduler, pipe.scheduler.set_timesteps
+
+    @functools.wraps(original)  # its signature: pipelines check it for sigmas= and timesteps=
+    def set_and_stop(*args: Any, **kwargs: Any) -> None:
+        original(*args, **kwargs)
+        raise _TimestepsSet
+
+    accepts = inspect.signature(pipe.__call__).parameters
+    defaults = {"prompt": "", "class_labels": [0]}
+    call = {**{k: v for k, v in defaults.items() if k in accepts}, **call}
+    if steps is not None:
+        call["num_inference_steps"] = steps
+    scheduler.set_timesteps = set_and_stop
+    try:
+        pipe(**call)
+    except _TimestepsSet:
+        return timestep_values(scheduler.timesteps)
+    finally:
+        del scheduler.set_timesteps
+    raise ValueError(f"{type(pipe).__name__} never set its scheduler's timesteps")
 
 
 def timestep_values(timesteps: Sequence[Any]) -> list[int | float]:

@@ -55,6 +55,18 @@ def context_dim(model: nn.Module) -> int | None:
     return int(dims.pop())
 
 
+def image_seq_len(model: nn.Module, x: Any) -> int | None:
+    """The latent tokens of one image in the denoiser's input ``x``, as diffusers' pipelines count them
+    for a resolution's timestep shift: a packed sequence's length (Flux: B x L x C), or H x W over the
+    patch size squared (SD3: B x C x H x W); None for other inputs."""
+    if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4):
+        return None
+    if x.dim() == 3:
+        return int(x.shape[1])
+    patch = int((getattr(model, "config", None) or {}).get("patch_size") or 1)
+    return (x.shape[-2] // patch) * (x.shape[-1] // patch)
+
+
 TEXT_CONFIG = ("cross_attention_dim", "joint_attention_dim", "caption_channels", "text_dim")
 
 """Config entries of a denoiser conditioned on text (UNet2DConditionModel and PixArt: cross attention,

@@ -144,6 +144,24 @@ class RunState(BaseState):
         self.scale, self.position, self.previous = scale, 1, t * scale
 
 
+IMAGE_SEQ_LEN = "image_seq_len"
+
+"""The settings key of the resolution a schedule's timesteps were made for, in latent tokens of one image
+(``lees.pipeline_timesteps(..., image_seq_len=)``): a scheduler with ``use_dynamic_shifting`` shifts its
+timesteps by it, so a run at another resolution is another grid."""
+
+
+def check_resolution(policy: Schedule | SigmoidTimeGate, seq_len: int | None) -> None:
+    """A :class:`ScheduleError` for a call at another resolution than the one ``policy`` records."""
+    made = policy.settings.get(IMAGE_SEQ_LEN) if isinstance(policy, Schedule) else None
+    if made is not None and seq_len is not None and seq_len != made:
+        raise ScheduleError(
+            f"the schedule was made for images of {made} latent tokens and this run's have {seq_len}: "
+            "its timesteps are shifted for the resolution it was made at (use_dynamic_shifting); build "
+            "it at this resolution (lees.pipeline_timesteps(pipe, steps, height=, width=))"
+        )
+
+
 def run_grid(timesteps: Sequence[float], first: float, dtype: torch.dtype) -> list[float] | None:
     """The scheduler's timesteps from the one nearest a run's first call on (img2img runs a tail), or
     None when they are not set."""
