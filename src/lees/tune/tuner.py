@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..diffusion.solvers import solvers_for
 from ..models.backbones import EMBEDDED_DIR, EMBEDDED_DIT_DIR, load_backbone, load_noise_scheduler
+from ..schedules.tuned import TunedPolicy, save_policies
 from ..utils.files import atomic_write_text
 from . import policy as policy_module
 from .candidates import candidates
@@ -73,9 +74,10 @@ class TuneResult:
     table: Path
     plot: Path
     policy: Path | None = None
+    winner: TunedPolicy | None = None  # the first budget's winner (None: nothing fits it)
 
 
-def tune(config: TuneConfig, out: str | Path) -> TuneResult:
+def tune(config: TuneConfig, out: str | Path, save: bool = True) -> TuneResult:
     """Measure every applicable way to sample ``config.model`` faster against its full model; print the
     table and one verdict per budget; save the frontier plot, the table and the winner's policy.
 
@@ -83,6 +85,7 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
         config: the model, budgets and sampling settings (:class:`TuneConfig`).
         out: the folder for pieces (a tune run again there resumes), table, plot (and a built-in
             model's policy).
+        save: save the winner as the model's policy (:func:`tune_steps` saves all its counts' at once).
     """
     out = Path(out)
     model = load_backbone(config.model, config.device)
@@ -110,9 +113,32 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
         )
     print_table(rows, reasons)
     print("\n".join(lines))
-    result = TuneResult(rows, lines, reasons, table, plot)
-    result.policy = save_winner(config, runs, rows, out)
+    result = TuneResult(rows, lines, reasons, table, plot, winner=winner(config, runs, rows))
+    if save and result.winner is not None:
+        result.policy = save_winners(config, [result.winner], out)
     return result
+
+
+def tune_steps(config: TuneConfig, counts: Sequence[int], out: str | Path) -> list[TuneResult]:
+    """:func:`tune` at each step count in ``counts`` (its pieces, table and plot in ``OUT/steps-N``), the
+    winners saved together in one policy file: ``lees.enable(pipe, folder)`` runs, at each pipeline call,
+    the winner of the call's step count (a count not tuned here runs none of them).
+
+    Args:
+        config: as for :func:`tune` (its ``steps`` is replaced by each count).
+        counts: the reference step counts, e.g. (20, 30, 50).
+        out: the folder: one subfolder per count (a tune run again there resumes), and a built-in
+            model's policy.
+    """
+    if len(set(counts)) != len(counts) or not all(n >= 2 for n in counts):
+        raise ValueError(f"--steps takes distinct step counts of 2 or more, not {list(counts)}")
+    results = [tune(replace(config, steps=n), Path(out) / f"steps-{n}", save=False) for n in counts]
+    winners = [r.winner for r in results if r.winner is not None]
+    if winners:
+        path = save_winners(config, winners, Path(out))
+        for result in results:
+            result.policy = path if result.winner is not None else None
+    return results
 
 
 def scheduler_class(model: str) -> str | None:
@@ -157,15 +183,21 @@ def print_table(rows: list[Row], reasons: dict[str, str]) -> None:
         print(f"  not run: {name}: {reason}")
 
 
-def save_winner(config: TuneConfig, runs: dict[str, Run], rows: list[Row], out: Path) -> Path | None:
-    """Save the first budget's winner as the model's policy; say where (None: nothing fits the budget)."""
+def winner(config: TuneConfig, runs: dict[str, Run], rows: list[Row]) -> TunedPolicy | None:
+    """The first budget's winner as a policy (None, said, where nothing measured fits the budget)."""
     budget = config.budgets[0]
     ((_, best),) = verdicts(rows, [budget])
     if best is None:
-        print(f"no policy saved: nothing measured runs within {budget:g}x")
+        print(f"no policy for {config.steps} steps: nothing measured runs within {budget:g}x")
         return None
-    policy = policy_module.to_policy(runs[best["name"]], runs[FULL], rows, budget)
-    path = policy.save(out if config.model in BUILT_IN else policy_module.policy_folder(config.model, out))
-    where = str(path.parent)
-    print(f"policy ({best['name']}, budget {budget:g}) saved to {path}; apply: lees.enable(pipe, {where!r})")
+    return policy_module.to_policy(runs[best["name"]], runs[FULL], rows, budget)
+
+
+def save_winners(config: TuneConfig, winners: list[TunedPolicy], out: Path) -> Path:
+    """Save the winners (one per step count) as the model's policy and say where."""
+    folder = out if config.model in BUILT_IN else policy_module.policy_folder(config.model, out)
+    path = save_policies(winners, folder)
+    names = ", ".join(f"{w.name} for {w.reference_steps} steps" for w in winners)
+    budget = config.budgets[0]
+    print(f"policy ({names}; budget {budget:g}) saved to {path}; apply: lees.enable(pipe, {str(folder)!r})")
     return path
