@@ -23,9 +23,11 @@ import contextlib
 import copy
 import io
 import random
+import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -153,8 +155,9 @@ def no_lees_left(pipe: ClassFlowPipeline) -> bool:
     return not hooked and not isinstance(pipe.scheduler, TunedScheduler)
 
 
-def soak(calls: int = 1000, seed: int = 0, report=print) -> dict:
-    """Run the soak; returns its counts (and raises AssertionError at the first wrong output)."""
+def soak(calls: int = 1000, seed: int = 0, report: Callable[[str], None] | None = None) -> dict:
+    """Run the soak; returns its counts (and raises AssertionError at the first wrong output); ``report``
+    gets a progress line every 25 calls."""
     rng = random.Random(seed)
     pristine = tiny_dit()
     model = copy.deepcopy(pristine)
@@ -197,6 +200,8 @@ def soak(calls: int = 1000, seed: int = 0, report=print) -> dict:
                 f"call {i} {request}: differs from its fresh twin by {(output - expected).abs().max():g}"
             )
         counts["equal"] += 1
+        if report is not None and i % 25 == 0:
+            report(f"call {i}: {counts}, {rss_mib():.1f} MiB, {time.perf_counter() - start:.0f} s")
     memory["at_end"] = rss_mib()
     lees.disable(pipe)
     assert no_lees_left(pipe)
@@ -211,7 +216,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the draws' seed (0)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    result = soak(args.calls, args.seed)
+    result = soak(args.calls, args.seed, report=lambda line: print(line, file=sys.stderr, flush=True))
     flat = abs(result["at_end"] / result["at_100"] - 1)
     print(
         f"calls {result['calls']} returned + {result['faults']} broken off by an injected exception "

@@ -175,7 +175,7 @@ def test_a_diffusers_cache_run_broken_off_after_one_call_starts_fresh(pristine, 
 
 
 def test_a_short_soak():
-    result = soak.soak(calls=40, seed=1, report=None)
+    result = soak.soak(calls=40, seed=1)
     assert result["equal"] == result["calls"] > 0 and result["faults"] > 0
     assert result["tuned"] > 0 and result["mismatched"] > 0
 

@@ -205,7 +205,7 @@ class TunedScheduler:
     def __init__(self, own: Any, policies: dict[int, TunedPolicy], on_mismatch: str,
                  select: Callable[[TunedPolicy | None], None]) -> None:  # fmt: skip
         for name, value in dict(own=own, policies=policies, on_mismatch=on_mismatch, select=select,
-                                solvers={}, current=own, warned=set()).items():  # fmt: skip
+                                solvers={}, current=own, warned=set(), policy=None).items():  # fmt: skip
             object.__setattr__(self, f"_lees_{name}", value)
 
     def set_timesteps(self, num_inference_steps: int | None = None, *args: Any, **kwargs: Any) -> None:
@@ -219,8 +219,14 @@ class TunedScheduler:
                 self._lees_solvers[policy.solver] = make_solver(self._lees_own, policy.solver)
             current, steps = self._lees_solvers[policy.solver], policy.steps
         object.__setattr__(self, "_lees_current", current)
+        object.__setattr__(self, "_lees_policy", policy)
         current.set_timesteps(steps, *args, **kwargs)
         self._lees_select(policy)
+
+    @property
+    def policy(self) -> TunedPolicy | None:
+        """The winner the current (or last) pipeline call runs; None: the pipeline's own scheduler."""
+        return self._lees_policy
 
     def _lees_mismatch(self, steps: int | None, custom: bool) -> None:
         counts = ", ".join(str(n) for n in self._lees_policies)
