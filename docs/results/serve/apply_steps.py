@@ -42,7 +42,7 @@ for steps in (20, 30, 25, 20):
         warnings.simplefilter("always")
         images = sample(pipe, steps)
     policy = pipe.scheduler.policy
-    scheduler = type(pipe.scheduler._lees_current).__name__
+    scheduler = type(pipe.scheduler.current).__name__
     ran = "no tuned winner: the plain pipeline" if policy is None else f"{policy.name} ({policy.kind})"
     full = sample(plain, steps)
     score = "identical" if torch.equal(images, full) else f"PSNR {psnr(images, full).mean():.1f} dB"

@@ -224,6 +224,11 @@ class TunedScheduler:
         self._lees_select(policy)
 
     @property
+    def current(self) -> Any:
+        """The scheduler the current (or last) pipeline call steps with: the winner's solver, or the own."""
+        return self._lees_current
+
+    @property
     def policy(self) -> TunedPolicy | None:
         """The winner the current (or last) pipeline call runs; None: the pipeline's own scheduler."""
         return self._lees_policy
