@@ -184,13 +184,13 @@ def soak(calls: int = 1000, seed: int = 0, report: Callable[[str], None] | None 
         if rng.random() < 0.08:
             point = rng.choice(POINTS)
             faults.arm(point, rng.randint(1, request["steps"] * (2 if request["guidance"] == "split" else 1)))
-            try:
-                call(pipe, request)
-            except Injected:
-                counts["faults"] += 1
-            faults.at = None  # a solver with fewer calls than drawn: nothing was injected
+        try:
+            output = call(pipe, request)
+        except Injected:
+            counts["faults"] += 1
             continue
-        output = call(pipe, request)
+        finally:
+            faults.at = None  # a fault that did not fire (fewer calls, or its block reused): a plain call
         counts["calls"] += 1
         fitted = enabled and request["steps"] in POLICY_STEPS
         counts["tuned" if fitted else "mismatched" if enabled else "plain"] += 1

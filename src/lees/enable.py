@@ -122,8 +122,7 @@ class _StepHook(ModelHook):
         caller = threading.get_ident()
         if caller == self.thread:
             return
-        states = [self.outside, *self.state_manager._state_cache.values()]
-        if any(s.in_progress and (token is None or token is s.token) for s in states):
+        if any(s.in_progress and (token is None or token is s.token) for s in self.fitting.states):
             raise RuntimeError(f"lees: a call from a second thread while a run is in progress: {THREADS}")
         self.thread = caller
 

@@ -30,6 +30,7 @@ time is found at each call; only the scale is fixed at a run's first call (t <= 
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,7 @@ class Fitting:
     candidates: list[Schedule]
     on_mismatch: str = "raise"
     warned: set = field(default_factory=set)  # the grids a "full" warning was given for
+    states: weakref.WeakSet = field(default_factory=weakref.WeakSet)  # every RunState made with it
 
     def __post_init__(self) -> None:
         if self.on_mismatch not in MISMATCH:
@@ -108,6 +110,7 @@ class RunState(BaseState):
 
     def __init__(self, fitting: Fitting) -> None:
         self.fitting = fitting
+        fitting.states.add(self)
         self.reset()
 
     def reset(self, *args, **kwargs) -> None:
