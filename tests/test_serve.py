@@ -204,7 +204,7 @@ def test_a_second_thread_is_refused_at_its_enable_and_mid_run(pristine):
         ClassFlowPipeline(pipe.transformer, FlowMatchEulerDiscreteScheduler())
     )  # same denoiser
     timesteps = lees.pipeline_timesteps(other.scheduler, 6)
-    schedule = uniform_schedule(lees.find_blocks(other.transformer), timesteps, 2)
+    schedule = uniform_schedule(lees.find_blocks(pristine), timesteps, 2)  # (the same block names)
     error = run_in_thread(lambda: lees.enable(other, schedule))
     assert isinstance(error, RuntimeError) and "a second enable from another thread" in str(error)
     assert "\n" not in str(error)

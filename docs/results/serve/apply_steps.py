@@ -1,13 +1,14 @@
-"""A policy tuned at two step counts, applied to a pipeline called at 20, 30 and 25 steps.
+"""A tuned policy applied to a pipeline called at 20, 30, 25 and 20 steps with on_mismatch="full".
 
-`lees tune --model embedded-dit --steps 20 30 ...` (tune-stdout.txt beside this file) saved a winner for
-20 and one for 30 steps in one policy.json (copied beside this file). This enables it on the embedded DiT
-as a diffusers pipeline (lees' ClassFlowPipeline) with on_mismatch="full", calls it at 20, 30 and 25
-steps (8 images, guidance 2, the same noise each time) and prints what ran each time: the policy it
-picked, the scheduler and the number of denoiser calls, the warnings, and the output against the same
-call of the plain pipeline (PSNR; at 25 steps, which no winner was tuned for, it must equal it exactly).
+This enables the policy in FOLDER on the embedded DiT as a diffusers pipeline (lees' ClassFlowPipeline)
+with on_mismatch="full", calls it at 20, 30, 25 and again 20 steps (2 images, guidance 2, the same noise
+each time) and prints what ran each time: the winner it picked (or none), the scheduler and the number of
+denoiser calls, the warnings, and the output against the same call of the plain pipeline (PSNR; a call
+at a step count no winner was tuned for must equal it exactly). FOLDER defaults to the stored DiT tune
+at 30 steps (docs/results/tune/dit: one winner, for 30 steps); a `lees tune --steps 20 30` folder holds
+one per step count.
 
-    python docs/results/serve/apply_steps.py [FOLDER]   # FOLDER holding policy.json (default: beside it)
+    python docs/results/serve/apply_steps.py [FOLDER]   # FOLDER holding policy.json
 """
 
 import sys
@@ -22,13 +23,13 @@ from lees.models.pipelines import ClassFlowPipeline
 
 
 def sample(pipe, steps: int) -> torch.Tensor:
-    gens = [torch.Generator().manual_seed(i) for i in range(8)]
-    out = pipe(class_labels=list(range(8)), guidance_scale=2.0, num_inference_steps=steps, generator=gens,
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    out = pipe(class_labels=[3, 7], guidance_scale=2.0, num_inference_steps=steps, generator=gens,
                output_type="pt")  # fmt: skip
     return out.images * 2 - 1
 
 
-folder = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).parent)
+folder = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).parents[1] / "tune" / "dit")
 plain = ClassFlowPipeline.from_pretrained(lees.EMBEDDED_DIT_DIR)
 pipe = ClassFlowPipeline.from_pretrained(lees.EMBEDDED_DIT_DIR)
 for p in (plain, pipe):
