@@ -6,7 +6,7 @@ import json
 import pytest
 
 from lees.cli import main
-from lees.evaluation.frontier import Point, versus_best_solver, versus_fewer_steps
+from lees.evaluation.fewer_steps import Point, versus_best_solver, versus_fewer_steps
 
 CURVES = [
     Point("full", 50, 1.0, 1.0, {"fd": 4.0}),
@@ -34,14 +34,14 @@ def test_the_best_solver_is_the_lowest_curve_at_the_methods_latency():
 
 
 def test_frontier_on_a_flow_matching_transformer_draws_a_curve_per_solver(tmp_path, monkeypatch, capsys):
-    import lees.reporting.frontier
+    import lees.reporting.frontier_run
 
     def no_inception():
         raise FileNotFoundError("the FID Inception weights are not installed")
 
     monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(lees.reporting.frontier, "inception_path", no_inception)
-    monkeypatch.setattr(lees.reporting.frontier, "REFERENCE_N", {"clf": 200})
+    monkeypatch.setattr(lees.reporting.frontier_run, "inception_path", no_inception)
+    monkeypatch.setattr(lees.reporting.frontier_run, "REFERENCE_N", {"clf": 200})
     out = tmp_path / "frontier"
     argv = ["frontier", "--model", "arch:embedded-dit", "-n", "2", "--steps", "4", "--fewer", "2",
             "--rows", "all", "--solvers", "dpm++", "--solver-steps", "4", "1", "--out", str(out)]  # fmt: skip

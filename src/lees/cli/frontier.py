@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     """Sample the embedded model with every method side by side; score each under fd_clf and Inception
     FID and judge it against the full model's fewer-steps curve at its measured latency."""
-    from ..reporting.frontier import FrontierConfig, frontier, plot, read_rows
+    from ..reporting.frontier_run import FrontierConfig, frontier, plot, read_rows
 
     if args.plot_only:
         plot(args.out, read_rows(args.out))

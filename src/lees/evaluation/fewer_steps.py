@@ -1,4 +1,5 @@
-"""The bar every method must clear: the full model run for fewer sampling steps, at equal latency.
+"""The bar every method must clear, and the verdicts against it: the full model run for fewer sampling
+steps, at equal latency.
 
 Running the full model for fewer steps is the simplest way to sample faster. A method that skips
 or reuses blocks is worth using only if its quality beats that curve at the latency it measures.

@@ -1,4 +1,5 @@
-"""``lees frontier``: every method against the full model at fewer steps, at the same measured latency.
+"""The run behind ``lees frontier`` (sampling, scoring, writing): every method against the full model at
+fewer steps, at the same measured latency (the verdicts themselves: :mod:`lees.evaluation.fewer_steps`).
 
 Samples a model (the embedded UNet by default, ``embedded-dit`` or any the loaders take) with every
 method side by side (paired timing: each step's calls in a turning order), with its own solver and
@@ -23,7 +24,7 @@ from typing import Any
 from ..diffusion.samplers import sampler_timesteps
 from ..diffusion.solvers import default_solver
 from ..engine.blocks import Blocks, find_blocks
-from ..evaluation.frontier import Point, Scorers, describe, measure, versus_best_solver, versus_fewer_steps
+from ..evaluation.fewer_steps import Point, Scorers, describe, measure, versus_best_solver, versus_fewer_steps
 from ..evaluation.metrics import (
     REFERENCE_N,
     ClassifierFeatures,
