@@ -29,7 +29,7 @@ def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.nd
     """``resamples`` x ``n`` sample indices drawn with replacement, the same for the same seed: one set
     for every method of a run, so that every statistic on one row is paired."""
     if n < 2 or resamples < 1:
-        raise ValueError(f"a bootstrap needs n >= 2 samples and at least one resample, not {n} and {resamples}")
+        raise ValueError(f"a bootstrap needs n >= 2 samples and a resample or more, not {n} and {resamples}")
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
@@ -92,4 +92,5 @@ def fd_replicates(feats: np.ndarray, reference: np.ndarray | tuple[np.ndarray, n
             diff = mu1 - mu2
             cross = np.linalg.svd(ra @ rb.T, compute_uv=False).sum()
             return diff @ diff + (a * a).sum() + (b * b).sum() - 2 * cross
+
     return replicate(one, indices)

@@ -5,8 +5,10 @@ Running the full model for fewer steps is the simplest way to sample faster. A m
 or reuses blocks is worth using only if its quality beats that curve at the latency it measures.
 :func:`versus_fewer_steps` reads the full model's quality at a method's latency ratio off the
 curve through the measured full-model points (linear between neighbours), and says whether the
-method lies above (better), on, or below it. A latency outside the measured range is not
-extrapolated. Quality values are distances: lower is better.
+method lies above (better), on, or below it: above or below only where the margin's paired bootstrap
+interval over samples (:mod:`lees.evaluation.bootstrap`: every method and the two curve points around
+it recomputed on the same resamples of the sample indices) excludes a tie. A latency outside the
+measured range is not extrapolated. Quality values are distances: lower is better.
 
 The full model with another solver at fewer steps is a curve of its own (a point's ``solver``; None:
 the run's own sampler); :func:`versus_best_solver` judges a method against the best of the curves at
@@ -23,15 +25,17 @@ import torch
 
 from ..sampling.lockstep import TimedSamples
 from ..schedules.schedule import Schedule
-from .metrics import fd, features
+from .bootstrap import LEVEL, RESAMPLES, fd_replicates, percentile_interval, resample_indices, tie_verdict
+from .metrics import fd, features, gaussian
 
-TOLERANCE = 0.05  # within 5 % of the curve's quality counts as "on" the curve
+TOLERANCE = 0.05  # without replicates (means over seeds): within 5 % of the curve's quality counts as "on"
 
 
 @dataclass
 class Point:
     """One measured method: its name, sampler steps, cost ratios against the full model's longest run,
-    and quality under each metric (e.g. ``{"fd_clf": 7.1, "fid": 60.8}``)."""
+    and quality under each metric (e.g. ``{"fd_clf": 7.1, "fid": 60.8}``); ``replicates``: each metric
+    on every bootstrap resample of the sample indices, the same resamples for every point of a run."""
 
     method: str
     steps: int
@@ -39,42 +43,62 @@ class Point:
     latency_ratio: float
     quality: dict[str, float] = field(default_factory=dict)
     solver: str | None = None  # the full model's rows: the solver whose curve they lie on (None: the run's)
+    replicates: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def is_full(self) -> bool:
         return self.method == "full"
 
 
+def _curve_points(points: Sequence[Point], metric: str, solver: str | None) -> list[Point]:
+    """The full model's points with ``solver`` (None: the run's) under ``metric``, by latency."""
+    full = sorted(
+        (p for p in points if p.is_full and p.solver == solver and metric in p.quality),
+        key=lambda p: p.latency_ratio,
+    )
+    if len(full) < 2:
+        raise ValueError("the fewer-steps curve needs the full model at two or more step counts")
+    return full
+
+
 def step_curve(
     points: Sequence[Point], metric: str, solver: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The full model's (latency ratio, quality) points with ``solver`` (None: the run's) by latency."""
-    full = sorted(
-        (p.latency_ratio, p.quality[metric])
-        for p in points
-        if p.is_full and p.solver == solver and metric in p.quality
-    )
-    if len(full) < 2:
-        raise ValueError("the fewer-steps curve needs the full model at two or more step counts")
-    latency, quality = zip(*full, strict=True)
-    return np.array(latency), np.array(quality)
+    full = _curve_points(points, metric, solver)
+    return np.array([p.latency_ratio for p in full]), np.array([p.quality[metric] for p in full])
 
 
 def versus_fewer_steps(
     point: Point, points: Sequence[Point], metric: str, solver: str | None = None
 ) -> dict[str, object]:
     """Where ``point`` lies against the fewer-steps curve of ``solver`` (None: the run's sampler) under
-    ``metric``: the curve's quality at its latency, the relative margin (positive = better than fewer
-    steps) and a verdict."""
-    latency, quality = step_curve(points, metric, solver)
+    ``metric``: the curve's quality at its latency (linear between the two neighbouring runs), the
+    relative margin (positive = better than fewer steps), its paired bootstrap interval (the margin on
+    every resample, the curve interpolated on the same resample) and the verdict: above or below only
+    where the interval excludes 0. Points without replicates are judged on the margin alone (within
+    ``TOLERANCE``: on), and say so."""
+    full = _curve_points(points, metric, solver)
+    latency = np.array([p.latency_ratio for p in full])
     if not latency[0] <= point.latency_ratio <= latency[-1]:
         return {"metric": metric, "curve": None, "margin": None, "verdict": "outside the measured range"}
-    return _judged(point, metric, float(np.interp(point.latency_ratio, latency, quality)))
+    weights = np.array([np.interp(point.latency_ratio, latency, row) for row in np.eye(len(full))])
+    expected = float(weights @ [p.quality[metric] for p in full])
+    margin = (expected - point.quality[metric]) / expected
+    if all(metric in p.replicates for p in [point, *full]):
+        curve = weights @ np.stack([p.replicates[metric] for p in full])
+        interval = percentile_interval((curve - point.replicates[metric]) / curve)
+        resamples = len(curve)
+        return {"metric": metric, "curve": expected, "margin": margin, "interval": list(interval),
+                "level": LEVEL, "resamples": resamples, "verdict": tie_verdict(interval)}  # fmt: skip
+    verdict = "above" if margin > TOLERANCE else "below" if margin < -TOLERANCE else "on"
+    return {"metric": metric, "curve": expected, "margin": margin, "verdict": verdict}
 
 
 def versus_best_solver(point: Point, points: Sequence[Point], metric: str) -> dict[str, object]:
     """Where ``point`` lies against the best of every solver's fewer-steps curve at its latency (the
-    curves whose measured range holds it); ``solver`` says whose (None: the run's sampler)."""
+    curves whose measured range holds it, the best by the curves' values on all samples); ``solver``
+    says whose (None: the run's sampler)."""
     best = None
     for solver in dict.fromkeys(p.solver for p in points if p.is_full and metric in p.quality):
         judged = versus_fewer_steps(point, points, metric, solver)
@@ -83,23 +107,22 @@ def versus_best_solver(point: Point, points: Sequence[Point], metric: str) -> di
     return best or {"metric": metric, "curve": None, "margin": None, "verdict": "outside the measured range"}
 
 
-def _judged(point: Point, metric: str, expected: float) -> dict[str, object]:
-    margin = (expected - point.quality[metric]) / expected
-    verdict = "above" if margin > TOLERANCE else "below" if margin < -TOLERANCE else "on"
-    return {"metric": metric, "curve": expected, "margin": margin, "verdict": verdict}
-
-
 def describe(point: Point, judged: dict[str, object]) -> str:
-    """One line a report prints for a method against the curve."""
+    """One line a report prints for a method against the curve, with the margin's interval."""
     at = f"latency {point.latency_ratio:.2f}"
     if judged["curve"] is None:
         return f"{point.method}: {at} lies outside the measured fewer-steps range"
     metric = judged["metric"]
     sign = "better" if judged["margin"] > 0 else "worse"
     curve = "the fewer-steps curve" if "solver" not in judged else f"the best solver's ({judged['solver']})"
+    if "interval" in judged:
+        low, high = judged["interval"]
+        bars = f"; {judged['level']:.0%} interval {low:+.0%} to {high:+.0%}"
+    else:
+        bars = f"; no interval: within {TOLERANCE:.0%} counts as on"
     return (
-        f"{point.method}: {judged['verdict']} {curve} under {metric} "
-        f"({point.quality[metric]:.2f} vs {judged['curve']:.2f} at {at}: {abs(judged['margin']):.0%} {sign})"
+        f"{point.method}: {judged['verdict']} {curve} under {metric} ({point.quality[metric]:.2f} vs "
+        f"{judged['curve']:.2f} at {at}: {abs(judged['margin']):.0%} {sign}{bars})"
     )
 
 
@@ -114,24 +137,31 @@ def measure(
     steps: int,
     only: Mapping[str, Sequence[str]] | None = None,
     curves: Mapping[str, str] | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
 ) -> dict[str, Point]:
     """Each sampled method as a :class:`Point`: its quality under each scorer (``only[metric]``: the
-    methods that metric scores, all by default), its FLOP ratio against the full model at ``steps`` and
-    its latency against the full model's (the method ``full``, sampled in the same run). ``curves``:
-    the rows that are the full model with another solver, and the solver."""
+    methods that metric scores, all by default) and on each of ``resamples`` paired bootstrap resamples
+    of the sample indices (drawn from ``seed``, one set per metric for every method; 0: none), its FLOP
+    ratio against the full model at ``steps`` and its latency against the full model's (the method
+    ``full``, sampled in the same run). ``curves``: the rows that are the full model with another
+    solver, and the solver."""
     curves = curves or {}
     base = runs["full"].seconds
+    scored = {metric: min(count, len(runs["full"].images)) for metric, (_, count, _) in scorers.items()}
+    indices = {m: resample_indices(k, resamples, seed) for m, k in scored.items()} if resamples else {}
     points = {}
     for name, schedule in schedules.items():
-        images = runs[name].images
-        quality = {
-            metric: fd(features(extractor, images[:count]), reference)
-            for metric, (extractor, count, reference) in scorers.items()
-            if only is None or metric not in only or name in only[metric]
-        }
+        quality, replicates = {}, {}
+        for metric, (extractor, count, reference) in scorers.items():
+            if only is None or metric not in only or name in only[metric]:
+                feats = features(extractor, runs[name].images[:count])
+                quality[metric] = fd(feats, reference)
+                if metric in indices:
+                    replicates[metric] = fd_replicates(feats, gaussian(reference), indices[metric])
         full = name.partition("@")[0] == "full" or name in curves
         method = "full" if full else name  # every full row is a curve's
         latency = runs[name].seconds / base
         points[name] = Point(method, schedule.num_steps, schedule.flop_ratio_vs(steps), latency, quality,
-                             curves.get(name))  # fmt: skip
+                             curves.get(name), replicates)  # fmt: skip
     return points

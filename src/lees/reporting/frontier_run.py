@@ -21,17 +21,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from ..diffusion.samplers import sampler_timesteps
 from ..diffusion.solvers import default_solver
 from ..engine.blocks import Blocks, find_blocks
+from ..evaluation.bootstrap import RESAMPLES, percentile_interval, resample_indices
 from ..evaluation.fewer_steps import Point, Scorers, describe, measure, versus_best_solver, versus_fewer_steps
+from ..evaluation.fidelity import paired_fidelity
 from ..evaluation.metrics import (
     REFERENCE_N,
     ClassifierFeatures,
     InceptionFeatures,
+    features,
     inception_path,
     reference_features,
 )
+from ..evaluation.ode_reference import check_deterministic, ode_reference
 from ..models.backbones import load_backbone, load_noise_scheduler
 from ..models.denoisers import default_guidance_scale
 from ..sampling.stored import sample_stored
@@ -51,7 +58,8 @@ METHODS = (
     "deepcache-2",
     "deepcache-3",
 )
-METRICS = ("fd_clf", "fid", "fd_clf_raw")
+METRICS = ("fd_clf", "fid", "fd_clf_raw", "fd_ode")
+REFERENCES = ("run", "ode")  # fidelity to the run's full model only, or also to the converged ODE solution
 
 
 @dataclass
@@ -73,13 +81,17 @@ class FrontierConfig(Settings):
     fid_rows: list[str] | None = None  # the rows scored by Inception FID (None: all)
     clf_raw: bool = False  # also fd_clf_raw: fd_clf on raw features, its definition before 2026-11-27
     seed: int = 7  # sampling seed (7: one the report does not use)
+    resamples: int = RESAMPLES  # paired bootstrap resamples of every interval
+    reference: str = "run"  # "ode": also fidelity to the converged ODE solution from the same noise
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.rows not in ROW_SETS:
             raise ValueError(f"rows must be one of {', '.join(ROW_SETS)}, got {self.rows!r}")
-        if self.n < 2 or min([self.steps, *self.fewer, *self.reuse_steps]) < 1:
-            raise ValueError("need n >= 2 and positive step counts")
+        if self.n < 2 or min([self.steps, *self.fewer, *self.reuse_steps, self.resamples]) < 1:
+            raise ValueError("need n >= 2, positive step counts and at least one resample")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"--reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
 
 
 def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
@@ -91,6 +103,9 @@ def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)  # only once the model loads: a bad --model leaves nothing
     sampler = config.sampler or default_solver(noise)
     scale = default_guidance_scale(model, config.guidance_scale)
+    if config.reference == "ode":
+        for solver in [sampler, *config.solvers]:
+            check_deterministic(solver, "the run's sampler" if solver == sampler else "the curve's solver")
     schedules, curves = methods(config, find_blocks(model), noise, sampler)
     settings = {"seed": config.seed, "model": config.model, "sampler": sampler, "guidance_scale": scale}
     runs = sample_stored(
@@ -99,8 +114,15 @@ def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
         solvers=curves,
     )  # fmt: skip
     only = None if config.fid_rows is None else {"fid": [row_key(r, config.steps) for r in config.fid_rows]}
-    points = measure(runs, schedules, scorers(config), config.steps, only, curves)
-    rows = [_row(p, points, runs[name].cache_bytes_per_sample, settings | {"n": config.n})
+    found = scorers(config)
+    points = measure(runs, schedules, found, config.steps, only, curves, config.resamples, config.seed)
+    extra = {name: {} for name in points}
+    if config.reference == "ode":
+        ode, closeness = ode_reference(model, noise, config.n, config.seed, out / "ode", scale, config.device)
+        indices = resample_indices(config.n, config.resamples, config.seed)  # fd_clf's: paired with it
+        extra = ode_fidelity(points, runs, ode, found["fd_clf"][0], indices)
+        settings["ode_reference"] = closeness
+    rows = [_row(p, points, runs[name].cache_bytes_per_sample, settings | {"n": config.n} | extra[name])
             for name, p in points.items()]  # fmt: skip
     (out / "frontier.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     plot(out, rows)
@@ -150,6 +172,31 @@ def applicable(name: str, blocks: Blocks, ts: list, noise, sampler: str, say=pri
         return None
 
 
+def ode_fidelity(
+    points: dict[str, Point], runs: dict, ode: torch.Tensor, extractor, indices: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Fidelity of every row to the converged ODE solution from the same noise: ``fd_ode`` (in fd_clf's
+    features) joins each point's quality, judged against the curves as the other metrics are; PSNR and
+    SSIM to it (and every interval, on the resamples ``indices``), by row name."""
+    ode_feats = features(extractor, ode)
+    extra = {}
+    for name, point in points.items():
+        images = runs[name].images
+        values, replicates = paired_fidelity(images, ode, indices, features(extractor, images), ode_feats)
+        point.quality["fd_ode"], point.replicates["fd_ode"] = values["fd"], replicates["fd"]
+        extra[name] = {
+            f"{m}_ode{suffix}": v
+            for m in ("psnr", "ssim")
+            for suffix, v in (("", round(values[m], 4)), ("_interval", _rounded(replicates[m], 4)))
+        }
+    return extra
+
+
+def _rounded(replicates: np.ndarray, digits: int = 3) -> list[float]:
+    """The percentile interval of ``replicates``, rounded for a row."""
+    return [round(v, digits) for v in percentile_interval(replicates)]
+
+
 def scorers(config: FrontierConfig) -> Scorers:
     """fd_clf (and fd_clf_raw) on every sample, Inception FID on the first ``fid_n`` where installed."""
     found: dict[str, tuple] = {"fd_clf": (ClassifierFeatures(config.device), config.n, REFERENCE_N["clf"])}
@@ -173,6 +220,7 @@ def _row(p: Point, points: dict[str, Point], cache_bytes: float, run: dict[str, 
     best = {m: {**j, "solver": j.get("solver") or run["sampler"]} for m, j in best.items()}
     row = {"method": p.method, "solver": p.solver, "steps": p.steps, "flop_ratio": round(p.flop_ratio, 4),
            "latency_ratio": round(p.latency_ratio, 4), **{m: round(q, 3) for m, q in p.quality.items()},
+           **{f"{m}_interval": _rounded(r) for m, r in p.replicates.items()},
            "cache_bytes_per_sample": cache_bytes, **run, "versus_fewer_steps": judged}  # fmt: skip
     if best:
         row["versus_best_solver"] = best
