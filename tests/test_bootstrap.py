@@ -1,6 +1,7 @@
 """Paired bootstrap intervals: against hand computations, and the verdicts they allow."""
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from lees.evaluation.bootstrap import (
     tie_verdict,
 )
 from lees.evaluation.metrics import fd, gaussian
+from lees.tune.verdict import verdict
 
 
 def test_interval_of_every_resample_of_two_samples_is_the_hand_computed_one():
@@ -66,3 +68,25 @@ def test_fd_on_each_resample_equals_the_direct_frechet_distance(n, d):
 )
 def test_a_verdict_only_where_the_interval_excludes_a_tie(interval, verdict):
     assert tie_verdict(interval) == verdict
+
+
+def _row(name, kind, latency, fd_full):
+    return {"name": name, "kind": kind, "solver": "ddim", "steps": 10, "latency_ratio": latency,
+            "flop_ratio": latency, "fd_full": fd_full, "psnr": 30.0, "ssim": 0.9}  # fmt: skip
+
+
+def test_tunes_verdict_sets_the_winner_against_its_runner_with_the_paired_interval():
+    rows = [_row("full", "steps", 1.0, 0.0), _row("ddim@10", "steps", 0.5, 3.0),
+            _row("uniform-3", "schedule", 0.55, 5.0), _row("uniform-2", "schedule", 0.7, 1.0)]  # fmt: skip
+    # Four resamples; the runner minus the winner on each: 2, 2, 1, 3. Sorted 1, 2, 2, 3: the 2.5th
+    # percentile at position .075 (1 + .075), the 97.5th at 2.925 (2 + .925).
+    boot = {"ddim@10": {"fd_full": np.array([3.0, 3.0, 2.0, 4.0])}, "uniform-2": {"fd_full": np.ones(4)},
+            "uniform-3": {"fd_full": np.full(4, 5.0)}}  # fmt: skip
+    line, best = verdict(rows, 0.8, boot)
+    assert best["name"] == "uniform-2" and "[uniform-2 above ddim@10 under fd_full: +2 (95% interval" in line
+    low, high = (float(x) for x in re.findall(r"interval ([-+.\d]+) to ([-+.\d]+)\)\]$", line)[0])
+    assert low == pytest.approx(1.075, abs=0.006) and high == pytest.approx(2.925, abs=0.006)
+    tied = {**boot, "uniform-2": {"fd_full": np.array([1.0, 4.0, 1.0, 1.0])}}  # differences 2, -1, 1, 3
+    assert "[uniform-2 on ddim@10 under fd_full: +2" in verdict(rows, 0.8, tied)[0]
+    # where fewer steps win, the winner is set against the best other run within the budget
+    assert "fewer steps win [ddim@10 above uniform-3 under fd_full: +2" in verdict(rows, 0.6, boot)[0]
