@@ -6,7 +6,11 @@ method side by side (paired timing: each step's calls in a turning order), with 
 classifier-free guidance where it has a null class, scores each under fd_clf and Inception FID, and
 writes one JSON line per method: method, steps, flop_ratio and latency_ratio (against the full model
 at ``steps``), the quality under each metric, and where the method lies against the fewer-steps curve
-at its latency under each metric, and against the best of every solver's curve. The full model's rows
+at its latency under each metric, and against the best of every solver's curve: each figure with its 95 %
+paired bootstrap interval over samples, and above or below only where the margin's interval excludes a
+tie (``--resamples``; :mod:`lees.evaluation.bootstrap`). With ``--reference ode`` every row also has its
+fidelity to the converged ODE solution from the same noise and label (``fd_ode``, judged as the other
+metrics; ``psnr_ode``, ``ssim_ode``; :mod:`lees.evaluation.ode_reference`). The full model's rows
 are named ``full`` (``full@K``: at K steps); with another solver ``SOLVER@K``. Methods that do not
 apply to the model (DeepCache on a transformer, a schedule made for other blocks) are left out with
 the reason printed. Writes the rows (``frontier.jsonl``) and one plot per metric. The samples are
@@ -212,7 +216,8 @@ def scorers(config: FrontierConfig) -> Scorers:
 
 def _row(p: Point, points: dict[str, Point], cache_bytes: float, run: dict[str, Any]) -> dict[str, Any]:
     """One method's line of ``frontier.jsonl`` (printed, with its verdicts in words); ``run``: the run's
-    model, sampler, guidance scale and samples per method."""
+    model, sampler, guidance scale, samples per method (and the ODE check and this row's fidelity to the
+    ODE solution), stored with the row."""
     every = list(points.values())
     judged = {} if p.is_full else {m: versus_fewer_steps(p, every, m) for m in p.quality}
     solvers = {q.solver for q in every if q.is_full}
