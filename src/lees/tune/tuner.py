@@ -180,18 +180,37 @@ def _report(config: TuneConfig, rows: list[Row], reasons: dict[str, str], lines:
     return {"config": asdict(config), "rows": rows, "not_applicable": reasons, "verdicts": lines}
 
 
+TABLE_FIGURES = (  # what the table prints of a row: figure, label, format
+    ("fd_full", "FD full ", ".3g"), ("psnr", "PSNR ", ".1f"), ("ssim", "SSIM ", ".3f"),
+    ("fd_clf", "fd_clf ", ".3g"), ("fd_ode", "to the ODE solution: FD ", ".3g"), ("psnr_ode", "PSNR ", ".1f"),
+    ("ssim_ode", "SSIM ", ".3f"),
+)  # fmt: skip
+
+
 def print_table(rows: list[Row], reasons: dict[str, str]) -> None:
-    """The measured table (by latency), then each candidate that could not run and why."""
+    """The measured table (by latency), each figure's 95 % interval in brackets where it has one, then
+    each candidate that could not run and why."""
     width = max(len(r["name"]) for r in rows)
-    print(f"{'run':<{width}} {'latency':>8} {'FLOPs':>6} {'FD full':>9} {'PSNR':>6} {'SSIM':>6}")
+    print(f"{'run':<{width}} {'latency':>8} {'FLOPs':>6}  quality [95% interval]")
     for r in rows:
         flops = "" if r["flop_ratio"] is None else f"{r['flop_ratio']:.2f}"
-        fd = "" if r["fd_full"] is None else f"{max(r['fd_full'], 0.0):.3g}"  # the full row's rounds to 0
-        extra = f"  fd_clf {r['fd_clf']:.3g}" if "fd_clf" in r else ""
-        quality = f"{fd:>9} {r['psnr']:>6.1f} {r['ssim']:>6.3f}{extra}"
-        print(f"{r['name']:<{width}} {r['latency_ratio']:>7.2f}x {flops:>6} {quality}")
+        quality = ", ".join(
+            _with_interval(r, *figure) for figure in TABLE_FIGURES if r.get(figure[0]) is not None
+        )
+        print(f"{r['name']:<{width}} {r['latency_ratio']:>7.2f}x {flops:>6}  {quality}")
     for name, reason in reasons.items():
         print(f"  not run: {name}: {reason}")
+
+
+def _with_interval(row: Row, metric: str, label: str, fmt: str) -> str:
+    """``label`` and the figure, with its interval where the row has one (an FD to the full model that
+    rounds below 0 shows as 0)."""
+    clip = (lambda v: max(v, 0.0)) if metric.startswith("fd_") else (lambda v: v)  # noqa: E731
+    text = f"{label}{clip(row[metric]):{fmt}}"
+    if row.get(f"{metric}_interval") is not None:
+        low, high = row[f"{metric}_interval"]
+        text += f" [{clip(low):{fmt}}, {clip(high):{fmt}}]"
+    return text
 
 
 def save_winner(config: TuneConfig, runs: dict[str, Run], rows: list[Row], out: Path) -> Path | None:
