@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--schedules", nargs="*", default=[], help="also these schedule files (any steps; named by folder)"
     )
     p.add_argument("--rows", choices=sorted(ROW_SETS), default="all", help="which methods beside full")
-    p.add_argument("--fid-n", type=int, default=500, help="samples per method scored by Inception FID")
+    p.add_argument("--fid-n", type=int, default=500, help="samples per method scored by FID (0: none)")
     p.add_argument("--fid-rows", nargs="+", default=None, help="rows scored by Inception FID (all)")
     p.add_argument(
         "--clf-raw",

@@ -81,7 +81,7 @@ class FrontierConfig(Settings):
     reuse_steps: list[int] = field(default_factory=list)  # also uniform-2 and deepcache-3 at these steps
     schedules: list[str] = field(default_factory=list)  # also these schedule files (named by folder)
     rows: str = "all"  # a ROW_SETS entry
-    fid_n: int = 500  # samples per method scored by Inception FID
+    fid_n: int = 500  # samples per method scored by Inception FID (0: none)
     fid_rows: list[str] | None = None  # the rows scored by Inception FID (None: all)
     clf_raw: bool = False  # also fd_clf_raw: fd_clf on raw features, its definition before 2026-11-27
     seed: int = 7  # sampling seed (7: one the report does not use)
@@ -202,11 +202,14 @@ def _rounded(replicates: np.ndarray, digits: int = 3) -> list[float]:
 
 
 def scorers(config: FrontierConfig) -> Scorers:
-    """fd_clf (and fd_clf_raw) on every sample, Inception FID on the first ``fid_n`` where installed."""
+    """fd_clf (and fd_clf_raw) on every sample, Inception FID on the first ``fid_n`` where installed (and
+    ``fid_n`` is not 0)."""
     found: dict[str, tuple] = {"fd_clf": (ClassifierFeatures(config.device), config.n, REFERENCE_N["clf"])}
     if config.clf_raw:
         found["fd_clf_raw"] = (ClassifierFeatures(config.device, raw=True), config.n, REFERENCE_N["clf_raw"])
     try:
+        if config.fid_n < 1:
+            raise FileNotFoundError("--fid-n 0")
         inception_path()
         found["fid"] = (InceptionFeatures(config.device), config.fid_n, REFERENCE_N["inception"])
     except FileNotFoundError as missing:
