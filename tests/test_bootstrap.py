@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 from lees.evaluation.bootstrap import (
+    FixedReference,
     fd_replicates,
     mean_replicates,
     percentile_interval,
     resample_indices,
     tie_verdict,
 )
-from lees.evaluation.metrics import fd, gaussian
+from lees.evaluation.metrics import fd
 from lees.tune.verdict import verdict
 
 
@@ -56,7 +57,7 @@ def test_fd_on_each_resample_equals_the_direct_frechet_distance(n, d):
     partner = x + rng.normal(size=(n, d))
     real = 2 * rng.normal(size=(200, d)) + 1
     indices = resample_indices(n, 4, seed=1)
-    fixed = fd_replicates(x, gaussian(real), indices)
+    fixed = fd_replicates(x, FixedReference.of(real), indices)
     paired = fd_replicates(x, partner, indices)
     assert fixed == pytest.approx([fd(x[idx], real) for idx in indices], rel=1e-6)
     assert paired == pytest.approx([fd(x[idx], partner[idx]) for idx in indices], rel=1e-6)

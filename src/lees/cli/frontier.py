@@ -53,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rows", choices=sorted(ROW_SETS), default="all", help="which methods beside full")
     p.add_argument("--fid-n", type=int, default=500, help="samples per method scored by FID (0: none)")
+    p.add_argument(
+        "--fid-resamples",
+        type=int,
+        default=50,
+        help="bootstrap resamples of FID's intervals (50: they are costly)",
+    )
     p.add_argument("--fid-rows", nargs="+", default=None, help="rows scored by Inception FID (all)")
     p.add_argument(
         "--clf-raw",

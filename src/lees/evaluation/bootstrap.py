@@ -18,8 +18,11 @@ d x d matrix square root. The percentile interval of a Fréchet distance itself 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+
+from .metrics import gaussian
 
 RESAMPLES = 200  # bootstrap resamples of every interval (the lees frontier / lees tune default)
 LEVEL = 0.95  # the intervals' coverage
@@ -64,25 +67,40 @@ def _factor(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, (feats - mean) / np.sqrt(len(feats) - 1)
 
 
-def fd_replicates(feats: np.ndarray, reference: np.ndarray | tuple[np.ndarray, np.ndarray],
-                  indices: np.ndarray) -> np.ndarray:  # fmt: skip
+@dataclass(frozen=True)
+class FixedReference:
+    """A reference Gaussian that is not resampled (real data's features): its mean, covariance and the
+    covariance's symmetric square root, computed once for every row scored to it."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+    root: np.ndarray
+
+    @classmethod
+    def of(cls, feats: np.ndarray) -> FixedReference:
+        """The reference fitted to ``feats`` (N x D)."""
+        mean, cov = gaussian(np.asarray(feats, dtype=np.float64))
+        w, v = np.linalg.eigh(cov)
+        return cls(mean, cov, (v * np.sqrt(np.clip(w, 0, None))) @ v.T)
+
+
+def fd_replicates(
+    feats: np.ndarray, reference: np.ndarray | FixedReference, indices: np.ndarray
+) -> np.ndarray:
     """The Fréchet distance of ``feats[idx]`` to ``reference`` for each row ``idx`` of ``indices``.
 
     ``reference``: features resampled with the same indices (a paired set, e.g. the full model's
-    samples), or a fixed Gaussian ``(mean, covariance)`` (e.g. real data's), which is not resampled.
+    samples), or a :class:`FixedReference` (e.g. real data's), which is not resampled.
     """
     feats = np.asarray(feats, dtype=np.float64)
-    if isinstance(reference, tuple):
-        mu2, s2 = (np.asarray(a, dtype=np.float64) for a in reference)
-        w, v = np.linalg.eigh(s2)
-        root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # symmetric: root^T root = s2
-        mapped, trace2 = feats @ root, float(np.trace(s2))
+    if isinstance(reference, FixedReference):
+        mapped = feats @ reference.root  # A root: its singular values give Tr((S1 S2)^(1/2))
 
         def one(idx: np.ndarray) -> float:
-            mu1, a = _factor(feats[idx])
-            _, ab = _factor(mapped[idx])  # A root: its singular values give Tr((S1 S2)^(1/2))
-            diff = mu1 - mu2
-            return diff @ diff + (a * a).sum() + trace2 - 2 * np.linalg.svd(ab, compute_uv=False).sum()
+            (mu1, a), (_, ab) = _factor(feats[idx]), _factor(mapped[idx])
+            diff = mu1 - reference.mean
+            cross = np.linalg.svd(ab, compute_uv=False).sum()
+            return diff @ diff + (a * a).sum() + np.trace(reference.cov) - 2 * cross
     else:
         other = np.asarray(reference, dtype=np.float64)
 

@@ -25,8 +25,16 @@ import torch
 
 from ..sampling.lockstep import TimedSamples
 from ..schedules.schedule import Schedule
-from .bootstrap import LEVEL, RESAMPLES, fd_replicates, percentile_interval, resample_indices, tie_verdict
-from .metrics import fd, features, gaussian
+from .bootstrap import (
+    LEVEL,
+    RESAMPLES,
+    FixedReference,
+    fd_replicates,
+    percentile_interval,
+    resample_indices,
+    tie_verdict,
+)
+from .metrics import fd, features
 
 TOLERANCE = 0.05  # without replicates (means over seeds): within 5 % of the curve's quality counts as "on"
 
@@ -137,19 +145,22 @@ def measure(
     steps: int,
     only: Mapping[str, Sequence[str]] | None = None,
     curves: Mapping[str, str] | None = None,
-    resamples: int = RESAMPLES,
+    resamples: int | Mapping[str, int] = RESAMPLES,
     seed: int = 0,
 ) -> dict[str, Point]:
     """Each sampled method as a :class:`Point`: its quality under each scorer (``only[metric]``: the
     methods that metric scores, all by default) and on each of ``resamples`` paired bootstrap resamples
-    of the sample indices (drawn from ``seed``, one set per metric for every method; 0: none), its FLOP
+    of the sample indices (drawn from ``seed``, one set per metric for every method; per metric where a
+    mapping, 0: none), its FLOP
     ratio against the full model at ``steps`` and its latency against the full model's (the method
     ``full``, sampled in the same run). ``curves``: the rows that are the full model with another
     solver, and the solver."""
     curves = curves or {}
     base = runs["full"].seconds
     scored = {metric: min(count, len(runs["full"].images)) for metric, (_, count, _) in scorers.items()}
-    indices = {m: resample_indices(k, resamples, seed) for m, k in scored.items()} if resamples else {}
+    counts = resamples if isinstance(resamples, Mapping) else dict.fromkeys(scorers, resamples)
+    indices = {m: resample_indices(k, counts[m], seed) for m, k in scored.items() if counts.get(m)}
+    fixed = {m: FixedReference.of(scorers[m][2]) for m in indices}
     points = {}
     for name, schedule in schedules.items():
         quality, replicates = {}, {}
@@ -158,7 +169,7 @@ def measure(
                 feats = features(extractor, runs[name].images[:count])
                 quality[metric] = fd(feats, reference)
                 if metric in indices:
-                    replicates[metric] = fd_replicates(feats, gaussian(reference), indices[metric])
+                    replicates[metric] = fd_replicates(feats, fixed[metric], indices[metric])
         full = name.partition("@")[0] == "full" or name in curves
         method = "full" if full else name  # every full row is a curve's
         latency = runs[name].seconds / base

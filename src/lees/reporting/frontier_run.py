@@ -63,6 +63,7 @@ METHODS = (
     "deepcache-3",
 )
 METRICS = ("fd_clf", "fid", "fd_clf_raw", "fd_ode")
+FID_RESAMPLES = 50  # FID's intervals: fewer resamples, each costs seconds (docs/results/bootstrap-cost)
 REFERENCES = ("run", "ode")  # fidelity to the run's full model only, or also to the converged ODE solution
 
 
@@ -86,13 +87,15 @@ class FrontierConfig(Settings):
     clf_raw: bool = False  # also fd_clf_raw: fd_clf on raw features, its definition before 2026-11-27
     seed: int = 7  # sampling seed (7: one the report does not use)
     resamples: int = RESAMPLES  # paired bootstrap resamples of every interval
+    fid_resamples: int = FID_RESAMPLES  # of Inception FID's (2048-d features: seconds a resample and row)
     reference: str = "run"  # "ode": also fidelity to the converged ODE solution from the same noise
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.rows not in ROW_SETS:
             raise ValueError(f"rows must be one of {', '.join(ROW_SETS)}, got {self.rows!r}")
-        if self.n < 2 or min([self.steps, *self.fewer, *self.reuse_steps, self.resamples]) < 1:
+        counts = [self.steps, *self.fewer, *self.reuse_steps, self.resamples, self.fid_resamples]
+        if self.n < 2 or min(counts) < 1:
             raise ValueError("need n >= 2, positive step counts and at least one resample")
         if self.reference not in REFERENCES:
             raise ValueError(f"--reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
@@ -119,7 +122,8 @@ def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
     )  # fmt: skip
     only = None if config.fid_rows is None else {"fid": [row_key(r, config.steps) for r in config.fid_rows]}
     found = scorers(config)
-    points = measure(runs, schedules, found, config.steps, only, curves, config.resamples, config.seed)
+    resamples = {m: config.fid_resamples if m == "fid" else config.resamples for m in found}
+    points = measure(runs, schedules, found, config.steps, only, curves, resamples, config.seed)
     extra = {name: {} for name in points}
     if config.reference == "ode":
         ode, closeness = ode_reference(model, noise, config.n, config.seed, out / "ode", scale, config.device)

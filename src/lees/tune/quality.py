@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..evaluation.bootstrap import fd_replicates, percentile_interval
+from ..evaluation.bootstrap import FixedReference, fd_replicates, percentile_interval
 from ..evaluation.fidelity import paired_fidelity
 from ..evaluation.metrics import (
     ClassifierFeatures,
@@ -54,14 +54,14 @@ class Scorer:
         self.reference, self.indices, self.suffix = reference, indices, suffix
         self.extractor = feature_space(tuple(reference.shape[1:]))
         self.reference_feats = None if self.extractor is None else features(self.extractor, reference)
-        self.data: tuple[Extractor, tuple[np.ndarray, np.ndarray]] | None = None
+        self.data: tuple[Extractor, FixedReference] | None = None
         if data is not None:
             if tuple(reference.shape[1:]) != CLASSIFIER_SHAPE:
                 raise ValueError(
                     f"--data scores fd_clf, for 1-channel 32x32 images, not {tuple(reference.shape[1:])}"
                 )
             extractor, real = scorer("clf", data)
-            self.data = extractor, gaussian(real)
+            self.data = extractor, FixedReference.of(real)
 
     def __call__(self, images: torch.Tensor) -> tuple[dict[str, object], Replicates]:
         """PSNR, SSIM and FD to the partners (``psnr``, ``ssim``, ``fd_full`` for the full model's;
@@ -83,7 +83,7 @@ class Scorer:
             data_feats = (
                 feats if isinstance(self.extractor, ClassifierFeatures) else features(extractor, images)
             )
-            scores["fd_clf"] = frechet_distance(*gaussian(data_feats), *real)
+            scores["fd_clf"] = frechet_distance(*gaussian(data_feats), real.mean, real.cov)
             replicates["fd_clf"] = fd_replicates(data_feats, real, self.indices)
         scores |= {f"{m}_interval": list(percentile_interval(r)) for m, r in replicates.items()}
         return scores, replicates
