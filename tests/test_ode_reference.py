@@ -73,3 +73,34 @@ def test_tune_refuses_the_ode_reference_for_a_stochastic_full_model(tmp_path, ca
     assert main(argv) == 2
     assert "'ddpm' is stochastic" in capsys.readouterr().err
     assert not (tmp_path / "out" / "tune.json").exists()
+
+
+def test_frontier_judges_fidelity_to_the_ode_solution_against_the_curve(tmp_path, monkeypatch, capsys):
+    import lees.reporting.frontier_run
+
+    def no_inception():
+        raise FileNotFoundError("the FID Inception weights are not installed")
+
+    monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(lees.reporting.frontier_run, "inception_path", no_inception)
+    monkeypatch.setattr(lees.reporting.frontier_run, "REFERENCE_N", {"clf": 200})
+    pipe = ClassFlowPipeline(tiny_dit(), FlowMatchEulerDiscreteScheduler(**FLOW_NOISE))
+    pipe.save_pretrained(tmp_path / "dit")
+    out = tmp_path / "frontier"
+    argv = ["frontier", "--model", str(tmp_path / "dit"), "-n", "4", "--steps", "4", "--fewer", "2",
+            "--rows", "dit", "--reference", "ode", "--resamples", "20", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (out / "frontier.jsonl").read_text().splitlines()]
+    full = next(r for r in rows if r["method"] == "full" and r["steps"] == 4)
+    assert full["fd_ode"] > 0 and full["psnr_ode"] < 100  # the full model has an error of its own
+    assert full["ode_reference"] == json.loads((out / "ode" / "ode-check.json").read_text())
+    judged = next(r for r in rows if r["method"] == "uniform-2")["versus_fewer_steps"]["fd_ode"]
+    assert (
+        judged["resamples"] == 20
+        and judged["interval"][0] <= judged["margin"] <= judged["interval"][1]
+        or (judged["verdict"] in ("above", "on", "below"))
+    )
+    assert (out / "frontier-fd_ode.png").is_file() and "under fd_ode" in capsys.readouterr().out
+    assert (
+        main([*argv[:-2], "--sampler", "dpm++", "--solvers", "euler-a", "--out", str(tmp_path / "no")]) == 2
+    )
