@@ -82,9 +82,11 @@ def versus_fewer_steps(
 ) -> dict[str, object]:
     """Where ``point`` lies against the fewer-steps curve of ``solver`` (None: the run's sampler) under
     ``metric``: the curve's quality at its latency (linear between the two neighbouring runs), the
-    relative margin (positive = better than fewer steps), its paired bootstrap interval (the margin on
-    every resample, the curve interpolated on the same resample) and the verdict: above or below only
-    where the interval excludes 0. Points without replicates are judged on the margin alone (within
+    relative margin (positive = better than fewer steps), its paired bootstrap interval (the difference
+    on every resample, the curve interpolated on the same resample, over the curve's value on all
+    samples: a resampled Fréchet distance is biased upwards, and the bias cancels in the difference,
+    not in a ratio of resampled values) and the verdict: above or below only where the interval
+    excludes 0. Points without replicates are judged on the margin alone (within
     ``TOLERANCE``: on), and say so."""
     full = _curve_points(points, metric, solver)
     latency = np.array([p.latency_ratio for p in full])
@@ -95,7 +97,7 @@ def versus_fewer_steps(
     margin = (expected - point.quality[metric]) / expected
     if all(metric in p.replicates for p in [point, *full]):
         curve = weights @ np.stack([p.replicates[metric] for p in full])
-        interval = percentile_interval((curve - point.replicates[metric]) / curve)
+        interval = percentile_interval((curve - point.replicates[metric]) / expected)
         resamples = len(curve)
         return {"metric": metric, "curve": expected, "margin": margin, "interval": list(interval),
                 "level": LEVEL, "resamples": resamples, "verdict": tie_verdict(interval)}  # fmt: skip
