@@ -114,7 +114,7 @@ class _StepHook(ModelHook):
         column = state.column(value, t.dtype, self.grid, context, token)
         if column is None:
             return None, None, None
-        return state.schedule.mask(column), state.cache, torch.tensor(float(column))
+        return state.schedule.actions_at(column), state.cache, torch.tensor(float(column))
 
     def _claim_thread(self, token: Any) -> None:
         """A call from another thread takes the denoiser over only when no run of this scheduler grid is

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_device, command
+from .options import add_device, add_verdict_options, command
 
 EPILOG = """examples:
   lees tune --model embedded --budget 0.6 --quick --out runs/tune-quick   # a look in minutes on 2 CPU cores
@@ -13,14 +13,17 @@ EPILOG = """examples:
   lees tune --model embedded --budget 0.5 --data fashion-mnist --out runs/tune   # fd_clf to the data too
   lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --out runs/tune-dit
   lees tune --model embedded --steps 20 30 --quick -n 16 --out runs/tune-steps   # a winner per step count
+  lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --reference ode --out runs/tune-ode
 (the candidates: the full model at fewer steps with each solver of its family, uniform reuse and
  DeepCache at the reference steps, and diffusers' caches where they apply, each judged by fidelity to the
  full model from the same start noise (FD in feature space, PSNR, SSIM) and by latency measured in the
- same rounds; one verdict line per budget. The first budget's winner goes to FOLDER/lees/policy.json
- for a model folder (OUT/policy.json for a built-in name): lees.enable(pipe, FOLDER) applies it and
- lees.tuned(FOLDER) gives its num_inference_steps. With several --steps, each count is tuned in
- OUT/steps-N and the winners share one policy file: each pipe() call runs its step count's winner.
- Run the same command again after an interruption: the pieces stored in OUT/pieces are not sampled again.)
+ same rounds; one verdict line per budget, the winner set against its runner with the paired bootstrap
+ interval of their difference: above or below only where it excludes a tie. The first budget's winner
+ goes to FOLDER/lees/policy.json for a model folder (OUT/policy.json for a built-in name):
+ lees.enable(pipe, FOLDER) applies it and lees.tuned(FOLDER) gives its num_inference_steps. With several
+ --steps, each count is tuned in OUT/steps-N and the winners share one policy file: each pipe() call runs
+ its step count's winner. Run the same command again after an interruption: the pieces stored in
+ OUT/pieces are not sampled again.)
 """
 
 
@@ -57,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="optimisation steps of each router (200; --quick: 100)",
     )
+    add_verdict_options(p)
     add_device(p)
     p.add_argument("--out", type=Path, default=Path("runs/tune"), help="folder (default: runs/tune)")
 
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> None:
 
     budgets = args.budgets or [args.budget if args.budget is not None else 0.6]
     keys = ("model", "n", "batch_size", "seed", "guidance_scale", "data", "quick", "device",
-            "router_train_steps")  # fmt: skip
+            "router_train_steps", "resamples", "reference")  # fmt: skip
     config = TuneConfig(budgets=budgets, **{k: getattr(args, k) for k in keys})
     also = " (and frontier-fd_clf.png beside it)" if args.data else ""
     if args.steps is None or len(args.steps) == 1:
