@@ -20,8 +20,12 @@ not just for one step of drift. Loss = MSE / (the same MSE with nothing refreshe
 + lambda * the FLOP fraction the schedule runs. With ``estimator="ste"`` the weights are the hard
 decisions in the forward pass (the loss is that of the schedule that will run), sigmoid gradients
 in the backward. In budget mode lambda is a Lagrange multiplier raised while the hard schedule runs
-more than ``target_flop_ratio`` of the full model's FLOPs; the final table then meets the budget exactly
-by turning the least confident runs into reuses.
+more than ``target_flop_ratio`` of the full model's FLOPs (starting at 0 when the start runs within the
+budget). Inside the budget the multiplier is 0 and the error term alone ranks the cells, so the final
+table meets the budget from below to within one block-step, both ways, by the learned scores: the
+least confident runs turn into reuses, or the most confident reuses into runs. (A two-sided multiplier,
+negative below the budget, was tried: Adam's per-logit step scale turns its small uniform push into as
+large a step as the error's, and on the tests' toy it added the runs to the block that does not change.)
 """
 
 from __future__ import annotations
@@ -267,18 +271,27 @@ def flop_weights(blocks: Blocks, steps: int) -> torch.Tensor:
 def hard_actions(
     logits: torch.Tensor, weights: torch.Tensor, rest: float, target: float | None
 ) -> np.ndarray:
-    """Run where sigmoid(logit) >= 0.5 (step 0 always), else reuse; then, under a FLOP ``target``,
-    turn the least confident runs into reuses until ``rest`` + the run share meets it."""
+    """Run where sigmoid(logit) >= 0.5 (step 0 always), else reuse; then, under a FLOP ``target``, meet it
+    from below: over it, turn the least confident runs into reuses until ``rest`` + the run share fits;
+    under it, turn the most confident reuses into runs while each still fits. The result lies within
+    one cell's FLOPs below the target wherever the target is reachable."""
     runs = logits.detach().cpu() >= 0
     runs[:, 0] = True
-    if target is not None:
-        order = torch.argsort(logits.detach().cpu().flatten())
-        for index in order.tolist():
-            if rest + float((runs.float() * weights).sum()) <= target + 1e-9:
-                break
-            k, j = divmod(index, runs.shape[1])
-            if j > 0:
-                runs[k, j] = False
+    if target is None:
+        return np.where(runs.numpy(), RUN, REUSE).astype(np.int8)
+    flat, cost = logits.detach().cpu().flatten(), weights.detach().cpu().flatten().double()
+    spent = rest + float((runs.flatten().double() * cost).sum())
+    steps = runs.shape[1]
+    for index in torch.argsort(flat).tolist():  # least confident runs out first
+        if spent <= target + 1e-9:
+            break
+        if index % steps and runs.view(-1)[index]:
+            runs.view(-1)[index] = False
+            spent -= float(cost[index])
+    for index in torch.argsort(flat, descending=True).tolist():  # most confident reuses in first
+        if not runs.view(-1)[index] and spent + float(cost[index]) <= target + 1e-9:
+            runs.view(-1)[index] = True
+            spent += float(cost[index])
     return np.where(runs.numpy(), RUN, REUSE).astype(np.int8)
 
 
@@ -364,16 +377,31 @@ def check_conditions(model: nn.Module, context, conditions, guidance_scale: floa
         raise ValueError("guidance is drawn over class labels; with prompt conditions use guidance scale 1")
 
 
-def warn_off_budget(schedule: Schedule, target: float | None, slack: float = 0.05) -> None:
+BUDGET_SLACK = 0.02  # how far from the asked FLOP ratio a router's table may land without a warning
+
+
+def warn_off_budget(schedule: Schedule, target: float | None, slack: float = BUDGET_SLACK) -> None:
     """Warn, with the figure, when the schedule's FLOP ratio lies more than ``slack`` from ``target``
-    (the table meets a budget from above; logits that prefer reuse can leave it far below)."""
+    (the table meets a reachable budget from below within one block-step; what it cannot reach is a
+    target under the cost of step 0 and the ungated rest, or cells coarser than the slack)."""
     if target is not None and abs(schedule.flop_ratio - target) > slack:
         warnings.warn(
             f"the router's schedule runs {schedule.flop_ratio:.3f} of the FLOPs, not the {target:.3f} "
-            "asked for: train longer (--train-steps) so the budget multiplier settles, or start from a lower "
-            "--lambda",
+            "asked for: the closest its blocks and steps allow (step 0 runs every block, the ungated rest "
+            "always runs)",
             stacklevel=3,
         )
+
+
+def first_lambda(config: RouterConfig, start: Schedule | None, weights: torch.Tensor, rest: float) -> float:
+    """The compute term's first weight: ``config.lam``, but 0 in budget mode when the start runs within
+    the budget (a multiplier whose constraint holds is 0; ``lam`` would first push every logit towards
+    reuse, far below the budget within a few dozen steps)."""
+    target = config.target_flop_ratio
+    if target is None:
+        return config.lam
+    runs = torch.ones_like(weights) if start is None else torch.from_numpy(start.actions == RUN)
+    return config.lam if rest + float((runs.float() * weights).sum()) > target + 1e-9 else 0.0
 
 
 def decision_weights(logits: torch.Tensor, estimator: str) -> torch.Tensor:
@@ -397,8 +425,9 @@ def train_router(
 
     The S columns are the model calls of one sampling run in order, at the solver's timesteps as it
     gives them (:func:`lees.pipeline_timesteps`: floats for flow matching, a repeat per Heun half step),
-    so ``lees.enable(pipe, result.schedule)`` runs the table in a pipeline with that scheduler. A result
-    more than 0.05 from ``target_flop_ratio`` warns with the figure.
+    so ``lees.enable(pipe, result.schedule)`` runs the table in a pipeline with that scheduler. The table
+    spends a ``target_flop_ratio`` budget to within one block-step below it, whatever the start; a result
+    more than 0.02 from it (a target it cannot reach) warns with the figure.
 
     Args:
         model: the denoiser (frozen for the run; its ``requires_grad`` flags are restored after).
@@ -472,7 +501,7 @@ class _RouterRun:
         self.logits = first_logits.to(self.device).requires_grad_()
         self.opt = torch.optim.Adam([self.logits], lr=config.lr)
         self.gen = torch.Generator().manual_seed(config.seed)
-        self.lam, self.log, self.scale = config.lam, [], 1.0
+        self.lam, self.log, self.scale = first_lambda(config, start, self.weights.cpu(), self.rest), [], 1.0
 
     def error(self, w: torch.Tensor) -> torch.Tensor:
         """The objective's error of the run decisions ``w`` (K, S) on a fresh batch."""
@@ -501,8 +530,10 @@ class _RouterRun:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        flop_ratio = self.rest + float(((self.logits.detach() >= 0).float() * self.weights).sum())
-        if config.target_flop_ratio is not None:
+        runs = self.logits.detach() >= 0
+        runs[:, 0] = True  # step 0 always runs
+        flop_ratio = self.rest + float((runs.float() * self.weights).sum())
+        if config.target_flop_ratio is not None:  # dual ascent: raise lambda while the table runs too much
             self.lam = max(0.0, self.lam + config.dual_lr * (flop_ratio - config.target_flop_ratio))
         row = {"step": step + 1, "error": error.item(), "compute": compute.item(), "flop_ratio": flop_ratio,
                "lambda": self.lam}  # fmt: skip
