@@ -69,7 +69,8 @@ def test_train_at_a_target_gated_share_writes_a_schedule_that_runs_it(folder, id
     from lees.schedules.saving import load_gate
 
     argv = ["train", "--model", folder, "--data", idx_data, "--resize", "--train-steps", "2", "--batch-size",
-            "4", "--no-held-out", "--steps", "10", "--target-gated-share", "0.45", "--out", str(tmp_path)]  # fmt: skip
+            "4", "--no-held-out", "--steps", "10", "--target-gated-share", "0.45"]  # fmt: skip
+    argv += ["--out", str(tmp_path)]
     assert main(argv) == 0
     assert "bias shifted by" in capsys.readouterr().out
     schedule = Schedule.load(tmp_path / "schedule.json")

@@ -105,7 +105,9 @@ def test_the_router_spends_a_budget_unreachable_from_its_start():
     noise = DDPMScheduler(num_train_timesteps=1000)
     start = uniform_schedule(blocks, pipeline_timesteps(DDPMScheduler(num_train_timesteps=1000), 30), 2)
     assert start.flop_ratio == pytest.approx(0.5, abs=0.02)
-    config = RouterConfig(steps=30, target_flop_ratio=0.8, train_steps=40, batch_size=4, trajectories=4, lr=0.1)
+    config = RouterConfig(
+        steps=30, target_flop_ratio=0.8, train_steps=40, batch_size=4, trajectories=4, lr=0.1
+    )
     result = train_router(model, noise, config, blocks, progress=False, start=start)
     schedule = result.schedule
     assert 0.8 - 0.02 <= schedule.flop_ratio <= 0.8 + 1e-9

@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lambda", dest="lam", type=float, default=0.05, help="weight of the compute term (0.05)")
     p.add_argument(
         "--target-gated-share", type=float, default=None,
-        help="budget mode: adapt lambda until this share of the gated blocks runs (counted as --cost counts), "
-        "then shift every gate's bias alike so the written schedule runs that share on --steps",
+        help="budget mode: adapt lambda until this share of the gated blocks runs (counted as --cost "
+        "counts), then shift every gate's bias alike so the written schedule runs that share on --steps",
     )  # fmt: skip
     p.add_argument(
         "--target-ratio",
