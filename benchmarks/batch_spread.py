@@ -33,10 +33,15 @@ from lees.schedules.baselines import uniform_schedule  # noqa: E402
 def spread(seed: int, n: int = 5, piece: int = 2) -> float:
     """The largest |one batch of n - pieces of `piece`| over both methods' images for one seed."""
     model, noise = tiny_unet(), DDPMScheduler(**DDPM_NOISE)
-    methods = {"full": None, "reuse": uniform_schedule(find_blocks(model), sampler_timesteps(noise, 4), 2, outer=1)}
+    methods = {
+        "full": None,
+        "reuse": uniform_schedule(find_blocks(model), sampler_timesteps(noise, 4), 2, outer=1),
+    }
     kwargs = {"steps": 4, "scheduler": noise, "seed": seed, "progress": False}
     whole = sample_lockstep(model, methods, n, **kwargs)
-    parts = [sample_lockstep(model, methods, min(piece, n - f), first=f, **kwargs) for f in range(0, n, piece)]
+    parts = [
+        sample_lockstep(model, methods, min(piece, n - f), first=f, **kwargs) for f in range(0, n, piece)
+    ]
     return max(
         (whole[m].images - torch.cat([p[m].images for p in parts])).abs().max().item() for m in methods
     )

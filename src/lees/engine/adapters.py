@@ -245,7 +245,7 @@ def adapter_for(module: nn.Module) -> BlockAdapter:
 def _from_diffusers(cls: type) -> BlockAdapter | None:
     """An adapter read from diffusers' ``TransformerBlockRegistry`` metadata; None if not listed there."""
     try:
-        from diffusers.hooks._helpers import TransformerBlockRegistry
+        from ..utils.diffusers_private import TransformerBlockRegistry
 
         meta = TransformerBlockRegistry.get(cls)
     except (ImportError, ValueError):

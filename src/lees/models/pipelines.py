@@ -16,9 +16,10 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
-from diffusers.hooks.hooks import CacheContext, _set_cache_context
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
+
+from ..utils.diffusers_private import CacheContext, _set_cache_context
 
 GUIDANCE_MODES = ("batched", "split")
 

@@ -48,22 +48,27 @@ from diffusers.hooks import (
     apply_pyramid_attention_broadcast,
     apply_taylorseer_cache,
 )
-from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
-from diffusers.hooks._helpers import TransformerBlockRegistry
-from diffusers.hooks.faster_cache import (
-    _FASTER_CACHE_BLOCK_HOOK,
-    _FASTER_CACHE_DENOISER_HOOK,
-    _UNCOND_COND_INPUT_KWARGS_IDENTIFIERS,
-)
-from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
-from diffusers.hooks.hooks import BaseState, CacheContext, StateManager, _set_cache_context
-from diffusers.hooks.mag_cache import _MAG_CACHE_BLOCK_HOOK, _MAG_CACHE_LEADER_BLOCK_HOOK
-from diffusers.hooks.pyramid_attention_broadcast import _PYRAMID_ATTENTION_BROADCAST_HOOK
-from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
 from torch import nn
 
 from ..engine.blocks import block_kind, candidate_blocks
 from ..engine.hooks import remove_hook
+from ..utils.diffusers_private import (
+    _ALL_TRANSFORMER_BLOCK_IDENTIFIERS,
+    _FASTER_CACHE_BLOCK_HOOK,
+    _FASTER_CACHE_DENOISER_HOOK,
+    _FBC_BLOCK_HOOK,
+    _FBC_LEADER_BLOCK_HOOK,
+    _MAG_CACHE_BLOCK_HOOK,
+    _MAG_CACHE_LEADER_BLOCK_HOOK,
+    _PYRAMID_ATTENTION_BROADCAST_HOOK,
+    _TAYLORSEER_CACHE_HOOK,
+    _UNCOND_COND_INPUT_KWARGS_IDENTIFIERS,
+    BaseState,
+    CacheContext,
+    StateManager,
+    TransformerBlockRegistry,
+    _set_cache_context,
+)
 
 GLUE_HOOK = "lees.tune.cache_glue"
 GUIDANCE = ("none", "batched", "split")
