@@ -55,11 +55,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--target-flop-ratio", type=float, default=0.7,
-        help="the whole model's FLOPs wanted, against the full model's (0.7); 0 for lambda mode",
+        help="the whole model's FLOPs wanted, against the full model's (0.7): the table spends it to within "
+        "one block-step below, whatever the start; 0 for lambda mode",
     )  # fmt: skip
     p.add_argument("--target-ratio", dest="target_flop_ratio", type=float, default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)  # the old name  # fmt: skip
-    p.add_argument("--lambda", dest="lam", type=float, default=0.5, help="weight of the compute term (0.5)")
+    p.add_argument(
+        "--lambda", dest="lam", type=float, default=0.5,
+        help="weight of the compute term (0.5); in budget mode its start if the start runs over the budget",
+    )  # fmt: skip
     p.add_argument("--train-steps", type=int, default=300, help="optimisation steps (300)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--trajectories", type=int, default=32, help="teacher sampling runs to train on (32)")
