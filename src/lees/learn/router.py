@@ -418,8 +418,8 @@ def warn_off_budget(schedule: Schedule, target: float | None, slack: float = BUD
     if target is not None and abs(schedule.flop_ratio - target) > slack:
         warnings.warn(
             f"the router's schedule runs {schedule.flop_ratio:.3f} of the FLOPs, not the {target:.3f} "
-            "asked for: the closest its blocks and steps allow (step 0 runs every block, the ungated rest "
-            "always runs)",
+            "asked for: its cells (a block at a step) are too coarse to land nearer below it, or the budget "
+            "lies under step 0 (every block runs) and the ungated rest",
             stacklevel=3,
         )
 
@@ -456,9 +456,8 @@ def train_router(
 
     The S columns are the model calls of one sampling run in order, at the solver's timesteps as it
     gives them (:func:`lees.pipeline_timesteps`: floats for flow matching, a repeat per Heun half step),
-    so ``lees.enable(pipe, result.schedule)`` runs the table in a pipeline with that scheduler. The table
-    spends a ``target_flop_ratio`` budget to within one block-step below it, whatever the start; a result
-    more than 0.02 from it (a target it cannot reach) warns with the figure.
+    so ``lees.enable(pipe, result.schedule)`` runs the table in a pipeline with that scheduler. It spends
+    a ``target_flop_ratio`` budget to within one block-step below; more than 0.02 off warns with the figure.
 
     Args:
         model: the denoiser (frozen for the run; its ``requires_grad`` flags are restored after).
