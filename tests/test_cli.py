@@ -459,15 +459,15 @@ def test_every_help_runs_and_its_cheap_examples_run_as_printed(tmp_path, monkeyp
 def test_frontier_samples_scores_resumes_and_redraws(tmp_path, monkeypatch, capsys):
     if not (EMBEDDED_DIR / "unet" / "config.json").is_file():
         pytest.skip("the embedded model is not in this checkout")
-    import lees.reporting.frontier
+    import lees.reporting.frontier_run
     import lees.sampling.stored
 
     def no_inception():
         raise FileNotFoundError("the FID Inception weights are not installed")
 
     monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(lees.reporting.frontier, "inception_path", no_inception)
-    monkeypatch.setattr(lees.reporting.frontier, "REFERENCE_N", {"clf": 200})  # a small reference: quick
+    monkeypatch.setattr(lees.reporting.frontier_run, "inception_path", no_inception)
+    monkeypatch.setattr(lees.reporting.frontier_run, "REFERENCE_N", {"clf": 200})  # a small reference: quick
     out = tmp_path / "frontier"
     argv = ["frontier", "-n", "2", "--fewer", "25", "--rows", "learned", "--out", str(out)]
     assert main(argv) == 0

@@ -99,7 +99,7 @@ class _StepHook(ModelHook):
             gate = self.policy(gate_time(state.gate_timestep(value), self.num_train))
             return [int(b) for b in open_mask(gate).tolist()], None, None
         column = state.column(value, t.dtype, self.grid, context)
-        return self.policy.mask(column), state.cache, torch.tensor(float(column))
+        return self.policy.actions_at(column), state.cache, torch.tensor(float(column))
 
     def reset_state(self, module: nn.Module) -> nn.Module:
         self.state_manager.reset()

@@ -5,20 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_device, command
+from .options import add_device, add_verdict_options, command
 
 EPILOG = """examples:
   lees tune --model embedded --budget 0.6 --quick --out runs/tune-quick   # a look in minutes on 2 CPU cores
   lees tune --model path/to/pipeline --budgets 0.8 0.6 0.4 -n 256 --out runs/tune
   lees tune --model embedded --budget 0.5 --data fashion-mnist --out runs/tune   # fd_clf to the data too
   lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --out runs/tune-dit
+  lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --reference ode --out runs/tune-ode
 (the candidates: the full model at fewer steps with each solver of its family, uniform reuse and
  DeepCache at the reference steps, and diffusers' caches where they apply, each judged by fidelity to the
  full model from the same start noise (FD in feature space, PSNR, SSIM) and by latency measured in the
- same rounds; one verdict line per budget. The first budget's winner goes to FOLDER/lees/policy.json
- for a model folder (OUT/policy.json for a built-in name): lees.enable(pipe, FOLDER) applies it and
- lees.tuned(FOLDER) gives its num_inference_steps. Run the same command again after an interruption: the
- pieces stored in OUT/pieces are not sampled again.)
+ same rounds; one verdict line per budget, the winner set against its runner with the paired bootstrap
+ interval of their difference: above or below only where it excludes a tie. The first budget's winner
+ goes to FOLDER/lees/policy.json for a model folder (OUT/policy.json for a built-in name):
+ lees.enable(pipe, FOLDER) applies it and lees.tuned(FOLDER) gives its num_inference_steps. Run the same
+ command again after an interruption: the pieces stored in OUT/pieces are not sampled again.)
 """
 
 
@@ -51,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="optimisation steps of each router (200; --quick: 100)",
     )
+    add_verdict_options(p)
     add_device(p)
     p.add_argument("--out", type=Path, default=Path("runs/tune"), help="folder (default: runs/tune)")
 
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
 
     budgets = args.budgets or [args.budget if args.budget is not None else 0.6]
     keys = ("model", "n", "steps", "batch_size", "seed", "guidance_scale", "data", "quick", "device",
-            "router_train_steps")  # fmt: skip
+            "router_train_steps", "resamples", "reference")  # fmt: skip
     config = TuneConfig(budgets=budgets, **{k: getattr(args, k) for k in keys})
     result = tune(config, args.out)
     also = " (and frontier-fd_clf.png beside it)" if args.data else ""
