@@ -63,6 +63,24 @@ def test_sample_refuses_a_schedule_for_another_model(folder, tmp_path, capsys):
     assert "the schedule is for 2 blocks, the model has 12" in capsys.readouterr().err
 
 
+def test_train_at_a_target_gated_share_writes_a_schedule_that_runs_it(folder, idx_data, tmp_path, capsys):
+    """Budget mode's gates are shifted alike so that the written schedule, on the sampler's own steps,
+    runs the share asked for (here each block alike: the executed ratio), and the gates file gives it."""
+    from lees.schedules.saving import load_gate
+
+    argv = ["train", "--model", folder, "--data", idx_data, "--resize", "--train-steps", "2", "--batch-size",
+            "4", "--no-held-out", "--steps", "10", "--target-gated-share", "0.45"]  # fmt: skip
+    argv += ["--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert "bias shifted by" in capsys.readouterr().out
+    schedule = Schedule.load(tmp_path / "schedule.json")
+    assert abs(schedule.executed_ratio - 0.45) <= 0.02
+    assert schedule.settings["schedule_gated_share"] == pytest.approx(schedule.executed_ratio)
+    gate, names = load_gate(tmp_path / "gates.safetensors")
+    again = Schedule.from_gate(gate, names, schedule.timesteps)
+    assert np.array_equal(again.actions, schedule.actions)
+
+
 def test_train_then_schedules(folder, idx_data, tmp_path, capsys):
     out = tmp_path / "lees"
     argv = ["train", "--model", folder, "--data", idx_data, "--resize"]  # the tiny model takes 16x16
