@@ -57,7 +57,7 @@ def main() -> None:
     none = Schedule(np.zeros((len(blocks), 1), bool), blocks.names, [500], "manual", {}, blocks.shares)
     calls = {
         "full": lambda: model(*inputs, **kwargs),
-        "remainder": lambda: gated(*inputs, mask=none.mask(0), **kwargs),
+        "remainder": lambda: gated(*inputs, mask=none.actions_at(0), **kwargs),
     }
     for k, (block, module) in enumerate(zip(blocks, modules, strict=True)):
         a, kw = captured[k]

@@ -51,7 +51,7 @@ def main() -> None:
     lees = Schedule.from_gate(gate, blocks, timesteps, noise.config.num_train_timesteps)
     x = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     t = torch.full((8,), timesteps[len(timesteps) // 2])
-    for name, mask in (("full", None), ("lees", lees.mask(len(timesteps) // 2))):
+    for name, mask in (("full", None), ("lees", lees.actions_at(len(timesteps) // 2))):
         with torch.no_grad():
             a = denoise(GatedModel(cpu, blocks), x, t, mask=mask)
             b = denoise(GatedModel(gpu, blocks), x.to(args.device), t.to(args.device), mask=mask)

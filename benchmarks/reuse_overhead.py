@@ -35,7 +35,7 @@ def main() -> None:
     model = lees.load_backbone(args.model)
     blocks = lees.find_blocks(model)
     schedule = uniform_schedule(blocks, [900, 800], interval=2, outer=1)  # step 0 full, step 1 reuses
-    reuse = schedule.mask(1)
+    reuse = schedule.actions_at(1)
     skip = [RUN if a == RUN else lees.SKIP for a in reuse]
     (x, t), kwargs = example_inputs(model, batch=args.batch)
     x = torch.randn_like(x)

@@ -79,7 +79,7 @@ def main() -> None:
 
     # The plain model (no engine) is timed too, to show what the engine itself costs.
     calls = [partial(model, *inputs, **kwargs)]
-    calls += [partial(gated, *inputs, mask=s.mask(0), **kwargs) for s in schedules]
+    calls += [partial(gated, *inputs, mask=s.actions_at(0), **kwargs) for s in schedules]
     times: list[list[float]] = [[] for _ in calls]
     with torch.inference_mode():
         for _ in range(2):  # warm-up

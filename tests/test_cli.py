@@ -63,6 +63,24 @@ def test_sample_refuses_a_schedule_for_another_model(folder, tmp_path, capsys):
     assert "the schedule is for 2 blocks, the model has 12" in capsys.readouterr().err
 
 
+def test_train_at_a_target_gated_share_writes_a_schedule_that_runs_it(folder, idx_data, tmp_path, capsys):
+    """Budget mode's gates are shifted alike so that the written schedule, on the sampler's own steps,
+    runs the share asked for (here each block alike: the executed ratio), and the gates file gives it."""
+    from lees.schedules.saving import load_gate
+
+    argv = ["train", "--model", folder, "--data", idx_data, "--resize", "--train-steps", "2", "--batch-size",
+            "4", "--no-held-out", "--steps", "10", "--target-gated-share", "0.45"]  # fmt: skip
+    argv += ["--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert "bias shifted by" in capsys.readouterr().out
+    schedule = Schedule.load(tmp_path / "schedule.json")
+    assert abs(schedule.executed_ratio - 0.45) <= 0.02
+    assert schedule.settings["schedule_gated_share"] == pytest.approx(schedule.executed_ratio)
+    gate, names = load_gate(tmp_path / "gates.safetensors")
+    again = Schedule.from_gate(gate, names, schedule.timesteps)
+    assert np.array_equal(again.actions, schedule.actions)
+
+
 def test_train_then_schedules(folder, idx_data, tmp_path, capsys):
     out = tmp_path / "lees"
     argv = ["train", "--model", folder, "--data", idx_data, "--resize"]  # the tiny model takes 16x16
@@ -441,15 +459,15 @@ def test_every_help_runs_and_its_cheap_examples_run_as_printed(tmp_path, monkeyp
 def test_frontier_samples_scores_resumes_and_redraws(tmp_path, monkeypatch, capsys):
     if not (EMBEDDED_DIR / "unet" / "config.json").is_file():
         pytest.skip("the embedded model is not in this checkout")
-    import lees.reporting.frontier
+    import lees.reporting.frontier_run
     import lees.sampling.stored
 
     def no_inception():
         raise FileNotFoundError("the FID Inception weights are not installed")
 
     monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(lees.reporting.frontier, "inception_path", no_inception)
-    monkeypatch.setattr(lees.reporting.frontier, "REFERENCE_N", {"clf": 200})  # a small reference: quick
+    monkeypatch.setattr(lees.reporting.frontier_run, "inception_path", no_inception)
+    monkeypatch.setattr(lees.reporting.frontier_run, "REFERENCE_N", {"clf": 200})  # a small reference: quick
     out = tmp_path / "frontier"
     argv = ["frontier", "-n", "2", "--fewer", "25", "--rows", "learned", "--out", str(out)]
     assert main(argv) == 0

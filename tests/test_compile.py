@@ -33,7 +33,7 @@ def _fresh_dynamo():
 
 def reuse_schedule(scheduler):
     schedule = uniform_schedule(find_blocks(tiny_unet()), lees.pipeline_timesteps(scheduler, STEPS), 2, 1)
-    assert schedule.reuses and len({tuple(schedule.mask(j)) for j in range(STEPS)}) == 2
+    assert schedule.reuses and len({tuple(schedule.actions_at(j)) for j in range(STEPS)}) == 2
     return schedule
 
 
@@ -95,7 +95,7 @@ def test_enable_warns_when_a_schedule_needs_more_graphs_than_dynamo_keeps(monkey
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     blocks = find_blocks(tiny_unet())
     schedule = random_schedule(blocks, lees.pipeline_timesteps(scheduler, 12), 0.5, seed=0)
-    graphs = len({tuple(schedule.mask(j)) for j in range(12)}) + 1
+    graphs = len({tuple(schedule.actions_at(j)) for j in range(12)}) + 1
     assert graphs > torch._dynamo.config.recompile_limit
     compiled = torch.compile(tiny_unet(), backend="aot_eager")
     with pytest.warns(UserWarning, match=f"about {graphs} graphs, more than .*recompile_limit"):

@@ -10,7 +10,7 @@ from lees.learn.backbone_training import BackboneTrainConfig
 from lees.learn.gate_training import GateTrainConfig, train_gates
 from lees.learn.router import RouterConfig
 from lees.models.denoisers import frozen
-from lees.reporting.frontier import FrontierConfig
+from lees.reporting.frontier_run import FrontierConfig
 from lees.reporting.reproduce import ReproduceConfig
 
 CONFIGS = [

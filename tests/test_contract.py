@@ -147,7 +147,7 @@ class HandGated(nn.Module):
 
     def forward(self, *args, **kwargs):
         self.calls += 1
-        return self.gated(*args, mask=self.schedule.mask(self.calls - 1), cache=self.cache, **kwargs)
+        return self.gated(*args, mask=self.schedule.actions_at(self.calls - 1), cache=self.cache, **kwargs)
 
 
 class PerBranch(nn.Module):

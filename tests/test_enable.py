@@ -80,7 +80,7 @@ def test_enable_equals_a_hand_loop_and_disable_the_plain_model(kind, family):
     plain = own_loop(lambda x, t, j, cond: model(x, t, **cond), model, scheduler)
     gated, cache = GatedModel(model, schedule.block_names), ReuseCache(schedule.num_blocks)
     hand = own_loop(
-        lambda x, t, j, cond: gated(x, t, mask=schedule.mask(j), cache=cache, **cond), model, scheduler
+        lambda x, t, j, cond: gated(x, t, mask=schedule.actions_at(j), cache=cache, **cond), model, scheduler
     )
     lees.enable(model, schedule)
     enabled = own_loop(lambda x, t, j, cond: model(x, t, **cond), model, scheduler)
@@ -108,7 +108,7 @@ class _HandGated(nn.Module):
 
     def forward(self, *args, **kwargs):
         self.j += 1
-        return self.gated(*args, mask=self.schedule.mask(self.j - 1), cache=self.cache, **kwargs)
+        return self.gated(*args, mask=self.schedule.actions_at(self.j - 1), cache=self.cache, **kwargs)
 
 
 @pytest.mark.parametrize("kind", ["ddpm", "ddim", "dpm"])

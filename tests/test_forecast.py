@@ -147,7 +147,7 @@ class HandForecast(nn.Module):
 
     def forward(self, *args, **kwargs):
         j, self.calls = self.calls, self.calls + 1
-        return self.gated(*args, mask=self.schedule.mask(j), cache=self.cache, position=j, **kwargs)
+        return self.gated(*args, mask=self.schedule.actions_at(j), cache=self.cache, position=j, **kwargs)
 
 
 def test_each_guidance_branch_forecasts_from_its_own_runs():

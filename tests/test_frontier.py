@@ -3,10 +3,11 @@ and ``lees frontier`` on a flow-matching transformer with a second solver's curv
 
 import json
 
+import numpy as np
 import pytest
 
 from lees.cli import main
-from lees.evaluation.frontier import Point, versus_best_solver, versus_fewer_steps
+from lees.evaluation.fewer_steps import Point, versus_best_solver, versus_fewer_steps
 
 CURVES = [
     Point("full", 50, 1.0, 1.0, {"fd": 4.0}),
@@ -25,6 +26,27 @@ def test_a_method_is_judged_on_the_line_between_the_curves_neighbouring_points()
     assert other["curve"] == pytest.approx(4.0) and other["verdict"] == "below"  # 25 % worse than dpm++
 
 
+def with_replicates(point, values):
+    fields = (point.method, point.steps, point.flop_ratio, point.latency_ratio, point.quality, point.solver)
+    return Point(*fields, {"fd": np.asarray(values, dtype=float)})
+
+
+def test_the_verdict_reads_the_paired_interval_of_the_margin_on_the_interpolated_curve():
+    # Three resamples: the curve at latency 0.75 is halfway between its two runs on each resample.
+    curve = [with_replicates(CURVES[0], [4.0, 3.0, 5.0]), with_replicates(CURVES[1], [8.0, 9.0, 7.0])]
+    method = Point("uniform-2", 50, 0.6, 0.75, {"fd": 5.0})
+    tight = versus_fewer_steps(with_replicates(method, [5.0, 5.5, 5.5]), curve, "fd")
+    margins = [(6.0 - 5.0) / 6.0, (6.0 - 5.5) / 6.0, (6.0 - 5.5) / 6.0]  # by hand: curve 6, 6, 6
+    assert tight["interval"] == pytest.approx(list(np.quantile(margins, [0.025, 0.975])))
+    assert tight["margin"] == pytest.approx(1 / 6) and tight["verdict"] == "above"
+    wide = versus_fewer_steps(with_replicates(method, [5.0, 7.0, 5.5]), curve, "fd")
+    assert wide["margin"] == pytest.approx(1 / 6) and wide["verdict"] == "on"  # the interval holds a tie
+    worse = versus_fewer_steps(
+        with_replicates(Point("x", 50, 0.6, 0.75, {"fd": 7.0}), [7, 7, 6.5]), curve, "fd"
+    )
+    assert worse["verdict"] == "below" and worse["interval"][1] < 0
+
+
 def test_the_best_solver_is_the_lowest_curve_at_the_methods_latency():
     method = Point("uniform-2", 50, 0.6, 0.75, {"fd": 5.0})
     best = versus_best_solver(method, CURVES, "fd")
@@ -34,14 +56,14 @@ def test_the_best_solver_is_the_lowest_curve_at_the_methods_latency():
 
 
 def test_frontier_on_a_flow_matching_transformer_draws_a_curve_per_solver(tmp_path, monkeypatch, capsys):
-    import lees.reporting.frontier
+    import lees.reporting.frontier_run
 
     def no_inception():
         raise FileNotFoundError("the FID Inception weights are not installed")
 
     monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(lees.reporting.frontier, "inception_path", no_inception)
-    monkeypatch.setattr(lees.reporting.frontier, "REFERENCE_N", {"clf": 200})
+    monkeypatch.setattr(lees.reporting.frontier_run, "inception_path", no_inception)
+    monkeypatch.setattr(lees.reporting.frontier_run, "REFERENCE_N", {"clf": 200})
     out = tmp_path / "frontier"
     argv = ["frontier", "--model", "arch:embedded-dit", "-n", "2", "--steps", "4", "--fewer", "2",
             "--rows", "all", "--solvers", "dpm++", "--solver-steps", "4", "1", "--out", str(out)]  # fmt: skip
@@ -54,6 +76,12 @@ def test_frontier_on_a_flow_matching_transformer_draws_a_curve_per_solver(tmp_pa
     ase = next(r for r in rows if r["method"] == "ase")
     assert ase["sampler"] == "euler" and ase["guidance_scale"] == 2.0 and ase["model"] == "arch:embedded-dit"
     assert set(ase["versus_best_solver"]) == set(ase["versus_fewer_steps"]) == {"fd_clf"}
+    judged = ase["versus_fewer_steps"]["fd_clf"]
+    low, high = judged["interval"]
+    assert low <= high and judged["resamples"] == 200 and judged["level"] == 0.95
+    assert judged["verdict"] == ("above" if low > 0 else "below" if high < 0 else "on")
+    assert all(r["fd_clf_interval"][0] <= r["fd_clf_interval"][1] for r in rows)
+    assert "95% interval" in printed
     assert (out / "frontier-fd_clf.png").is_file()
 
 
@@ -67,12 +95,12 @@ def test_frontier_on_a_flow_matching_transformer_draws_a_curve_per_solver(tmp_pa
     ],
 )
 def test_frontier_refuses_its_arguments_before_the_first_sample(tmp_path, monkeypatch, capsys, extra, words):
-    import lees.reporting.frontier
+    import lees.reporting.frontier_run
 
     def sampled(*args, **kwargs):
         raise AssertionError("sampled before the arguments were checked")
 
-    monkeypatch.setattr(lees.reporting.frontier, "sample_stored", sampled)
+    monkeypatch.setattr(lees.reporting.frontier_run, "sample_stored", sampled)
     argv = ["frontier", "-n", "200", "--rows", "reuse", *extra, "--out", str(tmp_path / "f")]
     assert main(argv) == 2
     err = capsys.readouterr().err

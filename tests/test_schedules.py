@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lees import Schedule, ScheduleError, ScheduleMismatchError, SigmoidTimeGate, find_blocks
+from lees import RUN, Schedule, ScheduleError, ScheduleMismatchError, SigmoidTimeGate, find_blocks
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def test_full_schedule(blocks):
     s = Schedule.full(blocks, [999, 500, 0])
     assert s.table.shape == (len(blocks), 3) and s.source == "full"
     assert s.executed_ratio == 1.0 and s.flop_ratio == pytest.approx(1.0)
-    assert s.mask(1) == [True] * len(blocks)
+    assert s.actions_at(1) == [RUN] * len(blocks)
 
 
 def test_ratios_by_hand():

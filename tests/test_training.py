@@ -3,7 +3,14 @@ import torch
 from diffusers import DDPMScheduler
 
 from lees import find_blocks
-from lees.learn.gate_training import GateTrainConfig, cost_weights, gate_kl, gated_share, train_gates
+from lees.learn.gate_training import (
+    GateTrainConfig,
+    cost_weights,
+    gate_kl,
+    gated_share,
+    meet_gated_share,
+    train_gates,
+)
 from lees.models.architectures import DDPM_NOISE
 from lees.schedules.gates import SigmoidTimeGate
 from lees.schedules.saving import load_gate, save_gate
@@ -57,6 +64,41 @@ def test_budget_mode_steers_the_ratio_to_the_target(setup):
         assert row["lambda"] == pytest.approx(lam)
     assert free.log[-1]["grid_gated_share"] > 0.3  # without a budget the gates settle well above 0.2 ...
     assert budget.log[-1]["grid_gated_share"] == pytest.approx(0.2, abs=0.05)  # ... with it, near 0.2
+
+
+@pytest.mark.parametrize("target", [0.1, 0.35, 0.6, 0.93])
+def test_meeting_a_gated_share_shifts_every_bias_alike_and_keeps_the_gates_order(target):
+    """4 gates sloped in time on 20 times (cells of 1/80): one common bias offset opens the share asked
+    for to within half a cell, the cells opened are exactly the highest logits of the gates as trained
+    (nearest from below), and the FLOP-weighted count meets its own target the same way."""
+    gen = torch.Generator().manual_seed(0)
+    gate = SigmoidTimeGate(4)
+    with torch.no_grad():
+        gate.a.copy_(torch.randn(4, generator=gen) * 4)
+        gate.b.copy_(torch.randn(4, generator=gen))
+    t = torch.linspace(0.05, 1.0, 20)
+    before, logits = gate.b.clone(), gate.logits(t)
+    weights = torch.full((4,), 0.25)
+    offset = meet_gated_share(gate, weights, t, target)
+    assert torch.allclose(gate.b - before, torch.full((4,), offset))
+    share = gated_share(gate, weights, t)
+    assert abs(share - target) <= 0.5 / 80 + 1e-9
+    opened = gate.hard(t)
+    assert logits[opened].min() > logits[~opened].max()  # the trained order decides
+    flops = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    meet_gated_share(gate, flops, t, target)
+    assert abs(gated_share(gate, flops, t) - target) <= 0.4 / 20  # within a cell of the costliest block
+
+
+def test_gates_flat_in_time_meet_a_share_as_near_as_whole_blocks_allow():
+    """Untrained gates (a = 0) open or close a whole block at once: the nearest whole-block share."""
+    gate = SigmoidTimeGate(4)
+    with torch.no_grad():
+        gate.b.copy_(torch.tensor([0.3, -1.0, 2.0, 0.1]))
+    t = torch.linspace(0.05, 1.0, 10)
+    meet_gated_share(gate, torch.full((4,), 0.25), t, 0.6)
+    assert gate.hard(t).all(0).tolist() == [True, False, True, False]  # 0.5, the nearest
+    assert gated_share(gate, torch.full((4,), 0.25), t) == 0.5
 
 
 def test_early_stop_and_kl(setup):

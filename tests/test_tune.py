@@ -61,7 +61,11 @@ def test_tune_prints_verdicts_and_saves_the_winner(pipe_folder, tmp_path, capsys
     assert policy is not None and f"saved to {pipe_folder}/lees/policy.json" in out
     best = verdict(report["rows"], 0.8)[1]
     assert policy.name == best["name"] and policy.measured[best["name"]]["latency_ratio"] <= 0.8
-    assert lees.tuned(pipe_folder) == {"num_inference_steps": policy.steps}
+    assert (
+        lees.tuned(pipe_folder)
+        == {"num_inference_steps": policy.reference_steps}
+        == {"num_inference_steps": 6}
+    )
 
 
 def test_an_interrupted_tune_resumes_without_resampling(pipe_folder, tmp_path, monkeypatch):
@@ -124,8 +128,11 @@ def test_enable_applies_a_saved_policy_as_the_method_ran(pipe_folder, name, caps
     lees.enable(pipe, pipe_folder)
     said = capsys.readouterr().out
     assert f"{runs[name].solver} solver at {runs[name].steps} steps" in said and "ddpm at 6 steps" in said
-    assert type(pipe.scheduler).__name__ == {"ddim": "DDIMScheduler"}.get(runs[name].solver, "DDPMScheduler")
-    enabled = _pipe_images(pipe, lees.tuned(pipe_folder)["num_inference_steps"])
+    enabled = _pipe_images(pipe, lees.tuned(pipe_folder)["num_inference_steps"])  # 6: the runs' reference
+    solver = {"ddim": "DDIMScheduler"}.get(runs[name].solver, "DDPMScheduler")
+    assert (
+        type(pipe.scheduler.current).__name__ == solver and len(pipe.scheduler.timesteps) == runs[name].steps
+    )
     torch.testing.assert_close(enabled, direct, atol=1e-5, rtol=0)
     lees.disable(pipe)
     assert not getattr(unet, "_diffusers_hook", None) or not any(

@@ -23,9 +23,10 @@ whichever is enabled first (:mod:`lees.engine.layering`), so they stack and disa
 
 from __future__ import annotations
 
+import threading
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +36,16 @@ from diffusers.hooks.hooks import StateManager
 from torch import nn
 
 from .diffusion.samplers import gate_time
-from .diffusion.solvers import make_solver
 from .engine.actions import open_mask
 from .engine.blocks import compiled_original
 from .engine.hooks import Engine, ReuseCache, remove_hook
 from .engine.layering import beneath_other_hooks
 from .models.denoisers import denoiser_of, image_seq_len
-from .schedules.fitting import Grid, RunState, check_resolution
+from .schedules.fitting import Fitting, Grid, RunState, check_resolution
 from .schedules.gates import SigmoidTimeGate
 from .schedules.saving import load_policy
-from .schedules.schedule import Schedule
-from .schedules.tuned import TunedPolicy, attach_cache, load_tuned
+from .schedules.schedule import Schedule, ScheduleError
+from .schedules.tuned import TunedPolicy, TunedScheduler, attach_cache, load_policies
 
 ROOT_HOOK = "lees.steps"
 TUNED_CACHE = "_lees_tuned_cache"  # the denoiser attribute holding an enabled cache policy's handle
@@ -54,21 +54,32 @@ TUNED_SCHEDULER = "_lees_swapped_scheduler"  # (the pipeline, weakly; its schedu
 Policy = Schedule | SigmoidTimeGate
 
 
+THREADS = (
+    "this denoiser is enabled in another thread and lees keeps one run state per denoiser, not per thread: "
+    "give each thread its own denoiser (copy.deepcopy(pipe.unet)) or lees.disable it first"
+)
+
+
 class _StepHook(ModelHook):
     """Root hook: gives each call the policy's block decisions and its branch's reuse cache (module doc)."""
 
     _is_stateful = True
 
-    def __init__(self, engine: Engine, policy: Policy, num_train: int, grid: Grid) -> None:
+    def __init__(self, engine: Engine, fitting: Fitting, gate: SigmoidTimeGate | None, num_train: int,
+                 grid: Grid, token: Any) -> None:  # fmt: skip
         super().__init__()
-        self.engine, self.policy, self.num_train, self.grid = engine, policy, num_train, grid
-        self.state_manager = StateManager(RunState, (policy,))  # one run per cache_context name
-        self.outside = RunState(policy)  # calls outside any cache context
+        self.engine, self.fitting, self.gate, self.num_train = engine, fitting, gate, num_train
+        self.grid, self.token = grid, token
+        self.state_manager = StateManager(RunState, (fitting,))  # one run per cache_context name
+        self.outside = RunState(fitting)  # calls outside any cache context
+        self.thread = threading.get_ident()  # the thread it belongs to: the enabling one, then the caller
 
     def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
         x = kwargs.get("hidden_states", kwargs.get("sample", args[0] if args else None))
         decisions, cache, position = self.decisions(timestep, image_seq_len(module, x))
+        if decisions is None:  # a plain run (on_mismatch="full", or a tuned run with no schedule)
+            return self.fn_ref.original_forward(*args, **kwargs)
         with self.engine.deciding(decisions, "hard", cache, position=position):
             return self.fn_ref.original_forward(*args, **kwargs)
 
@@ -84,11 +95,11 @@ class _StepHook(ModelHook):
     @torch.compiler.disable  # eager under an in-place compile: one graph per block set, not per timestep
     def decisions(
         self, timestep: Any, seq_len: int | None = None
-    ) -> tuple[list[int], ReuseCache | None, torch.Tensor | None]:
-        """This call's block actions, the reuse cache of its guidance branch, and the call's position in
-        that branch's run (what a forecast extrapolates to; a tensor, so a compiled denoiser reads it
-        as data, not as a constant to recompile for). ``seq_len``: the call's image size in latent
-        tokens, checked against the one the schedule records."""
+    ) -> tuple[list[int] | None, ReuseCache | None, torch.Tensor | None]:
+        """This call's block actions (None: it runs plain), the reuse cache of its guidance branch, and
+        the call's position in that branch's run (what a forecast extrapolates to; a tensor, so a compiled
+        denoiser reads it as data, not as a constant to recompile for). ``seq_len``: the call's image
+        size in latent tokens, checked against the one the schedules record."""
         if timestep is None:
             raise TypeError(
                 "lees follows the denoiser's timestep: call it with timestep= or as its 2nd argument"
@@ -98,13 +109,27 @@ class _StepHook(ModelHook):
         if flat.numel() > 1 and not torch.all(flat == flat[0]):
             raise ValueError("lees follows one timestep per call; this batch mixes timesteps")
         value = float(flat[0]) if flat.numel() else float("nan")
-        check_resolution(self.policy, seq_len)
+        check_resolution(self.fitting, seq_len)
+        token = self.token()
+        self._claim_thread(token)
         state, context = self.state()
-        if isinstance(self.policy, SigmoidTimeGate):
-            gate = self.policy(gate_time(state.gate_timestep(value), self.num_train))
+        if self.gate is not None:
+            gate = self.gate(gate_time(state.gate_timestep(value), self.num_train))
             return [int(b) for b in open_mask(gate).tolist()], None, None
-        column = state.column(value, t.dtype, self.grid, context)
-        return self.policy.mask(column), state.cache, torch.tensor(float(column))
+        column = state.column(value, t.dtype, self.grid, context, token)
+        if column is None:
+            return None, None, None
+        return state.schedule.actions_at(column), state.cache, torch.tensor(float(column))
+
+    def _claim_thread(self, token: Any) -> None:
+        """A call from another thread takes the denoiser over only when no run of this scheduler grid is
+        in progress: runs of two threads would share one state (one line, :data:`THREADS`)."""
+        caller = threading.get_ident()
+        if caller == self.thread:
+            return
+        if any(s.in_progress and (token is None or token is s.token) for s in self.fitting.states):
+            raise RuntimeError(f"lees: a call from a second thread while a run is in progress: {THREADS}")
+        self.thread = caller
 
     def reset_state(self, module: nn.Module) -> nn.Module:
         self.state_manager.reset()
@@ -117,6 +142,7 @@ def enable(
     policy: Policy | str | Path,
     num_train_timesteps: int | None = None,
     scheduler: Any = None,
+    on_mismatch: str = "raise",
 ) -> nn.Module:
     """Make ``pipe_or_model``'s denoiser follow ``policy`` until :func:`disable`; returns the denoiser.
 
@@ -124,16 +150,20 @@ def enable(
         pipe_or_model: a diffusers pipeline (its ``unet`` or ``transformer`` is hooked) or a denoiser.
         policy: a :class:`Schedule` (one column per model call of a run, at the scheduler's timesteps:
             :func:`pipeline_timesteps`), a :class:`SigmoidTimeGate`, or a folder or file saved by lees
-            (``save_pretrained``, or ``lees tune``'s ``policy.json``: then a pipeline's scheduler becomes
-            the policy's solver, and one line says which solver and steps it was measured with).
+            (``save_pretrained``, or ``lees tune``'s ``policy.json``, for one step count or several: then
+            each pipeline call at a tuned step count runs that count's winner, with its solver).
         num_train_timesteps: N of the noise schedule, which normalises a gate's time (default: the
             pipeline scheduler's, else the schedule's).
         scheduler: the scheduler a hand-written loop steps with (default: the pipeline's): its whole
             timestep list is checked against the schedule's at the first call of each run, before any
             block runs. Without one, each call's timestep is checked as it comes.
+        on_mismatch: what a run the policy does not fit does: "raise" a :class:`ScheduleError` before a
+            block runs (the default), or "full": run the full model, with one warning per new grid (or
+            step count), never per call: what a server wants (docs/pipelines.md).
 
-    Enabling again replaces the policy; the model and its weights are never changed. See
-    docs/pipelines.md for what a pipeline must do (grid, guidance, offloading, diffusers' caches).
+    Enabling again (from the same thread) replaces the policy; the model and its weights are never
+    changed. See docs/pipelines.md for what a pipeline must do (grid, guidance, offloading, diffusers'
+    caches, servers and threads).
 
     Example:
         >>> lees.enable(pipe, lees.EMBEDDED_DIR / "router-0.70")  # doctest: +SKIP
@@ -141,50 +171,103 @@ def enable(
         >>> lees.disable(pipe)  # doctest: +SKIP
     """
     denoiser = denoiser_of(pipe_or_model)
+    fitting = Fitting([], on_mismatch)  # checks on_mismatch before anything changes
+    _check_thread(denoiser)
     if isinstance(policy, (str, Path)):
-        tuned = load_tuned(policy)
-        if tuned is not None:
-            return _enable_tuned(pipe_or_model, tuned)
+        policies = load_policies(policy)
+        if policies is not None:
+            return _enable_tuned(pipe_or_model, policies, on_mismatch)
         policy = load_policy(policy)
     if not isinstance(policy, (Schedule, SigmoidTimeGate)):
         raise TypeError(f"enable takes a Schedule, a SigmoidTimeGate or a path, not {type(policy).__name__}")
     if policy.block_names is None:
         raise ValueError("this gate has no block names; load it with load_gate or set gate.block_names")
-    disable(denoiser)
-    engine = Engine(denoiser, policy.block_names)
+    fitting.candidates = [policy] if isinstance(policy, Schedule) else []
+    gate = policy if isinstance(policy, SigmoidTimeGate) else None
     num_train = num_train_timesteps or _num_train(scheduler or pipe_or_model, policy)
-    hook = _StepHook(engine, policy, num_train, _grid(pipe_or_model, scheduler))
-    with beneath_other_hooks(denoiser, _hooked_modules(engine)):  # whichever was enabled first
-        engine.attach()
-        HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(hook, ROOT_HOOK)
+    _attach(pipe_or_model, scheduler, policy.block_names, fitting, gate, num_train)
     _warn_recompiles(denoiser, policy)
     return denoiser
 
 
-def _enable_tuned(pipe_or_model: Any, tuned: TunedPolicy) -> nn.Module:
-    """A ``lees tune`` policy: a pipeline's scheduler becomes its solver; its schedule or cache attaches."""
+def _attach(pipe_or_model: Any, scheduler: Any, block_names: list[str], fitting: Fitting,
+            gate: SigmoidTimeGate | None, num_train: int) -> _StepHook:  # fmt: skip
+    """Hook the denoiser's blocks and its root (after removing what lees had attached to it)."""
     denoiser = denoiser_of(pipe_or_model)
     disable(denoiser)
-    if getattr(pipe_or_model, "scheduler", None) is not None and not isinstance(pipe_or_model, nn.Module):
-        denoiser.__dict__[TUNED_SCHEDULER] = (weakref.ref(pipe_or_model), pipe_or_model.scheduler)
-        pipe_or_model.scheduler = make_solver(pipe_or_model.scheduler, tuned.solver)
-    print(tuned.describe())
-    if tuned.schedule is not None:
-        return enable(pipe_or_model, tuned.schedule)
-    if tuned.cache is not None:
-        setattr(denoiser, TUNED_CACHE, attach_cache(denoiser, tuned))
+    engine = Engine(denoiser, block_names)
+    grid, token = _grid(pipe_or_model, scheduler)
+    hook = _StepHook(engine, fitting, gate, num_train, grid, token)
+    with beneath_other_hooks(denoiser, _hooked_modules(engine)):  # whichever was enabled first
+        engine.attach()
+        HookRegistry.check_if_exists_or_initialize(denoiser).register_hook(hook, ROOT_HOOK)
+    return hook
+
+
+def _enable_tuned(pipe_or_model: Any, policies: dict[int, TunedPolicy], on_mismatch: str) -> nn.Module:
+    """A ``lees tune`` policy (one winner per step count): a pipeline's scheduler picks the winner at each
+    call's ``set_timesteps`` (:class:`TunedScheduler`); a bare denoiser takes a policy of one step count."""
+    denoiser = denoiser_of(pipe_or_model)
+    disable(denoiser)
+    for tuned in policies.values():
+        print(tuned.describe())
+    if getattr(pipe_or_model, "scheduler", None) is None or isinstance(pipe_or_model, nn.Module):
+        if len(policies) > 1:
+            raise ScheduleError(
+                f"a tuned policy for {len(policies)} step counts needs the pipeline, whose scheduler picks "
+                "one per call: lees.enable(pipe, folder)"
+            )
+        (tuned,) = policies.values()
+        if tuned.schedule is not None:
+            return enable(pipe_or_model, tuned.schedule, on_mismatch=on_mismatch)
+        if tuned.cache is not None:
+            setattr(denoiser, TUNED_CACHE, (tuned, attach_cache(denoiser, tuned)))
+        return denoiser
+    schedules = [p.schedule for p in policies.values() if p.schedule is not None]
+    hook = None
+    if schedules:
+        if any(s.block_names != schedules[0].block_names for s in schedules):
+            raise ScheduleError("the tuned schedules name different blocks: tune them on one model")
+        num_train = _num_train(pipe_or_model, schedules[0])
+        hook = _attach(
+            pipe_or_model, None, schedules[0].block_names, Fitting([], on_mismatch), None, num_train
+        )
+    pipe = pipe_or_model
+    denoiser.__dict__[TUNED_SCHEDULER] = (weakref.ref(pipe), pipe.scheduler)
+    pipe.scheduler = TunedScheduler(
+        pipe.scheduler, policies, on_mismatch, lambda p: _select(denoiser, hook, p)
+    )
     return denoiser
 
 
-def _grid(pipe_or_model: Any, scheduler: Any) -> Grid:
+def _select(denoiser: nn.Module, hook: _StepHook | None, tuned: TunedPolicy | None) -> None:
+    """At a pipeline call's start, what its run follows: the tuned schedule (else plain blocks) and the
+    tuned cache (attached, or reset when the last call used it too; else removed)."""
+    if hook is not None:
+        hook.fitting.candidates = [tuned.schedule] if tuned is not None and tuned.schedule is not None else []
+        hook.reset_state(denoiser)
+    held, cache = denoiser.__dict__.get(TUNED_CACHE, (None, None))
+    if cache is not None and held is tuned:
+        cache.reset()  # a run broken off left its state: the new run starts empty
+        return
+    if cache is not None:
+        denoiser.__dict__.pop(TUNED_CACHE)
+        cache.remove()
+    if tuned is not None and tuned.cache is not None:
+        setattr(denoiser, TUNED_CACHE, (tuned, attach_cache(denoiser, tuned)))
+
+
+def _grid(pipe_or_model: Any, scheduler: Any) -> tuple[Grid, Callable[[], Any]]:
     """Where a run's scheduler timesteps are read at its first call: ``scheduler``, else the pipeline's
-    current ``scheduler`` (held weakly: the hook lives on the denoiser, which the pipeline holds)."""
+    current ``scheduler`` (held weakly: the hook lives on the denoiser, which the pipeline holds); and the
+    timestep list as an object, read at every call (a new one is a new run)."""
     if scheduler is not None:
-        return lambda: _timesteps(scheduler)
+        return (lambda: _timesteps(scheduler)), (lambda: getattr(scheduler, "timesteps", None))
     if getattr(pipe_or_model, "scheduler", None) is None or isinstance(pipe_or_model, nn.Module):
-        return lambda: None
+        return (lambda: None), (lambda: None)
     pipe = weakref.ref(pipe_or_model)
-    return lambda: _timesteps(getattr(pipe(), "scheduler", None))
+    current = lambda: getattr(pipe(), "scheduler", None)  # noqa: E731
+    return (lambda: _timesteps(current())), (lambda: getattr(current(), "timesteps", None))
 
 
 def _timesteps(scheduler: Any) -> tuple[str, Sequence[float]] | None:
@@ -232,7 +315,7 @@ def disable(pipe_or_model: Any) -> None:
     and a pipeline whose scheduler a tuned policy swapped gets its own back; other hooks (accelerate's
     offload, diffusers' caches and group offloading) stay as they are."""
     denoiser = denoiser_of(pipe_or_model)
-    cache = denoiser.__dict__.pop(TUNED_CACHE, None)
+    _, cache = denoiser.__dict__.pop(TUNED_CACHE, (None, None))
     if cache is not None:
         cache.remove()
     pipe, scheduler = denoiser.__dict__.pop(TUNED_SCHEDULER, (lambda: None, None))
@@ -244,6 +327,17 @@ def disable(pipe_or_model: Any) -> None:
     with beneath_other_hooks(denoiser, _hooked_modules(hook.engine)):
         remove_hook(denoiser, ROOT_HOOK)
         hook.engine.detach()
+
+
+def _check_thread(denoiser: nn.Module) -> None:
+    """Refuse to re-enable a denoiser that another live thread enabled or last called (:data:`THREADS`)."""
+    hook, caller = _root_hook(denoiser), threading.get_ident()
+    if (
+        hook is not None
+        and hook.thread != caller
+        and any(t.ident == hook.thread for t in threading.enumerate())
+    ):
+        raise RuntimeError(f"lees: a second enable from another thread: {THREADS}")
 
 
 def reset(pipe_or_model: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from .options import SAMPLERS, add_device, add_guidance, add_sampler, command
+from .options import SAMPLERS, add_device, add_guidance, add_sampler, add_verdict_options, command
 
 EPILOG = """examples:
   lees frontier                                  # 200 samples per method, ~25 min on 2 CPU cores
@@ -17,6 +17,8 @@ EPILOG = """examples:
   lees frontier --model embedded-dit -n 1000 --fewer 40 30 25 20 15 10 --rows dit \\
       --solvers dpm++ --solver-steps 30 20 10 --schedules runs/dit/router-0.70/schedule.json --seed 23 \\
       --out runs/dit-frontier
+  lees frontier --model embedded-dit -n 64 --steps 20 --fewer 10 5 --rows dit --reference ode \
+      --out runs/dit-ode                          # fidelity to the ODE solution too, with intervals
   lees frontier --plot-only --out runs/frontier   # redraw the plots from OUT/frontier.jsonl
 (run the same command again after an interruption: the samples stored in OUT/pieces are reused)
 """
@@ -50,7 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--schedules", nargs="*", default=[], help="also these schedule files (any steps; named by folder)"
     )
     p.add_argument("--rows", choices=sorted(ROW_SETS), default="all", help="which methods beside full")
-    p.add_argument("--fid-n", type=int, default=500, help="samples per method scored by Inception FID")
+    p.add_argument("--fid-n", type=int, default=500, help="samples per method scored by FID (0: none)")
+    p.add_argument(
+        "--fid-resamples",
+        type=int,
+        default=50,
+        help="bootstrap resamples of FID's intervals (50: they are costly)",
+    )
     p.add_argument("--fid-rows", nargs="+", default=None, help="rows scored by Inception FID (all)")
     p.add_argument(
         "--clf-raw",
@@ -58,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also fd_clf_raw: fd_clf on raw features, its definition before 2026-11-27",
     )
     p.add_argument("--seed", type=int, default=7, help="sampling seed (7: one the report does not use)")
+    add_verdict_options(p)
     add_device(p)
     p.add_argument("--out", type=Path, default=Path("runs/frontier"), help="folder (default: runs/frontier)")
     p.add_argument("--plot-only", action="store_true", help="redraw the plots from OUT/frontier.jsonl")
@@ -66,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     """Sample the embedded model with every method side by side; score each under fd_clf and Inception
     FID and judge it against the full model's fewer-steps curve at its measured latency."""
-    from ..reporting.frontier import FrontierConfig, frontier, plot, read_rows
+    from ..reporting.frontier_run import FrontierConfig, frontier, plot, read_rows
 
     if args.plot_only:
         plot(args.out, read_rows(args.out))

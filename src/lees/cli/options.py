@@ -117,6 +117,20 @@ def add_guidance(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_verdict_options(p: argparse.ArgumentParser) -> None:
+    """``--resamples`` and ``--reference``: the paired bootstrap behind every verdict, and whether
+    fidelity is also taken to the converged ODE solution (``lees frontier``, ``lees tune``)."""
+    p.add_argument(
+        "--resamples", type=int, default=200,
+        help="paired bootstrap resamples of the sample indices behind every 95%% interval and verdict (200)",
+    )  # fmt: skip
+    p.add_argument(
+        "--reference", choices=("run", "ode"), default="run",
+        help="ode: also fidelity to the converged ODE solution from the same noise and label "
+        "(DPM-Solver++ 2M at 100 steps, checked against Euler at 200; deterministic samplers only)",
+    )  # fmt: skip
+
+
 def guidance_scale(args: argparse.Namespace, model) -> float:
     """``--guidance-scale``, or its default for ``model`` (see ``default_guidance_scale``)."""
     from ..models.denoisers import default_guidance_scale

@@ -27,6 +27,7 @@ EPILOG = """examples:
   lees route --model embedded --schedule full --out runs/router-from-full   # every logit starts at "run"
   lees route --model embedded --scheduler DPMSolverMultistepScheduler --steps 20 --out runs/router-dpm
   lees route --model embedded-dit --sampler euler --steps 20 --target-flop-ratio 0.6 --out runs/route-dit
+  lees route --model embedded-dit --sampler euler --steps 20 --forecast-order 1 --out runs/route-forecast
   lees route --model path/to/sd --conditions prompts.safetensors --steps 25 --out runs/route-sd
   (the columns are the model calls of one run: lees.pipeline_timesteps(scheduler); Heun calls twice a step)
   (the default start is the baseline within the budget: DeepCache for a UNet, else uniform reuse)
@@ -54,11 +55,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--target-flop-ratio", type=float, default=0.7,
-        help="the whole model's FLOPs wanted, against the full model's (0.7); 0 for lambda mode",
+        help="the whole model's FLOPs wanted, against the full model's (0.7): the table spends it to within "
+        "one block-step below, whatever the start; 0 for lambda mode",
     )  # fmt: skip
     p.add_argument("--target-ratio", dest="target_flop_ratio", type=float, default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)  # the old name  # fmt: skip
-    p.add_argument("--lambda", dest="lam", type=float, default=0.5, help="weight of the compute term (0.5)")
+    p.add_argument(
+        "--lambda", dest="lam", type=float, default=0.5,
+        help="weight of the compute term (0.5); in budget mode its start if the start runs over the budget",
+    )  # fmt: skip
     p.add_argument("--train-steps", type=int, default=300, help="optimisation steps (300)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--trajectories", type=int, default=32, help="teacher sampling runs to train on (32)")
@@ -69,6 +74,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "budget), full (run everything), or a schedule JSON for the same steps",
     )
     p.add_argument("--estimator", choices=("ste", "soft"), default="ste", help="gradient of the decisions")
+    p.add_argument(
+        "--forecast-order", type=int, choices=(0, 1, 2), default=0,
+        help="1 or 2: a block that does not run also learns to reuse or forecast its residual (a line or "
+        "parabola through its last runs; step and kl objectives); 0 (default): run or reuse",
+    )  # fmt: skip
     p.add_argument(
         "--objective",
         choices=("step", "kl", "rollout"),
@@ -95,8 +105,8 @@ def run(args: argparse.Namespace) -> None:
         steps=args.steps, sampler=args.sampler, timesteps=args.timesteps,
         guidance_scale=1.0 if args.conditions else guidance_scale(args, model),
         target_flop_ratio=args.target_flop_ratio or None, lam=args.lam, train_steps=args.train_steps,
-        batch_size=args.batch_size, trajectories=args.trajectories,
-        estimator=args.estimator, objective=args.objective, seed=args.seed,
+        batch_size=args.batch_size, trajectories=args.trajectories, estimator=args.estimator,
+        objective=args.objective, forecast_order=args.forecast_order, seed=args.seed,
     )  # fmt: skip
     blocks = find_blocks(model)
     start = args.schedule if args.schedule in STARTS else Schedule.load(args.schedule, blocks)
@@ -115,11 +125,12 @@ def run(args: argparse.Namespace) -> None:
     png = schedule_map(schedule, path.parent / "schedule.png")
     solver = schedule.settings["sampler"] or schedule.settings["scheduler"]
     guided = f", guidance scale {config.guidance_scale:g}" if config.guidance_scale != 1.0 else ""
+    kept = "reuses" if not schedule.forecasts else f"reuses or forecasts (order {schedule.forecast_order})"
     print(
         f"router on {schedule.num_steps} model calls of {solver}{guided} in {result.seconds:.0f} s, started "
         f"from {start_name(schedule)}, chosen by its {config.objective} objective (distance to the full "
         "model's run; no fd_clf or FID): runs "
-        f"{schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs, reuses the "
+        f"{schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs, {kept} the "
         f"rest{memory}; wrote {path}, {png} and {log}"
     )
 

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lambda", dest="lam", type=float, default=0.05, help="weight of the compute term (0.05)")
     p.add_argument(
         "--target-gated-share", type=float, default=None,
-        help="budget mode: adapt lambda until this share of the gated blocks runs (counted as --cost counts)",
+        help="budget mode: adapt lambda until this share of the gated blocks runs (counted as --cost "
+        "counts), then shift every gate's bias alike so the written schedule runs that share on --steps",
     )  # fmt: skip
     p.add_argument(
         "--target-ratio",
@@ -104,11 +105,12 @@ def write(args: argparse.Namespace, result, model, noise, device: str, autoencod
     from ..schedules.schedule import Schedule
 
     out, held_out = args.out, ""
+    timesteps = sampler_timesteps(noise, args.steps, args.sampler, args.timesteps)
     settings = result.config.to_dict() | {
         "model": args.model, "data": args.data, "resize": args.resize, "sampler": args.sampler,
         "train_seconds": round(result.seconds, 1), "train_steps_done": len(result.log),
         "stopped_early": result.stopped_early, "final_lambda": result.log[-1]["lambda"],
-    }  # fmt: skip
+    } | meet_share(result, timesteps, noise.config.num_train_timesteps)  # fmt: skip
     if args.held_out:
         test = load_images(args.data, "test")[0]
         full, gated = held_out_losses(model, result.blocks, test, noise, result.gate, device=device,
@@ -116,7 +118,6 @@ def write(args: argparse.Namespace, result, model, noise, device: str, autoencod
         settings |= {"held_out_loss_full": full, "held_out_loss_gated": gated}
         held_out = f"; held-out loss {gated:.5f} (full model {full:.5f})"
     save_gate(result.gate, result.blocks.names, out / "gates.safetensors", settings=settings)
-    timesteps = sampler_timesteps(noise, args.steps, args.sampler, args.timesteps)
     schedule = Schedule.from_gate(
         result.gate, result.blocks, timesteps, noise.config.num_train_timesteps, settings
     )
@@ -126,10 +127,40 @@ def write(args: argparse.Namespace, result, model, noise, device: str, autoencod
     )
     schedule_map(schedule, out / "schedule.png")
     stop = " (stopped early: the gates settled)" if result.stopped_early else ""
+    met = ""
+    if "share_offset" in settings:
+        met = f" (every gate's bias shifted by {settings['share_offset']:+.3f} to meet --target-gated-share)"
     print(
         f"trained {len(result.log)} steps in {result.seconds:.1f} s{processes()}{stop}; "
         f"on {len(timesteps)} {args.sampler} steps the schedule runs {schedule.executed_ratio:.1%} "
-        f"of the blocks, {schedule.flop_ratio:.1%} of the FLOPs{held_out}"
+        f"of the blocks, {schedule.flop_ratio:.1%} of the FLOPs{met}{held_out}"
     )
     (out / "checkpoint.safetensors").unlink(missing_ok=True)
     print(f"wrote {', '.join(str(out / name) for name in WRITTEN)}")
+
+
+SHARE_SLACK = 0.02  # how far the written schedule's gated share may lie from --target-gated-share unsaid
+
+
+def meet_share(result, timesteps: list, num_train: int) -> dict:
+    """In budget mode, shift the trained gates' biases by one offset so that the schedule on the
+    sampler's ``timesteps`` runs the target share of the gated blocks (counted as ``--cost`` counts);
+    the offset and the share met, as settings (none in lambda mode). A share more than 0.02 off (gates
+    flat in time open or close a whole block at once) is said on stderr with its figure."""
+    import sys
+
+    from ..diffusion.samplers import gate_time, timestep_values
+    from ..learn.gate_training import cost_weights, gated_share, meet_gated_share
+
+    config = result.config
+    if config.target_gated_share is None:
+        return {}
+    weights = cost_weights(result.blocks, config.cost)
+    t = gate_time(timestep_values(timesteps), num_train)
+    offset = meet_gated_share(result.gate, weights, t, config.target_gated_share)
+    share = gated_share(result.gate, weights, t)
+    if abs(share - config.target_gated_share) > SHARE_SLACK:
+        print(f"warning: the schedule runs {share:.3f} of the gated blocks, not the "
+              f"{config.target_gated_share:.3f} asked for: the gates open or close too many steps at once "
+              "(train longer)", file=sys.stderr)  # fmt: skip
+    return {"share_offset": offset, "schedule_gated_share": share}

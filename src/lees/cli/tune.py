@@ -5,20 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_device, command
+from .options import add_device, add_verdict_options, command
 
 EPILOG = """examples:
   lees tune --model embedded --budget 0.6 --quick --out runs/tune-quick   # a look in minutes on 2 CPU cores
   lees tune --model path/to/pipeline --budgets 0.8 0.6 0.4 -n 256 --out runs/tune
   lees tune --model embedded --budget 0.5 --data fashion-mnist --out runs/tune   # fd_clf to the data too
   lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --out runs/tune-dit
+  lees tune --model embedded --steps 20 30 --quick -n 16 --out runs/tune-steps   # a winner per step count
+  lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --reference ode --out runs/tune-ode
 (the candidates: the full model at fewer steps with each solver of its family, uniform reuse and
  DeepCache at the reference steps, and diffusers' caches where they apply, each judged by fidelity to the
  full model from the same start noise (FD in feature space, PSNR, SSIM) and by latency measured in the
- same rounds; one verdict line per budget. The first budget's winner goes to FOLDER/lees/policy.json
- for a model folder (OUT/policy.json for a built-in name): lees.enable(pipe, FOLDER) applies it and
- lees.tuned(FOLDER) gives its num_inference_steps. Run the same command again after an interruption: the
- pieces stored in OUT/pieces are not sampled again.)
+ same rounds; one verdict line per budget, the winner set against its runner with the paired bootstrap
+ interval of their difference: above or below only where it excludes a tie. The first budget's winner
+ goes to FOLDER/lees/policy.json for a model folder (OUT/policy.json for a built-in name):
+ lees.enable(pipe, FOLDER) applies it and lees.tuned(FOLDER) gives its num_inference_steps. With several
+ --steps, each count is tuned in OUT/steps-N and the winners share one policy file: each pipe() call runs
+ its step count's winner. Run the same command again after an interruption: the pieces stored in
+ OUT/pieces are not sampled again.)
 """
 
 
@@ -36,7 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--budgets", type=float, nargs="+", help="several budgets (the first one's winner is saved)"
     )
     p.add_argument("-n", type=int, default=None, help="samples per candidate (256; --quick: 64)")
-    p.add_argument("--steps", type=int, default=None, help="the full model's sampler steps (50; --quick: 20)")
+    p.add_argument(
+        "--steps", type=int, nargs="+", default=None,
+        help="the full model's sampler steps (50; --quick: 20); several (20 30 50): a winner for each, "
+        "in one policy that runs the call's step count's",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=16, help="samples per timed round (16)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
     p.add_argument(
@@ -51,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="optimisation steps of each router (200; --quick: 100)",
     )
+    add_verdict_options(p)
     add_device(p)
     p.add_argument("--out", type=Path, default=Path("runs/tune"), help="folder (default: runs/tune)")
 
@@ -58,12 +68,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     """Sample the model with every applicable way to be faster, from the same noise as the full model;
     print the measured table and one verdict per budget; save the frontier plot and the winner's policy."""
-    from ..tune.tuner import TuneConfig, tune
+    from ..tune.tuner import TuneConfig, tune, tune_steps
 
     budgets = args.budgets or [args.budget if args.budget is not None else 0.6]
-    keys = ("model", "n", "steps", "batch_size", "seed", "guidance_scale", "data", "quick", "device",
-            "router_train_steps")  # fmt: skip
+    keys = ("model", "n", "batch_size", "seed", "guidance_scale", "data", "quick", "device",
+            "router_train_steps", "resamples", "reference")  # fmt: skip
     config = TuneConfig(budgets=budgets, **{k: getattr(args, k) for k in keys})
-    result = tune(config, args.out)
     also = " (and frontier-fd_clf.png beside it)" if args.data else ""
-    print(f"wrote {result.table}, {result.plot}{also} and the samples in {args.out / 'pieces'}")
+    if args.steps is None or len(args.steps) == 1:
+        config.steps = args.steps[0] if args.steps else config.steps
+        results = [tune(config, args.out)]
+    else:
+        results = tune_steps(config, args.steps, args.out)
+    for result in results:
+        pieces = result.table.parent / "pieces"
+        print(f"wrote {result.table}, {result.plot}{also} and the samples in {pieces}")

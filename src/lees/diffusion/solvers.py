@@ -44,6 +44,9 @@ FLOW_SOLVERS: dict[str, tuple[str, dict[str, Any]]] = {
     "unipc": ("UniPCMultistepScheduler", _FLOW_SIGMAS),
 }
 
+# The solvers that draw fresh noise at every step (ancestral): a sample has no deterministic ODE partner.
+STOCHASTIC_SOLVERS = ("ddpm", "euler-a")
+
 # Every solver name of either family (what ``--sampler`` accepts; the model's family decides).
 SOLVER_NAMES = tuple(dict.fromkeys([*DDPM_SOLVERS, *FLOW_SOLVERS]))
 

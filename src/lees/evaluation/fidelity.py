@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .bootstrap import fd_replicates, mean_replicates
 from .metrics import fd, features
 
 DATA_RANGE = 2.0  # images in [-1, 1]
@@ -98,3 +99,25 @@ def fidelity(
         distance = fd(features(extractor, images), features(extractor, reference))
     name = None if extractor is None else getattr(extractor, "name", type(extractor).__name__)
     return Fidelity(float(p.mean()), float(s.mean()), distance, name, len(images))
+
+
+def paired_fidelity(
+    images: torch.Tensor,
+    reference: torch.Tensor,
+    indices: np.ndarray,
+    feats: np.ndarray | None = None,
+    reference_feats: np.ndarray | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """PSNR, SSIM and (with both sets' features) the FD to ``reference``'s partners, and each on every
+    paired bootstrap resample of the pairs (``indices``, one row per resample: both sets resampled with
+    the same indices)."""
+    per_pair = {
+        "psnr": psnr(images, reference).clamp(max=100.0).numpy(),
+        "ssim": ssim(images, reference).numpy(),
+    }
+    values = {name: float(v.mean()) for name, v in per_pair.items()}
+    replicates = {name: mean_replicates(v, indices) for name, v in per_pair.items()}
+    if feats is not None and reference_feats is not None:
+        values["fd"] = fd(feats, reference_feats)
+        replicates["fd"] = fd_replicates(feats, reference_feats, indices)
+    return values, replicates

@@ -118,6 +118,42 @@ def gated_share(gate: SigmoidTimeGate, weights: torch.Tensor, t: torch.Tensor = 
         return float((open_mask(gate(t.to(gate.a.device))).float() @ weights.to(gate.a.device)).mean())
 
 
+def meet_gated_share(
+    gate: SigmoidTimeGate,
+    weights: torch.Tensor,
+    t: torch.Tensor,
+    target: float,
+) -> float:
+    """Shift every gate's bias by one offset (in place) so that the gates open the share ``target`` of
+    the gated cells at the times ``t``, as near as their cells allow; the offset is returned.
+
+    A common offset of the logits a_k t + b_k keeps the order the training gave every (block, time)
+    cell and only moves the threshold between open and closed: the gates' own ranking decides which
+    cells give way or are added. Budget mode steers the share over training's random times; this meets
+    it on the sampler's times, so the schedule that runs is judged at the budget asked for.
+
+    Args:
+        gate: the trained gates (their ``b`` is changed).
+        weights: (K,) weight of each block's cell, summing to 1 (:func:`cost_weights`).
+        t: the sampler's times as the gates take them (:func:`lees.diffusion.samplers.gate_time`).
+        target: the share in (0, 1] to meet.
+    """
+    with torch.no_grad():
+        logits = gate.logits(t.to(gate.a.device)).flatten().double().cpu()
+        cell = (weights.double().cpu() / len(t)).repeat(len(t))
+        values, group = torch.unique(logits, sorted=True, return_inverse=True)
+        values = values.flip(0)  # open from the largest logit down, tied cells together
+        opened = torch.zeros(len(values) + 1, dtype=torch.float64)
+        opened[1:] = torch.cumsum(torch.zeros(len(values), dtype=torch.float64).index_add_(
+            0, len(values) - 1 - group, cell), 0)  # fmt: skip
+        n = int(torch.argmin((opened - target).abs()))  # the first of two as near: from below
+        upper = values[n - 1] if n > 0 else values[0] + 2.0  # the last cell to open, the first to stay shut
+        lower = values[n] if n < len(values) else values[-1] - 2.0
+        offset = -float(upper + lower) / 2
+        gate.b.add_(offset)
+    return offset
+
+
 def gate_kl(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> float:
     """Mean Bernoulli KL(p || q) over all entries."""
     p, q = p.clamp(eps, 1 - eps), q.clamp(eps, 1 - eps)

@@ -20,8 +20,12 @@ not just for one step of drift. Loss = MSE / (the same MSE with nothing refreshe
 + lambda * the FLOP fraction the schedule runs. With ``estimator="ste"`` the weights are the hard
 decisions in the forward pass (the loss is that of the schedule that will run), sigmoid gradients
 in the backward. In budget mode lambda is a Lagrange multiplier raised while the hard schedule runs
-more than ``target_flop_ratio`` of the full model's FLOPs; the final table then meets the budget exactly
-by turning the least confident runs into reuses.
+more than ``target_flop_ratio`` of the full model's FLOPs (starting at 0 when the start runs within the
+budget). Inside the budget the multiplier is 0 and the error term alone ranks the cells, so the final
+table meets the budget from below to within one block-step, both ways, by the learned scores: the
+least confident runs turn into reuses, or the most confident reuses into runs. (A two-sided multiplier,
+negative below the budget, was tried: Adam's per-logit step scale turns its small uniform push into as
+large a step as the error's, and on the tests' toy it added the runs to the block that does not change.)
 """
 
 from __future__ import annotations
@@ -44,8 +48,9 @@ from tqdm.auto import tqdm
 from ..diffusion.noising import prediction_type, split
 from ..diffusion.samplers import SolverRun, timestep_values
 from ..diffusion.solvers import solver_name
-from ..engine.actions import REUSE, RUN, straight_through
+from ..engine.actions import FORECAST, REUSE, RUN, straight_through
 from ..engine.blocks import Blocks, find_blocks
+from ..engine.forecast import extrapolate
 from ..engine.hooks import Engine, ReuseCache
 from ..models.denoisers import (
     check_context,
@@ -99,6 +104,9 @@ class RouterConfig(Settings):
     init_logit: float = 0.5
     estimator: str = "ste"  # straight-through: the forward uses the hard run/reuse decision; or "soft"
     objective: str = "step"  # or "rollout" (see OBJECTIVES)
+    # 0: every cell runs or reuses; 1 or 2: a cell that does not run also chooses (learned) between reusing
+    # and forecasting its residual with a polynomial of this degree through the block's last runs
+    forecast_order: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -108,6 +116,10 @@ class RouterConfig(Settings):
             raise ValueError(f"lambda must be >= 0, got {self.lam}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {self.objective!r}")
+        if self.forecast_order not in (0, 1, 2):
+            raise ValueError(f"the forecast order is 0 (none), 1 or 2, got {self.forecast_order!r}")
+        if self.forecast_order and self.objective == "rollout":
+            raise ValueError("the forecast action is learned with the step or kl objective, not rollout")
         if self.objective == "kl" and self.sampler not in ("ddpm", None):
             raise ValueError(KL_NEEDS_DDPM.format(self.sampler))
         if self.timesteps is not None:
@@ -256,6 +268,7 @@ class RouterResult:
     schedule: Schedule
     log: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    forecast_logits: torch.Tensor | None = None  # forecast (>= 0) or reuse of the cells that do not run
 
 
 def flop_weights(blocks: Blocks, steps: int) -> torch.Tensor:
@@ -267,18 +280,27 @@ def flop_weights(blocks: Blocks, steps: int) -> torch.Tensor:
 def hard_actions(
     logits: torch.Tensor, weights: torch.Tensor, rest: float, target: float | None
 ) -> np.ndarray:
-    """Run where sigmoid(logit) >= 0.5 (step 0 always), else reuse; then, under a FLOP ``target``,
-    turn the least confident runs into reuses until ``rest`` + the run share meets it."""
+    """Run where sigmoid(logit) >= 0.5 (step 0 always), else reuse; then, under a FLOP ``target``, meet it
+    from below: over it, turn the least confident runs into reuses until ``rest`` + the run share fits;
+    under it, turn the most confident reuses into runs while each still fits. The result lies within
+    one cell's FLOPs below the target wherever the target is reachable."""
     runs = logits.detach().cpu() >= 0
     runs[:, 0] = True
-    if target is not None:
-        order = torch.argsort(logits.detach().cpu().flatten())
-        for index in order.tolist():
-            if rest + float((runs.float() * weights).sum()) <= target + 1e-9:
-                break
-            k, j = divmod(index, runs.shape[1])
-            if j > 0:
-                runs[k, j] = False
+    if target is None:
+        return np.where(runs.numpy(), RUN, REUSE).astype(np.int8)
+    flat, cost = logits.detach().cpu().flatten(), weights.detach().cpu().flatten().double()
+    spent = rest + float((runs.flatten().double() * cost).sum())
+    steps = runs.shape[1]
+    for index in torch.argsort(flat).tolist():  # least confident runs out first
+        if spent <= target + 1e-9:
+            break
+        if index % steps and runs.view(-1)[index]:
+            runs.view(-1)[index] = False
+            spent -= float(cost[index])
+    for index in torch.argsort(flat, descending=True).tolist():  # most confident reuses in first
+        if not runs.view(-1)[index] and spent + float(cost[index]) <= target + 1e-9:
+            runs.view(-1)[index] = True
+            spent += float(cost[index])
     return np.where(runs.numpy(), RUN, REUSE).astype(np.int8)
 
 
@@ -296,9 +318,12 @@ def _batch_cond(traj: Trajectory, idx: torch.Tensor) -> dict[str, Any]:
     return {key: (v[idx] if key != "context" and v is not None else v) for key, v in traj.cond.items()}
 
 
-def _step_loss(engine, w, traj, idx, j, config, device) -> torch.Tensor:
+def _step_loss(engine, w, traj, idx, j, config, device, forecast=None) -> torch.Tensor:
     """Squared error of the student at the teacher's model input of call j, caches as the schedule would
-    hold them (each stream of a multi-stream block alike)."""
+    hold them (each stream of a multi-stream block alike). With ``forecast`` = (u, runs): a block that
+    does not run at j carries ``u[k, j] * forecast + (1 - u[k, j]) * reused``, the forecast being the
+    polynomial of degree ``config.forecast_order`` through the teacher's residuals at the block's last
+    hard runs before j (``runs``: (K, S) bool), as the engine extrapolates at call position j."""
     cache = ReuseCache(engine.num_blocks)
     carry = carry_weights(w, j)
     rows = traj.rows(idx)
@@ -309,11 +334,30 @@ def _step_loss(engine, w, traj, idx, j, config, device) -> torch.Tensor:
             return torch.einsum("s,s...->...", carry[k], past.float()).to(past.dtype)
 
         cache.residuals[k] = _streams(traj.residuals[k], carried)
+        if forecast is not None:
+            u, runs = forecast
+            ahead = forecast_residual(traj.residuals[k], runs[k], j, config.forecast_order, rows, device)
+            cache.residuals[k] = _mixed(u[k, j], ahead, cache.residuals[k])
     cond = _batch_cond(traj, idx)
     t = torch.full((len(idx),), traj.timesteps[j], device=device)
     with engine.deciding(w[:, j], "soft", cache, fallback=REUSE):
         pred = _predict(engine.model, traj.inputs[j, idx].to(device), t, cond, traj.guidance_scale)
     return nn.functional.mse_loss(pred, traj.targets[j, idx].to(device))
+
+
+def forecast_residual(residuals, runs: torch.Tensor, j: int, order: int, rows, device) -> Any:
+    """A block's residual forecast at call j from the teacher's ``residuals`` at its last ``order + 1``
+    runs before j (``runs``: (S,) bool, step 0 always run), on the trajectory ``rows``:
+    :func:`lees.engine.forecast.extrapolate`, the engine's own sum."""
+    positions = [i for i in range(j) if i == 0 or bool(runs[i])][-(order + 1) :]
+    return extrapolate([(i, _streams(residuals, lambda r, i=i: r[i, rows].to(device))) for i in positions], j)
+
+
+def _mixed(u: torch.Tensor, ahead: Any, reused: Any) -> Any:
+    """``u * ahead + (1 - u) * reused``, per stream of a cache slot (None stays None)."""
+    if isinstance(reused, torch.Tensor):
+        return (u * ahead.float() + (1 - u) * reused.float()).to(reused.dtype)
+    return tuple(None if r is None else _mixed(u, a, r) for a, r in zip(ahead, reused, strict=True))
 
 
 def _rollout_loss(engine, w, traj, idx, run: SolverRun, device) -> torch.Tensor:
@@ -364,16 +408,31 @@ def check_conditions(model: nn.Module, context, conditions, guidance_scale: floa
         raise ValueError("guidance is drawn over class labels; with prompt conditions use guidance scale 1")
 
 
-def warn_off_budget(schedule: Schedule, target: float | None, slack: float = 0.05) -> None:
+BUDGET_SLACK = 0.02  # how far from the asked FLOP ratio a router's table may land without a warning
+
+
+def warn_off_budget(schedule: Schedule, target: float | None, slack: float = BUDGET_SLACK) -> None:
     """Warn, with the figure, when the schedule's FLOP ratio lies more than ``slack`` from ``target``
-    (the table meets a budget from above; logits that prefer reuse can leave it far below)."""
+    (the table meets a reachable budget from below within one block-step; what it cannot reach is a
+    target under the cost of step 0 and the ungated rest, or cells coarser than the slack)."""
     if target is not None and abs(schedule.flop_ratio - target) > slack:
         warnings.warn(
             f"the router's schedule runs {schedule.flop_ratio:.3f} of the FLOPs, not the {target:.3f} "
-            "asked for: train longer (--train-steps) so the budget multiplier settles, or start from a lower "
-            "--lambda",
+            "asked for: its cells (a block at a step) are too coarse to land nearer below it, or the budget "
+            "lies under step 0 (every block runs) and the ungated rest",
             stacklevel=3,
         )
+
+
+def first_lambda(config: RouterConfig, start: Schedule | None, weights: torch.Tensor, rest: float) -> float:
+    """The compute term's first weight: ``config.lam``, but 0 in budget mode when the start runs within
+    the budget (a multiplier whose constraint holds is 0; ``lam`` would first push every logit towards
+    reuse, far below the budget within a few dozen steps)."""
+    target = config.target_flop_ratio
+    if target is None:
+        return config.lam
+    runs = torch.ones_like(weights) if start is None else torch.from_numpy(start.actions == RUN)
+    return config.lam if rest + float((runs.float() * weights).sum()) > target + 1e-9 else 0.0
 
 
 def decision_weights(logits: torch.Tensor, estimator: str) -> torch.Tensor:
@@ -397,8 +456,8 @@ def train_router(
 
     The S columns are the model calls of one sampling run in order, at the solver's timesteps as it
     gives them (:func:`lees.pipeline_timesteps`: floats for flow matching, a repeat per Heun half step),
-    so ``lees.enable(pipe, result.schedule)`` runs the table in a pipeline with that scheduler. A result
-    more than 0.05 from ``target_flop_ratio`` warns with the figure.
+    so ``lees.enable(pipe, result.schedule)`` runs the table in a pipeline with that scheduler. It spends
+    a ``target_flop_ratio`` budget to within one block-step below; more than 0.02 off warns with the figure.
 
     Args:
         model: the denoiser (frozen for the run; its ``requires_grad`` flags are restored after).
@@ -470,12 +529,18 @@ class _RouterRun:
         self.weights = flop_weights(blocks, len(self.traj.timesteps)).to(self.device)
         self.rest = 1.0 - sum(blocks.shares)
         self.logits = first_logits.to(self.device).requires_grad_()
-        self.opt = torch.optim.Adam([self.logits], lr=config.lr)
+        self.fore = None  # forecast-or-reuse logits of the cells that do not run: + where the start forecasts
+        if config.forecast_order:
+            forecasts = start is not None and start.actions == FORECAST
+            self.fore = torch.where(torch.as_tensor(forecasts), config.init_logit, -config.init_logit)
+            self.fore = self.fore.float().expand_as(first_logits).clone().to(self.device).requires_grad_()
+        self.opt = torch.optim.Adam([t for t in (self.logits, self.fore) if t is not None], lr=config.lr)
         self.gen = torch.Generator().manual_seed(config.seed)
-        self.lam, self.log, self.scale = config.lam, [], 1.0
+        self.lam, self.log, self.scale = first_lambda(config, start, self.weights.cpu(), self.rest), [], 1.0
 
-    def error(self, w: torch.Tensor) -> torch.Tensor:
-        """The objective's error of the run decisions ``w`` (K, S) on a fresh batch."""
+    def error(self, w: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """The objective's error of the run decisions ``w`` (K, S) on a fresh batch (``u``: the forecast
+        decisions of the cells that do not run, at the hard runs of the current logits)."""
         config, gen = self.config, self.gen
         idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
         if config.objective == "rollout":
@@ -485,7 +550,14 @@ class _RouterRun:
             j = int(torch.randint(1, len(self.traj.timesteps), (1,), generator=gen))
         else:
             j = 1 + int(torch.multinomial(self.odds[1:], 1, generator=gen))
-        return _step_loss(self.engine, w, self.traj, idx, j, config, self.device)
+        forecast = None if u is None else (u, self.runs())
+        return _step_loss(self.engine, w, self.traj, idx, j, config, self.device, forecast)
+
+    def runs(self) -> torch.Tensor:
+        """(K, S) bool: where the current logits run (step 0 always)."""
+        runs = self.logits.detach() >= 0
+        runs[:, 0] = True
+        return runs
 
     @torch.no_grad()
     def calibrate(self) -> None:
@@ -495,14 +567,15 @@ class _RouterRun:
     def step(self, step: int) -> dict[str, float]:
         """One gradient step and the dual update of lambda; its log row."""
         config = self.config
-        error = self.error(decision_weights(self.logits, config.estimator)) / self.scale
+        u = None if self.fore is None else decision_weights(self.fore, config.estimator)
+        error = self.error(decision_weights(self.logits, config.estimator), u) / self.scale
         compute = self.rest + (torch.sigmoid(self.logits) * self.weights).sum()
         loss = error + self.lam * compute
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        flop_ratio = self.rest + float(((self.logits.detach() >= 0).float() * self.weights).sum())
-        if config.target_flop_ratio is not None:
+        flop_ratio = self.rest + float((self.runs().float() * self.weights).sum())
+        if config.target_flop_ratio is not None:  # dual ascent: raise lambda while the table runs too much
             self.lam = max(0.0, self.lam + config.dual_lr * (flop_ratio - config.target_flop_ratio))
         row = {"step": step + 1, "error": error.item(), "compute": compute.item(), "flop_ratio": flop_ratio,
                "lambda": self.lam}  # fmt: skip
@@ -513,6 +586,8 @@ class _RouterRun:
         """The hard table (within the budget), with the run's settings, as a schedule."""
         config = self.config
         actions = hard_actions(self.logits, self.weights.cpu(), self.rest, config.target_flop_ratio)
+        if self.fore is not None:  # a cell that does not run forecasts where its forecast logit is >= 0
+            actions[(actions == REUSE) & (self.fore.detach().cpu() >= 0).numpy()] = FORECAST
         seconds = time.perf_counter() - self.started
         settings = {
             **config.to_dict(),
@@ -525,5 +600,7 @@ class _RouterRun:
             "start": None if self.start is None else {"source": self.start.source, **self.start.settings},
         }
         schedule = Schedule(actions, self.blocks.names, self.traj.timesteps, "router", settings,
-                            self.blocks.shares, self.solver.config.num_train_timesteps)  # fmt: skip
-        return RouterResult(self.logits.detach().cpu(), schedule, self.log, seconds)
+                            self.blocks.shares, self.solver.config.num_train_timesteps,
+                            forecast_order=config.forecast_order or 1)  # fmt: skip
+        fore = None if self.fore is None else self.fore.detach().cpu()
+        return RouterResult(self.logits.detach().cpu(), schedule, self.log, seconds, fore)

@@ -28,7 +28,7 @@ from ..schedules.registry import build_schedule, shipped
 from ..schedules.saving import GATE_FILE, load_gate
 from ..schedules.schedule import Schedule
 from ..utils.images import save_grid
-from .frontier import applicable
+from .frontier_run import applicable
 from .plots import gate_heatmap, schedule_map
 
 SHIPPED_GATES = EMBEDDED_DIR / "lees-0.05" / "gates.safetensors"

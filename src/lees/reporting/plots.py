@@ -12,7 +12,7 @@ import numpy as np
 import torch  # noqa: E402
 
 from ..engine.actions import FORECAST, REUSE, RUN
-from ..evaluation.frontier import Point, step_curve
+from ..evaluation.fewer_steps import Point, step_curve
 from ..evaluation.stats import mean_std
 from ..schedules.gates import SigmoidTimeGate
 from ..schedules.schedule import Schedule

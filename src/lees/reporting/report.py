@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.frontier import Point, describe, versus_fewer_steps
+from ..evaluation.fewer_steps import Point, describe, versus_fewer_steps
 from ..evaluation.stats import mean, mean_pm_std, mean_std, paired_t
 from ..schedules.registry import parse
 from ..utils.files import atomic_write_text

@@ -280,7 +280,7 @@ class _Method:
         if self.method is None:
             return self.run.step(self._predict(inputs, t, cond), j, x, gens)
         if isinstance(self.method, Schedule):
-            decisions, mode = self.method.mask(j), "hard"
+            decisions, mode = self.method.actions_at(j), "hard"
         else:
             decisions, mode = self.method(self.times[j].to(x.device)), "soft"
         with self.engine.deciding(decisions, mode, self.cache, position=j):

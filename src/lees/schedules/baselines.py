@@ -175,9 +175,12 @@ def reuse_baseline(blocks: Blocks, timesteps: Sequence[int], target: float | Non
     """The cached baseline that spends most of a FLOP budget, the router's default start.
 
     Candidates: DeepCache for a diffusers UNet (the outer level always running, or no level), else
-    uniform reuse (the outer pair always, or none), each at intervals 2..S. Returned: the most
-    expensive within ``target``; without a target the outer level or pair at interval 2; with none
-    within, the cheapest. (0.70 on the embedded model: DeepCache, outer level, every 3rd step.)"""
+    uniform reuse (the outer pair always, or none), each at intervals 2..S; for a transformer also
+    uniform reuse every 2nd step with the outer 2, 3, ... K/2 - 1 pairs always, so the start lies near
+    a budget above every-2nd-step reuse. Returned: the most expensive within ``target``; without a
+    target the outer level or pair at interval 2; with none within, the cheapest. (0.70 on the
+    embedded model: DeepCache, outer level, every 3rd step; 0.80 on the embedded DiT at 30 steps: the
+    outer 3 pairs every 2nd step, 0.751.)"""
     unet = all(_UNET_NAME.match(n) for n in blocks.names)
     candidates = [
         deepcache_schedule(blocks, timesteps, n, levels=kept)
@@ -186,6 +189,8 @@ def reuse_baseline(blocks: Blocks, timesteps: Sequence[int], target: float | Non
         for kept in (1, 0)
         for n in range(2, max(len(timesteps), 2) + 1)
     ]
+    if not unet:
+        candidates += [uniform_schedule(blocks, timesteps, 2, kept) for kept in range(2, len(blocks) // 2)]
     if target is None:
         return candidates[0]
     within = [s for s in candidates if s.flop_ratio <= target + 1e-9]

@@ -11,9 +11,14 @@ The timestep a call passes only checks that the run is the one the schedule was 
   scheduler (a hand loop) each call's timestep is checked against its column as it comes.
 * The time scale is found at a run's first call: t as the scheduler gives it, or t / 1000 (Flux and
   QwenImage pipelines pass that).
-* A run starts at the first call, after the last column, and at a call whose timestep is the schedule's
-  first again where the next column expects another (a new run after an interrupted one); the run's
-  reuse cache starts empty.
+* A run starts at the first call, after the last column, when the scheduler's timestep list is a new
+  object (a pipeline calls ``set_timesteps`` at the start of each call, so a run broken off at any point
+  is never continued by the next ``pipe()``), and at a call whose timestep is the schedule's first again
+  where the next column expects another (a hand loop's new run after an interrupted one); each run gets
+  a new, empty reuse cache.
+* Several candidate schedules (a tuned policy for several step counts): a run follows the first whose
+  grid is the scheduler's. A run that fits none raises :class:`ScheduleError` or, with
+  ``on_mismatch="full"``, runs the full model, with one warning per new grid (:class:`Fitting`).
 * Two calls at one timestep where the schedule has one column are split classifier-free guidance
   outside cache contexts: refused, since both branches would share one reuse cache.
 
@@ -24,13 +29,16 @@ time is found at each call; only the scale is fixed at a run's first call (t <= 
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from diffusers.hooks.hooks import BaseState
 
 from ..engine.hooks import ReuseCache
-from .gates import SigmoidTimeGate
 from .schedule import Schedule, ScheduleError
 
 SCALES = (1.0, 1000.0)  # what a call's timestep is multiplied by to be the scheduler's: t, or t / 1000
@@ -75,19 +83,47 @@ def schedule_label(schedule: Schedule) -> str:
     return f"the schedule has {schedule.num_steps} columns{made_for} at t = {head(schedule.timesteps)}"
 
 
-class RunState(BaseState):
-    """Where one sampling run of one guidance branch is: its next column, time scale and reuse cache."""
+MISMATCH = ("raise", "full")  # what a run that fits no schedule does: ScheduleError, or run the full model
 
-    def __init__(self, policy: Schedule | SigmoidTimeGate) -> None:
-        self.policy = policy
-        self.cache: ReuseCache | None = policy.new_cache() if isinstance(policy, Schedule) else None
+
+@dataclass
+class Fitting:
+    """What a run may follow: the candidate schedules (one is picked at each run's first call, the first
+    that fits its grid; a gate needs none), and what a run that fits none does (``on_mismatch``: "raise" a
+    :class:`ScheduleError`, or run the "full" model with one warning per new grid). Shared by every
+    :class:`RunState` of one enabled denoiser."""
+
+    candidates: list[Schedule]
+    on_mismatch: str = "raise"
+    warned: set = field(default_factory=set)  # the grids a "full" warning was given for
+    states: weakref.WeakSet = field(default_factory=weakref.WeakSet)  # every RunState made with it
+
+    def __post_init__(self) -> None:
+        if self.on_mismatch not in MISMATCH:
+            raise ValueError(f"on_mismatch is one of {', '.join(MISMATCH)}, not {self.on_mismatch!r}")
+
+
+class RunState(BaseState):
+    """Where one sampling run of one guidance branch is: the schedule it follows (None: a plain run), its
+    next column, time scale and reuse cache (a new one each run, so a run of another resolution or batch
+    size never meets the last run's residuals)."""
+
+    def __init__(self, fitting: Fitting) -> None:
+        self.fitting = fitting
+        fitting.states.add(self)
         self.reset()
 
     def reset(self, *args, **kwargs) -> None:
         """Forget the run (the next call starts one)."""
-        self.position, self.scale, self.previous = 0, None, None
-        if self.cache is not None:
-            self.cache.clear()
+        self.position, self.scale, self.previous, self.token, self.first = 0, None, None, None, None
+        self.schedule: Schedule | None = None
+        self.timesteps: Sequence[float] | None = None  # the run's: its schedule's, else its scheduler's
+        self.cache: ReuseCache | None = None
+
+    @property
+    def in_progress(self) -> bool:
+        """Whether a run has started and not reached its last call."""
+        return self.position > 0 and (self.timesteps is None or self.position < len(self.timesteps))
 
     def gate_timestep(self, t: float) -> float:
         """A gate's call at ``t`` in the scheduler's scale (t / 1000 is found at a run's first call)."""
@@ -96,52 +132,91 @@ class RunState(BaseState):
         self.previous = t * self.scale
         return self.previous
 
-    def column(self, t: float, dtype: torch.dtype, grid: Grid, context: str | None) -> int:
-        """The schedule column of a call at ``t`` (see the module doc); a :class:`ScheduleError` if the
-        run does not fit the schedule."""
-        timesteps, p = self.policy.timesteps, self.position
-        if 0 < p < len(timesteps):
+    def column(
+        self, t: float, dtype: torch.dtype, grid: Grid, context: str | None, token: Any = None
+    ) -> int | None:
+        """The schedule column of a call at ``t`` (see the module doc), None in a plain run; a
+        :class:`ScheduleError` if the run fits no schedule and ``on_mismatch`` is "raise". ``token`` is
+        the scheduler's timestep list as an object: a new one (``set_timesteps`` again) starts a new run."""
+        p, timesteps = self.position, self.timesteps
+        if p > 0 and (token is None or token is self.token) and (timesteps is None or p < len(timesteps)):
             u = t * self.scale
-            if close(u, timesteps[p], dtype):
+            if timesteps is None:  # a plain run on an unknown grid goes on until its first timestep returns
+                if not close(u, self.first, dtype):
+                    self.position, self.previous = p + 1, u
+                    return None
+            elif close(u, timesteps[p], dtype):
                 self.position, self.previous = p + 1, u
-                return p
-            if close(u, self.previous, dtype):
+                return p if self.schedule is not None else None
+            elif self.schedule is not None and close(u, self.previous, dtype):
                 where = "" if context is None else f' in cache context "{context}"'
                 raise ScheduleError(SPLIT.format(t=u, where=where))
-            if self._scale_of(t, dtype) is None:
+            elif self.schedule is not None and _scale_of(self.schedule, t, dtype) is None:
                 raise ScheduleError(
                     f"the schedule does not fit this run: call {p} is at t = {u:g}, column {p} at "
-                    f"t = {float(timesteps[p]):g} ({schedule_label(self.policy)}); {FIX}"
+                    f"t = {float(timesteps[p]):g} ({schedule_label(self.schedule)}); {FIX}"
                 )
-        self._start(t, dtype, grid)
-        return 0
+        return self._start(t, dtype, grid, token)
 
-    def _scale_of(self, t: float, dtype: torch.dtype) -> float | None:
-        """The scale that puts ``t`` on the schedule's first timestep, if one does."""
-        first = self.policy.timesteps[0]
-        return next((s for s in SCALES if close(t * s, first, dtype)), None)
-
-    def _start(self, t: float, dtype: torch.dtype, grid: Grid) -> None:
-        """A run starts at a call at ``t``: check that the scheduler's grid is the schedule's."""
+    def _start(self, t: float, dtype: torch.dtype, grid: Grid, token: Any) -> int | None:
+        """A run starts at a call at ``t``: it follows the first candidate schedule whose grid is the
+        scheduler's, else it fails or runs plain (``on_mismatch``)."""
         self.reset()
-        scale = self._scale_of(t, dtype)
         scheduler = grid()
-        run = None if scheduler is None else run_grid(scheduler[1], t * (scale or 1.0), dtype)
-        fits = (
-            run is None
-            or len(run) == len(self.policy.timesteps)
-            and all(close(a, b) for a, b in zip(run, self.policy.timesteps, strict=True))
+        self.token, self.position, self.first = token, 1, t
+        for schedule in self.fitting.candidates:
+            scale = _scale_of(schedule, t, dtype)
+            run = None if scheduler is None else run_grid(scheduler[1], t * (scale or 1.0), dtype)
+            if scale is not None and _fits(run, schedule):
+                self.schedule, self.timesteps, self.cache = schedule, schedule.timesteps, schedule.new_cache()
+                self.scale, self.previous = scale, t * scale
+                return 0
+        run = None if scheduler is None else run_grid(scheduler[1], t, dtype)
+        self.scale, self.previous, self.timesteps = 1.0, t, run
+        if self.fitting.candidates:
+            self._mismatch(t, scheduler, run)
+        return None
+
+    def _mismatch(
+        self, t: float, scheduler: tuple[str, Sequence[float]] | None, run: list[float] | None
+    ) -> None:
+        """A run that fits no candidate: a :class:`ScheduleError`, or one warning per new grid."""
+        found = (
+            f"its first call is at t = {t:g}"
+            if run is None
+            else f"{scheduler[0]} calls the model {len(run)} times at t = {head(run)}"
         )
-        if scale is None or not fits:
-            found = (
-                f"its first call is at t = {t:g}"
-                if run is None
-                else f"{scheduler[0]} calls the model {len(run)} times at t = {head(run)}"
+        candidates = self.fitting.candidates
+        label = (
+            schedule_label(candidates[0])
+            if len(candidates) == 1
+            else f"the {len(candidates)} schedules have "
+            + ", ".join(str(s.num_steps) for s in candidates)
+            + " columns"
+        )
+        message = f"the schedule does not fit this run: {label}, {found}; {FIX}"
+        if self.fitting.on_mismatch == "raise":
+            self.reset()
+            raise ScheduleError(message)
+        key = (t,) if run is None else (scheduler[0], *run)
+        if key not in self.fitting.warned:
+            self.fitting.warned.add(key)
+            warnings.warn(
+                f"{message}. This run goes plain (on_mismatch='full'; said once per grid)", stacklevel=2
             )
-            raise ScheduleError(
-                f"the schedule does not fit this run: {schedule_label(self.policy)}, {found}; {FIX}"
-            )
-        self.scale, self.position, self.previous = scale, 1, t * scale
+
+
+def _scale_of(schedule: Schedule, t: float, dtype: torch.dtype) -> float | None:
+    """The scale that puts ``t`` on the schedule's first timestep, if one does."""
+    return next((s for s in SCALES if close(t * s, schedule.timesteps[0], dtype)), None)
+
+
+def _fits(run: list[float] | None, schedule: Schedule) -> bool:
+    """Whether the scheduler's grid of this run (None: unknown) is the schedule's."""
+    return run is None or (
+        len(run) == len(schedule.timesteps)
+        and all(close(a, b) for a, b in zip(run, schedule.timesteps, strict=True))
+    )
 
 
 IMAGE_SEQ_LEN = "image_seq_len"
@@ -151,15 +226,18 @@ IMAGE_SEQ_LEN = "image_seq_len"
 timesteps by it, so a run at another resolution is another grid."""
 
 
-def check_resolution(policy: Schedule | SigmoidTimeGate, seq_len: int | None) -> None:
-    """A :class:`ScheduleError` for a call at another resolution than the one ``policy`` records."""
-    made = policy.settings.get(IMAGE_SEQ_LEN) if isinstance(policy, Schedule) else None
-    if made is not None and seq_len is not None and seq_len != made:
-        raise ScheduleError(
-            f"the schedule was made for images of {made} latent tokens and this run's have {seq_len}: "
-            "its timesteps are shifted for the resolution it was made at (use_dynamic_shifting); build "
-            "it at this resolution (lees.pipeline_timesteps(pipe, steps, height=, width=))"
-        )
+def check_resolution(fitting: Fitting, seq_len: int | None) -> None:
+    """A :class:`ScheduleError` for a call at a resolution none of the schedules records, where each
+    records one (and a run that fits none raises)."""
+    made = [s.settings.get(IMAGE_SEQ_LEN) for s in fitting.candidates]
+    if not made or None in made or seq_len is None or seq_len in made or fitting.on_mismatch != "raise":
+        return
+    sizes = " or ".join(str(n) for n in sorted(set(made)))
+    raise ScheduleError(
+        f"the schedule was made for images of {sizes} latent tokens and this run's have {seq_len}: "
+        "its timesteps are shifted for the resolution it was made at (use_dynamic_shifting); build "
+        "it at this resolution (lees.pipeline_timesteps(pipe, steps, height=, width=))"
+    )
 
 
 def run_grid(timesteps: Sequence[float], first: float, dtype: torch.dtype) -> list[float] | None:

@@ -242,8 +242,9 @@ class Schedule:
         kept = zip(blocks, self.kept_blocks(), self.forecast_blocks(), strict=True)
         return sum(b.out_numel * element_size * (runs if f else 1) for b, k, f in kept if k)
 
-    def mask(self, step: int) -> list[int]:
-        """The block actions at sampling step ``step`` (0 = first step of the sampler)."""
+    def actions_at(self, step: int) -> list[int]:
+        """The block actions (RUN, REUSE, FORECAST, SKIP codes) at sampling step ``step`` (0 = first
+        step of the sampler): the ``mask=`` a :class:`GatedModel` call takes. ``table`` is the booleans."""
         return self.actions[:, step].tolist()
 
     def check_blocks(self, blocks: Blocks | Sequence[str]) -> None:

@@ -1,5 +1,11 @@
 """A tuned policy (``lees tune``'s winner) as a file: ``policy.json`` beside the model, read by ``enable``.
 
+A tune at several step counts (``lees tune --steps 20 30``) saves one winner per step count in one file;
+``lees.enable(pipe, folder)`` swaps the pipeline's scheduler for a :class:`TunedScheduler`, which picks
+at each call's ``set_timesteps(n)`` the winner tuned against n steps and runs it (its solver, its
+steps, its schedule or cache). No winner is mapped to a step count it was not measured at: a call at
+another count raises or runs the pipeline's own scheduler in full (``on_mismatch``).
+
 The winner of a tune is one of three things, all run with a named solver (:mod:`lees.diffusion.solvers`)
 at a step count: the full model at fewer steps (``kind`` "steps": solver and steps are the whole
 policy), a block schedule at the reference steps ("schedule": kept beside it as ``tuned-schedule.json``)
@@ -13,6 +19,7 @@ diffusers' caches on any denoiser lives there.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +27,14 @@ from typing import Any
 
 from torch import nn
 
+from ..diffusion.solvers import make_solver
 from ..utils.files import atomic_write_text
 from .saving import SUBFOLDER
 from .schedule import Schedule, ScheduleError
 
 POLICY_FILE = "policy.json"
 SCHEDULE_NAME = "tuned-schedule.json"
-FORMAT, VERSION = "lees.tuned", 1
+FORMAT, VERSION = "lees.tuned", 2  # version 1: one policy (its fields at the top level)
 POLICY_KINDS = ("steps", "schedule", "cache")
 
 CacheAttacher = Callable[[nn.Module, dict[str, Any]], Any]  # (denoiser, the policy's cache) -> handle
@@ -70,21 +78,43 @@ class TunedPolicy:
             f"lees: tuned policy {self.name}: the {self.solver} solver at {self.steps} steps "
             f"(measured{guided} against {ref.get('solver')} at {ref.get('steps')} steps"
             f"{': ' + scores if scores else ''}); "
-            f"call pipe(num_inference_steps={self.steps})"
+            f"runs at pipe(num_inference_steps={self.reference_steps})"
         )
+
+    @property
+    def reference_steps(self) -> int:
+        """The step count it was tuned against: the calls it answers (``pipe(num_inference_steps=...)``)."""
+        return int(self.reference.get("steps") or self.steps)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``policy.json`` (and the schedule beside it) into ``folder``; returns the policy file."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.schedule is not None:
-            self.schedule.save(folder / SCHEDULE_NAME)
-        data = {
-            "format": FORMAT, "version": VERSION, "kind": self.kind, "name": self.name, "solver": self.solver,
-            "steps": self.steps, "schedule": SCHEDULE_NAME if self.schedule is not None else None,
-            "cache": self.cache, "reference": self.reference, "measured": self.measured,
+        return save_policies([self], folder)
+
+    def entry(self, schedule_file: str) -> dict[str, Any]:
+        """Its fields in the policy file (the schedule by the name of its file beside it)."""
+        return {
+            "kind": self.kind, "name": self.name, "solver": self.solver, "steps": self.steps,
+            "schedule": schedule_file if self.schedule is not None else None, "cache": self.cache,
+            "reference": self.reference, "measured": self.measured,
         }  # fmt: skip
-        return atomic_write_text(folder / POLICY_FILE, json.dumps(data, indent=1))
+
+
+def save_policies(policies: list[TunedPolicy], folder: str | Path) -> Path:
+    """Write the winners of one tune, one per reference step count, as ``policy.json`` in ``folder`` (each
+    schedule beside it); returns the policy file."""
+    counts = [p.reference_steps for p in policies]
+    if not policies or len(set(counts)) != len(counts):
+        raise ScheduleError(f"a policy file holds one winner per step count, not {counts}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for policy in policies:
+        name = SCHEDULE_NAME if len(policies) == 1 else f"tuned-schedule-{policy.reference_steps}.json"
+        if policy.schedule is not None:
+            policy.schedule.save(folder / name)
+        entries.append(policy.entry(name))
+    data = {"format": FORMAT, "version": VERSION, "policies": entries}
+    return atomic_write_text(folder / POLICY_FILE, json.dumps(data, indent=1))
 
 
 def policy_file(path: str | Path) -> Path | None:
@@ -98,33 +128,55 @@ def policy_file(path: str | Path) -> Path | None:
     return None
 
 
-def load_tuned(path: str | Path) -> TunedPolicy | None:
-    """The tuned policy saved at ``path`` (a ``policy.json``, or a folder holding one or its ``lees/``),
-    None where there is none."""
+def load_policies(path: str | Path) -> dict[int, TunedPolicy] | None:
+    """The tuned policies saved at ``path`` (a ``policy.json``, or a folder holding one or its ``lees/``),
+    by the step count each was tuned against; None where there is none."""
     found = policy_file(path)
     if found is None:
         return None
     data = json.loads(found.read_text())
-    if data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise ScheduleError(f"{found} is not a lees tuned policy (format {FORMAT} version {VERSION})")
-    schedule = Schedule.load(found.parent / data["schedule"]) if data.get("schedule") else None
+    if data.get("format") != FORMAT or data.get("version") not in (1, VERSION):
+        raise ScheduleError(f"{found} is not a lees tuned policy (format {FORMAT} version 1 or {VERSION})")
     keys = ("kind", "name", "solver", "steps", "cache", "reference", "measured")
-    return TunedPolicy(**{k: data[k] for k in keys}, schedule=schedule)
+    policies = {}
+    for entry in data["policies"] if data["version"] == VERSION else [data]:
+        schedule = Schedule.load(found.parent / entry["schedule"]) if entry.get("schedule") else None
+        policy = TunedPolicy(**{k: entry[k] for k in keys}, schedule=schedule)
+        policies[policy.reference_steps] = policy
+    return policies
 
 
-def tuned(folder: str | Path) -> dict[str, Any]:
+def load_tuned(path: str | Path, steps: int | None = None) -> TunedPolicy | None:
+    """The tuned policy saved at ``path`` for ``steps`` (the step count it was tuned against; None: the
+    file's only one), None where there is no policy file."""
+    policies = load_policies(path)
+    if policies is None:
+        return None
+    if steps is None and len(policies) == 1:
+        return next(iter(policies.values()))
+    if steps not in policies:
+        counts = ", ".join(str(n) for n in policies)
+        raise ScheduleError(
+            f"the tuned policy at {path} is for {counts} steps: name one (steps=), not {steps}"
+        )
+    return policies[steps]
+
+
+def tuned(folder: str | Path, steps: int | None = None) -> dict[str, Any]:
     """The call arguments of the tuned pipeline: ``pipe(**lees.tuned(folder))``.
 
-    ``lees.enable(pipe, folder)`` has already swapped the pipeline's scheduler to the policy's solver
-    (and says which); the step count is the one thing left for the call.
+    ``lees.enable(pipe, folder)`` has already swapped the pipeline's scheduler for one that runs the
+    policy's solver at the policy's steps when called at the step count it was tuned against (and says
+    which); that step count is the one thing left for the call.
 
     Args:
         folder: the model folder ``lees tune`` wrote into (or its policy file).
+        steps: which of a several-step-count policy's (None: the file's only one).
     """
-    policy = load_tuned(folder)
+    policy = load_tuned(folder, steps)
     if policy is None:
         raise ScheduleError(f"no tuned policy ({POLICY_FILE}) in {folder} or {Path(folder) / SUBFOLDER}")
-    return {"num_inference_steps": policy.steps}
+    return {"num_inference_steps": policy.reference_steps}
 
 
 def register_cache_attacher(attach: CacheAttacher) -> None:
@@ -137,3 +189,64 @@ def attach_cache(denoiser: nn.Module, policy: TunedPolicy) -> Any:
     if not _ATTACHERS:
         raise ScheduleError("a cache policy needs lees.tune loaded (import lees) to attach diffusers' caches")
     return _ATTACHERS[0](denoiser, policy.cache or {})
+
+
+class TunedScheduler:
+    """The pipeline's scheduler while a tuned policy is enabled (``lees.enable(pipe, folder)``).
+
+    Each ``set_timesteps(n)`` (a pipeline call's start) picks the winner tuned against n steps, sets its
+    solver (a scheduler made once per solver from the pipeline's) to the winner's steps, and tells
+    ``select`` (which attaches its schedule or cache, or None: a plain run); every other attribute is the
+    current scheduler's. A step count with no winner, or custom ``timesteps``/``sigmas``, raises a
+    :class:`ScheduleError` (``on_mismatch="raise"``) or runs the pipeline's own scheduler, with one
+    warning per step count (``"full"``). ``isinstance`` checks on the pipeline's scheduler see this class.
+    """
+
+    def __init__(self, own: Any, policies: dict[int, TunedPolicy], on_mismatch: str,
+                 select: Callable[[TunedPolicy | None], None]) -> None:  # fmt: skip
+        for name, value in dict(own=own, policies=policies, on_mismatch=on_mismatch, select=select,
+                                solvers={}, current=own, warned=set(), policy=None).items():  # fmt: skip
+            object.__setattr__(self, f"_lees_{name}", value)
+
+    def set_timesteps(self, num_inference_steps: int | None = None, *args: Any, **kwargs: Any) -> None:
+        custom = kwargs.get("timesteps") is not None or kwargs.get("sigmas") is not None
+        policy = None if custom else self._lees_policies.get(num_inference_steps)
+        if policy is None:
+            self._lees_mismatch(num_inference_steps, custom)
+            current, steps = self._lees_own, num_inference_steps
+        else:
+            if policy.solver not in self._lees_solvers:
+                self._lees_solvers[policy.solver] = make_solver(self._lees_own, policy.solver)
+            current, steps = self._lees_solvers[policy.solver], policy.steps
+        object.__setattr__(self, "_lees_current", current)
+        object.__setattr__(self, "_lees_policy", policy)
+        current.set_timesteps(steps, *args, **kwargs)
+        self._lees_select(policy)
+
+    @property
+    def current(self) -> Any:
+        """The scheduler the current (or last) pipeline call steps with: the winner's solver, or the own."""
+        return self._lees_current
+
+    @property
+    def policy(self) -> TunedPolicy | None:
+        """The winner the current (or last) pipeline call runs; None: the pipeline's own scheduler."""
+        return self._lees_policy
+
+    def _lees_mismatch(self, steps: int | None, custom: bool) -> None:
+        counts = ", ".join(str(n) for n in self._lees_policies)
+        asked = "custom timesteps or sigmas" if custom else f"{steps} steps"
+        message = f"lees: the tuned policy is for {counts} steps, this call asks for {asked}"
+        if self._lees_on_mismatch == "raise":
+            raise ScheduleError(f"{message}: call at one of those, or enable with on_mismatch='full'")
+        if (steps, custom) not in self._lees_warned:
+            self._lees_warned.add((steps, custom))
+            warnings.warn(
+                f"{message}: it runs the pipeline's own scheduler in full (said once)", stacklevel=3
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(object.__getattribute__(self, "_lees_current"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._lees_current, name, value)

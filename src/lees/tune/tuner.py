@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from ..diffusion.solvers import solvers_for
+from ..diffusion.solvers import STOCHASTIC_SOLVERS, solvers_for
+from ..evaluation.bootstrap import RESAMPLES, resample_indices
+from ..evaluation.ode_reference import check_deterministic, ode_reference
 from ..models.backbones import EMBEDDED_DIR, EMBEDDED_DIT_DIR, load_backbone, load_noise_scheduler
+from ..schedules.tuned import TunedPolicy, save_policies
 from ..utils.files import atomic_write_text
 from . import policy as policy_module
 from .candidates import candidates
 from .measure import Measured, claim_pieces, measure
-from .quality import Scorer
+from .quality import Replicates, Scorer
 from .runs import FULL, Run, build_runs, own_solver, quiet_diffusers
 from .verdict import Row, verdicts
 
@@ -49,6 +54,8 @@ class TuneConfig:
     quick: bool = False
     device: str = "cpu"
     router_train_steps: int | None = None  # optimisation steps of each budget's router
+    resamples: int = RESAMPLES  # paired bootstrap resamples behind every interval
+    reference: str = "run"  # "ode": also fidelity to the converged ODE solution from the same noise
 
     def __post_init__(self) -> None:
         self.n = self.n or DEFAULTS[self.quick]["n"]
@@ -58,8 +65,13 @@ class TuneConfig:
             raise ValueError(
                 f"budgets are latency ratios above 0 (0.6: 60% of the full model's time), not {self.budgets}"
             )
-        if self.n < 2 or self.batch_size < 1:
-            raise ValueError(f"need -n >= 2 and --batch-size >= 1, not {self.n} and {self.batch_size}")
+        if self.n < 2 or self.batch_size < 1 or self.resamples < 1:
+            raise ValueError(
+                f"need -n >= 2, --batch-size >= 1 and --resamples >= 1, not {self.n}, {self.batch_size} "
+                f"and {self.resamples}"
+            )
+        if self.reference not in ("run", "ode"):
+            raise ValueError(f"--reference must be run or ode, not {self.reference!r}")
 
 
 @dataclass
@@ -72,9 +84,10 @@ class TuneResult:
     table: Path
     plot: Path
     policy: Path | None = None
+    winner: TunedPolicy | None = None  # the first budget's winner (None: nothing fits it)
 
 
-def tune(config: TuneConfig, out: str | Path) -> TuneResult:
+def tune(config: TuneConfig, out: str | Path, save: bool = True) -> TuneResult:
     """Measure every applicable way to sample ``config.model`` faster against its full model; print the
     table and one verdict per budget; save the frontier plot, the table and the winner's policy.
 
@@ -82,6 +95,7 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
         config: the model, budgets and sampling settings (:class:`TuneConfig`).
         out: the folder for pieces (a tune run again there resumes), table, plot (and a built-in
             model's policy).
+        save: save the winner as the model's policy (:func:`tune_steps` saves all its counts' at once).
     """
     from .plot import frontier  # matplotlib: imported when plotting, so `import lees` stays fast
 
@@ -89,6 +103,8 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
     model = load_backbone(config.model, config.device)
     scheduler = load_noise_scheduler(config.model)
     solver = own_solver(scheduler, scheduler_class(config.model))
+    if config.reference == "ode":
+        check_deterministic(solver, "the full model's solver")
     solvers = [solver, *(s for s in solvers_for(scheduler) if s != solver)]
     found = candidates(config.steps, solvers, budgets=config.budgets, quick=config.quick)
     claim_pieces(model, config.n, config.batch_size, config.seed, out)  # before any router trains
@@ -99,9 +115,15 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
         )  # fmt: skip
     print(f"lees tune: {len(runs) - 1} candidates against {solver} at {config.steps} steps, n={config.n}")
     measured, failed = measure(model, scheduler, runs, config.n, config.batch_size, config.seed, out)
-    rows = score(runs, measured, config.data)
+    ode = None
+    if config.reference == "ode":
+        ode, _ = ode_reference(model, scheduler, config.n, config.seed, out / "ode", config.guidance_scale,
+                               config.device)  # fmt: skip
+    rows, boot = score(
+        runs, measured, config.data, resample_indices(config.n, config.resamples, config.seed), ode
+    )
     reasons = {**reasons, **failed}
-    lines = [line for line, _ in verdicts(rows, config.budgets)]
+    lines = [line for line, _ in verdicts(rows, config.budgets, boot)]
     table = atomic_write_text(out / "tune.json", json.dumps(_report(config, rows, reasons, lines), indent=1))
     title = f"lees tune {config.model}: {solver}@{config.steps}, {config.n} samples"
     plot = frontier(rows, config.budgets, out / "frontier.png", title)
@@ -111,9 +133,32 @@ def tune(config: TuneConfig, out: str | Path) -> TuneResult:
         )
     print_table(rows, reasons)
     print("\n".join(lines))
-    result = TuneResult(rows, lines, reasons, table, plot)
-    result.policy = save_winner(config, runs, rows, out)
+    result = TuneResult(rows, lines, reasons, table, plot, winner=winner(config, runs, rows))
+    if save and result.winner is not None:
+        result.policy = save_winners(config, [result.winner], out)
     return result
+
+
+def tune_steps(config: TuneConfig, counts: Sequence[int], out: str | Path) -> list[TuneResult]:
+    """:func:`tune` at each step count in ``counts`` (its pieces, table and plot in ``OUT/steps-N``), the
+    winners saved together in one policy file: ``lees.enable(pipe, folder)`` runs, at each pipeline call,
+    the winner of the call's step count (a count not tuned here runs none of them).
+
+    Args:
+        config: as for :func:`tune` (its ``steps`` is replaced by each count).
+        counts: the reference step counts, e.g. (20, 30, 50).
+        out: the folder: one subfolder per count (a tune run again there resumes), and a built-in
+            model's policy.
+    """
+    if len(set(counts)) != len(counts) or not all(n >= 2 for n in counts):
+        raise ValueError(f"--steps takes distinct step counts of 2 or more, not {list(counts)}")
+    results = [tune(replace(config, steps=n), Path(out) / f"steps-{n}", save=False) for n in counts]
+    winners = [r.winner for r in results if r.winner is not None]
+    if winners:
+        path = save_winners(config, winners, Path(out))
+        for result in results:
+            result.policy = path if result.winner is not None else None
+    return results
 
 
 def scheduler_class(model: str) -> str | None:
@@ -125,48 +170,91 @@ def scheduler_class(model: str) -> str | None:
     return None
 
 
-def score(runs: dict[str, Run], measured: dict[str, Measured], data: str | None) -> list[Row]:
-    """One row per measured run: latency and FLOP ratios to the full model and its quality."""
+def score(
+    runs: dict[str, Run],
+    measured: dict[str, Measured],
+    data: str | None,
+    indices: np.ndarray,
+    ode: torch.Tensor | None = None,
+) -> tuple[list[Row], dict[str, Replicates]]:
+    """One row per measured run: latency and FLOP ratios to the full model and its quality (fidelity to
+    the full model, to the ``ode`` solution where given and the run is deterministic, fd_clf to
+    ``data``), each figure with its interval; and by run, each figure on every resample of ``indices``."""
     full = measured[FULL]
-    scorer = Scorer(full.images, data)
-    rows = []
+    scorers = [
+        Scorer(full.images, indices, data),
+        *([] if ode is None else [Scorer(ode, indices, suffix="ode")]),
+    ]
+    rows, boot = [], {}
     for name, result in tqdm(measured.items(), desc="scoring", unit="run"):
         run = runs[name]
-        rows.append({
-            "name": name, "kind": run.kind, "solver": run.solver, "steps": run.steps,
-            "latency_ratio": result.latency_ratio(full), "flop_ratio": run.flop_ratio,
-            "seconds": sum(result.seconds), **scorer(result.images),
-        })  # fmt: skip
-    return sorted(rows, key=lambda r: r["latency_ratio"])
+        row = {"name": name, "kind": run.kind, "solver": run.solver, "steps": run.steps,
+               "latency_ratio": result.latency_ratio(full), "flop_ratio": run.flop_ratio,
+               "seconds": sum(result.seconds)}  # fmt: skip
+        boot[name] = {}
+        for k, scorer in enumerate(scorers):
+            if k and run.solver in STOCHASTIC_SOLVERS:  # no ODE partner: its samples are not the noise's
+                row |= {"psnr_ode": None, "ssim_ode": None, "fd_ode": None}
+                continue
+            scores, replicates = scorer(result.images)
+            row |= scores
+            boot[name] |= replicates
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["latency_ratio"]), boot
 
 
 def _report(config: TuneConfig, rows: list[Row], reasons: dict[str, str], lines: list[str]) -> dict[str, Any]:
     return {"config": asdict(config), "rows": rows, "not_applicable": reasons, "verdicts": lines}
 
 
+TABLE_FIGURES = (  # what the table prints of a row: figure, label, format
+    ("fd_full", "FD full ", ".3g"), ("psnr", "PSNR ", ".1f"), ("ssim", "SSIM ", ".3f"),
+    ("fd_clf", "fd_clf ", ".3g"), ("fd_ode", "to the ODE solution: FD ", ".3g"), ("psnr_ode", "PSNR ", ".1f"),
+    ("ssim_ode", "SSIM ", ".3f"),
+)  # fmt: skip
+
+
 def print_table(rows: list[Row], reasons: dict[str, str]) -> None:
-    """The measured table (by latency), then each candidate that could not run and why."""
+    """The measured table (by latency), each figure's 95 % interval in brackets where it has one, then
+    each candidate that could not run and why."""
     width = max(len(r["name"]) for r in rows)
-    print(f"{'run':<{width}} {'latency':>8} {'FLOPs':>6} {'FD full':>9} {'PSNR':>6} {'SSIM':>6}")
+    print(f"{'run':<{width}} {'latency':>8} {'FLOPs':>6}  quality [95% interval]")
     for r in rows:
         flops = "" if r["flop_ratio"] is None else f"{r['flop_ratio']:.2f}"
-        fd = "" if r["fd_full"] is None else f"{max(r['fd_full'], 0.0):.3g}"  # the full row's rounds to 0
-        extra = f"  fd_clf {r['fd_clf']:.3g}" if "fd_clf" in r else ""
-        quality = f"{fd:>9} {r['psnr']:>6.1f} {r['ssim']:>6.3f}{extra}"
-        print(f"{r['name']:<{width}} {r['latency_ratio']:>7.2f}x {flops:>6} {quality}")
+        quality = ", ".join(
+            _with_interval(r, *figure) for figure in TABLE_FIGURES if r.get(figure[0]) is not None
+        )
+        print(f"{r['name']:<{width}} {r['latency_ratio']:>7.2f}x {flops:>6}  {quality}")
     for name, reason in reasons.items():
         print(f"  not run: {name}: {reason}")
 
 
-def save_winner(config: TuneConfig, runs: dict[str, Run], rows: list[Row], out: Path) -> Path | None:
-    """Save the first budget's winner as the model's policy; say where (None: nothing fits the budget)."""
+def _with_interval(row: Row, metric: str, label: str, fmt: str) -> str:
+    """``label`` and the figure, with its interval where the row has one (an FD to the full model that
+    rounds below 0 shows as 0)."""
+    clip = (lambda v: max(v, 0.0)) if metric.startswith("fd_") else (lambda v: v)  # noqa: E731
+    text = f"{label}{clip(row[metric]):{fmt}}"
+    if row.get(f"{metric}_interval") is not None:
+        low, high = row[f"{metric}_interval"]
+        text += f" [{clip(low):{fmt}}, {clip(high):{fmt}}]"
+    return text
+
+
+def winner(config: TuneConfig, runs: dict[str, Run], rows: list[Row]) -> TunedPolicy | None:
+    """The first budget's winner as a policy (None, said, where nothing measured fits the budget)."""
     budget = config.budgets[0]
-    ((_, best),) = verdicts(rows, [budget])
+    ((_, best),) = verdicts(rows, [budget])  # the winner: the best on all samples
     if best is None:
-        print(f"no policy saved: nothing measured runs within {budget:g}x")
+        print(f"no policy for {config.steps} steps: nothing measured runs within {budget:g}x")
         return None
-    policy = policy_module.to_policy(runs[best["name"]], runs[FULL], rows, budget)
-    path = policy.save(out if config.model in BUILT_IN else policy_module.policy_folder(config.model, out))
-    where = str(path.parent)
-    print(f"policy ({best['name']}, budget {budget:g}) saved to {path}; apply: lees.enable(pipe, {where!r})")
+    return policy_module.to_policy(runs[best["name"]], runs[FULL], rows, budget)
+
+
+def save_winners(config: TuneConfig, winners: list[TunedPolicy], out: Path) -> Path:
+    """Save the winners (one per step count) as the model's policy and say where."""
+    folder = out if config.model in BUILT_IN else policy_module.policy_folder(config.model, out)
+    path = save_policies(winners, folder)
+    names = ", ".join(f"{w.name} for {w.reference_steps} steps" for w in winners)
+    budget = config.budgets[0]
+    print(f"policy ({names}; budget {budget:g}) saved to {path}; apply: lees.enable(pipe, {str(folder)!r})")
     return path

@@ -1,11 +1,16 @@
-"""``lees frontier``: every method against the full model at fewer steps, at the same measured latency.
+"""The run behind ``lees frontier`` (sampling, scoring, writing): every method against the full model at
+fewer steps, at the same measured latency (the verdicts themselves: :mod:`lees.evaluation.fewer_steps`).
 
 Samples a model (the embedded UNet by default, ``embedded-dit`` or any the loaders take) with every
 method side by side (paired timing: each step's calls in a turning order), with its own solver and
 classifier-free guidance where it has a null class, scores each under fd_clf and Inception FID, and
 writes one JSON line per method: method, steps, flop_ratio and latency_ratio (against the full model
 at ``steps``), the quality under each metric, and where the method lies against the fewer-steps curve
-at its latency under each metric, and against the best of every solver's curve. The full model's rows
+at its latency under each metric, and against the best of every solver's curve: each figure with its 95 %
+paired bootstrap interval over samples, and above or below only where the margin's interval excludes a
+tie (``--resamples``; :mod:`lees.evaluation.bootstrap`). With ``--reference ode`` every row also has its
+fidelity to the converged ODE solution from the same noise and label (``fd_ode``, judged as the other
+metrics; ``psnr_ode``, ``ssim_ode``; :mod:`lees.evaluation.ode_reference`). The full model's rows
 are named ``full`` (``full@K``: at K steps); with another solver ``SOLVER@K``. Methods that do not
 apply to the model (DeepCache on a transformer, a schedule made for other blocks) are left out with
 the reason printed. Writes the rows (``frontier.jsonl``) and one plot per metric. The samples are
@@ -20,17 +25,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from ..diffusion.samplers import sampler_timesteps
 from ..diffusion.solvers import default_solver
 from ..engine.blocks import Blocks, find_blocks
-from ..evaluation.frontier import Point, Scorers, describe, measure, versus_best_solver, versus_fewer_steps
+from ..evaluation.bootstrap import RESAMPLES, percentile_interval, resample_indices
+from ..evaluation.fewer_steps import Point, Scorers, describe, measure, versus_best_solver, versus_fewer_steps
+from ..evaluation.fidelity import paired_fidelity
 from ..evaluation.metrics import (
     REFERENCE_N,
     ClassifierFeatures,
     InceptionFeatures,
+    features,
     inception_path,
     reference_features,
 )
+from ..evaluation.ode_reference import check_deterministic, ode_reference
 from ..models.backbones import load_backbone, load_noise_scheduler
 from ..models.denoisers import default_guidance_scale
 from ..sampling.stored import sample_stored
@@ -50,7 +62,9 @@ METHODS = (
     "deepcache-2",
     "deepcache-3",
 )
-METRICS = ("fd_clf", "fid", "fd_clf_raw")
+METRICS = ("fd_clf", "fid", "fd_clf_raw", "fd_ode")
+FID_RESAMPLES = 50  # FID's intervals: fewer resamples, each costs seconds (docs/results/bootstrap-cost)
+REFERENCES = ("run", "ode")  # fidelity to the run's full model only, or also to the converged ODE solution
 
 
 @dataclass
@@ -68,17 +82,23 @@ class FrontierConfig(Settings):
     reuse_steps: list[int] = field(default_factory=list)  # also uniform-2 and deepcache-3 at these steps
     schedules: list[str] = field(default_factory=list)  # also these schedule files (named by folder)
     rows: str = "all"  # a ROW_SETS entry
-    fid_n: int = 500  # samples per method scored by Inception FID
+    fid_n: int = 500  # samples per method scored by Inception FID (0: none)
     fid_rows: list[str] | None = None  # the rows scored by Inception FID (None: all)
     clf_raw: bool = False  # also fd_clf_raw: fd_clf on raw features, its definition before 2026-11-27
     seed: int = 7  # sampling seed (7: one the report does not use)
+    resamples: int = RESAMPLES  # paired bootstrap resamples of every interval
+    fid_resamples: int = FID_RESAMPLES  # of Inception FID's (2048-d features: seconds a resample and row)
+    reference: str = "run"  # "ode": also fidelity to the converged ODE solution from the same noise
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.rows not in ROW_SETS:
             raise ValueError(f"rows must be one of {', '.join(ROW_SETS)}, got {self.rows!r}")
-        if self.n < 2 or min([self.steps, *self.fewer, *self.reuse_steps]) < 1:
-            raise ValueError("need n >= 2 and positive step counts")
+        counts = [self.steps, *self.fewer, *self.reuse_steps, self.resamples, self.fid_resamples]
+        if self.n < 2 or min(counts) < 1:
+            raise ValueError("need n >= 2, positive step counts and at least one resample")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"--reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
         if not set(self.fewer) - {self.steps}:
             raise ValueError(
                 f"--fewer {' '.join(map(str, self.fewer))}: the fewer-steps curve needs the full model at "
@@ -100,6 +120,9 @@ def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)  # only once the model loads: a bad --model leaves nothing
     sampler = config.sampler or default_solver(noise)
     scale = default_guidance_scale(model, config.guidance_scale)
+    if config.reference == "ode":
+        for solver in [sampler, *config.solvers]:
+            check_deterministic(solver, "the run's sampler" if solver == sampler else "the curve's solver")
     schedules, curves = methods(config, find_blocks(model), noise, sampler)
     check_fid_rows(config, schedules, curves)  # before the first sample, not after an hour of them
     settings = {"seed": config.seed, "model": config.model, "sampler": sampler, "guidance_scale": scale}
@@ -109,8 +132,16 @@ def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
         solvers=curves,
     )  # fmt: skip
     only = None if config.fid_rows is None else {"fid": [row_key(r, config.steps) for r in config.fid_rows]}
-    points = measure(runs, schedules, scorers(config), config.steps, only, curves)
-    rows = [_row(p, points, runs[name].cache_bytes_per_sample, settings | {"n": config.n})
+    found = scorers(config)
+    resamples = {m: config.fid_resamples if m == "fid" else config.resamples for m in found}
+    points = measure(runs, schedules, found, config.steps, only, curves, resamples, config.seed)
+    extra = {name: {} for name in points}
+    if config.reference == "ode":
+        ode, closeness = ode_reference(model, noise, config.n, config.seed, out / "ode", scale, config.device)
+        indices = resample_indices(config.n, config.resamples, config.seed)  # fd_clf's: paired with it
+        extra = ode_fidelity(points, runs, ode, found["fd_clf"][0], indices)
+        settings["ode_reference"] = closeness
+    rows = [_row(p, points, runs[name].cache_bytes_per_sample, settings | {"n": config.n} | extra[name])
             for name, p in points.items()]  # fmt: skip
     (out / "frontier.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     plot(out, rows)
@@ -185,12 +216,40 @@ def applicable(name: str, blocks: Blocks, ts: list, noise, sampler: str, say=pri
         return None
 
 
+def ode_fidelity(
+    points: dict[str, Point], runs: dict, ode: torch.Tensor, extractor, indices: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Fidelity of every row to the converged ODE solution from the same noise: ``fd_ode`` (in fd_clf's
+    features) joins each point's quality, judged against the curves as the other metrics are; PSNR and
+    SSIM to it (and every interval, on the resamples ``indices``), by row name."""
+    ode_feats = features(extractor, ode)
+    extra = {}
+    for name, point in points.items():
+        images = runs[name].images
+        values, replicates = paired_fidelity(images, ode, indices, features(extractor, images), ode_feats)
+        point.quality["fd_ode"], point.replicates["fd_ode"] = values["fd"], replicates["fd"]
+        extra[name] = {
+            f"{m}_ode{suffix}": v
+            for m in ("psnr", "ssim")
+            for suffix, v in (("", round(values[m], 4)), ("_interval", _rounded(replicates[m], 4)))
+        }
+    return extra
+
+
+def _rounded(replicates: np.ndarray, digits: int = 3) -> list[float]:
+    """The percentile interval of ``replicates``, rounded for a row."""
+    return [round(v, digits) for v in percentile_interval(replicates)]
+
+
 def scorers(config: FrontierConfig) -> Scorers:
-    """fd_clf (and fd_clf_raw) on every sample, Inception FID on the first ``fid_n`` where installed."""
+    """fd_clf (and fd_clf_raw) on every sample, Inception FID on the first ``fid_n`` where installed (and
+    ``fid_n`` is not 0)."""
     found: dict[str, tuple] = {"fd_clf": (ClassifierFeatures(config.device), config.n, REFERENCE_N["clf"])}
     if config.clf_raw:
         found["fd_clf_raw"] = (ClassifierFeatures(config.device, raw=True), config.n, REFERENCE_N["clf_raw"])
     try:
+        if config.fid_n < 1:
+            raise FileNotFoundError("--fid-n 0")
         inception_path()
         found["fid"] = (InceptionFeatures(config.device), config.fid_n, REFERENCE_N["inception"])
     except FileNotFoundError as missing:
@@ -200,7 +259,8 @@ def scorers(config: FrontierConfig) -> Scorers:
 
 def _row(p: Point, points: dict[str, Point], cache_bytes: float, run: dict[str, Any]) -> dict[str, Any]:
     """One method's line of ``frontier.jsonl`` (printed, with its verdicts in words); ``run``: the run's
-    model, sampler, guidance scale and samples per method."""
+    model, sampler, guidance scale, samples per method (and the ODE check and this row's fidelity to the
+    ODE solution), stored with the row."""
     every = list(points.values())
     judged = {} if p.is_full else {m: versus_fewer_steps(p, every, m) for m in p.quality}
     solvers = {q.solver for q in every if q.is_full}
@@ -208,6 +268,7 @@ def _row(p: Point, points: dict[str, Point], cache_bytes: float, run: dict[str, 
     best = {m: {**j, "solver": j.get("solver") or run["sampler"]} for m, j in best.items()}
     row = {"method": p.method, "solver": p.solver, "steps": p.steps, "flop_ratio": round(p.flop_ratio, 4),
            "latency_ratio": round(p.latency_ratio, 4), **{m: round(q, 3) for m, q in p.quality.items()},
+           **{f"{m}_interval": _rounded(r) for m, r in p.replicates.items()},
            "cache_bytes_per_sample": cache_bytes, **run, "versus_fewer_steps": judged}  # fmt: skip
     if best:
         row["versus_best_solver"] = best
