@@ -98,8 +98,9 @@ def _sd(folder: Path) -> StableDiffusionPipeline:
     tokenizer = clip_tokenizer(folder / "_vocab")
     unet = UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        norm_num_groups=8, cross_attention_dim=16, attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=8, cross_attention_dim=16,
+        attention_head_dim=8,
     )  # fmt: skip
     scheduler = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False)
     return StableDiffusionPipeline(

@@ -120,7 +120,8 @@ def enable(
         policy: a :class:`Schedule` (one column per model call of a run, at the scheduler's timesteps:
             :func:`pipeline_timesteps`), a :class:`SigmoidTimeGate`, or a folder or file saved by lees
             (``save_pretrained``, or ``lees tune``'s ``policy.json``: then a pipeline's scheduler becomes
-            the policy's solver, and one line says which solver and steps it was measured with).
+            the policy's solver, and one line says which solver and steps it was measured with), or such
+            a tuned policy as an object (:class:`lees.schedules.tuned.TunedPolicy`; said nothing).
         num_train_timesteps: N of the noise schedule, which normalises a gate's time (default: the
             pipeline scheduler's, else the schedule's).
         scheduler: the scheduler a hand-written loop steps with (default: the pipeline's): its whole
@@ -136,6 +137,8 @@ def enable(
         >>> lees.disable(pipe)  # doctest: +SKIP
     """
     denoiser = denoiser_of(pipe_or_model)
+    if isinstance(policy, TunedPolicy):  # given as an object: the caller knows what it runs
+        return _enable_tuned(pipe_or_model, policy, announce=False)
     if isinstance(policy, (str, Path)):
         tuned = load_tuned(policy)
         if tuned is not None:
@@ -156,14 +159,16 @@ def enable(
     return denoiser
 
 
-def _enable_tuned(pipe_or_model: Any, tuned: TunedPolicy) -> nn.Module:
-    """A ``lees tune`` policy: a pipeline's scheduler becomes its solver; its schedule or cache attaches."""
+def _enable_tuned(pipe_or_model: Any, tuned: TunedPolicy, announce: bool = True) -> nn.Module:
+    """A ``lees tune`` policy: a pipeline's scheduler becomes its solver; its schedule or cache attaches;
+    ``announce``: one line says what it runs (for a policy read from a file)."""
     denoiser = denoiser_of(pipe_or_model)
     disable(denoiser)
     if getattr(pipe_or_model, "scheduler", None) is not None and not isinstance(pipe_or_model, nn.Module):
         denoiser.__dict__[TUNED_SCHEDULER] = (weakref.ref(pipe_or_model), pipe_or_model.scheduler)
         pipe_or_model.scheduler = make_solver(pipe_or_model.scheduler, tuned.solver)
-    print(tuned.describe())
+    if announce:
+        print(tuned.describe())
     if tuned.schedule is not None:
         return enable(pipe_or_model, tuned.schedule)
     if tuned.cache is not None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_device, command
+from .options import add_device, add_prompts, command, prompt_list
 
 EPILOG = """examples:
   lees tune --model embedded --budget 0.6 --quick --out runs/tune-quick   # a look in minutes on 2 CPU cores
   lees tune --model path/to/pipeline --budgets 0.8 0.6 0.4 -n 256 --out runs/tune
   lees tune --model embedded --budget 0.5 --data fashion-mnist --out runs/tune   # fd_clf to the data too
   lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --out runs/tune-dit
+  lees tune --model path/to/sd --prompts "a red car" "a cat on a sofa" --budget 0.6 --quick --out runs/tune-sd
+  lees tune --model path/to/flux --prompts prompts.txt --height 512 --width 512 --out runs/tune-flux
+(a text-to-image pipeline folder is sampled through its own call: the prompts, negative prompt, guidance,
+ size and VAE as given, every candidate applied as lees.enable applies it, latency the whole call)
 (the candidates: the full model at fewer steps with each solver of its family, uniform reuse and
  DeepCache at the reference steps, and diffusers' caches where they apply, each judged by fidelity to the
  full model from the same start noise (FD in feature space, PSNR, SSIM) and by latency measured in the
@@ -40,9 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="samples per timed round (16)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
     p.add_argument(
-        "--guidance-scale", type=float, default=1.0,
-        help="classifier-free guidance of a class-conditional model, e.g. 2 for embedded-dit (1: none)",
+        "--guidance-scale", type=float, default=None,
+        help="classifier-free guidance: of a class-conditional model, e.g. 2 for embedded-dit (default 1: "
+        "none); of a text-to-image pipeline (default: the pipeline's own)",
     )  # fmt: skip
+    add_prompts(p)
     p.add_argument("--data", default=None, help="also fd_clf against this dataset (e.g. fashion-mnist)")
     p.add_argument("--quick", action="store_true", help="a look in minutes: few samples, few candidates")
     p.add_argument(
@@ -62,8 +68,10 @@ def run(args: argparse.Namespace) -> None:
 
     budgets = args.budgets or [args.budget if args.budget is not None else 0.6]
     keys = ("model", "n", "steps", "batch_size", "seed", "guidance_scale", "data", "quick", "device",
-            "router_train_steps")  # fmt: skip
-    config = TuneConfig(budgets=budgets, **{k: getattr(args, k) for k in keys})
+            "router_train_steps", "negative_prompt", "height", "width")  # fmt: skip
+    config = TuneConfig(
+        budgets=budgets, prompts=prompt_list(args.prompts), **{k: getattr(args, k) for k in keys}
+    )
     result = tune(config, args.out)
     also = " (and frontier-fd_clf.png beside it)" if args.data else ""
     print(f"wrote {result.table}, {result.plot}{also} and the samples in {args.out / 'pieces'}")

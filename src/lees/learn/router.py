@@ -30,7 +30,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -136,6 +136,8 @@ class Trajectory:
     final: torch.Tensor  # the samples the full model ends at
     rng: list[torch.Tensor]  # each trajectory's generator state after its start noise (to replay its noise)
     guidance_scale: float = 1.0
+    shared: dict[str, Any] = field(default_factory=dict)  # inputs every row takes as they are (Flux's ids)
+    grid: list[int | float] | None = None  # the scheduler's timesteps, where the model gets others (t / 1000)
 
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
         """The rows of trajectories ``idx`` in a model call: theirs, and under guidance their null rows."""
@@ -292,8 +294,18 @@ def carry_weights(w: torch.Tensor, j: int) -> torch.Tensor:
 
 
 def _batch_cond(traj: Trajectory, idx: torch.Tensor) -> dict[str, Any]:
-    """The conditions of trajectories ``idx``: their rows of each condition; a context is shared by all."""
-    return {key: (v[idx] if key != "context" and v is not None else v) for key, v in traj.cond.items()}
+    """The conditions of trajectories ``idx``: their rows of each condition (of each tensor in a dict of
+    them); a context and the ``shared`` inputs are shared by all."""
+    return {
+        **{key: (v if key == "context" else _rows(v, idx)) for key, v in traj.cond.items()},
+        **traj.shared,
+    }
+
+
+def _rows(value: Any, idx: torch.Tensor) -> Any:
+    if isinstance(value, dict):
+        return {k: _rows(v, idx) for k, v in value.items()}
+    return None if value is None else value[idx]
 
 
 def _step_loss(engine, w, traj, idx, j, config, device) -> torch.Tensor:
@@ -392,6 +404,7 @@ def train_router(
     log_path: str | Path | None = None,
     start: Schedule | str | None = "baseline",
     conditions: Mapping[str, torch.Tensor] | None = None,
+    teacher: Callable[[Engine], Trajectory] | None = None,
 ) -> RouterResult:
     """Learn a K x S run-or-reuse table for ``model`` with its solver (backbone frozen, on its device).
 
@@ -418,6 +431,9 @@ def train_router(
             budget: ``reuse_baseline``), a schedule for the same blocks and timesteps, or
             ``None``/``"full"`` (run everything). From "run everything" the objectives leave the deep
             blocks stale over the first and last steps, which the samples punish (docs/reuse.md).
+        teacher: draws the teacher's trajectory with the engine attached, in place of lees' own
+            sampler (the user's pipeline call: :func:`lees.learn.pipeline_teacher.pipeline_teacher`;
+            ``scheduler`` is then the pipeline's, set by its run; the step objective only).
 
     Returns the logits, the hard schedule (within the budget) and the log.
 
@@ -427,8 +443,12 @@ def train_router(
         >>> lees.enable(pipe, result.schedule)  # doctest: +SKIP
     """
     config = config or RouterConfig()
-    check_conditions(model, context, conditions, config.guidance_scale)
-    run = _RouterRun(model, scheduler, config, blocks or find_blocks(model), (context, conditions), start)
+    if teacher is None:
+        check_conditions(model, context, conditions, config.guidance_scale)
+    elif config.objective != "step":
+        raise ValueError("a router on a pipeline's own trajectories trains the step objective only")
+    blocks = blocks or find_blocks(model)
+    run = _RouterRun(model, scheduler, config, blocks, (context, conditions), start, teacher)
     with frozen(model, evaluate=False), run.engine.attached():
         run.calibrate()
         bar = tqdm(range(config.train_steps), desc="router", unit="step", disable=not progress)
@@ -448,11 +468,16 @@ class _RouterRun:
     """One router training run: the teacher's trajectory, the logits and their optimiser, the budget's
     multiplier, and one training step."""
 
-    def __init__(self, model, scheduler, config: RouterConfig, blocks: Blocks, conditions, start) -> None:
+    def __init__(self, model, scheduler, config: RouterConfig, blocks: Blocks, conditions, start,
+                 teacher=None) -> None:  # fmt: skip
         self.started = time.perf_counter()
         self.model, self.scheduler, self.config, self.blocks = model, scheduler, config, blocks
         self.device = model_device(model)
-        self.solver = _solver_run(scheduler, config, self.device).solver
+        self.engine = Engine(model, blocks)
+        if teacher is not None:  # the pipeline's run sets its scheduler's timesteps (Flux's for its size)
+            with self.engine.attached():
+                self.traj = teacher(self.engine)
+        self.solver = _solver_run(scheduler, config, self.device).solver if teacher is None else scheduler
         visited = timestep_values(self.solver.timesteps)
         if config.objective == "kl" and not isinstance(self.solver, DDPMScheduler):
             raise ValueError(KL_NEEDS_DDPM.format(type(self.solver).__name__))
@@ -461,12 +486,12 @@ class _RouterRun:
                 raise ValueError(f"start must be a schedule, 'baseline' or 'full', got {start!r}")
             start = reuse_baseline(blocks, visited, config.target_flop_ratio) if start == "baseline" else None
         self.start = start
-        # a start schedule or a scheduler that does not fit is refused before the teacher runs
+        # a start schedule or a scheduler that does not fit is refused before lees' own teacher runs
         first_logits = start_logits(start, blocks, visited, config.init_logit)
         self.odds = transition_weights(self.solver, visited) if config.objective == "kl" else None
-        self.engine = Engine(model, blocks)
-        with self.engine.attached():
-            self.traj = teacher_trajectory(self.engine, scheduler, config, *conditions)
+        if teacher is None:
+            with self.engine.attached():
+                self.traj = teacher_trajectory(self.engine, scheduler, config, *conditions)
         self.weights = flop_weights(blocks, len(self.traj.timesteps)).to(self.device)
         self.rest = 1.0 - sum(blocks.shares)
         self.logits = first_logits.to(self.device).requires_grad_()
@@ -477,7 +502,7 @@ class _RouterRun:
     def error(self, w: torch.Tensor) -> torch.Tensor:
         """The objective's error of the run decisions ``w`` (K, S) on a fresh batch."""
         config, gen = self.config, self.gen
-        idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
+        idx = torch.randint(0, self.traj.states.shape[1], (config.batch_size,), generator=gen)
         if config.objective == "rollout":
             run = _solver_run(self.scheduler, config, self.device)  # fresh: multistep solvers keep state
             return _rollout_loss(self.engine, w, self.traj, idx, run, self.device)
@@ -524,6 +549,7 @@ class _RouterRun:
             "reuse_error_scale": self.scale,
             "start": None if self.start is None else {"source": self.start.source, **self.start.settings},
         }
-        schedule = Schedule(actions, self.blocks.names, self.traj.timesteps, "router", settings,
+        grid = self.traj.grid or self.traj.timesteps
+        schedule = Schedule(actions, self.blocks.names, grid, "router", settings,
                             self.blocks.shares, self.solver.config.num_train_timesteps)  # fmt: skip
         return RouterResult(self.logits.detach().cpu(), schedule, self.log, seconds)
