@@ -26,8 +26,8 @@ from safetensors.torch import load_file  # noqa: E402
 import lees  # noqa: E402
 from lees.cli import main  # noqa: E402
 from lees.evaluation.metrics import fd  # noqa: E402
-from lees.tune.quality import few_sample_fd  # noqa: E402
 from lees.sampling.pipeline_call import PipelineMethod, Prompting, sample_pipeline  # noqa: E402
+from lees.tune.quality import few_sample_fd  # noqa: E402
 from tests.t2i_pipelines import KINDS, build_pipeline  # noqa: E402
 
 PROMPTS = ["a red car", "a cat on a sofa"]
@@ -128,9 +128,10 @@ def test_the_few_sample_frechet_distance_is_the_frechet_distance():
 
 
 @pytest.mark.parametrize("command", ["tune", "route"])
-def test_a_denoiser_that_needs_prompts_without_them_is_one_line_naming_prompts(folders, command, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main([command, "--model", str(folders["sd"] / "unet"), "--steps", "4", "--out", "unused"])
+def test_a_denoiser_that_needs_prompts_without_them_is_one_line_naming_prompts(
+    folders, command, tmp_path, capsys
+):
+    code = main([command, "--model", str(folders["sd"] / "unet"), "--steps", "4", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and len(err.splitlines()) == 1
+    assert code == 2 and len(err.splitlines()) == 1
     assert "--prompts" in err and "UNet2DConditionModel" in err
