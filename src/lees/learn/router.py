@@ -418,10 +418,8 @@ def train_router(
         scheduler: the model's scheduler (any diffusers one): the teacher samples with a fresh one of its
             class per run, or with the solver ``config.sampler`` made from its config.
         config: steps (or timesteps), budget (``target_flop_ratio``) or lambda, guidance, optimisation.
-        blocks: the blocks to route (default: :func:`lees.find_blocks`).
-        progress: show a progress bar.
-        context: what a cross-attention denoiser attends to, (1, tokens, width).
-        log_path: also write the training log there as JSON lines.
+        blocks: the blocks to route (default: :func:`lees.find_blocks`); progress: show a progress bar.
+        context: what a cross-attention denoiser attends to, (1, tokens, width); log_path: the log (JSONL).
         conditions: keyword inputs of the denoiser (prompt embeddings, e.g. ``encoder_hidden_states``),
             each (1 or P, ...): trajectory i takes row i mod P. Under ``config.guidance_scale`` the
             targets are the guided predictions of class-conditional models, whose batched [cond, null]
@@ -431,23 +429,15 @@ def train_router(
             budget: ``reuse_baseline``), a schedule for the same blocks and timesteps, or
             ``None``/``"full"`` (run everything). From "run everything" the objectives leave the deep
             blocks stale over the first and last steps, which the samples punish (docs/reuse.md).
-        teacher: draws the teacher's trajectory with the engine attached, in place of lees' own
-            sampler (the user's pipeline call: :func:`lees.learn.pipeline_teacher.pipeline_teacher`;
-            ``scheduler`` is then the pipeline's, set by its run; the step objective only).
+        teacher: draws the teacher's trajectory (engine attached) instead of lees' sampler: a pipeline's
+            call (:mod:`lees.learn.pipeline_teacher`; ``scheduler`` is then the pipeline's; step objective).
 
-    Returns the logits, the hard schedule (within the budget) and the log.
-
-    Example:
+    Returns the logits, the hard schedule (within the budget) and the log. Example:
         >>> config = RouterConfig(steps=50, target_flop_ratio=0.7)
         >>> result = train_router(model, scheduler, config)  # doctest: +SKIP
         >>> lees.enable(pipe, result.schedule)  # doctest: +SKIP
     """
-    config = config or RouterConfig()
-    if teacher is None:
-        check_conditions(model, context, conditions, config.guidance_scale)
-    elif config.objective != "step":
-        raise ValueError("a router on a pipeline's own trajectories trains the step objective only")
-    blocks = blocks or find_blocks(model)
+    config, blocks = config or RouterConfig(), blocks or find_blocks(model)
     run = _RouterRun(model, scheduler, config, blocks, (context, conditions), start, teacher)
     with frozen(model, evaluate=False), run.engine.attached():
         run.calibrate()
@@ -471,6 +461,10 @@ class _RouterRun:
     def __init__(self, model, scheduler, config: RouterConfig, blocks: Blocks, conditions, start,
                  teacher=None) -> None:  # fmt: skip
         self.started = time.perf_counter()
+        if teacher is None:
+            check_conditions(model, *conditions, config.guidance_scale)
+        elif config.objective != "step":
+            raise ValueError("a router on a pipeline's own trajectories trains the step objective only")
         self.model, self.scheduler, self.config, self.blocks = model, scheduler, config, blocks
         self.device = model_device(model)
         self.engine = Engine(model, blocks)
