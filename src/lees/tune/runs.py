@@ -209,7 +209,11 @@ def build_runs(
         if reason is not None:
             reasons[candidate.name] = reason
             continue
-        runs[candidate.name] = _run(candidate, context)
+        try:
+            runs[candidate.name] = _run(candidate, context)
+        except NotApplicableError as error:  # MagCache's calibration through a pipeline's call
+            reasons[candidate.name] = str(error)
+            continue
         runs[candidate.name].guidance_scale = guidance_scale
     return runs, reasons
 
@@ -251,7 +255,10 @@ def _run(candidate: Candidate, ctx: _Context) -> Run:
         return Run(name, "schedule", ctx.solver, steps, schedule=schedule, flop_ratio=schedule.flop_ratio)
     config = dict(settings["config"])
     if settings["method"] == "MagCache":
-        config["mag_ratios"] = _mag_ratios(ctx)
+        try:
+            config["mag_ratios"] = _mag_ratios(ctx)
+        except ValueError as error:  # e.g. a pipeline that resets the calibrating hooks at its end
+            raise NotApplicableError(f"MagCache's calibration run: {error}") from error
         config["num_inference_steps"] = steps
     cache = {"method": settings["method"], "config": config, "calls": _calls_dict(ctx.calls)}
     return Run(name, "cache", ctx.solver, steps, cache=cache)
