@@ -79,6 +79,15 @@ def test_every_public_name_loads_and_stays_what_it_is():
     assert namespace["enable"] is enable and namespace["tuned"] is lees.tuned
 
 
+def test_the_public_enable_brings_the_tuners_cache_glue():
+    """A tuned cache policy attaches through glue that lees.tune registers: ``lees.enable`` loads it."""
+    found = fresh(
+        "import json, lees\nfrom lees.schedules import tuned\nbefore = len(tuned._ATTACHERS)\n"
+        "lees.enable\nprint(json.dumps([before, len(tuned._ATTACHERS)]))"
+    )
+    assert found == [0, 1]
+
+
 def test_the_reference_statistics_read_back_as_written_and_others_are_computed(tmp_path, monkeypatch):
     from lees.evaluation import metrics
 

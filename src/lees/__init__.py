@@ -57,6 +57,10 @@ _WHERE = {
 # The public names that are modules themselves.
 _MODULES = {"baselines": "schedules.baselines"}
 
+# Public names whose use needs another module loaded with them: lees.enable applies a tuned policy's
+# diffusers cache through the glue that lees.tune.policy registers when imported (enable lies below it).
+_BRINGS = {"enable": "tune.policy"}
+
 __all__ = sorted([*_WHERE, *_MODULES], key=str.lower)
 
 
@@ -66,6 +70,8 @@ def __getattr__(name: str) -> Any:
         value = importlib.import_module(f".{_MODULES[name]}", __name__)
     elif name in _WHERE:
         value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        if name in _BRINGS:
+            importlib.import_module(f".{_BRINGS[name]}", __name__)
     else:
         raise AttributeError(f"module 'lees' has no attribute {name!r}")
     globals()[name] = value
