@@ -55,7 +55,9 @@ def test_the_best_solver_is_the_lowest_curve_at_the_methods_latency():
     assert outside["curve"] is None and outside["verdict"] == "outside the measured range"
 
 
-def test_frontier_on_a_flow_matching_transformer_draws_a_curve_per_solver(tmp_path, monkeypatch, capsys):
+def without_inception(tmp_path, monkeypatch) -> None:
+    """An offline frontier run: no Inception weights installed, fd_clf's reference from 200 images in a
+    temporary cache."""
     import lees.reporting.frontier_run
 
     def no_inception():
@@ -64,6 +66,10 @@ def test_frontier_on_a_flow_matching_transformer_draws_a_curve_per_solver(tmp_pa
     monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(lees.reporting.frontier_run, "inception_path", no_inception)
     monkeypatch.setattr(lees.reporting.frontier_run, "REFERENCE_N", {"clf": 200})
+
+
+def test_frontier_on_a_flow_matching_transformer_draws_a_curve_per_solver(tmp_path, monkeypatch, capsys):
+    without_inception(tmp_path, monkeypatch)
     out = tmp_path / "frontier"
     argv = ["frontier", "--model", "arch:embedded-dit", "-n", "2", "--steps", "4", "--fewer", "2",
             "--rows", "all", "--solvers", "dpm++", "--solver-steps", "4", "1", "--out", str(out)]  # fmt: skip

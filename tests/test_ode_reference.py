@@ -16,6 +16,7 @@ from lees.models.architectures import FLOW_NOISE
 from lees.models.pipelines import ClassFlowPipeline
 
 from .test_flow import TINY_DIT
+from .test_frontier import without_inception
 
 
 def tiny_dit() -> DiTTransformer2DModel:
@@ -77,14 +78,7 @@ def test_tune_refuses_the_ode_reference_for_a_stochastic_full_model(tmp_path, ca
 
 
 def test_frontier_judges_fidelity_to_the_ode_solution_against_the_curve(tmp_path, monkeypatch, capsys):
-    import lees.reporting.frontier_run
-
-    def no_inception():
-        raise FileNotFoundError("the FID Inception weights are not installed")
-
-    monkeypatch.setenv("LEES_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(lees.reporting.frontier_run, "inception_path", no_inception)
-    monkeypatch.setattr(lees.reporting.frontier_run, "REFERENCE_N", {"clf": 200})
+    without_inception(tmp_path, monkeypatch)
     pipe = ClassFlowPipeline(tiny_dit(), FlowMatchEulerDiscreteScheduler(**FLOW_NOISE))
     pipe.save_pretrained(tmp_path / "dit")
     out = tmp_path / "frontier"
@@ -96,8 +90,11 @@ def test_frontier_judges_fidelity_to_the_ode_solution_against_the_curve(tmp_path
     assert full["fd_ode"] > 0 and full["psnr_ode"] < 100  # the full model has an error of its own
     assert full["ode_reference"] == json.loads((out / "ode" / "ode-check.json").read_text())
     judged = next(r for r in rows if r["method"] == "uniform-2")["versus_fewer_steps"]["fd_ode"]
-    low, high = judged["interval"]
-    assert judged["resamples"] == 20 and low <= high and judged["verdict"] == tie_verdict((low, high))
+    if judged["verdict"] == "outside the measured range":  # measured latency past the curve's ends: no margin
+        assert judged["curve"] is None and "interval" not in judged
+    else:
+        low, high = judged["interval"]
+        assert judged["resamples"] == 20 and low <= high and judged["verdict"] == tie_verdict((low, high))
     assert (out / "frontier-fd_ode.png").is_file() and "under fd_ode" in capsys.readouterr().out
     assert (
         main([*argv[:-2], "--sampler", "dpm++", "--solvers", "euler-a", "--out", str(tmp_path / "no")]) == 2
