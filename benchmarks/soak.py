@@ -150,8 +150,11 @@ def rss_mib() -> float:
 
 
 def no_lees_left(pipe: ClassFlowPipeline) -> bool:
-    """After a disable: no diffusers hook registry on any module, and the pipeline's own scheduler."""
-    hooked = [m for m in pipe.transformer.modules() if getattr(m, "_diffusers_hook", None) is not None]
+    """After a disable: no hook in any module's diffusers hook registry, and the pipeline's own scheduler.
+    (An empty registry is no leftover: diffusers' own ``cache_context`` makes one on a plain model, as
+    this pipeline's split guidance does while lees is disabled.)"""
+    registries = [getattr(m, "_diffusers_hook", None) for m in pipe.transformer.modules()]
+    hooked = [r for r in registries if r is not None and r.hooks]
     return not hooked and not isinstance(pipe.scheduler, TunedScheduler)
 
 
