@@ -151,7 +151,9 @@ def enable(
         policy: a :class:`Schedule` (one column per model call of a run, at the scheduler's timesteps:
             :func:`pipeline_timesteps`), a :class:`SigmoidTimeGate`, or a folder or file saved by lees
             (``save_pretrained``, or ``lees tune``'s ``policy.json``, for one step count or several: then
-            each pipeline call at a tuned step count runs that count's winner, with its solver).
+            each pipeline call at a tuned step count runs that count's winner, with its solver, and one
+            line per winner says what it was measured as), or such a tuned policy as an object
+            (:class:`lees.schedules.tuned.TunedPolicy`; said nothing).
         num_train_timesteps: N of the noise schedule, which normalises a gate's time (default: the
             pipeline scheduler's, else the schedule's).
         scheduler: the scheduler a hand-written loop steps with (default: the pipeline's): its whole
@@ -173,6 +175,8 @@ def enable(
     denoiser = denoiser_of(pipe_or_model)
     fitting = Fitting([], on_mismatch)  # checks on_mismatch before anything changes
     _check_thread(denoiser)
+    if isinstance(policy, TunedPolicy):  # given as an object: the caller knows what it runs
+        return _enable_tuned(pipe_or_model, {policy.reference_steps: policy}, on_mismatch, announce=False)
     if isinstance(policy, (str, Path)):
         policies = load_policies(policy)
         if policies is not None:
@@ -204,12 +208,15 @@ def _attach(pipe_or_model: Any, scheduler: Any, block_names: list[str], fitting:
     return hook
 
 
-def _enable_tuned(pipe_or_model: Any, policies: dict[int, TunedPolicy], on_mismatch: str) -> nn.Module:
+def _enable_tuned(
+    pipe_or_model: Any, policies: dict[int, TunedPolicy], on_mismatch: str, announce: bool = True
+) -> nn.Module:
     """A ``lees tune`` policy (one winner per step count): a pipeline's scheduler picks the winner at each
-    call's ``set_timesteps`` (:class:`TunedScheduler`); a bare denoiser takes a policy of one step count."""
+    call's ``set_timesteps`` (:class:`TunedScheduler`); a bare denoiser takes a policy of one step count.
+    ``announce``: one line per winner says what it runs (for a policy read from a file)."""
     denoiser = denoiser_of(pipe_or_model)
     disable(denoiser)
-    for tuned in policies.values():
+    for tuned in policies.values() if announce else ():
         print(tuned.describe())
     if getattr(pipe_or_model, "scheduler", None) is None or isinstance(pipe_or_model, nn.Module):
         if len(policies) > 1:

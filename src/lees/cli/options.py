@@ -131,6 +131,31 @@ def add_verdict_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_prompts(p: argparse.ArgumentParser) -> None:
+    """``--prompts``, ``--negative-prompt``, ``--height``, ``--width``: the call of a text-to-image
+    pipeline folder, which lees then samples through (its text encoders, guidance and VAE)."""
+    p.add_argument(
+        "--prompts", nargs="+", default=None, metavar="PROMPT",
+        help="a text-to-image pipeline folder's prompts: a file (one per line) or the prompts themselves; "
+        "sample i takes prompt i mod P (default: lees' built-in list of varied prompts, said in the output)",
+    )  # fmt: skip
+    p.add_argument("--negative-prompt", default=None, help="the pipeline call's negative prompt (none)")
+    p.add_argument("--height", type=int, default=None, help="image height in pixels (the pipeline's own)")
+    p.add_argument("--width", type=int, default=None, help="image width in pixels (the pipeline's own)")
+
+
+def prompt_list(given: list[str] | None) -> list[str] | None:
+    """``--prompts``: one existing file's lines (blank ones dropped), else the prompts as given."""
+    from pathlib import Path
+
+    if given and len(given) == 1 and Path(given[0]).is_file():
+        lines = [line.strip() for line in Path(given[0]).read_text().splitlines() if line.strip()]
+        if not lines:
+            raise ValueError(f"--prompts {given[0]} holds no prompt")
+        return lines
+    return given
+
+
 def guidance_scale(args: argparse.Namespace, model) -> float:
     """``--guidance-scale``, or its default for ``model`` (see ``default_guidance_scale``)."""
     from ..models.denoisers import default_guidance_scale

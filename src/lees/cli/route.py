@@ -11,12 +11,14 @@ from .options import (
     add_guidance,
     add_model,
     add_out,
+    add_prompts,
     add_sampler,
     add_steps,
     command,
     guidance_scale,
     load_model,
     note_cache,
+    prompt_list,
 )
 
 EPILOG = """examples:
@@ -28,7 +30,9 @@ EPILOG = """examples:
   lees route --model embedded --scheduler DPMSolverMultistepScheduler --steps 20 --out runs/router-dpm
   lees route --model embedded-dit --sampler euler --steps 20 --target-flop-ratio 0.6 --out runs/route-dit
   lees route --model embedded-dit --sampler euler --steps 20 --forecast-order 1 --out runs/route-forecast
-  lees route --model path/to/sd --conditions prompts.safetensors --steps 25 --out runs/route-sd
+  lees route --model path/to/sd --prompts "a red car" "a cat on a sofa" --steps 25 --target-flop-ratio 0.6
+  lees route --model path/to/sd-unet --conditions prompts.safetensors --steps 25 --out runs/route-sd
+  (a text-to-image pipeline folder: the teacher runs are its own call on --prompts, guidance as it does it)
   (the columns are the model calls of one run: lees.pipeline_timesteps(scheduler); Heun calls twice a step)
   (the default start is the baseline within the budget: DeepCache for a UNet, else uniform reuse)
   (without --out a diffusers folder gets the schedule in its lees/ subfolder)
@@ -48,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a diffusers scheduler class on the model's scheduler config, e.g. DPMSolverMultistepScheduler",
     )  # fmt: skip
     add_guidance(p)
+    add_prompts(p)
     p.add_argument(
         "--conditions", type=Path, default=None, metavar="FILE.safetensors",
         help="keyword inputs of the denoiser by name (e.g. encoder_hidden_states, pooled_projections), "
@@ -99,11 +104,13 @@ def run(args: argparse.Namespace) -> None:
 
     if args.out is None and not Path(args.model).is_dir():
         raise ValueError("name --out (or give --model a diffusers folder to write its lees/ subfolder)")
-    scheduler = route_scheduler(args)
-    model = load_model(args, args.device)
+    from ..learn.pipeline_teacher import pipeline_teacher
+
+    model, scheduler, source = route_model(args)
+    teacher = None if source is None else pipeline_teacher(source, args.steps, args.trajectories, args.seed)
     config = RouterConfig(
         steps=args.steps, sampler=args.sampler, timesteps=args.timesteps,
-        guidance_scale=1.0 if args.conditions else guidance_scale(args, model),
+        guidance_scale=1.0 if args.conditions or teacher else guidance_scale(args, model),
         target_flop_ratio=args.target_flop_ratio or None, lam=args.lam, train_steps=args.train_steps,
         batch_size=args.batch_size, trajectories=args.trajectories, estimator=args.estimator,
         objective=args.objective, forecast_order=args.forecast_order, seed=args.seed,
@@ -116,7 +123,7 @@ def run(args: argparse.Namespace) -> None:
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always", UserWarning)
         result = train_router(model, scheduler, config, blocks, progress=True, log_path=log, start=start,
-                              conditions=conditions)  # fmt: skip
+                              conditions=conditions, teacher=teacher)  # fmt: skip
     for warning in said:  # the budget warning as a line of its own, not a source location
         print(f"warning: {warning.message}", file=sys.stderr)
     schedule = result.schedule
@@ -126,6 +133,8 @@ def run(args: argparse.Namespace) -> None:
     solver = schedule.settings["sampler"] or schedule.settings["scheduler"]
     guided = f", guidance scale {config.guidance_scale:g}" if config.guidance_scale != 1.0 else ""
     kept = "reuses" if not schedule.forecasts else f"reuses or forecasts (order {schedule.forecast_order})"
+    if teacher is not None:
+        guided = f", teacher runs through the pipeline's own call ({source.prompting.describe()})"
     print(
         f"router on {schedule.num_steps} model calls of {solver}{guided} in {result.seconds:.0f} s, started "
         f"from {start_name(schedule)}, chosen by its {config.objective} objective (distance to the full "
@@ -133,6 +142,37 @@ def run(args: argparse.Namespace) -> None:
         f"{schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs, {kept} the "
         f"rest{memory}; wrote {path}, {png} and {log}"
     )
+
+
+def route_model(args: argparse.Namespace):
+    """The denoiser, its scheduler and, for a text-to-image pipeline folder, the pipeline with the call the
+    teacher runs through (None: lees' own sampler, with ``--conditions`` where the model needs them)."""
+    from ..models.backbones import load_pipeline, prompted_pipeline
+    from ..models.denoisers import PROMPTS_NEEDED, needs_prompts
+    from ..sampling.pipeline_call import BUILT_IN_PROMPTS, PipelineSource, Prompting
+
+    call = (args.prompts, args.negative_prompt, args.height, args.width)
+    if not prompted_pipeline(args.model):
+        if any(v is not None for v in call):
+            raise ValueError(
+                "--prompts, --negative-prompt, --height and --width need a pipeline folder with its text "
+                f"encoders (a model_index.json naming them); {args.model} has none"
+            )
+        model = load_model(args, args.device)
+        if needs_prompts(model) and args.conditions is None:
+            raise ValueError(PROMPTS_NEEDED.format(type(model).__name__))
+        return model, route_scheduler(args), None
+    if args.timesteps is not None or args.conditions is not None:
+        raise ValueError("a text-to-image pipeline sets its own timesteps and embeds --prompts: drop "
+                         "--timesteps and --conditions")  # fmt: skip
+    pipe = load_pipeline(args.model, args.device)
+    if args.sampler or args.scheduler:
+        pipe.scheduler = route_scheduler(args)
+    prompts = prompt_list(args.prompts)
+    prompting = Prompting(prompts or BUILT_IN_PROMPTS, args.negative_prompt, args.guidance_scale, args.height,
+                          args.width, built_in=not prompts)  # fmt: skip
+    source = PipelineSource(pipe, prompting)
+    return source.denoiser, pipe.scheduler, source
 
 
 def route_scheduler(args: argparse.Namespace):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_device, add_verdict_options, command
+from .options import add_device, add_prompts, add_verdict_options, command, prompt_list
 
 EPILOG = """examples:
   lees tune --model embedded --budget 0.6 --quick --out runs/tune-quick   # a look in minutes on 2 CPU cores
@@ -14,6 +14,10 @@ EPILOG = """examples:
   lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --out runs/tune-dit
   lees tune --model embedded --steps 20 30 --quick -n 16 --out runs/tune-steps   # a winner per step count
   lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --reference ode --out runs/tune-ode
+  lees tune --model path/to/sd --prompts "a red car" "a cat on a sofa" --budget 0.6 --quick --out runs/tune-sd
+  lees tune --model path/to/flux --prompts prompts.txt --height 512 --width 512 --out runs/tune-flux
+(a text-to-image pipeline folder is sampled through its own call: the prompts, negative prompt, guidance,
+ size and VAE as given, every candidate applied as lees.enable applies it, latency the whole call)
 (the candidates: the full model at fewer steps with each solver of its family, uniform reuse and
  DeepCache at the reference steps, and diffusers' caches where they apply, each judged by fidelity to the
  full model from the same start noise (FD in feature space, PSNR, SSIM) and by latency measured in the
@@ -49,9 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="samples per timed round (16)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
     p.add_argument(
-        "--guidance-scale", type=float, default=1.0,
-        help="classifier-free guidance of a class-conditional model, e.g. 2 for embedded-dit (1: none)",
+        "--guidance-scale", type=float, default=None,
+        help="classifier-free guidance: of a class-conditional model, e.g. 2 for embedded-dit (default 1: "
+        "none); of a text-to-image pipeline (default: the pipeline's own)",
     )  # fmt: skip
+    add_prompts(p)
     p.add_argument("--data", default=None, help="also fd_clf against this dataset (e.g. fashion-mnist)")
     p.add_argument("--quick", action="store_true", help="a look in minutes: few samples, few candidates")
     p.add_argument(
@@ -72,8 +78,10 @@ def run(args: argparse.Namespace) -> None:
 
     budgets = args.budgets or [args.budget if args.budget is not None else 0.6]
     keys = ("model", "n", "batch_size", "seed", "guidance_scale", "data", "quick", "device",
-            "router_train_steps", "resamples", "reference")  # fmt: skip
-    config = TuneConfig(budgets=budgets, **{k: getattr(args, k) for k in keys})
+            "router_train_steps", "resamples", "reference", "negative_prompt", "height", "width")  # fmt: skip
+    config = TuneConfig(
+        budgets=budgets, prompts=prompt_list(args.prompts), **{k: getattr(args, k) for k in keys}
+    )
     also = " (and frontier-fd_clf.png beside it)" if args.data else ""
     if args.steps is None or len(args.steps) == 1:
         config.steps = args.steps[0] if args.steps else config.steps

@@ -34,7 +34,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -148,6 +148,8 @@ class Trajectory:
     final: torch.Tensor  # the samples the full model ends at
     rng: list[torch.Tensor]  # each trajectory's generator state after its start noise (to replay its noise)
     guidance_scale: float = 1.0
+    shared: dict[str, Any] = field(default_factory=dict)  # inputs every row takes as they are (Flux's ids)
+    grid: list[int | float] | None = None  # the scheduler's timesteps, where the model gets others (t / 1000)
 
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
         """The rows of trajectories ``idx`` in a model call: theirs, and under guidance their null rows."""
@@ -314,8 +316,18 @@ def carry_weights(w: torch.Tensor, j: int) -> torch.Tensor:
 
 
 def _batch_cond(traj: Trajectory, idx: torch.Tensor) -> dict[str, Any]:
-    """The conditions of trajectories ``idx``: their rows of each condition; a context is shared by all."""
-    return {key: (v[idx] if key != "context" and v is not None else v) for key, v in traj.cond.items()}
+    """The conditions of trajectories ``idx``: their rows of each condition (of each tensor in a dict of
+    them); a context and the ``shared`` inputs are shared by all."""
+    return {
+        **{key: (v if key == "context" else _rows(v, idx)) for key, v in traj.cond.items()},
+        **traj.shared,
+    }
+
+
+def _rows(value: Any, idx: torch.Tensor) -> Any:
+    if isinstance(value, dict):
+        return {k: _rows(v, idx) for k, v in value.items()}
+    return None if value is None else value[idx]
 
 
 def _step_loss(engine, w, traj, idx, j, config, device, forecast=None) -> torch.Tensor:
@@ -451,6 +463,7 @@ def train_router(
     log_path: str | Path | None = None,
     start: Schedule | str | None = "baseline",
     conditions: Mapping[str, torch.Tensor] | None = None,
+    teacher: Callable[[Engine], Trajectory] | None = None,
 ) -> RouterResult:
     """Learn a K x S run-or-reuse table for ``model`` with its solver (backbone frozen, on its device).
 
@@ -464,10 +477,8 @@ def train_router(
         scheduler: the model's scheduler (any diffusers one): the teacher samples with a fresh one of its
             class per run, or with the solver ``config.sampler`` made from its config.
         config: steps (or timesteps), budget (``target_flop_ratio``) or lambda, guidance, optimisation.
-        blocks: the blocks to route (default: :func:`lees.find_blocks`).
-        progress: show a progress bar.
-        context: what a cross-attention denoiser attends to, (1, tokens, width).
-        log_path: also write the training log there as JSON lines.
+        blocks: the blocks to route (default: :func:`lees.find_blocks`); progress: show a progress bar.
+        context: what a cross-attention denoiser attends to, (1, tokens, width); log_path: the log (JSONL).
         conditions: keyword inputs of the denoiser (prompt embeddings, e.g. ``encoder_hidden_states``),
             each (1 or P, ...): trajectory i takes row i mod P. Under ``config.guidance_scale`` the
             targets are the guided predictions of class-conditional models, whose batched [cond, null]
@@ -477,17 +488,16 @@ def train_router(
             budget: ``reuse_baseline``), a schedule for the same blocks and timesteps, or
             ``None``/``"full"`` (run everything). From "run everything" the objectives leave the deep
             blocks stale over the first and last steps, which the samples punish (docs/reuse.md).
+        teacher: draws the teacher's trajectory (engine attached) instead of lees' sampler: a pipeline's
+            call (:mod:`lees.learn.pipeline_teacher`; ``scheduler`` is then the pipeline's; step objective).
 
-    Returns the logits, the hard schedule (within the budget) and the log.
-
-    Example:
+    Returns the logits, the hard schedule (within the budget) and the log. Example:
         >>> config = RouterConfig(steps=50, target_flop_ratio=0.7)
         >>> result = train_router(model, scheduler, config)  # doctest: +SKIP
         >>> lees.enable(pipe, result.schedule)  # doctest: +SKIP
     """
-    config = config or RouterConfig()
-    check_conditions(model, context, conditions, config.guidance_scale)
-    run = _RouterRun(model, scheduler, config, blocks or find_blocks(model), (context, conditions), start)
+    config, blocks = config or RouterConfig(), blocks or find_blocks(model)
+    run = _RouterRun(model, scheduler, config, blocks, (context, conditions), start, teacher)
     with frozen(model, evaluate=False), run.engine.attached():
         run.calibrate()
         bar = tqdm(range(config.train_steps), desc="router", unit="step", disable=not progress)
@@ -507,11 +517,20 @@ class _RouterRun:
     """One router training run: the teacher's trajectory, the logits and their optimiser, the budget's
     multiplier, and one training step."""
 
-    def __init__(self, model, scheduler, config: RouterConfig, blocks: Blocks, conditions, start) -> None:
+    def __init__(self, model, scheduler, config: RouterConfig, blocks: Blocks, conditions, start,
+                 teacher=None) -> None:  # fmt: skip
         self.started = time.perf_counter()
+        if teacher is None:
+            check_conditions(model, *conditions, config.guidance_scale)
+        elif config.objective != "step":
+            raise ValueError("a router on a pipeline's own trajectories trains the step objective only")
         self.model, self.scheduler, self.config, self.blocks = model, scheduler, config, blocks
         self.device = model_device(model)
-        self.solver = _solver_run(scheduler, config, self.device).solver
+        self.engine = Engine(model, blocks)
+        if teacher is not None:  # the pipeline's run sets its scheduler's timesteps (Flux's for its size)
+            with self.engine.attached():
+                self.traj = teacher(self.engine)
+        self.solver = _solver_run(scheduler, config, self.device).solver if teacher is None else scheduler
         visited = timestep_values(self.solver.timesteps)
         if config.objective == "kl" and not isinstance(self.solver, DDPMScheduler):
             raise ValueError(KL_NEEDS_DDPM.format(type(self.solver).__name__))
@@ -520,12 +539,12 @@ class _RouterRun:
                 raise ValueError(f"start must be a schedule, 'baseline' or 'full', got {start!r}")
             start = reuse_baseline(blocks, visited, config.target_flop_ratio) if start == "baseline" else None
         self.start = start
-        # a start schedule or a scheduler that does not fit is refused before the teacher runs
+        # a start schedule or a scheduler that does not fit is refused before lees' own teacher runs
         first_logits = start_logits(start, blocks, visited, config.init_logit)
         self.odds = transition_weights(self.solver, visited) if config.objective == "kl" else None
-        self.engine = Engine(model, blocks)
-        with self.engine.attached():
-            self.traj = teacher_trajectory(self.engine, scheduler, config, *conditions)
+        if teacher is None:
+            with self.engine.attached():
+                self.traj = teacher_trajectory(self.engine, scheduler, config, *conditions)
         self.weights = flop_weights(blocks, len(self.traj.timesteps)).to(self.device)
         self.rest = 1.0 - sum(blocks.shares)
         self.logits = first_logits.to(self.device).requires_grad_()
@@ -542,7 +561,7 @@ class _RouterRun:
         """The objective's error of the run decisions ``w`` (K, S) on a fresh batch (``u``: the forecast
         decisions of the cells that do not run, at the hard runs of the current logits)."""
         config, gen = self.config, self.gen
-        idx = torch.randint(0, config.trajectories, (config.batch_size,), generator=gen)
+        idx = torch.randint(0, self.traj.states.shape[1], (config.batch_size,), generator=gen)
         if config.objective == "rollout":
             run = _solver_run(self.scheduler, config, self.device)  # fresh: multistep solvers keep state
             return _rollout_loss(self.engine, w, self.traj, idx, run, self.device)
@@ -599,7 +618,8 @@ class _RouterRun:
             "reuse_error_scale": self.scale,
             "start": None if self.start is None else {"source": self.start.source, **self.start.settings},
         }
-        schedule = Schedule(actions, self.blocks.names, self.traj.timesteps, "router", settings,
+        grid = self.traj.grid or self.traj.timesteps
+        schedule = Schedule(actions, self.blocks.names, grid, "router", settings,
                             self.blocks.shares, self.solver.config.num_train_timesteps,
                             forecast_order=config.forecast_order or 1)  # fmt: skip
         fore = None if self.fore is None else self.fore.detach().cpu()

@@ -7,6 +7,7 @@ diffusers' ``from_pretrained``, from safetensors only unless pickle files are ex
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,25 @@ def load_backbone(
         hint = "" if allow_pickle else " (only safetensors weights are read unless pickle files are allowed)"
         raise BackboneError(f"could not load weights of {spec!r}{hint}: {err}") from None
     return model.eval().to(device)
+
+
+def prompted_pipeline(spec: str) -> bool:
+    """Whether ``spec`` names a local pipeline folder whose call takes prompts: its ``model_index.json``
+    lists a text encoder or a tokenizer (SD, PixArt, SD3, Flux, ...)."""
+    if spec.startswith("arch:"):
+        return False
+    index = _embedded_or_path(spec) / "model_index.json"
+    if not index.is_file():
+        return False
+    return any(k.startswith(("text_encoder", "tokenizer")) for k in json.loads(index.read_text()))
+
+
+def load_pipeline(spec: str, device: str | torch.device = "cpu") -> Any:
+    """The diffusers pipeline in the folder ``spec``, as ``DiffusionPipeline.from_pretrained`` gives it to
+    a user (safetensors only), on ``device``."""
+    try:
+        pipe = diffusers.DiffusionPipeline.from_pretrained(_location(spec), use_safetensors=True)
+    except (OSError, ValueError) as err:
+        raise BackboneError(f"could not load the pipeline in {spec}: {err}") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

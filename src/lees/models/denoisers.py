@@ -316,3 +316,20 @@ def frozen(model: nn.Module, evaluate: bool = True) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
         for m, mode in zip(model.modules(), modes, strict=True):
             m.training = mode
+
+
+PROMPTS_NEEDED = (
+    "{} denoises from prompts' embeddings (encoder_hidden_states): give --prompts with a pipeline folder "
+    "that has its text encoders (model_index.json), or --conditions FILE (the embeddings) to lees route"
+)
+
+
+def needs_prompts(model: nn.Module) -> bool:
+    """Whether ``model`` denoises from a text embedding it cannot make (SD's UNet, PixArt, SD3, Flux)."""
+    return "encoder_hidden_states" in inspect.signature(type(model).forward).parameters
+
+
+def check_prompted(model: nn.Module) -> None:
+    """One clear line for a denoiser that needs prompts' embeddings, loaded without its pipeline."""
+    if needs_prompts(model):
+        raise ValueError(PROMPTS_NEEDED.format(type(model).__name__))

@@ -109,12 +109,14 @@ def sample(
 
 @dataclass
 class TimedSamples:
-    """The samples of one method, the seconds its denoiser calls and sampler updates took, and the
-    peak memory of its reuse cache (bytes per sample; 0 for a method that reuses nothing)."""
+    """The samples of one method, the seconds its denoiser calls and sampler updates took (a pipeline
+    call's: the whole call), the peak memory of its reuse cache (bytes per sample; 0 for a method that
+    reuses nothing) and, for a pipeline call, the seconds its denoiser calls took within it."""
 
     images: torch.Tensor
     seconds: float
     cache_bytes_per_sample: float = 0.0
+    denoiser_seconds: float | None = None
 
 
 @torch.inference_mode()

@@ -18,6 +18,7 @@ diffusers' caches on any denoiser lives there.
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from ..diffusion.solvers import make_solver
@@ -191,13 +193,26 @@ def attach_cache(denoiser: nn.Module, policy: TunedPolicy) -> Any:
     return _ATTACHERS[0](denoiser, policy.cache or {})
 
 
+def flux_sigmas(steps: int) -> np.ndarray:
+    """The sigmas Flux-style pipelines pass to ``set_timesteps`` for ``steps`` steps (before shifting)."""
+    return np.linspace(1.0, 1 / steps, steps)
+
+
+def _default_sigmas(sigmas: Any) -> bool:
+    """Whether ``sigmas`` are :func:`flux_sigmas` of their length: a plain call, not a custom grid."""
+    if sigmas is None or len(sigmas) < 1:
+        return False
+    return bool(np.allclose(np.asarray(sigmas, dtype=float), flux_sigmas(len(sigmas))))
+
+
 class TunedScheduler:
     """The pipeline's scheduler while a tuned policy is enabled (``lees.enable(pipe, folder)``).
 
     Each ``set_timesteps(n)`` (a pipeline call's start) picks the winner tuned against n steps, sets its
     solver (a scheduler made once per solver from the pipeline's) to the winner's steps, and tells
     ``select`` (which attaches its schedule or cache, or None: a plain run); every other attribute is the
-    current scheduler's. A step count with no winner, or custom ``timesteps``/``sigmas``, raises a
+    current scheduler's. Flux-style default ``sigmas`` (:func:`flux_sigmas` of n, passed without n) count
+    as a call at n steps. A step count with no winner, or custom ``timesteps``/``sigmas``, raises a
     :class:`ScheduleError` (``on_mismatch="raise"``) or runs the pipeline's own scheduler, with one
     warning per step count (``"full"``). ``isinstance`` checks on the pipeline's scheduler see this class.
     """
@@ -208,16 +223,28 @@ class TunedScheduler:
                                 solvers={}, current=own, warned=set(), policy=None).items():  # fmt: skip
             object.__setattr__(self, f"_lees_{name}", value)
 
-    def set_timesteps(self, num_inference_steps: int | None = None, *args: Any, **kwargs: Any) -> None:
-        custom = kwargs.get("timesteps") is not None or kwargs.get("sigmas") is not None
-        policy = None if custom else self._lees_policies.get(num_inference_steps)
+        def set_timesteps(*args: Any, **kwargs: Any) -> None:
+            self._lees_set_timesteps(*args, **kwargs)
+
+        # with the own scheduler's signature: pipelines read it for ``sigmas`` or ``timesteps``
+        object.__setattr__(self, "set_timesteps", functools.update_wrapper(set_timesteps, own.set_timesteps))
+
+    def _lees_set_timesteps(self, num_inference_steps: int | None = None, *args: Any, **kwargs: Any) -> None:
+        steps = num_inference_steps
+        plain = steps is None and _default_sigmas(kwargs.get("sigmas"))
+        if plain:  # Flux's default grid for n steps, passed as sigmas: it counts as n steps
+            steps = len(kwargs["sigmas"])
+        custom = not plain and (kwargs.get("timesteps") is not None or kwargs.get("sigmas") is not None)
+        policy = None if custom else self._lees_policies.get(steps)
         if policy is None:
-            self._lees_mismatch(num_inference_steps, custom)
+            self._lees_mismatch(steps, custom)
             current, steps = self._lees_own, num_inference_steps
         else:
             if policy.solver not in self._lees_solvers:
                 self._lees_solvers[policy.solver] = make_solver(self._lees_own, policy.solver)
             current, steps = self._lees_solvers[policy.solver], policy.steps
+            if plain:  # the same default grid, at the winner's steps
+                steps, kwargs = None, {**kwargs, "sigmas": flux_sigmas(policy.steps)}
         object.__setattr__(self, "_lees_current", current)
         object.__setattr__(self, "_lees_policy", policy)
         current.set_timesteps(steps, *args, **kwargs)

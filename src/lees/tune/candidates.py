@@ -64,7 +64,7 @@ def _check_steps(candidate: Candidate, model: nn.Module, scheduler: Any, calls: 
     return None
 
 
-def _blocks_reason(model: nn.Module) -> str | None:
+def blocks_reason(model: nn.Module) -> str | None:
     try:
         candidate_blocks(model)
     except TypeError as error:
@@ -74,7 +74,7 @@ def _blocks_reason(model: nn.Module) -> str | None:
 
 def _check_blocks(candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls) -> str | None:
     """Uniform reuse needs blocks lees can hook."""
-    return _blocks_reason(model)
+    return blocks_reason(model)
 
 
 def _check_router(candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls) -> str | None:
@@ -82,13 +82,13 @@ def _check_router(candidate: Candidate, model: nn.Module, scheduler: Any, calls:
     latents and position ids."""
     if "img_ids" in inspect.signature(model.forward).parameters:
         return f"the router cannot draw {type(model).__name__}'s packed latents and position ids"
-    return _blocks_reason(model)
+    return blocks_reason(model)
 
 
 def _check_deepcache(
     candidate: Candidate, model: nn.Module, scheduler: Any, calls: DenoiserCalls
 ) -> str | None:
-    reason = _blocks_reason(model)
+    reason = blocks_reason(model)
     if reason is None and not all(unet_stage(name) for name in candidate_blocks(model)):
         reason = f"DeepCache caches a UNet's deep levels; {type(model).__name__} is no UNet"
     return reason

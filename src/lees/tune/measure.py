@@ -23,6 +23,7 @@ from safetensors.torch import load, save
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..sampling.pipeline_call import PipelineSource
 from ..schedules.saving import model_fingerprint
 from ..utils.files import atomic_write_bytes, claim_folder
 from .diffusers_caches import NotApplicableError
@@ -31,10 +32,16 @@ from .runs import FULL, Run
 
 @dataclass
 class Measured:
-    """One run's samples (in sample order) and the seconds of each batch."""
+    """One run's samples (in sample order), the seconds of each batch and, sampled through a pipeline's
+    call, the seconds its denoiser took within them."""
 
     images: torch.Tensor
     seconds: list[float]
+    denoiser_seconds: list[float] | None = None
+
+    def denoiser_share(self) -> float | None:
+        """The denoiser's share of the run's seconds (None: not sampled through a pipeline's call)."""
+        return None if self.denoiser_seconds is None else sum(self.denoiser_seconds) / sum(self.seconds)
 
     def latency_ratio(self, full: Measured) -> float:
         """The median over the batches of the seconds over the full model's in the same batch (round)."""
@@ -46,15 +53,20 @@ def piece_folder(out: Path, run: Run) -> Path:
     return out / "pieces" / f"{re.sub(r'[^A-Za-z0-9@.+-]+', '_', run.name).strip('_')}-{run.digest()}"
 
 
-def claim_pieces(model: nn.Module, n: int, batch_size: int, seed: int, out: str | Path) -> None:
-    """Tie ``out/pieces`` to this model and sampling settings (a clear error if it holds another run's),
-    before any candidate is built or trained."""
-    settings = {"model": model_fingerprint(model), "n": n, "batch_size": batch_size, "seed": seed}
+def claim_pieces(
+    model: nn.Module | PipelineSource, n: int, batch_size: int, seed: int, out: str | Path
+) -> None:
+    """Tie ``out/pieces`` to this model (and pipeline call) and sampling settings (a clear error if it
+    holds another run's), before any candidate is built or trained."""
+    denoiser = model.denoiser if isinstance(model, PipelineSource) else model
+    settings = {"model": model_fingerprint(denoiser), "n": n, "batch_size": batch_size, "seed": seed}
+    if isinstance(model, PipelineSource):
+        settings["call"] = model.prompting.settings()
     claim_folder(Path(out) / "pieces" / "settings.json", settings)
 
 
 def measure(
-    model: nn.Module,
+    model: nn.Module | PipelineSource,
     scheduler: SchedulerMixin,
     runs: Mapping[str, Run],
     n: int,
@@ -64,6 +76,7 @@ def measure(
 ) -> tuple[dict[str, Measured], dict[str, str]]:
     """Sample ``n`` samples with every run (``full`` among them), in rounds of ``batch_size``.
 
+    ``model`` is a denoiser or, to sample through the user's pipeline call, a :class:`PipelineSource`.
     Returns the measured runs and, by name, why a run failed while sampling (a cache that met a call
     it cannot handle); a failed run is dropped, the others go on.
     """
@@ -90,17 +103,29 @@ def measure(
 
 
 def _piece(
-    model: nn.Module, scheduler: SchedulerMixin, run: Run, first: int, count: int, seed: int, out: Path
+    model: nn.Module | PipelineSource,
+    scheduler: SchedulerMixin,
+    run: Run,
+    first: int,
+    count: int,
+    seed: int,
+    out: Path,
 ) -> None:
     """Sample and store one piece unless it is stored already."""
     path = piece_folder(out, run) / f"from{first}.safetensors"
     if path.is_file():
         return
     sampled = run.sample(model, scheduler, first, count, seed)
-    seconds = torch.tensor(sampled.seconds, dtype=torch.float64)
-    atomic_write_bytes(path, save({"images": sampled.images.contiguous(), "seconds": seconds}))
+    tensors = {
+        "images": sampled.images.contiguous(),
+        "seconds": torch.tensor(sampled.seconds, dtype=torch.float64),
+    }
+    if sampled.denoiser_seconds is not None:
+        tensors["denoiser_seconds"] = torch.tensor(sampled.denoiser_seconds, dtype=torch.float64)
+    atomic_write_bytes(path, save(tensors))
 
 
 def _read(out: Path, run: Run, firsts: list[int]) -> Measured:
     pieces = [load((piece_folder(out, run) / f"from{first}.safetensors").read_bytes()) for first in firsts]
-    return Measured(torch.cat([p["images"] for p in pieces]), [float(p["seconds"]) for p in pieces])
+    inside = [float(p["denoiser_seconds"]) for p in pieces] if "denoiser_seconds" in pieces[0] else None
+    return Measured(torch.cat([p["images"] for p in pieces]), [float(p["seconds"]) for p in pieces], inside)

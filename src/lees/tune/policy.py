@@ -25,13 +25,19 @@ def policy_folder(model: str, out: str | Path) -> Path:
     return target_folder(path) if path.is_dir() else Path(out)
 
 
-def to_policy(run: Run, reference: Run, rows: list[Row], budget: float) -> TunedPolicy:
-    """The policy of the winning ``run``, with the reference it was measured against and the table."""
-    kind = {"steps": "steps", "schedule": "schedule", "cache": "cache"}[run.kind]
-    measured = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in rows}
-    ref = {"solver": reference.solver, "steps": reference.steps, "guidance_scale": reference.guidance_scale,
-           "budget": budget}  # fmt: skip
-    return TunedPolicy(kind, run.name, run.solver, run.steps, run.schedule, run.cache, ref, measured)
+def to_policy(
+    run: Run, reference: Run, rows: list[Row], budget: float, call: dict[str, Any] | None = None
+) -> TunedPolicy:
+    """The policy of the winning ``run``, with the reference it was measured against (and the pipeline
+    ``call``: prompts, guidance, size) and the table."""
+    policy = run.tuned()
+    policy.measured = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in rows}
+    guidance = (
+        reference.guidance_scale if call is None or call["guidance_scale"] is None else call["guidance_scale"]
+    )
+    policy.reference = {"solver": reference.solver, "steps": reference.steps, "guidance_scale": guidance,
+                        "budget": budget, **({"call": call} if call is not None else {})}  # fmt: skip
+    return policy
 
 
 def _attach(denoiser: nn.Module, cache: dict[str, Any]) -> Any:

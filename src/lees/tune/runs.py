@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +24,16 @@ from tqdm.auto import tqdm
 
 from ..diffusion.samplers import sampler_timesteps
 from ..diffusion.solvers import default_solver, solvers_for
+from ..enable import disable, enable
 from ..engine.blocks import Blocks, find_blocks
+from ..learn.pipeline_teacher import pipeline_teacher
 from ..learn.router import RouterConfig, train_router
 from ..sampling.lockstep import TimedSamples, sample_lockstep
+from ..sampling.pipeline_call import Call, PipelineMethod, PipelineSource, probe, sample_pipeline
 from ..schedules.registry import build_schedule
 from ..schedules.schedule import Schedule
-from .candidates import Candidate
+from ..schedules.tuned import TunedPolicy
+from .candidates import Candidate, blocks_reason
 from .diffusers_caches import (
     DenoiserCalls,
     NotApplicable,
@@ -39,6 +43,7 @@ from .diffusers_caches import (
 )
 
 FULL = "full"
+PIPELINE_TRAJECTORIES = 8  # a router's teacher runs through a pipeline's call: 8 prompts (16 rows guided)
 
 
 @dataclass
@@ -68,10 +73,17 @@ class Run:
             what["schedule"] = [self.schedule.actions.tolist(), list(self.schedule.timesteps)]
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
+    def tuned(self) -> TunedPolicy:
+        """The run as the policy ``lees.enable`` applies (the solver swapped in, the schedule or cache)."""
+        return TunedPolicy(self.kind, self.name, self.solver, self.steps, self.schedule, self.cache)
+
     def sample(
-        self, model: nn.Module, scheduler: SchedulerMixin, first: int, count: int, seed: int
+        self, model: nn.Module | PipelineSource, scheduler: SchedulerMixin, first: int, count: int, seed: int
     ) -> TimedSamples:
-        """Samples ``first .. first + count - 1`` (one batch) and the seconds their model calls took."""
+        """Samples ``first .. first + count - 1`` (one batch) and the seconds their model calls took (through
+        a pipeline: the whole call, the run applied as a user applies its policy, ``lees.enable``)."""
+        if isinstance(model, PipelineSource):
+            return self._through(model, first, count, seed)
         applied = None
         if self.cache is not None:
             with quiet_diffusers():  # FasterCache's notices at every attach
@@ -88,6 +100,43 @@ class Run:
             if applied is not None:
                 applied.remove()
         return runs[self.name]
+
+    def _through(self, source: PipelineSource, first: int, count: int, seed: int) -> TimedSamples:
+        """One batch through the pipeline's own call; a candidate that fails there cannot run (the full
+        model's failure is raised as it is)."""
+        method = PipelineMethod(self.steps, lambda pipe: enabled(pipe, self.tuned()))
+        try:
+            with quiet_diffusers():
+                runs = sample_pipeline(source.pipe, {self.name: method}, source.prompting, count, seed,
+                                       batch_size=count, first=first, progress=False)  # fmt: skip
+        except Exception as error:  # a pipeline's own code may fail on a candidate (PixArt at 1 step)
+            if self.name == FULL or isinstance(error, NotApplicableError):
+                raise
+            raise NotApplicableError(f"failed in the pipeline's call: {error}") from error
+        return runs[self.name]
+
+
+@contextmanager
+def enabled(pipe: Any, policy: TunedPolicy) -> Iterator[None]:
+    """``policy`` enabled in ``pipe`` for the span, as a user enables it; disabled after."""
+    enable(pipe, policy)
+    try:
+        yield
+    finally:
+        disable(pipe)
+
+
+def pipeline_calls(timesteps: Sequence[float], calls: list[Call]) -> DenoiserCalls:
+    """How a pipeline calls its denoiser, from one probed sample (:func:`lees.sampling.pipeline_call.probe`):
+    two rows per call is batched guidance ([uncond, cond], as diffusers' pipelines order it), two calls
+    per timestep split guidance; a timestep a thousandth of the scheduler's is Flux's t / 1000."""
+    rows, dims = len(calls[0].sample), calls[0].sample.dim()
+    split = len(calls) == 2 * len(timesteps)
+    guidance = "batched" if rows == 2 else "split" if split else "none"
+    first = float(timesteps[0])
+    scale = 1000.0 if first > 1 and abs(float(calls[0].timestep) * 1000 - first) < 1e-3 * first else 1.0
+    layout = {3: "BSC", 5: "BCFHW"}.get(dims, "BCHW")
+    return DenoiserCalls(guidance=guidance, timestep_scale=scale, calls_per_run=len(timesteps), layout=layout)
 
 
 @contextmanager
@@ -134,24 +183,37 @@ def build_runs(
     guidance_scale: float = 1.0,
     router_train_steps: int = 200,
     folder: str | Path | None = None,
+    source: PipelineSource | None = None,
 ) -> tuple[dict[str, Run], dict[str, str]]:
     """The full model (``full``: ``solver`` at ``steps``) and each applicable candidate as a run, and
     why each other candidate cannot run, by name. With guidance (a scale other than 1) lees' sampler
     makes one batched call on [cond, null] per step, which is what the caches are told; each budget's
     router trains for ``router_train_steps`` and is kept in ``folder/routers`` (a run again there loads
-    it instead of training it again)."""
-    reference = sampler_timesteps(scheduler, steps, solver)
-    guided = {"guidance": "batched", "batch_order": ("cond", "uncond")} if guidance_scale != 1.0 else {}
-    calls = DenoiserCalls(calls_per_run=len(reference), **guided)
+    it instead of training it again). With a pipeline ``source`` the timesteps and how the model is
+    called are read from one probed sample of the user's call, and the router learns on its runs."""
+    if source is not None:
+        reference, recorded = probe(source, steps, seed)
+        calls = pipeline_calls(reference, recorded)
+    else:
+        reference = sampler_timesteps(scheduler, steps, solver)
+        guided = {"guidance": "batched", "batch_order": ("cond", "uncond")} if guidance_scale != 1.0 else {}
+        calls = DenoiserCalls(calls_per_run=len(reference), **guided)
     full = Run(FULL, "steps", solver, steps, flop_ratio=1.0, guidance_scale=guidance_scale)
     runs, reasons = {FULL: full}, {}
-    context = _Context(model, scheduler, full, reference, calls, seed, router_train_steps, folder)
+    context = _Context(model, scheduler, full, reference, calls, seed, router_train_steps, folder, source)
     for candidate in tqdm(candidates, desc="candidates", unit="candidate", leave=False):
-        reason = candidate.applies_to(model, scheduler, calls)
+        if source is not None and candidate.kind == "router":  # it learns on the pipeline's own runs
+            reason = blocks_reason(model)
+        else:
+            reason = candidate.applies_to(model, scheduler, calls)
         if reason is not None:
             reasons[candidate.name] = reason
             continue
-        runs[candidate.name] = _run(candidate, context)
+        try:
+            runs[candidate.name] = _run(candidate, context)
+        except NotApplicableError as error:  # MagCache's calibration through a pipeline's call
+            reasons[candidate.name] = str(error)
+            continue
         runs[candidate.name].guidance_scale = guidance_scale
     return runs, reasons
 
@@ -168,6 +230,7 @@ class _Context:
     seed: int
     router_train_steps: int
     folder: str | Path | None = None
+    source: PipelineSource | None = None  # the user's pipeline call, where runs sample through it
     _blocks: Blocks | None = None
 
     @property
@@ -184,8 +247,7 @@ class _Context:
 def _run(candidate: Candidate, ctx: _Context) -> Run:
     settings, name, steps = candidate.settings, candidate.name, ctx.full.steps
     if candidate.kind == "steps":
-        visited = sampler_timesteps(ctx.scheduler, settings["steps"], settings["solver"])
-        ratio = len(visited) / len(ctx.reference)
+        ratio = _calls(ctx, settings["solver"], settings["steps"]) / len(ctx.reference)
         return Run(name, "steps", settings["solver"], settings["steps"], flop_ratio=ratio)
     if candidate.kind in SCHEDULES:
         schedule = SCHEDULES[candidate.kind](candidate, ctx)
@@ -193,10 +255,22 @@ def _run(candidate: Candidate, ctx: _Context) -> Run:
         return Run(name, "schedule", ctx.solver, steps, schedule=schedule, flop_ratio=schedule.flop_ratio)
     config = dict(settings["config"])
     if settings["method"] == "MagCache":
-        config["mag_ratios"] = _mag_ratios(ctx)
+        try:
+            config["mag_ratios"] = _mag_ratios(ctx)
+        except ValueError as error:  # e.g. a pipeline that resets the calibrating hooks at its end
+            raise NotApplicableError(f"MagCache's calibration run: {error}") from error
         config["num_inference_steps"] = steps
     cache = {"method": settings["method"], "config": config, "calls": _calls_dict(ctx.calls)}
     return Run(name, "cache", ctx.solver, steps, cache=cache)
+
+
+def _calls(ctx: _Context, solver: str, steps: int) -> int:
+    """The model calls of ``solver`` at ``steps``; ``steps`` where its timesteps depend on the run
+    (a pipeline's dynamic shifting: Flux's ``mu``)."""
+    try:
+        return len(sampler_timesteps(ctx.scheduler, steps, solver))
+    except ValueError:
+        return steps
 
 
 def _registry_schedule(candidate: Candidate, ctx: _Context) -> Schedule:
@@ -212,13 +286,18 @@ def _router_schedule(candidate: Candidate, ctx: _Context) -> Schedule:
     config = RouterConfig(
         steps=ctx.full.steps, sampler=ctx.solver, guidance_scale=ctx.full.guidance_scale,
         target_flop_ratio=candidate.settings["budget"], seed=ctx.seed, train_steps=ctx.router_train_steps,
-        trajectories=32,
+        trajectories=32 if ctx.source is None else PIPELINE_TRAJECTORIES,
     )  # fmt: skip
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
     path = None if ctx.folder is None else Path(ctx.folder) / "routers" / f"{candidate.name}-{digest}.json"
     if path is not None and path.is_file():
         return Schedule.load(path, ctx.blocks)
-    schedule = train_router(ctx.model, ctx.scheduler, config, ctx.blocks, progress=False).schedule
+    if ctx.source is None:
+        schedule = train_router(ctx.model, ctx.scheduler, config, ctx.blocks, progress=False).schedule
+    else:
+        teacher = pipeline_teacher(ctx.source, ctx.full.steps, config.trajectories, ctx.seed)
+        schedule = train_router(ctx.model, ctx.source.pipe.scheduler, config, ctx.blocks, progress=False,
+                                teacher=teacher).schedule  # fmt: skip
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         schedule.save(path)
@@ -240,5 +319,5 @@ def _calls_dict(calls: DenoiserCalls) -> dict[str, Any]:
 def _mag_ratios(ctx: _Context) -> list[float]:
     """MagCache's magnitude ratios from one calibration run of the full model on one sample."""
     with torch.inference_mode():
-        run = lambda: ctx.full.sample(ctx.model, ctx.scheduler, 0, 1, ctx.seed)  # noqa: E731
+        run = lambda: ctx.full.sample(ctx.source or ctx.model, ctx.scheduler, 0, 1, ctx.seed)  # noqa: E731
         return calibrate_mag_cache(ctx.model, ctx.calls, run)

@@ -22,7 +22,16 @@ from tqdm.auto import tqdm
 from ..diffusion.solvers import STOCHASTIC_SOLVERS, solvers_for
 from ..evaluation.bootstrap import RESAMPLES, resample_indices
 from ..evaluation.ode_reference import check_deterministic, ode_reference
-from ..models.backbones import EMBEDDED_DIR, EMBEDDED_DIT_DIR, load_backbone, load_noise_scheduler
+from ..models.backbones import (
+    EMBEDDED_DIR,
+    EMBEDDED_DIT_DIR,
+    load_backbone,
+    load_noise_scheduler,
+    load_pipeline,
+    prompted_pipeline,
+)
+from ..models.denoisers import check_prompted
+from ..sampling.pipeline_call import BUILT_IN_PROMPTS, PipelineSource, Prompting
 from ..schedules.tuned import TunedPolicy, save_policies
 from ..utils.files import atomic_write_text
 from . import policy as policy_module
@@ -49,13 +58,17 @@ class TuneConfig:
     steps: int | None = None
     batch_size: int = 16
     seed: int = 0
-    guidance_scale: float = 1.0
+    guidance_scale: float | None = None  # None: 1 for a denoiser, the pipeline's own for a prompted one
     data: str | None = None
     quick: bool = False
     device: str = "cpu"
     router_train_steps: int | None = None  # optimisation steps of each budget's router
     resamples: int = RESAMPLES  # paired bootstrap resamples behind every interval
     reference: str = "run"  # "ode": also fidelity to the converged ODE solution from the same noise
+    prompts: list[str] | None = None  # a text-to-image pipeline's prompts (None: lees' built-in list)
+    negative_prompt: str | None = None
+    height: int | None = None
+    width: int | None = None
 
     def __post_init__(self) -> None:
         self.n = self.n or DEFAULTS[self.quick]["n"]
@@ -100,24 +113,27 @@ def tune(config: TuneConfig, out: str | Path, save: bool = True) -> TuneResult:
     from .plot import frontier  # matplotlib: imported when plotting, so `import lees` stays fast
 
     out = Path(out)
-    model = load_backbone(config.model, config.device)
-    scheduler = load_noise_scheduler(config.model)
-    solver = own_solver(scheduler, scheduler_class(config.model))
+    model, scheduler, source = open_model(config)
+    solver = own_solver(scheduler, None if source else scheduler_class(config.model))
     if config.reference == "ode":
         check_deterministic(solver, "the full model's solver")
     solvers = [solver, *(s for s in solvers_for(scheduler) if s != solver)]
     found = candidates(config.steps, solvers, budgets=config.budgets, quick=config.quick)
-    claim_pieces(model, config.n, config.batch_size, config.seed, out)  # before any router trains
+    sampled = source or model  # what every run samples through
+    claim_pieces(sampled, config.n, config.batch_size, config.seed, out)  # before any router trains
     with quiet_diffusers():  # attaching each cache to check it would print diffusers' notices
+        guidance = 1.0 if source or config.guidance_scale is None else config.guidance_scale
         runs, reasons = build_runs(
-            found, model, scheduler, solver, config.steps, config.seed, config.guidance_scale,
-            config.router_train_steps, out,
+            found, model, scheduler, solver, config.steps, config.seed, guidance, config.router_train_steps,
+            out, source,
         )  # fmt: skip
     print(f"lees tune: {len(runs) - 1} candidates against {solver} at {config.steps} steps, n={config.n}")
-    measured, failed = measure(model, scheduler, runs, config.n, config.batch_size, config.seed, out)
+    if source is not None:
+        print(f"through {type(source.pipe).__name__}'s own call, {source.prompting.describe()}")
+    measured, failed = measure(sampled, scheduler, runs, config.n, config.batch_size, config.seed, out)
     ode = None
     if config.reference == "ode":
-        ode, _ = ode_reference(model, scheduler, config.n, config.seed, out / "ode", config.guidance_scale,
+        ode, _ = ode_reference(model, scheduler, config.n, config.seed, out / "ode", guidance,
                                config.device)  # fmt: skip
     rows, boot = score(
         runs, measured, config.data, resample_indices(config.n, config.resamples, config.seed), ode
@@ -133,7 +149,7 @@ def tune(config: TuneConfig, out: str | Path, save: bool = True) -> TuneResult:
         )
     print_table(rows, reasons)
     print("\n".join(lines))
-    result = TuneResult(rows, lines, reasons, table, plot, winner=winner(config, runs, rows))
+    result = TuneResult(rows, lines, reasons, table, plot, winner=winner(config, runs, rows, source))
     if save and result.winner is not None:
         result.policy = save_winners(config, [result.winner], out)
     return result
@@ -159,6 +175,32 @@ def tune_steps(config: TuneConfig, counts: Sequence[int], out: str | Path) -> li
         for result in results:
             result.policy = path if result.winner is not None else None
     return results
+
+
+def open_model(config: TuneConfig) -> tuple[Any, Any, PipelineSource | None]:
+    """The denoiser, its scheduler and, for a pipeline folder that takes prompts, the pipeline with the
+    user's call that every run samples through (None: lees' own sampler on the bare denoiser)."""
+    if prompted_pipeline(config.model):
+        if config.reference == "ode":
+            raise ValueError(
+                "--reference ode samples the bare denoiser with lees' own solver: a text-to-image pipeline "
+                "folder is scored against its own run only (--reference run)"
+            )
+        pipe = load_pipeline(config.model, config.device)
+        prompting = Prompting(
+            config.prompts or BUILT_IN_PROMPTS, config.negative_prompt, config.guidance_scale, config.height,
+            config.width, built_in=not config.prompts,
+        )  # fmt: skip
+        source = PipelineSource(pipe, prompting)
+        return source.denoiser, pipe.scheduler, source
+    if config.prompts or config.negative_prompt or config.height or config.width:
+        raise ValueError(
+            f"--prompts, --negative-prompt, --height and --width need a pipeline folder with its text "
+            f"encoders (a model_index.json naming them); {config.model} has none"
+        )
+    model = load_backbone(config.model, config.device)
+    check_prompted(model)
+    return model, load_noise_scheduler(config.model), None
 
 
 def scheduler_class(model: str) -> str | None:
@@ -191,6 +233,8 @@ def score(
         row = {"name": name, "kind": run.kind, "solver": run.solver, "steps": run.steps,
                "latency_ratio": result.latency_ratio(full), "flop_ratio": run.flop_ratio,
                "seconds": sum(result.seconds)}  # fmt: skip
+        if result.denoiser_seconds is not None:
+            row["denoiser_share"] = result.denoiser_share()
         boot[name] = {}
         for k, scorer in enumerate(scorers):
             if k and run.solver in STOCHASTIC_SOLVERS:  # no ODE partner: its samples are not the noise's
@@ -224,7 +268,10 @@ def print_table(rows: list[Row], reasons: dict[str, str]) -> None:
         quality = ", ".join(
             _with_interval(r, *figure) for figure in TABLE_FIGURES if r.get(figure[0]) is not None
         )
-        print(f"{r['name']:<{width}} {r['latency_ratio']:>7.2f}x {flops:>6}  {quality}")
+        share = f", denoiser {r['denoiser_share']:.0%} of the call" if r.get("denoiser_share") else ""
+        print(f"{r['name']:<{width}} {r['latency_ratio']:>7.2f}x {flops:>6}  {quality}{share}")
+    if rows[0].get("fd_full") is None:
+        print("  (no FD: the FID Inception weights are not installed; scripts/setup.sh installs them)")
     for name, reason in reasons.items():
         print(f"  not run: {name}: {reason}")
 
@@ -240,14 +287,18 @@ def _with_interval(row: Row, metric: str, label: str, fmt: str) -> str:
     return text
 
 
-def winner(config: TuneConfig, runs: dict[str, Run], rows: list[Row]) -> TunedPolicy | None:
-    """The first budget's winner as a policy (None, said, where nothing measured fits the budget)."""
+def winner(
+    config: TuneConfig, runs: dict[str, Run], rows: list[Row], source: PipelineSource | None = None
+) -> TunedPolicy | None:
+    """The first budget's winner as a policy, with the pipeline call it was measured with (None, said,
+    where nothing measured fits the budget)."""
     budget = config.budgets[0]
     ((_, best),) = verdicts(rows, [budget])  # the winner: the best on all samples
     if best is None:
         print(f"no policy for {config.steps} steps: nothing measured runs within {budget:g}x")
         return None
-    return policy_module.to_policy(runs[best["name"]], runs[FULL], rows, budget)
+    call = None if source is None else source.prompting.settings()
+    return policy_module.to_policy(runs[best["name"]], runs[FULL], rows, budget, call)
 
 
 def save_winners(config: TuneConfig, winners: list[TunedPolicy], out: Path) -> Path:
