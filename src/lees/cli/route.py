@@ -1,4 +1,6 @@
-"""``lees route``: the step router, a learned run-or-reuse schedule for a sampler and step count."""
+"""``lees route``: a learned schedule for a sampler and step count: the step router (run or reuse, trained
+on the teacher's states), or with ``--objective search`` a run / reuse / forecast table searched by rollouts
+against the full model's final samples within a measured latency budget (:mod:`lees.learn.search`)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ EPILOG = """examples:
   lees route --model embedded --scheduler DPMSolverMultistepScheduler --steps 20 --out runs/router-dpm
   lees route --model embedded-dit --sampler euler --steps 20 --target-flop-ratio 0.6 --out runs/route-dit
   lees route --model embedded-dit --sampler euler --steps 20 --forecast-order 1 --out runs/route-forecast
+  lees route --model embedded-dit --sampler euler --steps 30 --guidance-scale 2 --objective search \
+      --target-latency-ratio 0.5 --trajectories 4 --max-rollouts 12 --out runs/search-dit
   lees route --model path/to/sd --prompts "a red car" "a cat on a sofa" --steps 25 --target-flop-ratio 0.6
   lees route --model path/to/sd-unet --conditions prompts.safetensors --steps 25 --out runs/route-sd
   (a text-to-image pipeline folder: the teacher runs are its own call on --prompts, guidance as it does it)
@@ -37,6 +41,9 @@ EPILOG = """examples:
   (the default start is the baseline within the budget: DeepCache for a UNet, else uniform reuse)
   (without --out a diffusers folder gets the schedule in its lees/ subfolder)
 (a few minutes on a CPU for the embedded model; the schedule reuses, never drops, a block's output)
+(search: the latency of each action is timed first; every rollout's score goes to OUT/search_state.json,
+ so the same command again continues an interrupted search; about 15 min for the DiT at 16 samples and
+ 300 rollouts on 2 CPU cores)
 """
 
 
@@ -71,7 +78,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--train-steps", type=int, default=300, help="optimisation steps (300)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--trajectories", type=int, default=32, help="teacher sampling runs to train on (32)")
+    p.add_argument(
+        "--trajectories", type=int, default=None,
+        help="teacher sampling runs to train on (32); search: the samples each rollout scores (16, on seeds "
+        "9001 + --seed: no evaluation's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--target-latency-ratio", type=float, default=0.5,
+        help="search: the schedule's latency over the full model's, each action's cost measured first (0.5)",
+    )  # fmt: skip
+    p.add_argument("--max-rollouts", type=int, default=300, help="search: schedules scored at most (300)")
     p.add_argument(
         "--schedule",
         default="baseline",
@@ -86,11 +102,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--objective",
-        choices=("step", "kl", "rollout"),
+        choices=("step", "kl", "rollout", "search"),
         default="step",
         help="step (default): one step at the teacher's states, caches as scheduled (about 2 min here); "
         "kl: the same, steps weighted as DDPM's ELBO (the last steps most); "
-        "rollout: the student's own sampling runs against the teacher's (slower); see docs/reuse.md",
+        "rollout: the student's own sampling runs against the teacher's (slower); "
+        "search: run / reuse / forecast tables scored by their final samples against the full model's, within "
+        "--target-latency-ratio (no gradients; lees' own sampler); see docs/reuse.md",
     )
 
 
@@ -107,12 +125,14 @@ def run(args: argparse.Namespace) -> None:
     from ..learn.pipeline_teacher import pipeline_teacher
 
     model, scheduler, source = route_model(args)
+    if args.objective == "search":
+        return run_search(args, model, scheduler, source)
     teacher = None if source is None else pipeline_teacher(source, args.steps, args.trajectories, args.seed)
     config = RouterConfig(
         steps=args.steps, sampler=args.sampler, timesteps=args.timesteps,
         guidance_scale=1.0 if args.conditions or teacher else guidance_scale(args, model),
         target_flop_ratio=args.target_flop_ratio or None, lam=args.lam, train_steps=args.train_steps,
-        batch_size=args.batch_size, trajectories=args.trajectories, estimator=args.estimator,
+        batch_size=args.batch_size, trajectories=args.trajectories or 32, estimator=args.estimator,
         objective=args.objective, forecast_order=args.forecast_order, seed=args.seed,
     )  # fmt: skip
     blocks = find_blocks(model)
@@ -141,6 +161,42 @@ def run(args: argparse.Namespace) -> None:
         "model's run; no fd_clf or FID): runs "
         f"{schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs, {kept} the "
         f"rest{memory}; wrote {path}, {png} and {log}"
+    )
+
+
+def run_search(args: argparse.Namespace, model, scheduler, source) -> None:
+    """``--objective search``: the rollout search (:func:`lees.learn.search.search_schedule`), saved as
+    route saves a schedule, its state beside it."""
+    from ..learn.search import SearchConfig, search_schedule
+    from ..reporting.plots import schedule_map
+    from ..schedules.saving import save_pretrained, target_folder
+
+    if source is not None or args.conditions is not None or args.timesteps is not None:
+        raise ValueError("--objective search samples with lees' own sampler: drop --prompts, --conditions and "
+                         "--timesteps")  # fmt: skip
+    config = SearchConfig(
+        steps=args.steps, sampler=args.sampler, guidance_scale=guidance_scale(args, model),
+        target_latency_ratio=args.target_latency_ratio, samples=args.trajectories or 16,
+        seed=args.seed, max_rollouts=args.max_rollouts,
+    )  # fmt: skip
+    out = target_folder(args.out if args.out is not None else Path(args.model))
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", UserWarning)
+        result = search_schedule(model, scheduler, config, progress=True, state_path=out / "search_state.json")
+    for warning in said:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    schedule = result.schedule
+    path = save_pretrained(schedule, out, model=model, model_spec=args.model, objective="search")
+    png = schedule_map(schedule, path.parent / "schedule.png")
+    moves = ", ".join(m for m in schedule.settings["moves"][1:]) or "none"
+    print(
+        f"search on {schedule.num_steps} calls of {config.sampler}, guidance scale {config.guidance_scale:g}: "
+        f"latency {result.latency_ratio:.3f} of the full model's (modelled from timed actions; asked "
+        f"{config.target_latency_ratio:g}), training PSNR {result.psnr:.2f} dB against the full model's final "
+        f"samples (start {result.start_psnr:.2f} dB, {config.samples} samples), {schedule.settings['rollouts']} "
+        f"rollouts; moves: {moves}; runs {schedule.executed_ratio:.1%} of the blocks, forecast order "
+        f"{schedule.forecast_order}; wrote {path}, {png} and {out / 'search_state.json'}"
     )
 
 

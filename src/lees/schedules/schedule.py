@@ -41,7 +41,7 @@ VERSION = 3  # written for a schedule that forecasts; one that does not is writt
 
 READS = (1, 2, 3)  # file versions this one reads
 
-SOURCES = ("full", "learned", "router", "ase", "deepcache", "uniform", "random", "manual")
+SOURCES = ("full", "learned", "router", "ase", "deepcache", "uniform", "random", "manual", "search")
 
 CHARS = {RUN: "1", REUSE: "r", FORECAST: "f", SKIP: "0"}
 

@@ -1,0 +1,367 @@
+"""A run / reuse / forecast schedule searched by rollouts: the final sample against the full model's.
+
+The score of a schedule is what the user sees: the mean PSNR of its *final samples* against the full
+model's at the same solver, steps, guidance, start noise and labels, over a small training batch on
+seeds no evaluation uses (``TRAIN_SEED + SearchConfig.seed``). Its cost is *measured* latency: before searching,
+whole sampling runs of the full model and of schedules that run call 0 and then every block at every
+call, reuse everywhere, forecast everywhere (order 1 and 2) or skip everywhere are timed side by side
+(:func:`lees.sampling.lockstep.sample_lockstep`'s paired rounds), which gives a call's fixed cost and
+each block's cost per action (a forecast costs more than a reuse: it sums stored residuals). A
+schedule's latency share is then its modelled time over the full model's, and the search keeps it
+within ``target_latency_ratio``.
+
+The search (:func:`search_schedule`): start from the best of the uniform baselines that fit the budget
+(every ``n``-th call run after ``w`` warm-up calls, the rest forecast at order 1 or 2 or reused; the
+few most expensive are scored), then local search: every move of the neighbourhood that fits the
+budget is scored and the best improving one accepted, until none improves or ``max_rollouts`` are
+spent. The moves: shift a fully run call one call earlier or later; run a call in full, or its first
+or its last half of the blocks (per-block refinement, and the granularity that lets the budget be
+spent to within 0.02: one full call is about 1/T of the model's time); turn a segment of calls between
+two runs from forecasting to reusing or back; switch the forecast order (one order per schedule, as
+:class:`~lees.schedules.schedule.Schedule` holds it). So the warm-up, the first and last runs and
+where forecasting pays are learned, not fixed. Call 0 always runs (nothing is cached before it).
+
+Why a search over rollouts and not backpropagation: the actions are discrete (a relaxation must be
+rounded, and the rounded schedule is not the one trained; the step router's straight-through estimate
+stays at its start, issue 34); the compounding error of a whole run is what matters and a rollout
+measures it exactly; and on 2 CPU cores a rollout of 16 samples costs seconds while backpropagating
+through 30 guided calls of the DiT costs about three times as much and the memory of every call's
+activations. Each rollout's score is stored as it is taken (``state_path``, JSON): a search run again
+with the same settings replays its moves from the stored scores and continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import SchedulerMixin
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..diffusion.samplers import sampler_timesteps
+from ..diffusion.solvers import default_solver
+from ..engine.actions import FORECAST, REUSE, RUN, SKIP
+from ..engine.blocks import Blocks, find_blocks
+from ..evaluation.fidelity import psnr
+from ..sampling.lockstep import sample_lockstep
+from ..schedules.baselines import cached_schedule
+from ..schedules.schedule import Schedule
+from ..utils.config import Settings
+from ..utils.files import atomic_write_text
+
+TRAIN_SEED = 9001  # lees' evaluations sample at small seeds (0, 7, 23, 41, 71): training stays clear of them
+BUDGET_SLACK = 0.02  # how far below the asked latency share a searched schedule may land without a warning
+TIMED = {"reuse": (REUSE, 1), "forecast-1": (FORECAST, 1), "forecast-2": (FORECAST, 2), "skip": (SKIP, 1)}
+
+
+@dataclass
+class SearchConfig(Settings):
+    """Settings of one rollout search (saved in the schedule's settings)."""
+
+    steps: int = 30  # the sampler's steps (model calls of one guidance branch)
+    sampler: str | None = None  # a lees solver name; None: the model family's default (euler for flow)
+    guidance_scale: float = 1.0
+    target_latency_ratio: float = 0.5  # the schedule's latency over the full model's, measured per action
+    samples: int = 16  # the training batch: rollouts of these many samples score each schedule
+    seed: int = 0  # the training samples are sampled at seed TRAIN_SEED + seed: one no evaluation uses
+    max_rollouts: int = 300  # the search's effort (scored schedules, the starts' included)
+    starts: int = 4  # uniform baselines scored to pick the start (the most expensive within the budget)
+    timing_repeats: int = 2  # paired timing runs of the actions' costs, summed
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_latency_ratio <= 1:
+            raise ValueError(f"the target latency ratio must lie in (0, 1], got {self.target_latency_ratio}")
+        if self.steps < 2:
+            raise ValueError("a schedule that reuses needs at least 2 steps")
+        if min(self.samples, self.max_rollouts, self.starts, self.timing_repeats) < 1:
+            raise ValueError("samples, max_rollouts, starts and timing_repeats must be positive")
+
+
+@dataclass
+class LatencyCosts:
+    """Seconds of one model call: ``fixed`` (everything but the blocks: embedding, output, solver
+    update, the hooks' dispatch), and per block and action (``run``: by FLOP share; ``reuse``,
+    ``forecast-1``, ``forecast-2``: alike for every block); ``full``: the plain model's call, no hooks."""
+
+    full: float
+    fixed: float
+    run: list[float]
+    reuse: float
+    forecast: dict[int, float]
+
+    def ratio(self, actions: np.ndarray, order: int) -> float:
+        """The modelled latency of a (K, T) action table over the full model's T calls."""
+        per_block = np.zeros(actions.shape)
+        per_block[actions == RUN] = np.broadcast_to(np.asarray(self.run)[:, None], actions.shape)[actions == RUN]
+        per_block[actions == REUSE] = self.reuse
+        per_block[actions == FORECAST] = self.forecast[order]
+        return float((self.fixed * actions.shape[1] + per_block.sum()) / (self.full * actions.shape[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"full": self.full, "fixed": self.fixed, "run": self.run, "reuse": self.reuse,
+                "forecast": {str(k): v for k, v in self.forecast.items()}}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyCosts:
+        forecast = {int(k): float(v) for k, v in data["forecast"].items()}
+        return cls(data["full"], data["fixed"], list(data["run"]), data["reuse"], forecast)
+
+
+@dataclass
+class SearchResult:
+    """The searched schedule, its training PSNR and modelled latency, the start's, and the log."""
+
+    schedule: Schedule
+    psnr: float
+    latency_ratio: float
+    start_psnr: float
+    costs: LatencyCosts
+    rollouts: int
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def measure_costs(
+    model: nn.Module, scheduler: SchedulerMixin, blocks: Blocks, config: SearchConfig, timesteps: list
+) -> LatencyCosts:
+    """Each action's cost per block and call, from paired timed runs (module doc): the full model, and
+    schedules that run call 0 and then every block at every call, or one action everywhere."""
+    k, t = len(blocks), len(timesteps)
+    methods: dict[str, Schedule | None] = {"full": None, "run": _table(blocks, timesteps, RUN, 1, config)}
+    methods |= {name: _table(blocks, timesteps, a, order, config) for name, (a, order) in TIMED.items()}
+    seconds = dict.fromkeys(methods, 0.0)
+    for _ in range(config.timing_repeats):
+        runs = _sample(model, scheduler, methods, config)
+        seconds = {name: seconds[name] + runs[name].seconds / config.timing_repeats for name in methods}
+    run = seconds["run"] / t
+    per_call = {name: (seconds[name] - run) / (t - 1) for name in TIMED}  # call 0 ran in full
+    fixed = per_call["skip"]
+    shares = np.asarray(blocks.shares) / sum(blocks.shares)
+    return LatencyCosts(
+        full=seconds["full"] / t, fixed=fixed, run=((run - fixed) * shares).tolist(),
+        reuse=(per_call["reuse"] - fixed) / k,
+        forecast={o: (per_call[f"forecast-{o}"] - fixed) / k for o in (1, 2)},
+    )  # fmt: skip
+
+
+def _table(blocks: Blocks, timesteps: list, action: int, order: int, config: SearchConfig) -> Schedule:
+    """Call 0 run, every later call ``action`` for every block."""
+    actions = np.full((len(blocks), len(timesteps)), action, dtype=np.int8)
+    actions[:, 0] = RUN
+    return _schedule(blocks, timesteps, actions, order, config, {})
+
+
+def _schedule(blocks: Blocks, timesteps: list, actions: np.ndarray, order: int, config: SearchConfig,
+              extra: dict[str, Any]) -> Schedule:  # fmt: skip
+    settings = {**config.to_dict(), "sampler": config.sampler, **extra}
+    return Schedule(actions, blocks.names, timesteps, "search", settings, blocks.shares, forecast_order=order)
+
+
+def _sample(model, scheduler, methods: dict[str, Schedule | None], config: SearchConfig) -> dict:
+    return sample_lockstep(
+        model, methods, config.samples, steps=config.steps, sampler=config.sampler, seed=TRAIN_SEED + config.seed,
+        scheduler=scheduler, batch_size=config.samples, progress=False, guidance_scale=config.guidance_scale,
+    )  # fmt: skip
+
+
+Candidate = tuple[np.ndarray, int]  # an action table and its forecast order
+
+
+def digest(candidate: Candidate) -> str:
+    """A short hash of a table and its order: the key of its stored score."""
+    actions, order = candidate
+    return hashlib.sha256(actions.astype(np.int8).tobytes() + bytes([order]) + str(actions.shape).encode()
+                          ).hexdigest()[:16]  # fmt: skip
+
+
+def uniform_starts(blocks: Blocks, timesteps: list, config: SearchConfig) -> list[Candidate]:
+    """The uniform baselines a search may start from: after ``w`` warm-up calls (0-3) every ``n``-th call
+    runs (n = 2..T), the others forecast (order 1 or 2) or reuse; every table once."""
+    found: dict[str, Candidate] = {}
+    for n in range(2, len(timesteps) + 1):
+        for warm in range(4):
+            full = [*range(warm), *range(warm, len(timesteps), n)]
+            for between, order in ((FORECAST, 1), (FORECAST, 2), (REUSE, 1)):
+                made = cached_schedule(blocks, timesteps, full, [False] * len(blocks), "uniform", {}, between,
+                                       order)  # fmt: skip
+                candidate = (made.actions.copy(), order)
+                found.setdefault(digest(candidate), candidate)
+    return list(found.values())
+
+
+def neighbours(candidate: Candidate) -> Iterator[tuple[str, Candidate]]:
+    """Every move of the local search from ``candidate`` (module doc), named; the budget is checked after."""
+    actions, order = candidate
+    k, t = actions.shape
+    full = (actions == RUN).all(axis=0)
+    idle = ~(actions == RUN).any(axis=0)
+    for j in np.flatnonzero(full[1:]) + 1:
+        for d in (-1, 1):
+            if 1 <= j + d < t and idle[j + d]:
+                moved = actions.copy()
+                moved[:, [j, j + d]] = actions[:, [j + d, j]]
+                yield f"shift run {j}->{j + d}", (moved, order)
+    for j in np.flatnonzero(~full):
+        for name, rows in (("run", slice(None)), ("run first half", slice(0, k // 2)),
+                           ("run last half", slice(k // 2, k))):  # fmt: skip
+            if name == "run" or idle[j]:
+                more = actions.copy()
+                more[rows, j] = RUN
+                yield f"{name} at {j}", (more, order)
+    for start, stop in _segments(full):
+        cells = actions[:, start:stop]
+        new = REUSE if (cells == FORECAST).any() else FORECAST
+        switched = actions.copy()
+        switched[:, start:stop] = np.where(np.isin(cells, (REUSE, FORECAST)), new, cells)
+        yield f"{'reuse' if new == REUSE else 'forecast'} {start}-{stop - 1}", (switched, order)
+    if (actions == FORECAST).any():
+        yield f"forecast order {3 - order}", (actions, 3 - order)
+
+
+def _segments(full: np.ndarray) -> Iterator[tuple[int, int]]:
+    """The maximal stretches [start, stop) of calls that do not run in full."""
+    j = 0
+    while j < len(full):
+        if full[j]:
+            j += 1
+            continue
+        start = j
+        while j < len(full) and not full[j]:
+            j += 1
+        yield start, j
+
+
+class _Scorer:
+    """Rollout scores of candidates: stored (``state``, written to ``path`` after each rollout) or taken
+    by sampling the training batch with the candidate's schedule against the full model's samples."""
+
+    def __init__(self, model, scheduler, blocks, timesteps, config, state, path, bar) -> None:
+        self.model, self.scheduler, self.blocks, self.timesteps = model, scheduler, blocks, timesteps
+        self.config, self.state, self.path, self.bar = config, state, path, bar
+        self.reference = _sample(model, scheduler, {"full": None}, config)["full"].images
+        self.rollouts = 0
+
+    @property
+    def spent(self) -> bool:
+        return len(self.state["scores"]) >= self.config.max_rollouts
+
+    def __call__(self, candidate: Candidate) -> float:
+        key = digest(candidate)
+        if key not in self.state["scores"]:
+            schedule = _schedule(self.blocks, self.timesteps, *candidate, self.config, {})
+            images = _sample(self.model, self.scheduler, {"s": schedule}, self.config)["s"].images
+            self.state["scores"][key] = float(psnr(images, self.reference).clamp(max=100).mean())
+            self.rollouts += 1
+            self.save()
+        self.bar.update(len(self.state["scores"]) - self.bar.n)
+        return self.state["scores"][key]
+
+    def save(self) -> None:
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps(self.state) + "\n")
+
+
+def search_schedule(
+    model: nn.Module,
+    scheduler: SchedulerMixin,
+    config: SearchConfig | None = None,
+    blocks: Blocks | None = None,
+    progress: bool = True,
+    state_path: str | Path | None = None,
+    costs: LatencyCosts | None = None,
+) -> SearchResult:
+    """Search a run / reuse / forecast table for ``model`` with its solver that maximises the training
+    batch's final-sample PSNR against the full model within a measured latency budget (module doc).
+
+    Args:
+        model: the denoiser (frozen; sampled as lees' sampler samples it, guidance as configured).
+        scheduler: the model's scheduler: its config sets the noise process of ``config.sampler``.
+        config: steps, solver, guidance, budget (``target_latency_ratio``), training batch and effort.
+        blocks: the blocks to schedule (default: :func:`lees.find_blocks`); progress: a progress bar.
+        state_path: a JSON file holding the costs and every rollout's score as the search goes; a search
+            run again with it and the same settings continues where it stopped, to the same result.
+        costs: the actions' costs (default: measured at the start, or read from ``state_path``).
+
+    Returns the best schedule found (never worse on the training batch than its start), its PSNR and
+    modelled latency share; a latency share more than 0.02 below the budget warns with the figure.
+    Example:
+        >>> result = search_schedule(model, scheduler, SearchConfig(steps=30, guidance_scale=2))  # doctest: +SKIP
+        >>> lees.enable(pipe, result.schedule)  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    config = config or SearchConfig()
+    config = SearchConfig.from_dict({**config.to_dict(), "sampler": config.sampler or default_solver(scheduler)})
+    blocks = blocks or find_blocks(model)
+    timesteps = sampler_timesteps(scheduler, config.steps, config.sampler)
+    state = _state(state_path, config)
+    if "costs" not in state:
+        state["costs"] = (costs or measure_costs(model, scheduler, blocks, config, timesteps)).to_dict()
+    costs = LatencyCosts.from_dict(state["costs"])
+    bar = tqdm(total=config.max_rollouts, desc="search", unit="rollout", disable=not progress)
+    with bar:
+        score = _Scorer(model, scheduler, blocks, timesteps, config, state, state_path, bar)
+        score.save()
+        current, log = _local_search(score, costs, uniform_starts(blocks, timesteps, config), bar)
+    ratio = costs.ratio(*current)
+    extra = {"objective": "search: final-sample PSNR against the full model's run (same noise)",
+             "train_psnr": log[-1]["psnr"], "start_psnr": log[0]["psnr"], "latency_ratio": ratio,
+             "costs": costs.to_dict(), "rollouts": len(state["scores"]), "moves": [r["move"] for r in log],
+             "train_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    schedule = _schedule(blocks, timesteps, *current, config, extra)
+    warn_off_budget(ratio, config.target_latency_ratio)
+    return SearchResult(schedule, log[-1]["psnr"], ratio, log[0]["psnr"], costs, score.rollouts, log)
+
+
+def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
+    """The stored search at ``path`` (for the same settings but its effort, ``max_rollouts``: a search may
+    be continued with more), else a new one."""
+    same = {k: v for k, v in config.to_dict().items() if k != "max_rollouts"}
+    if path is None or not Path(path).is_file():
+        return {"config": same, "scores": {}}
+    state = json.loads(Path(path).read_text())
+    if state.get("config") != same:
+        raise ValueError(f"{path} holds a search with other settings: use another folder, or the same settings")
+    return state
+
+
+def _local_search(score: _Scorer, costs: LatencyCosts, starts: list[Candidate], bar) -> tuple[Candidate, list]:
+    """The best start within the budget, then the best improving move of the neighbourhood, until none
+    improves or the rollouts are spent; the table reached and the log of accepted moves."""
+    budget = score.config.target_latency_ratio
+    fits: Callable[[Candidate], bool] = lambda c: costs.ratio(*c) <= budget + 1e-9  # noqa: E731
+    within = sorted(filter(fits, starts), key=lambda c: -costs.ratio(*c))[: score.config.starts]
+    if not within:
+        cheapest = min(costs.ratio(*c) for c in starts)
+        raise ValueError(f"no schedule fits a latency share of {budget:g}: the cheapest start takes {cheapest:.3f}")
+    current = max(within, key=score)
+    log = [{"move": "start", "psnr": score(current), "latency_ratio": costs.ratio(*current)}]
+    while True:
+        scored = []
+        for name, candidate in neighbours(current):
+            if fits(candidate) and (not score.spent or digest(candidate) in score.state["scores"]):
+                scored.append((score(candidate), name, candidate))
+        best = max(scored, key=lambda s: s[0], default=None)
+        if best is None or best[0] <= log[-1]["psnr"]:
+            return current, log
+        current = best[2]
+        log.append({"move": best[1], "psnr": best[0], "latency_ratio": costs.ratio(*current)})
+        bar.set_postfix(psnr=f"{best[0]:.2f}", latency=f"{log[-1]['latency_ratio']:.3f}")
+
+
+def warn_off_budget(ratio: float, target: float, slack: float = BUDGET_SLACK) -> None:
+    """Warn, with the figure, when the searched schedule's modelled latency share lies more than
+    ``slack`` below ``target`` (the search stopped before it could spend the budget)."""
+    if ratio < target - slack:
+        warnings.warn(
+            f"the searched schedule takes {ratio:.3f} of the full model's latency, not the {target:.3f} "
+            "asked for: no move that spends more improved its training score, or the rollouts ran out",
+            stacklevel=3,
+        )

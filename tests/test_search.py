@@ -1,0 +1,125 @@
+"""The rollout search spends its budget, never ends worse than its start, resumes exactly, and its cost
+model and moves are what they say (the forecast action itself: tests/test_forecast.py)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+import lees.learn.search as search
+from lees import Schedule
+from lees.cli import main
+from lees.engine.actions import FORECAST, REUSE, RUN, SKIP
+from lees.engine.blocks import find_blocks
+from lees.learn.search import LatencyCosts, SearchConfig, neighbours, search_schedule
+from lees.models.architectures import DDPM_NOISE
+from lees.sampling.lockstep import TimedSamples
+
+from .conftest import tiny_unet
+
+STEPS = 8
+
+
+def _costs(k: int) -> LatencyCosts:
+    """A call's latency is the share of its blocks that run: a full call 1/T of the run, a reuse or a
+    forecast free (the starts' costs then step by 1/T and a half-run by 1/(2T))."""
+    return LatencyCosts(full=1.0, fixed=0.0, run=[1 / k] * k, reuse=0.0, forecast={1: 0.0, 2: 0.0})
+
+
+def _search(tmp_path, budget: float, **kwargs):
+    model = tiny_unet()
+    config = SearchConfig(steps=STEPS, sampler="ddim", samples=3, target_latency_ratio=budget,
+                          max_rollouts=kwargs.pop("max_rollouts", 60), starts=2)  # fmt: skip
+    costs = _costs(len(find_blocks(model)))
+    return search_schedule(model, DDPMScheduler(**DDPM_NOISE), config, progress=False, costs=costs, **kwargs)
+
+
+def test_the_search_spends_a_budget_its_start_does_not_reach_and_never_ends_worse(tmp_path):
+    budget = 3 / STEPS + 0.07  # the starts run whole calls: 3 of 8 is 0.07 below; a half-run fits
+    result = _search(tmp_path, budget)
+    start = result.log[0]["latency_ratio"]
+    assert start < budget - 0.02  # the start does not reach it
+    assert budget - 0.02 <= result.latency_ratio <= budget + 1e-9
+    assert result.latency_ratio == pytest.approx(_costs(12).ratio(result.schedule.actions, 1))
+    assert result.psnr >= result.start_psnr and len(result.log) > 1
+    assert [r["psnr"] for r in result.log] == sorted(r["psnr"] for r in result.log)
+    schedule = result.schedule
+    assert schedule.source == "search" and (schedule.actions[:, 0] == RUN).all()
+    assert schedule.settings["train_psnr"] == result.psnr and schedule.settings["sampler"] == "ddim"
+
+
+def test_the_search_resumes_exactly_after_an_interruption(tmp_path, monkeypatch):
+    whole = _search(tmp_path, 0.5, state_path=tmp_path / "whole.json")
+    taken, real = [], search.psnr
+
+    def interrupted(images, reference):
+        if len(taken) == 5:
+            raise KeyboardInterrupt
+        taken.append(1)
+        return real(images, reference)
+
+    monkeypatch.setattr(search, "psnr", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _search(tmp_path, 0.5, state_path=tmp_path / "part.json")
+    monkeypatch.setattr(search, "psnr", real)
+    resumed = _search(tmp_path, 0.5, state_path=tmp_path / "part.json")
+    assert np.array_equal(resumed.schedule.actions, whole.schedule.actions)
+    assert resumed.schedule.forecast_order == whole.schedule.forecast_order
+    assert resumed.psnr == whole.psnr and resumed.log == whole.log
+    assert resumed.rollouts == whole.rollouts - 5  # the 5 stored scores were not sampled again
+    with pytest.raises(ValueError, match="other settings"):
+        _search(tmp_path, 0.4, state_path=tmp_path / "part.json")
+
+
+def test_the_latency_model_is_the_sum_of_the_timed_actions(monkeypatch):
+    """Fake timed runs (seconds per method) give each action's per-block cost by hand."""
+    t = 3
+    per_call = {"full": 1.0, "run": 1.2, "reuse": 0.4, "forecast-1": 0.5, "forecast-2": 0.6, "skip": 0.2}
+
+    def timed(model, scheduler, methods, config):
+        seconds = {n: per_call["run"] + (t - 1) * per_call[n] if n in search.TIMED else t * per_call[n]
+                   for n in methods}  # fmt: skip
+        return {n: TimedSamples(torch.zeros(1), seconds[n]) for n in methods}
+
+    monkeypatch.setattr(search, "_sample", timed)
+    blocks = find_blocks(tiny_unet())
+    k = len(blocks)
+    costs = search.measure_costs(None, None, blocks, SearchConfig(steps=t, timing_repeats=2), list(range(t)))
+    assert costs.full == pytest.approx(1.0) and costs.fixed == pytest.approx(0.2)
+    assert sum(costs.run) == pytest.approx(1.0)  # 1.2 - 0.2 over the blocks, by FLOP share
+    assert costs.reuse == pytest.approx(0.2 / k) and costs.forecast[2] == pytest.approx(0.4 / k)
+    actions = np.array([[RUN, REUSE, FORECAST], [RUN, RUN, SKIP], [RUN, FORECAST, FORECAST]] + [[RUN] * 3] * (k - 3))
+    rest = sum(costs.run[3:])
+    by_hand = (3 * 0.2 + sum(costs.run) + costs.run[1] + 2 * rest + costs.reuse + 3 * costs.forecast[1])
+    assert costs.ratio(actions, 1) == pytest.approx(by_hand / 3)
+
+
+def test_the_moves_shift_runs_refine_halves_switch_segments_and_the_order():
+    f, r, u = FORECAST, REUSE, RUN
+    actions = np.array([[u, u, f, f, u, f]] * 4, dtype=np.int8)
+    moves = dict(neighbours((actions, 1)))
+    shifted, _ = moves["shift run 4->3"]
+    assert shifted[0].tolist() == [u, u, f, u, f, f]
+    half, _ = moves["run last half at 5"]
+    assert half[:, 5].tolist() == [f, f, u, u]
+    reused, order = moves["reuse 2-3"]
+    assert reused[0].tolist() == [u, u, r, r, u, f] and order == 1
+    assert moves["forecast order 2"][1] == 2 and np.array_equal(moves["forecast order 2"][0], actions)
+    assert "shift run 1->0" not in moves  # call 0 always runs
+    assert all((a[:, 0] == RUN).all() for a, _ in moves.values())
+
+
+def test_route_search_writes_a_schedule_that_sample_runs(folder, tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = ["route", "--model", folder, "--sampler", "ddim", "--steps", "4", "--objective", "search",
+            "--target-latency-ratio", "0.7", "--trajectories", "2", "--max-rollouts", "4", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'schedule.json'}" in printed and "asked 0.7" in printed
+    schedule = Schedule.load(out / "schedule.json")
+    assert schedule.source == "search" and (out / "search_state.json").is_file()
+    assert main(["sample", "--model", folder, "-n", "2", "--schedule", str(out / "schedule.json"),
+                 "--out", str(tmp_path / "g.png")]) == 0  # fmt: skip
+    assert Path(tmp_path / "g.png").is_file()
