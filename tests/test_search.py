@@ -1,6 +1,7 @@
 """The rollout search spends its budget, never ends worse than its start, resumes exactly, and its cost
 model and moves are what they say (the forecast action itself: tests/test_forecast.py)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from lees.models.architectures import DDPM_NOISE
 from lees.sampling.lockstep import TimedSamples
 
 from .conftest import tiny_unet
+from .test_tune import pipe_folder  # noqa: F401  (a fixture)
 
 STEPS = 8
 
@@ -90,9 +92,10 @@ def test_the_latency_model_is_the_sum_of_the_timed_actions(monkeypatch):
     assert costs.full == pytest.approx(1.0) and costs.fixed == pytest.approx(0.2)
     assert sum(costs.run) == pytest.approx(1.0)  # 1.2 - 0.2 over the blocks, by FLOP share
     assert costs.reuse == pytest.approx(0.2 / k) and costs.forecast[2] == pytest.approx(0.4 / k)
-    actions = np.array([[RUN, REUSE, FORECAST], [RUN, RUN, SKIP], [RUN, FORECAST, FORECAST]] + [[RUN] * 3] * (k - 3))
+    first = [[RUN, REUSE, FORECAST], [RUN, RUN, SKIP], [RUN, FORECAST, FORECAST]]
+    actions = np.array(first + [[RUN] * 3] * (k - 3))
     rest = sum(costs.run[3:])
-    by_hand = (3 * 0.2 + sum(costs.run) + costs.run[1] + 2 * rest + costs.reuse + 3 * costs.forecast[1])
+    by_hand = 3 * 0.2 + sum(costs.run) + costs.run[1] + 2 * rest + costs.reuse + 3 * costs.forecast[1]
     assert costs.ratio(actions, 1) == pytest.approx(by_hand / 3)
 
 
@@ -114,7 +117,8 @@ def test_the_moves_shift_runs_refine_halves_switch_segments_and_the_order():
 def test_route_search_writes_a_schedule_that_sample_runs(folder, tmp_path, capsys):
     out = tmp_path / "s"
     argv = ["route", "--model", folder, "--sampler", "ddim", "--steps", "4", "--objective", "search",
-            "--target-latency-ratio", "0.7", "--trajectories", "2", "--max-rollouts", "4", "--out", str(out)]  # fmt: skip
+            "--target-latency-ratio", "0.7", "--trajectories", "2", "--max-rollouts", "4",
+            "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out / 'schedule.json'}" in printed and "asked 0.7" in printed
@@ -123,3 +127,19 @@ def test_route_search_writes_a_schedule_that_sample_runs(folder, tmp_path, capsy
     assert main(["sample", "--model", folder, "-n", "2", "--schedule", str(out / "schedule.json"),
                  "--out", str(tmp_path / "g.png")]) == 0  # fmt: skip
     assert Path(tmp_path / "g.png").is_file()
+
+
+def test_tune_measures_a_searched_schedule_beside_the_candidates_named(pipe_folder, tmp_path, capsys):  # noqa: F811
+    searched = tmp_path / "search-0.6"
+    assert main(["route", "--model", pipe_folder, "--steps", "6", "--sampler", "ddpm", "--objective",
+                 "search", "--target-latency-ratio", "0.6", "--trajectories", "2", "--max-rollouts", "3",
+                 "--out", str(searched)]) == 0  # fmt: skip
+    argv = ["tune", "--model", pipe_folder, "--budget", "0.8", "-n", "4", "--steps", "6", "--batch-size", "2",
+            "--schedules", str(searched / "schedule.json"), "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main([*argv, "--only", "ddpm@3"]) == 0
+    report = json.loads((tmp_path / "out" / "tune.json").read_text())
+    rows = {r["name"]: r for r in report["rows"]}
+    assert set(rows) == {"full", "ddpm@3", "search-0.6"} and rows["search-0.6"]["kind"] == "schedule"
+    assert rows["search-0.6"]["psnr_interval"] is not None
+    assert main([*argv, "--only", "ddpm@99"]) == 2
+    assert "no candidate ddpm@99" in capsys.readouterr().err

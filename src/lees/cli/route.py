@@ -107,8 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="step (default): one step at the teacher's states, caches as scheduled (about 2 min here); "
         "kl: the same, steps weighted as DDPM's ELBO (the last steps most); "
         "rollout: the student's own sampling runs against the teacher's (slower); "
-        "search: run / reuse / forecast tables scored by their final samples against the full model's, within "
-        "--target-latency-ratio (no gradients; lees' own sampler); see docs/reuse.md",
+        "search: run / reuse / forecast tables scored by their final samples against the full model's, "
+        "within --target-latency-ratio (no gradients; lees' own sampler); see docs/reuse.md",
     )
 
 
@@ -172,8 +172,8 @@ def run_search(args: argparse.Namespace, model, scheduler, source) -> None:
     from ..schedules.saving import save_pretrained, target_folder
 
     if source is not None or args.conditions is not None or args.timesteps is not None:
-        raise ValueError("--objective search samples with lees' own sampler: drop --prompts, --conditions and "
-                         "--timesteps")  # fmt: skip
+        raise ValueError("--objective search samples with lees' own sampler: drop --prompts, --conditions "
+                         "and --timesteps")  # fmt: skip
     config = SearchConfig(
         steps=args.steps, sampler=args.sampler, guidance_scale=guidance_scale(args, model),
         target_latency_ratio=args.target_latency_ratio, samples=args.trajectories or 16,
@@ -183,20 +183,21 @@ def run_search(args: argparse.Namespace, model, scheduler, source) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always", UserWarning)
-        result = search_schedule(model, scheduler, config, progress=True, state_path=out / "search_state.json")
+        result = search_schedule(model, scheduler, config, state_path=out / "search_state.json")
     for warning in said:
         print(f"warning: {warning.message}", file=sys.stderr)
     schedule = result.schedule
     path = save_pretrained(schedule, out, model=model, model_spec=args.model, objective="search")
     png = schedule_map(schedule, path.parent / "schedule.png")
     moves = ", ".join(m for m in schedule.settings["moves"][1:]) or "none"
+    state = out / "search_state.json"
     print(
-        f"search on {schedule.num_steps} calls of {config.sampler}, guidance scale {config.guidance_scale:g}: "
-        f"latency {result.latency_ratio:.3f} of the full model's (modelled from timed actions; asked "
-        f"{config.target_latency_ratio:g}), training PSNR {result.psnr:.2f} dB against the full model's final "
-        f"samples (start {result.start_psnr:.2f} dB, {config.samples} samples), {schedule.settings['rollouts']} "
-        f"rollouts; moves: {moves}; runs {schedule.executed_ratio:.1%} of the blocks, forecast order "
-        f"{schedule.forecast_order}; wrote {path}, {png} and {out / 'search_state.json'}"
+        f"search on {schedule.num_steps} calls of {config.sampler}, guidance scale "
+        f"{config.guidance_scale:g}: latency {result.latency_ratio:.3f} of the full model's (modelled from "
+        f"timed actions; asked {config.target_latency_ratio:g}), training PSNR {result.psnr:.2f} dB against "
+        f"the full model's final samples (start {result.start_psnr:.2f} dB, {config.samples} samples), "
+        f"{schedule.settings['rollouts']} rollouts; moves: {moves}; runs {schedule.executed_ratio:.1%} of "
+        f"the blocks, forecast order {schedule.forecast_order}; wrote {path}, {png} and {state}"
     )
 
 

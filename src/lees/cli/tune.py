@@ -66,6 +66,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="optimisation steps of each router (200; --quick: 100)",
     )
+    p.add_argument(
+        "--schedules", nargs="+", default=(), metavar="FILE",
+        help="also these schedule files as candidates, named by folder (lees route --objective search's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--only", nargs="+", default=None, metavar="NAME",
+        help="measure only these candidates, by their table names (e.g. euler@15 uniform-3); full always",
+    )  # fmt: skip
     add_verdict_options(p)
     add_device(p)
     p.add_argument("--out", type=Path, default=Path("runs/tune"), help="folder (default: runs/tune)")
@@ -78,7 +86,8 @@ def run(args: argparse.Namespace) -> None:
 
     budgets = args.budgets or [args.budget if args.budget is not None else 0.6]
     keys = ("model", "n", "batch_size", "seed", "guidance_scale", "data", "quick", "device",
-            "router_train_steps", "resamples", "reference", "negative_prompt", "height", "width")  # fmt: skip
+            "router_train_steps", "resamples", "reference", "negative_prompt", "height", "width", "schedules",
+            "only")  # fmt: skip
     config = TuneConfig(
         budgets=budgets, prompts=prompt_list(args.prompts), **{k: getattr(args, k) for k in keys}
     )

@@ -1,25 +1,27 @@
 """A run / reuse / forecast schedule searched by rollouts: the final sample against the full model's.
 
 The score of a schedule is what the user sees: the mean PSNR of its *final samples* against the full
-model's at the same solver, steps, guidance, start noise and labels, over a small training batch on
-seeds no evaluation uses (``TRAIN_SEED + SearchConfig.seed``). Its cost is *measured* latency: before searching,
-whole sampling runs of the full model and of schedules that run call 0 and then every block at every
-call, reuse everywhere, forecast everywhere (order 1 and 2) or skip everywhere are timed side by side
-(:func:`lees.sampling.lockstep.sample_lockstep`'s paired rounds), which gives a call's fixed cost and
-each block's cost per action (a forecast costs more than a reuse: it sums stored residuals). A
-schedule's latency share is then its modelled time over the full model's, and the search keeps it
-within ``target_latency_ratio``.
+model's at the same solver, steps, guidance, start noise and labels, over a small training batch on seeds
+no evaluation uses (``TRAIN_SEED + SearchConfig.seed``). Its cost is *measured* latency: before
+searching, whole sampling runs of the full model and of schedules that run call 0 and then every block at
+every call, reuse everywhere, forecast everywhere (order 1 and 2) or skip everywhere are timed side by
+side (:func:`lees.sampling.lockstep.sample_lockstep`'s paired rounds), which gives a call's fixed cost
+and each block's cost per action (a forecast costs more than a reuse: it sums stored residuals). A
+schedule's latency share is then its modelled time over the full model's, and the search keeps it within
+``target_latency_ratio``.
 
 The search (:func:`search_schedule`): start from the best of the uniform baselines that fit the budget
-(every ``n``-th call run after ``w`` warm-up calls, the rest forecast at order 1 or 2 or reused; the
-few most expensive are scored), then local search: every move of the neighbourhood that fits the
-budget is scored and the best improving one accepted, until none improves or ``max_rollouts`` are
-spent. The moves: shift a fully run call one call earlier or later; run a call in full, or its first
-or its last half of the blocks (per-block refinement, and the granularity that lets the budget be
-spent to within 0.02: one full call is about 1/T of the model's time); turn a segment of calls between
-two runs from forecasting to reusing or back; switch the forecast order (one order per schedule, as
-:class:`~lees.schedules.schedule.Schedule` holds it). So the warm-up, the first and last runs and
-where forecasting pays are learned, not fixed. Call 0 always runs (nothing is cached before it).
+(every ``n``-th call run after ``w`` warm-up calls, the rest forecast at order 1 or 2 or reused; the few
+most expensive are scored), then local search over the moves of the neighbourhood that fit the budget, in
+a seeded random order: the first that improves is accepted (``accept="first"``, the default: more
+accepted moves per rollout where a rollout costs seconds) or, with ``accept="best"``, every move is
+scored and the best improving one accepted; until no move improves or ``max_rollouts`` are spent. The
+moves: shift a fully run call one call earlier or later; run a call in full, or its first or its last
+half of the blocks (per-block refinement, and the granularity that lets the budget be spent to within
+0.02: one full call is about 1/T of the model's time); turn a segment of calls between two runs from
+forecasting to reusing or back; switch the forecast order (one order per schedule, as
+:class:`~lees.schedules.schedule.Schedule` holds it). So the warm-up, the first and last runs and where
+forecasting pays are learned, not fixed. Call 0 always runs (nothing is cached before it).
 
 Why a search over rollouts and not backpropagation: the actions are discrete (a relaxation must be
 rounded, and the rounded schedule is not the one trained; the step router's straight-through estimate
@@ -42,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from diffusers import SchedulerMixin
 from torch import nn
 from tqdm.auto import tqdm
@@ -75,6 +76,7 @@ class SearchConfig(Settings):
     seed: int = 0  # the training samples are sampled at seed TRAIN_SEED + seed: one no evaluation uses
     max_rollouts: int = 300  # the search's effort (scored schedules, the starts' included)
     starts: int = 4  # uniform baselines scored to pick the start (the most expensive within the budget)
+    accept: str = "first"  # "first": the first improving move (moves in a seeded random order); "best"
     timing_repeats: int = 2  # paired timing runs of the actions' costs, summed
 
     def __post_init__(self) -> None:
@@ -84,6 +86,8 @@ class SearchConfig(Settings):
             raise ValueError("a schedule that reuses needs at least 2 steps")
         if min(self.samples, self.max_rollouts, self.starts, self.timing_repeats) < 1:
             raise ValueError("samples, max_rollouts, starts and timing_repeats must be positive")
+        if self.accept not in ("first", "best"):
+            raise ValueError(f"accept is first or best, got {self.accept!r}")
 
 
 @dataclass
@@ -101,7 +105,8 @@ class LatencyCosts:
     def ratio(self, actions: np.ndarray, order: int) -> float:
         """The modelled latency of a (K, T) action table over the full model's T calls."""
         per_block = np.zeros(actions.shape)
-        per_block[actions == RUN] = np.broadcast_to(np.asarray(self.run)[:, None], actions.shape)[actions == RUN]
+        runs = actions == RUN
+        per_block[runs] = np.broadcast_to(np.asarray(self.run)[:, None], actions.shape)[runs]
         per_block[actions == REUSE] = self.reuse
         per_block[actions == FORECAST] = self.forecast[order]
         return float((self.fixed * actions.shape[1] + per_block.sum()) / (self.full * actions.shape[1]))
@@ -167,8 +172,9 @@ def _schedule(blocks: Blocks, timesteps: list, actions: np.ndarray, order: int, 
 
 def _sample(model, scheduler, methods: dict[str, Schedule | None], config: SearchConfig) -> dict:
     return sample_lockstep(
-        model, methods, config.samples, steps=config.steps, sampler=config.sampler, seed=TRAIN_SEED + config.seed,
-        scheduler=scheduler, batch_size=config.samples, progress=False, guidance_scale=config.guidance_scale,
+        model, methods, config.samples, steps=config.steps, sampler=config.sampler,
+        seed=TRAIN_SEED + config.seed, scheduler=scheduler, batch_size=config.samples, progress=False,
+        guidance_scale=config.guidance_scale,
     )  # fmt: skip
 
 
@@ -293,12 +299,14 @@ def search_schedule(
     Returns the best schedule found (never worse on the training batch than its start), its PSNR and
     modelled latency share; a latency share more than 0.02 below the budget warns with the figure.
     Example:
-        >>> result = search_schedule(model, scheduler, SearchConfig(steps=30, guidance_scale=2))  # doctest: +SKIP
+        >>> config = SearchConfig(steps=30, guidance_scale=2, target_latency_ratio=0.5)
+        >>> result = search_schedule(model, scheduler, config)  # doctest: +SKIP
         >>> lees.enable(pipe, result.schedule)  # doctest: +SKIP
     """
     started = time.perf_counter()
     config = config or SearchConfig()
-    config = SearchConfig.from_dict({**config.to_dict(), "sampler": config.sampler or default_solver(scheduler)})
+    sampler = config.sampler or default_solver(scheduler)
+    config = SearchConfig.from_dict({**config.to_dict(), "sampler": sampler})
     blocks = blocks or find_blocks(model)
     timesteps = sampler_timesteps(scheduler, config.steps, config.sampler)
     state = _state(state_path, config)
@@ -328,11 +336,15 @@ def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
         return {"config": same, "scores": {}}
     state = json.loads(Path(path).read_text())
     if state.get("config") != same:
-        raise ValueError(f"{path} holds a search with other settings: use another folder, or the same settings")
+        raise ValueError(
+            f"{path} holds a search with other settings: use another folder or the same settings"
+        )
     return state
 
 
-def _local_search(score: _Scorer, costs: LatencyCosts, starts: list[Candidate], bar) -> tuple[Candidate, list]:
+def _local_search(
+    score: _Scorer, costs: LatencyCosts, starts: list[Candidate], bar
+) -> tuple[Candidate, list[dict[str, Any]]]:
     """The best start within the budget, then the best improving move of the neighbourhood, until none
     improves or the rollouts are spent; the table reached and the log of accepted moves."""
     budget = score.config.target_latency_ratio
@@ -340,14 +352,20 @@ def _local_search(score: _Scorer, costs: LatencyCosts, starts: list[Candidate], 
     within = sorted(filter(fits, starts), key=lambda c: -costs.ratio(*c))[: score.config.starts]
     if not within:
         cheapest = min(costs.ratio(*c) for c in starts)
-        raise ValueError(f"no schedule fits a latency share of {budget:g}: the cheapest start takes {cheapest:.3f}")
+        raise ValueError(
+            f"no schedule fits a latency share of {budget:g}: the cheapest start takes {cheapest:.3f}"
+        )
     current = max(within, key=score)
     log = [{"move": "start", "psnr": score(current), "latency_ratio": costs.ratio(*current)}]
     while True:
         scored = []
-        for name, candidate in neighbours(current):
+        moves = list(neighbours(current))
+        for i in np.random.default_rng(len(log)).permutation(len(moves)):  # a seeded order: resumes alike
+            name, candidate = moves[i]
             if fits(candidate) and (not score.spent or digest(candidate) in score.state["scores"]):
                 scored.append((score(candidate), name, candidate))
+                if score.config.accept == "first" and scored[-1][0] > log[-1]["psnr"]:
+                    break
         best = max(scored, key=lambda s: s[0], default=None)
         if best is None or best[0] <= log[-1]["psnr"]:
             return current, log

@@ -9,7 +9,9 @@ running anything, why it cannot apply to a model and scheduler (None when it can
   model lees finds blocks in);
 * ``deepcache``: DeepCache's full step every ``interval`` steps, the outer level running (UNets);
 * ``router``: the step router trained to a FLOP ``budget`` on the full run's own solver;
-* ``cache``: one of diffusers' caches (:mod:`lees.tune.diffusers_caches`), with its settings.
+* ``cache``: one of diffusers' caches (:mod:`lees.tune.diffusers_caches`), with its settings;
+* ``schedule``: a schedule file made for the reference run (a searched or routed one: ``lees route``),
+  named by its folder.
 
 Nothing here measures; the tuner runs the applicable candidates side by side at equal latency.
 """
@@ -27,7 +29,7 @@ from ..diffusion.solvers import SOLVER_NAMES, family, solvers_for
 from ..engine.blocks import candidate_blocks, unet_stage
 from .diffusers_caches import METHODS, DenoiserCalls, NotApplicable, apply_cache
 
-KINDS = ("steps", "uniform", "deepcache", "router", "cache")
+KINDS = ("steps", "uniform", "deepcache", "router", "cache", "schedule")
 CACHE_CONFIGS = {method.name: config_type for config_type, method in METHODS.items()}
 
 
@@ -110,6 +112,7 @@ CHECKS: dict[str, Callable[[Candidate, nn.Module, Any, DenoiserCalls], str | Non
     "deepcache": _check_deepcache,
     "router": _check_router,
     "cache": _check_cache,
+    "schedule": _check_blocks,
 }
 
 
@@ -158,6 +161,27 @@ def candidates(
         for config in (grid[1:3] if quick else grid)
     ]
     return found
+
+
+def schedule_candidates(paths: Sequence[str]) -> list[Candidate]:
+    """A ``schedule`` candidate for each schedule file (or folder holding one), named by its folder."""
+    from pathlib import Path
+
+    return [Candidate("schedule", Path(p).parent.name if p.endswith(".json") else Path(p).name,
+                      {"path": str(p)}) for p in paths]  # fmt: skip
+
+
+def chosen(found: list[Candidate], only: Sequence[str] | None) -> list[Candidate]:
+    """The candidates named in ``only`` and every schedule file's (all where None); a name no candidate has
+    is an error."""
+    if only is None:
+        return found
+    unknown = sorted(set(only) - {c.name for c in found})
+    if unknown:
+        raise ValueError(
+            f"no candidate {', '.join(unknown)}; the candidates: {', '.join(c.name for c in found)}"
+        )
+    return [c for c in found if c.name in only or c.kind == "schedule"]
 
 
 def _knobs(config: dict[str, Any]) -> str:

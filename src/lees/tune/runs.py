@@ -304,11 +304,25 @@ def _router_schedule(candidate: Candidate, ctx: _Context) -> Schedule:
     return schedule
 
 
+def _file_schedule(candidate: Candidate, ctx: _Context) -> Schedule:
+    """A schedule file (or a folder's), for the model's blocks and the reference run's timesteps."""
+    from ..schedules.saving import load_policy
+
+    schedule = load_policy(candidate.settings["path"])
+    if not isinstance(schedule, Schedule):
+        raise NotApplicableError(f"{candidate.settings['path']} holds a gate, not a schedule")
+    schedule.check_blocks(ctx.blocks)
+    if schedule.timesteps != list(ctx.reference):
+        raise NotApplicableError(f"made for {schedule.num_steps} other timesteps than the reference run's")
+    return schedule
+
+
 # How each schedule kind of candidate becomes its block schedule at the reference steps.
 SCHEDULES: dict[str, Callable[[Candidate, _Context], Schedule]] = {
     "uniform": _registry_schedule,
     "deepcache": _registry_schedule,
     "router": _router_schedule,
+    "schedule": _file_schedule,
 }
 
 

@@ -35,7 +35,7 @@ from ..sampling.pipeline_call import BUILT_IN_PROMPTS, PipelineSource, Prompting
 from ..schedules.tuned import TunedPolicy, save_policies
 from ..utils.files import atomic_write_text
 from . import policy as policy_module
-from .candidates import candidates
+from .candidates import candidates, chosen, schedule_candidates
 from .measure import Measured, claim_pieces, measure
 from .quality import Replicates, Scorer
 from .runs import FULL, Run, build_runs, own_solver, quiet_diffusers
@@ -69,6 +69,8 @@ class TuneConfig:
     negative_prompt: str | None = None
     height: int | None = None
     width: int | None = None
+    schedules: Sequence[str] = ()  # schedule files as candidates too (a searched one: lees route)
+    only: Sequence[str] | None = None  # the candidates to measure, by name (None: all); full always
 
     def __post_init__(self) -> None:
         self.n = self.n or DEFAULTS[self.quick]["n"]
@@ -119,6 +121,7 @@ def tune(config: TuneConfig, out: str | Path, save: bool = True) -> TuneResult:
         check_deterministic(solver, "the full model's solver")
     solvers = [solver, *(s for s in solvers_for(scheduler) if s != solver)]
     found = candidates(config.steps, solvers, budgets=config.budgets, quick=config.quick)
+    found = chosen(found + schedule_candidates(config.schedules), config.only)
     sampled = source or model  # what every run samples through
     claim_pieces(sampled, config.n, config.batch_size, config.seed, out)  # before any router trains
     with quiet_diffusers():  # attaching each cache to check it would print diffusers' notices
