@@ -188,7 +188,7 @@ def digest(candidate: Candidate) -> str:
                           ).hexdigest()[:16]  # fmt: skip
 
 
-def uniform_starts(blocks: Blocks, timesteps: list, config: SearchConfig) -> list[Candidate]:
+def uniform_starts(blocks: Blocks, timesteps: list) -> list[Candidate]:
     """The uniform baselines a search may start from: after ``w`` warm-up calls (0-3) every ``n``-th call
     runs (n = 2..T), the others forecast (order 1 or 2) or reuse; every table once."""
     found: dict[str, Candidate] = {}
@@ -317,7 +317,7 @@ def search_schedule(
     with bar:
         score = _Scorer(model, scheduler, blocks, timesteps, config, state, state_path, bar)
         score.save()
-        current, log = _local_search(score, costs, uniform_starts(blocks, timesteps, config), bar)
+        current, log = _local_search(score, costs, uniform_starts(blocks, timesteps), bar)
     ratio = costs.ratio(*current)
     extra = {"objective": "search: final-sample PSNR against the full model's run (same noise)",
              "train_psnr": log[-1]["psnr"], "start_psnr": log[0]["psnr"], "latency_ratio": ratio,
