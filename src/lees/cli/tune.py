@@ -14,6 +14,8 @@ EPILOG = """examples:
   lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --out runs/tune-dit
   lees tune --model embedded --steps 20 30 --quick -n 16 --out runs/tune-steps   # a winner per step count
   lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --reference ode --out runs/tune-ode
+  lees tune --model embedded-dit --guidance-scale 2 --steps 30 --budgets 0.5 0.35 -n 16 --only euler@15 \
+      --schedules runs/search-dit/schedule.json --out runs/tune-search   # a searched schedule (lees route)
   lees tune --model path/to/sd --prompts "a red car" "a cat on a sofa" --budget 0.6 --quick --out runs/tune-sd
   lees tune --model path/to/flux --prompts prompts.txt --height 512 --width 512 --out runs/tune-flux
 (a text-to-image pipeline folder is sampled through its own call: the prompts, negative prompt, guidance,
