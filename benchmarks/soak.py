@@ -11,9 +11,11 @@ arguments on a fresh copy of the model, in a fresh pipeline, freshly enabled (or
 disabled or the step count is not the policy's: on_mismatch="full" runs the pipeline's own scheduler in
 full); they must be equal exactly. After each disable no hook may be left on any module and the
 pipeline's scheduler must be its own. It prints the counts and the resident memory (VmRSS) at call 100
-and at the end; the end must lie within 5 % of call 100.
+and at the end; the end must lie within 5 % of call 100. Then ``--process-twins`` of the calls (drawn
+before the soak starts) are run again in a fresh Python process (a new model from the same seed, the
+policy from the same folder) and must equal the soak's outputs exactly too.
 
-    python benchmarks/soak.py [--calls 1000] [--seed 0]
+    python benchmarks/soak.py [--calls 1000] [--seed 0] [--process-twins 20]
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import argparse
 import contextlib
 import copy
 import io
+import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +36,7 @@ from pathlib import Path
 
 import torch
 from diffusers import DiTTransformer2DModel, FlowMatchEulerDiscreteScheduler
+from safetensors.torch import load_file, save_file
 
 import lees
 from lees.engine.actions import FORECAST
@@ -158,10 +163,14 @@ def no_lees_left(pipe: ClassFlowPipeline) -> bool:
     return not hooked and not isinstance(pipe.scheduler, TunedScheduler)
 
 
-def soak(calls: int = 1000, seed: int = 0, report: Callable[[str], None] | None = None) -> dict:
+def soak(
+    calls: int = 1000, seed: int = 0, report: Callable[[str], None] | None = None, process_twins: int = 0
+) -> dict:
     """Run the soak; returns its counts (and raises AssertionError at the first wrong output); ``report``
-    gets a progress line every 25 calls."""
+    gets a progress line every 25 calls; ``process_twins`` calls are checked in a fresh process too."""
     rng = random.Random(seed)
+    kept = set(random.Random(seed + 1).sample(range(1, calls + 1), min(process_twins, calls)))
+    saved: dict[str, tuple[dict, bool, torch.Tensor]] = {}
     pristine = tiny_dit()
     model = copy.deepcopy(pristine)
     folder = Path(tempfile.mkdtemp(prefix="lees-soak-"))
@@ -203,6 +212,8 @@ def soak(calls: int = 1000, seed: int = 0, report: Callable[[str], None] | None 
                 f"call {i} {request}: differs from its fresh twin by {(output - expected).abs().max():g}"
             )
         counts["equal"] += 1
+        if i in kept:
+            saved[str(i)] = (request, enabled, output)
         if report is not None and i % 25 == 0:
             report(f"call {i}: {counts}, {rss_mib():.1f} MiB, {time.perf_counter() - start:.0f} s")
     memory["at_end"] = rss_mib()
@@ -210,16 +221,47 @@ def soak(calls: int = 1000, seed: int = 0, report: Callable[[str], None] | None 
     assert no_lees_left(pipe)
     faults.remove()
     counts["seconds"] = round(time.perf_counter() - start, 1)
+    counts["process_twins"], counts["process_equal"] = len(saved), in_fresh_process(saved, folder)
     return {**counts, **memory}
+
+
+def in_fresh_process(saved: dict[str, tuple[dict, bool, torch.Tensor]], folder: Path) -> int:
+    """Run the ``saved`` calls again in a new Python process (``--twins-in``); how many equal exactly."""
+    if not saved:
+        return 0
+    (folder / "requests.json").write_text(json.dumps({k: [r, e] for k, (r, e, _) in saved.items()}))
+    threads = str(torch.get_num_threads())  # the same: another count may round sums differently
+    subprocess.run([sys.executable, __file__, "--twins-in", str(folder), "--threads", threads], check=True)
+    twins = load_file(folder / "twins.safetensors")
+    return sum(torch.equal(output, twins[k]) for k, (_, _, output) in saved.items())
+
+
+def twins_in(folder: Path, threads: int) -> None:
+    """In a fresh process: each request of ``folder/requests.json`` on a fresh twin (enabled with the
+    policy in ``folder`` where the soak had lees enabled), saved to ``folder/twins.safetensors``."""
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+    requests = json.loads((folder / "requests.json").read_text())
+    pristine = tiny_dit()
+    outputs = {k: twin(pristine, folder if on else None, r).contiguous() for k, (r, on) in requests.items()}
+    save_file(outputs, folder / "twins.safetensors")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000, help="pipeline calls (1000)")
     parser.add_argument("--seed", type=int, default=0, help="the draws' seed (0)")
+    parser.add_argument("--process-twins", type=int, default=20, help="calls re-run in a fresh process (20)")
+    parser.add_argument("--twins-in", type=Path, default=None, help=argparse.SUPPRESS)  # the fresh process
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    result = soak(args.calls, args.seed, report=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.twins_in is not None:
+        twins_in(args.twins_in, args.threads)
+        return
+    torch.set_num_threads(args.threads)
+    result = soak(
+        args.calls, args.seed, lambda line: print(line, file=sys.stderr, flush=True), args.process_twins
+    )
     flat = abs(result["at_end"] / result["at_100"] - 1)
     print(
         f"calls {result['calls']} returned + {result['faults']} broken off by an injected exception "
@@ -231,6 +273,10 @@ def main() -> None:
         f"plain while disabled {result['plain']}"
     )
     print(f"outputs equal to their fresh twin: {result['equal']} of {result['calls']}")
+    print(
+        f"outputs equal to their twin in a fresh process: {result['process_equal']} of "
+        f"{result['process_twins']} (drawn before the soak; broken-off calls have none)"
+    )
     print(
         f"resident memory: {result['at_100']:.1f} MiB at call 100, {result['at_end']:.1f} MiB at the end "
         f"({100 * flat:.2f} % apart; flat within 5 %: {flat <= 0.05}); {result['seconds']} s"

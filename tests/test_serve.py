@@ -16,7 +16,7 @@ from lees import ScheduleError
 from lees.engine.actions import FORECAST
 from lees.models.pipelines import ClassFlowPipeline
 from lees.schedules.baselines import uniform_schedule
-from lees.schedules.tuned import TunedScheduler, load_policies, load_tuned
+from lees.schedules.tuned import TunedScheduler, load_policies, load_tuned, save_policies
 
 SPEC = importlib.util.spec_from_file_location("soak", Path(__file__).parents[1] / "benchmarks" / "soak.py")
 soak = importlib.util.module_from_spec(SPEC)
@@ -104,6 +104,27 @@ def test_tune_at_several_step_counts_saves_one_policy(tmp_path):
     assert all(p.reference["steps"] == n for n, p in policies.items())
 
 
+def test_route_at_several_step_counts_saves_a_policy_each_call_runs_its_schedule(pristine, tmp_path):
+    from lees.cli import main
+
+    model = tmp_path / "pipe"
+    fresh(pristine).save_pretrained(model)
+    argv = ["route", "--model", str(model), "--steps", "4", "6", "--sampler", "euler", "--train-steps", "2",
+            "--trajectories", "2", "--batch-size", "2", "--guidance-scale", "1",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    policies = load_policies(tmp_path / "out")
+    assert sorted(policies) == [4, 6] and {p.kind for p in policies.values()} == {"schedule"}
+    pipe = fresh(pristine)
+    lees.enable(pipe, tmp_path / "out")
+    for steps in (4, 6, 4):
+        alone = fresh(pristine)
+        lees.enable(alone, lees.Schedule.load(tmp_path / "out" / f"steps-{steps}" / "schedule.json"))
+        assert torch.equal(soak.call(pipe, request(steps)), soak.call(alone, request(steps)))
+    lees.disable(pipe)
+    assert soak.no_lees_left(pipe)
+
+
 # -- 2. on_mismatch ------------------------------------------------------------------------------------
 
 
@@ -175,8 +196,9 @@ def test_a_diffusers_cache_run_broken_off_after_one_call_starts_fresh(pristine, 
 
 
 def test_a_short_soak():
-    result = soak.soak(calls=40, seed=1)
+    result = soak.soak(calls=40, seed=1, process_twins=4)
     assert result["equal"] == result["calls"] > 0 and result["faults"] > 0
+    assert result["process_equal"] == result["process_twins"] > 0  # a fresh Python process agrees too
     assert result["tuned"] > 0 and result["mismatched"] > 0
 
 
@@ -227,3 +249,17 @@ def test_a_second_thread_is_refused_at_its_enable_and_mid_run(pristine):
     outs = []
     assert run_in_thread(lambda: outs.append(soak.call(pipe, request(6, seed=3)))) is None
     assert torch.equal(outs[0], soak.call(twin, request(6, seed=3)))
+
+
+@pytest.mark.parametrize("kind", ["steps", "cache"])
+def test_a_policy_without_a_schedule_also_refuses_a_second_thread(pristine, folder, tmp_path, kind):
+    (winner,) = [p for p in load_policies(folder).values() if p.kind == kind]
+    save_policies([winner], tmp_path)
+    pipe = fresh(pristine)
+    lees.enable(pipe, tmp_path)
+    soak.call(pipe, request(winner.reference_steps))  # this thread runs it
+    other = soak.quiet(ClassFlowPipeline(pipe.transformer, FlowMatchEulerDiscreteScheduler()))
+    error = run_in_thread(lambda: lees.enable(other, tmp_path))
+    assert isinstance(error, RuntimeError) and "a second enable from another thread" in str(error)
+    lees.disable(pipe)
+    assert soak.no_lees_left(pipe)

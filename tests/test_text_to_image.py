@@ -108,6 +108,12 @@ def test_route_learns_on_the_pipeline_call_and_runs_inside_it(folders, kind, tmp
     assert schedule.num_steps == 4 and schedule.flop_ratio <= 0.6 + 1e-6
     assert routed.shape == plain.shape and torch.isfinite(routed).all()
     assert not torch.equal(routed, plain)  # it reuses, so the image differs
+    if pipe.scheduler.config.get("use_dynamic_shifting"):  # Flux: its grid is this resolution's
+        assert schedule.settings["image_seq_len"] > 0
+        lees.enable(pipe, schedule)
+        with pytest.raises(lees.ScheduleError, match="latent tokens"):
+            pipe(prompt=PROMPTS[:1], num_inference_steps=4, height=32, width=32, output_type="pt")
+        lees.disable(pipe)
 
 
 def test_sampling_through_the_pipeline_depends_on_the_sample_index_only(folders):

@@ -231,14 +231,12 @@ def _enable_tuned(
             setattr(denoiser, TUNED_CACHE, (tuned, attach_cache(denoiser, tuned)))
         return denoiser
     schedules = [p.schedule for p in policies.values() if p.schedule is not None]
-    hook = None
-    if schedules:
-        if any(s.block_names != schedules[0].block_names for s in schedules):
-            raise ScheduleError("the tuned schedules name different blocks: tune them on one model")
-        num_train = _num_train(pipe_or_model, schedules[0])
-        hook = _attach(
-            pipe_or_model, None, schedules[0].block_names, Fitting([], on_mismatch), None, num_train
-        )
+    if any(s.block_names != schedules[0].block_names for s in schedules):
+        raise ScheduleError("the tuned schedules name different blocks: tune them on one model")
+    # the root hook always (it keeps the run state and the thread that owns it); block hooks for schedules
+    names = schedules[0].block_names if schedules else []
+    num_train = _num_train(pipe_or_model, schedules[0] if schedules else None)
+    hook = _attach(pipe_or_model, None, names, Fitting([], on_mismatch), None, num_train)
     pipe = pipe_or_model
     denoiser.__dict__[TUNED_SCHEDULER] = (weakref.ref(pipe), pipe.scheduler)
     pipe.scheduler = TunedScheduler(
@@ -247,12 +245,11 @@ def _enable_tuned(
     return denoiser
 
 
-def _select(denoiser: nn.Module, hook: _StepHook | None, tuned: TunedPolicy | None) -> None:
+def _select(denoiser: nn.Module, hook: _StepHook, tuned: TunedPolicy | None) -> None:
     """At a pipeline call's start, what its run follows: the tuned schedule (else plain blocks) and the
     tuned cache (attached, or reset when the last call used it too; else removed)."""
-    if hook is not None:
-        hook.fitting.candidates = [tuned.schedule] if tuned is not None and tuned.schedule is not None else []
-        hook.reset_state(denoiser)
+    hook.fitting.candidates = [tuned.schedule] if tuned is not None and tuned.schedule is not None else []
+    hook.reset_state(denoiser)
     held, cache = denoiser.__dict__.get(TUNED_CACHE, (None, None))
     if cache is not None and held is tuned:
         cache.reset()  # a run broken off left its state: the new run starts empty
@@ -304,7 +301,7 @@ def _warn_recompiles(denoiser: nn.Module, policy: Policy) -> None:
         )
 
 
-def _num_train(source: Any, policy: Policy) -> int:
+def _num_train(source: Any, policy: Policy | None) -> int:
     """N, which normalises t: the scheduler's (or the pipeline's), else the schedule's."""
     scheduler = source if hasattr(source, "set_timesteps") else getattr(source, "scheduler", None)
     if scheduler is not None:

@@ -6,6 +6,7 @@ generator i) in one call, and compares them with the images the tune stored for 
 TUNE_OUT/pieces.
 """
 
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ extra = dict(zip(sys.argv[3::2], map(int, sys.argv[4::2]), strict=True))
 call = {k.lstrip("-"): v for k, v in extra.items()}
 pipe = DiffusionPipeline.from_pretrained(folder)
 pipe.set_progress_bar_config(disable=True)
-if "use_resolution_binning" in pipe.__call__.__code__.co_varnames:  # PixArt: no bins for a tiny size
+if "use_resolution_binning" in inspect.signature(pipe.__call__).parameters:  # PixArt: no bins for a tiny size
     call["use_resolution_binning"] = False
 print(f">>> pipe = DiffusionPipeline.from_pretrained({str(folder)!r}); lees.enable(pipe, FOLDER)")
 lees.enable(pipe, folder)

@@ -74,9 +74,12 @@ def add_resize(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_steps(p: argparse.ArgumentParser, help: str, default: int | None = 50) -> None:
-    """``--steps``: sampler steps (never optimisation steps: those are ``--train-steps``)."""
-    p.add_argument("--steps", type=int, default=default, help=help)
+def add_steps(p: argparse.ArgumentParser, help: str, default: int | None = 50, several: bool = False) -> None:
+    """``--steps``: sampler steps (never optimisation steps: those are ``--train-steps``); ``several``:
+    one count or more (a list, even of one)."""
+    if several:
+        default = None if default is None else [default]
+    p.add_argument("--steps", type=int, nargs="+" if several else None, default=default, help=help)
 
 
 def add_sampler(

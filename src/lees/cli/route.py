@@ -34,12 +34,15 @@ EPILOG = """examples:
   lees route --model embedded-dit --sampler euler --steps 20 --forecast-order 1 --out runs/route-forecast
   lees route --model embedded-dit --sampler euler --steps 30 --guidance-scale 2 --objective search \
       --target-latency-ratio 0.5 --trajectories 4 --max-rollouts 12 --out runs/search-dit
+  lees route --model embedded-dit --steps 10 20 --train-steps 20 --out runs/route-steps   # one per count
   lees route --model path/to/sd --prompts "a red car" "a cat on a sofa" --steps 25 --target-flop-ratio 0.6
   lees route --model path/to/sd-unet --conditions prompts.safetensors --steps 25 --out runs/route-sd
   (a text-to-image pipeline folder: the teacher runs are its own call on --prompts, guidance as it does it)
   (the columns are the model calls of one run: lees.pipeline_timesteps(scheduler); Heun calls twice a step)
   (the default start is the baseline within the budget: DeepCache for a UNet, else uniform reuse)
   (without --out a diffusers folder gets the schedule in its lees/ subfolder)
+  (several --steps: a router per count in OUT/steps-N, and OUT/policy.json holding them all, which
+   lees.enable(pipe, OUT) applies: each pipe() call runs the schedule of its num_inference_steps)
 (a few minutes on a CPU for the embedded model; the schedule reuses, never drops, a block's output)
 (search: the latency of each action is timed first; every rollout's score goes to OUT/search_state.json,
  so the same command again continues an interrupted search; about 15 min for the DiT at 16 samples and
@@ -51,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "route", run, "learn a run-or-reuse schedule (the step router)", EPILOG)
     add_model(p)
     add_out(p)
-    add_steps(p, "sampler steps of the schedule (50)")
+    add_steps(p, "sampler steps of the schedule (50); several (20 30 50): a schedule for each", several=True)
     solver = "a lees solver of the model's family (flow matching: euler, heun, dpm++, unipc; default: the "
     add_sampler(p, default=None, help=solver + "scheduler the model comes with)")
     p.add_argument(
@@ -113,31 +116,51 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Learn a run-or-reuse schedule (the step router) for a frozen model on its sampler's own trajectory."""
-    from ..engine.blocks import find_blocks
-    from ..learn.router import STARTS, RouterConfig, train_router
-    from ..reporting.plots import schedule_map
-    from ..schedules.saving import save_pretrained, target_folder
-    from ..schedules.schedule import Schedule
+    """Learn a run-or-reuse schedule (the step router) for a frozen model on its sampler's own trajectory;
+    with several ``--steps``, one per count and a policy file that picks one per pipeline call."""
+    from ..schedules.saving import target_folder
 
     if args.out is None and not Path(args.model).is_dir():
         raise ValueError("name --out (or give --model a diffusers folder to write its lees/ subfolder)")
-    from ..learn.pipeline_teacher import pipeline_teacher
-
+    counts = args.steps
+    if len(set(counts)) != len(counts) or min(counts) < 2:
+        raise ValueError(f"--steps takes distinct step counts of 2 or more, not {counts}")
     model, scheduler, source = route_model(args)
     if args.objective == "search":
-        return run_search(args, model, scheduler, source)
-    teacher = None if source is None else pipeline_teacher(source, args.steps, args.trajectories, args.seed)
+        if len(counts) != 1:
+            raise ValueError("--objective search takes one --steps count")
+        return run_search(args, counts[0], model, scheduler, source)
+    out = target_folder(args.out if args.out is not None else Path(args.model))  # lees/ of a diffusers folder
+    if len(counts) == 1:
+        route_one(args, counts[0], model, scheduler, source, out)
+        return
+    solver = policy_solver(args, scheduler)
+    schedules = [route_one(args, n, model, scheduler, source, out / f"steps-{n}") for n in counts]
+    path = save_route_policy(dict(zip(counts, schedules, strict=True)), solver, args, out)
+    print(f"policy (a router schedule for each of {', '.join(map(str, counts))} steps, the {solver} solver) "
+          f"saved to {path}; apply: lees.enable(pipe, {str(out)!r})")  # fmt: skip
+
+
+def route_one(args: argparse.Namespace, steps: int, model, scheduler, source, out: Path):
+    """Train the router at ``steps``, save its schedule, map and log in ``out`` and say so; returns it."""
+    from ..engine.blocks import find_blocks
+    from ..learn.pipeline_teacher import pipeline_teacher
+    from ..learn.router import STARTS, RouterConfig, train_router
+    from ..reporting.plots import schedule_map
+    from ..schedules.saving import save_pretrained
+    from ..schedules.schedule import Schedule
+
+    trajectories = args.trajectories or 32
+    teacher = None if source is None else pipeline_teacher(source, steps, trajectories, args.seed)
     config = RouterConfig(
-        steps=args.steps, sampler=args.sampler, timesteps=args.timesteps,
+        steps=steps, sampler=args.sampler, timesteps=args.timesteps,
         guidance_scale=1.0 if args.conditions or teacher else guidance_scale(args, model),
         target_flop_ratio=args.target_flop_ratio or None, lam=args.lam, train_steps=args.train_steps,
-        batch_size=args.batch_size, trajectories=args.trajectories or 32, estimator=args.estimator,
+        batch_size=args.batch_size, trajectories=trajectories, estimator=args.estimator,
         objective=args.objective, forecast_order=args.forecast_order, seed=args.seed,
     )  # fmt: skip
     blocks = find_blocks(model)
     start = args.schedule if args.schedule in STARTS else Schedule.load(args.schedule, blocks)
-    out = target_folder(args.out if args.out is not None else Path(args.model))  # lees/ of a diffusers folder
     log = out / "train_log.jsonl"
     conditions = load_conditions(args.conditions, model)
     with warnings.catch_warnings(record=True) as said:
@@ -162,9 +185,54 @@ def run(args: argparse.Namespace) -> None:
         f"{schedule.executed_ratio:.1%} of the blocks, {schedule.flop_ratio:.1%} of the FLOPs, {kept} the "
         f"rest{memory}; wrote {path}, {png} and {log}"
     )
+    return schedule
 
 
-def run_search(args: argparse.Namespace, model, scheduler, source) -> None:
+def policy_solver(args: argparse.Namespace, scheduler) -> str:
+    """The solver a policy of several step counts runs (a name of the model family's registry): the
+    ``--sampler``, else the scheduler the model comes with; refused for a ``--scheduler`` class or
+    ``--timesteps``, which a pipeline call's step count alone does not give."""
+    from ..diffusion.solvers import solvers_for
+    from ..tune.runs import own_solver
+
+    if args.scheduler or args.timesteps:
+        raise ValueError(
+            "several --steps take the pipeline's own grid per count: drop --scheduler and --timesteps"
+        )
+    solver = args.sampler or own_solver(scheduler)
+    if solver not in solvers_for(scheduler):
+        known = ", ".join(solvers_for(scheduler))
+        raise ValueError(f"several --steps need a --sampler of the model's family ({known}), not {solver}")
+    return solver
+
+
+def save_route_policy(schedules: dict, solver: str, args: argparse.Namespace, out: Path) -> Path:
+    """The schedules (by step count) as one tuned-policy file in ``out``: ``lees.enable(pipe, out)`` runs,
+    at each call, the schedule of its step count (with ``solver``)."""
+    from ..schedules.tuned import TunedPolicy, save_policies
+
+    budget = args.target_flop_ratio or None
+    policies = [
+        TunedPolicy(
+            "schedule",
+            f"router@{n}",
+            solver,
+            n,
+            schedule,
+            reference={
+                "solver": solver,
+                "steps": n,
+                "budget": budget,
+                "objective": "router",
+                "guidance_scale": schedule.settings.get("guidance_scale", 1.0),
+            },
+        )  # fmt: skip
+        for n, schedule in schedules.items()
+    ]
+    return save_policies(policies, out)
+
+
+def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -> None:
     """``--objective search``: the rollout search (:func:`lees.learn.search.search_schedule`), saved as
     route saves a schedule, its state beside it."""
     from ..learn.search import SearchConfig, search_schedule
@@ -175,7 +243,7 @@ def run_search(args: argparse.Namespace, model, scheduler, source) -> None:
         raise ValueError("--objective search samples with lees' own sampler: drop --prompts, --conditions "
                          "and --timesteps")  # fmt: skip
     config = SearchConfig(
-        steps=args.steps, sampler=args.sampler, guidance_scale=guidance_scale(args, model),
+        steps=steps, sampler=args.sampler, guidance_scale=guidance_scale(args, model),
         target_latency_ratio=args.target_latency_ratio, samples=args.trajectories or 16,
         seed=args.seed, max_rollouts=args.max_rollouts,
     )  # fmt: skip

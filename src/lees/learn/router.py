@@ -58,10 +58,12 @@ from ..models.denoisers import (
     draw_labels,
     frozen,
     guided_denoise,
+    image_seq_len,
     latent_shape,
     model_device,
 )
 from ..schedules.baselines import reuse_baseline
+from ..schedules.fitting import IMAGE_SEQ_LEN
 from ..schedules.schedule import Schedule
 from ..utils.config import Settings
 from ..utils.files import atomic_write_text
@@ -618,6 +620,8 @@ class _RouterRun:
             "reuse_error_scale": self.scale,
             "start": None if self.start is None else {"source": self.start.source, **self.start.settings},
         }
+        if getattr(self.solver.config, "use_dynamic_shifting", False):  # its grid is this resolution's
+            settings[IMAGE_SEQ_LEN] = image_seq_len(self.model, self.traj.states[0])
         grid = self.traj.grid or self.traj.timesteps
         schedule = Schedule(actions, self.blocks.names, grid, "router", settings,
                             self.blocks.shares, self.solver.config.num_train_timesteps,
