@@ -86,11 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="teacher sampling runs to train on (32); search: the samples each rollout scores (16, on seeds "
         "9001 + --seed: no evaluation's)",
     )  # fmt: skip
-    p.add_argument(
-        "--target-latency-ratio", type=float, default=0.5,
-        help="search: the schedule's latency over the full model's, each action's cost measured first (0.5)",
-    )  # fmt: skip
-    p.add_argument("--max-rollouts", type=int, default=300, help="search: schedules scored at most (300)")
+    add_search_options(p)
     p.add_argument(
         "--schedule",
         default="baseline",
@@ -113,6 +109,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "search: run / reuse / forecast tables scored by their final samples against the full model's, "
         "within --target-latency-ratio (no gradients; lees' own sampler); see docs/reuse.md",
     )
+
+
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    """The budget and effort of ``--objective search``."""
+    p.add_argument(
+        "--target-latency-ratio", type=float, default=0.5,
+        help="search: the schedule's latency over the full model's, each action's cost measured first (0.5)",
+    )  # fmt: skip
+    p.add_argument("--max-rollouts", type=int, default=300, help="search: schedules scored at most (300)")
 
 
 def run(args: argparse.Namespace) -> None:
