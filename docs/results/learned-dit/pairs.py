@@ -1,0 +1,66 @@
+"""Head-to-head paired bootstrap intervals between rows of a stored tune (tune-command.sh / cut.sh).
+
+`lees tune` prints one interval per budget (the winner against the best fewer-steps point); this sets
+each searched schedule against every other row near its budget, on the same resamples of the sample
+indices the tune used (seed 71, 200 resamples), under FD to the full model, PSNR and fd_clf to the data,
+and gives the spread of each row's per-round latency ratio (the tune's figure is their median).
+
+    PYTHONPATH=../../../src python pairs.py tune-N
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import load_file
+
+from lees.evaluation.bootstrap import resample_indices
+from lees.tune.quality import Scorer
+from lees.tune.verdict import versus
+
+SEED, RESAMPLES, DATA = 71, 200, "fashion-mnist"
+PAIRS = {
+    "search-0.50": ["TaylorSeer(cache_interval=3, disable_cache_before_step=3)", "dpm++@15", "euler@15",
+                    "uniform-3-forecast", "search-0.35"],
+    "search-0.35": ["TaylorSeer(cache_interval=4, disable_cache_before_step=3)", "dpm++@10", "euler@10",
+                    "TaylorSeer(cache_interval=3, disable_cache_before_step=3)"],
+}  # fmt: skip
+
+
+def load(folder: Path) -> dict:
+    """Each run's images and per-round seconds, by its name in the table."""
+    runs = {}
+    for piece in sorted((folder / "pieces").glob("*-*/")):
+        name = piece.name.rsplit("-", 1)[0]
+        files = sorted(piece.glob("from*.safetensors"), key=lambda p: int(p.stem[4:]))
+        tensors = [load_file(str(f)) for f in files]
+        runs[name] = ([t["images"] for t in tensors], [float(t["seconds"]) for t in tensors])
+    return runs
+
+
+def main(folder: Path) -> None:
+    import torch
+
+    runs = load(folder)
+    names = {"TaylorSeer_cache_interval_3_disable_cache_before_step_3": PAIRS["search-0.50"][0],
+             "TaylorSeer_cache_interval_4_disable_cache_before_step_3": PAIRS["search-0.35"][0]}  # fmt: skip
+    runs = {names.get(k, k): v for k, v in runs.items()}
+    full = torch.cat(runs["full"][0])
+    scorer = Scorer(full, resample_indices(len(full), RESAMPLES, SEED), DATA)
+    rows, boot = {}, {}
+    for name, (images, seconds) in runs.items():
+        scores, boot[name] = scorer(torch.cat(images))
+        ratios = np.asarray(seconds) / np.asarray(runs["full"][1])
+        rows[name] = {"name": name, **scores, "latency_ratio": float(np.median(ratios))}
+        q1, q3 = np.percentile(ratios, [25, 75])
+        print(f"{name}: latency {np.median(ratios):.3f}x (per-round quartiles {q1:.3f}-{q3:.3f}, "
+              f"{len(ratios)} rounds)")  # fmt: skip
+    print(f"n = {len(full)}; paired intervals over {RESAMPLES} resamples (seed {SEED}); positive: the first better")
+    for mine, others in PAIRS.items():
+        for other in others:
+            for metric in ("fd_full", "psnr", "fd_clf"):
+                print(versus(rows[mine], rows[other], boot, metric))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
