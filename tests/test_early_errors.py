@@ -32,6 +32,7 @@ def test_a_text_denoiser_without_prompts_is_one_line_naming_them(name, folders, 
     for argv in (
         ["sample", *model_flag, "-n", "1", "--steps", "2", "--out", str(tmp_path / "s.png")],
         ["route", *model_flag, "--steps", "4", "--train-steps", "1", "--out", str(tmp_path)],
+        ["frontier", *model_flag, "-n", "2", "--steps", "4", "--fewer", "2", "--out", str(tmp_path / "f")],
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err

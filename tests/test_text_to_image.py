@@ -143,3 +143,10 @@ def test_a_denoiser_that_needs_prompts_without_them_is_one_line_naming_prompts(
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "--prompts" in err and "UNet2DConditionModel" in err
+
+
+def test_frontier_on_a_text_to_image_folder_is_one_line_pointing_to_tune(folders, tmp_path, capsys):
+    code = main(["frontier", "--model", str(folders["sd"]), "-n", "2", "--out", str(tmp_path / "f")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "lees tune" in err and "--prompts" in err
+    assert not (tmp_path / "f").exists()  # refused before anything is written

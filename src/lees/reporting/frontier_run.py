@@ -43,8 +43,8 @@ from ..evaluation.metrics import (
     reference_features,
 )
 from ..evaluation.ode_reference import check_deterministic, ode_reference
-from ..models.backbones import load_backbone, load_noise_scheduler
-from ..models.denoisers import default_guidance_scale
+from ..models.backbones import load_backbone, load_noise_scheduler, prompted_pipeline
+from ..models.denoisers import check_prompted, default_guidance_scale
 from ..sampling.stored import sample_stored
 from ..schedules.registry import build_schedule, canonical, shipped
 from ..schedules.schedule import Schedule
@@ -115,7 +115,14 @@ def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
     """Sample, score and judge every method against the fewer-steps curves; write ``out/frontier.jsonl``
     and one plot per metric; the rows (as printed)."""
     out = Path(out)
+    if prompted_pipeline(config.model):
+        raise ValueError(
+            f"{config.model} is a text-to-image pipeline: lees frontier samples a bare denoiser with lees' "
+            "own sampler; lees tune --model FOLDER --prompts ... measures every speed-up against fewer "
+            "steps through the pipeline's own call"
+        )
     model = load_backbone(config.model, device=config.device)
+    check_prompted(model)  # a bare text-conditioned denoiser: one line, before any sample
     noise = load_noise_scheduler(config.model)
     out.mkdir(parents=True, exist_ok=True)  # only once the model loads: a bad --model leaves nothing
     sampler = config.sampler or default_solver(noise)

@@ -71,7 +71,11 @@ class TunedPolicy:
     def describe(self) -> str:
         """One line: what the policy runs and what it was measured with."""
         row = self.measured.get(self.name, {})
-        scores = ", ".join(f"{k} {row[k]:.3g}" for k in ("latency_ratio", "fd_full", "psnr") if row.get(k))
+        scores = ", ".join(  # an FD that rounds below 0 (the full model's own) as 0
+            f"{k} {max(row[k], 0.0) if k == 'fd_full' else row[k]:.3g}"
+            for k in ("latency_ratio", "fd_full", "psnr")
+            if row.get(k)
+        )
         ref = self.reference
         guided = (
             f" with guidance scale {ref['guidance_scale']:g}" if ref.get("guidance_scale", 1.0) != 1.0 else ""

@@ -27,21 +27,25 @@ def frontier(
     """x: latency ratio to the full model (same rounds); y: ``metric``, by default FD to the full model's
     samples (PSNR where no feature space was available; ``fd_clf``: to the real data). Each solver's
     fewer-steps points are a curve, every other run a point, the full model a star; the budgets are
-    dashed lines. The FD to the full model is drawn on a symmetric-log axis."""
+    dashed lines; each point's 95 % paired-bootstrap interval, where the row has one, is its error bar.
+    The FD to the full model is drawn on a symmetric-log axis."""
     metric = metric or ("fd_full" if all(r.get("fd_full") is not None for r in rows) else "psnr")
     fig, ax = plt.subplots(figsize=(9, 5))
     steps = [r for r in rows if r["kind"] == "steps" and r["name"] != "full"]
     for solver in dict.fromkeys(r["solver"] for r in steps):
-        curve = sorted((r["latency_ratio"], r[metric], r["steps"]) for r in steps if r["solver"] == solver)
-        ax.plot([c[0] for c in curve], [c[1] for c in curve], "-o", label=f"{solver}, fewer steps")
-        for x, y, k in curve:
-            ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        curve = sorted((r for r in steps if r["solver"] == solver), key=lambda r: r["latency_ratio"])
+        xs, ys = [r["latency_ratio"] for r in curve], [r[metric] for r in curve]
+        bars = error_bars(curve, metric)
+        ax.errorbar(xs, ys, yerr=bars, fmt="-o", capsize=2, label=f"{solver}, fewer steps")
+        for x, y, r in zip(xs, ys, curve, strict=True):
+            ax.annotate(str(r["steps"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
     if metric != "psnr":  # where every solver's curve heads (PSNR would put it at 100 dB)
         full = next(r[metric] for r in rows if r["name"] == "full")
         ax.plot(1.0, full, "k*", markersize=10, label="full model")
     colours = plt.get_cmap("tab20")
     for i, r in enumerate(r for r in rows if r["kind"] != "steps"):
-        ax.plot(r["latency_ratio"], r[metric], "s", color=colours(i % 20), label=r["name"])
+        ax.errorbar(r["latency_ratio"], r[metric], yerr=error_bars([r], metric), fmt="s", capsize=2,
+                    color=colours(i % 20), label=r["name"])  # fmt: skip
     for b in budgets:
         ax.axvline(b, color="grey", linestyle="--", linewidth=0.8)
     ax.set_xlabel("measured latency / full model's (same rounds)")
@@ -55,3 +59,14 @@ def frontier(
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def error_bars(rows: Sequence[Row], metric: str) -> list[list[float]] | None:
+    """The rows' intervals of ``metric`` as matplotlib's (below, above) distances from each value; None
+    where a row has none (a metric without an interval, or an old table)."""
+    intervals = [r.get(f"{metric}_interval") for r in rows]
+    if any(i is None for i in intervals):
+        return None
+    below = [max(r[metric] - low, 0.0) for r, (low, _) in zip(rows, intervals, strict=True)]
+    above = [max(high - r[metric], 0.0) for r, (_, high) in zip(rows, intervals, strict=True)]
+    return [below, above]

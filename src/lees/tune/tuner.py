@@ -46,6 +46,7 @@ DEFAULTS = {  # by quick
     True: {"n": 64, "steps": 20, "router_train_steps": 100},
 }
 BUILT_IN = {"embedded": EMBEDDED_DIR, "embedded-dit": EMBEDDED_DIT_DIR}
+MIN_ROUNDS = 3  # fewer timed rounds than this: each ratio is one or two paired measurements, said
 
 
 @dataclass
@@ -133,6 +134,7 @@ def tune(config: TuneConfig, out: str | Path, save: bool = True) -> TuneResult:
     print(f"lees tune: {len(runs) - 1} candidates against {solver} at {config.steps} steps, n={config.n}")
     if source is not None:
         print(f"through {type(source.pipe).__name__}'s own call, {source.prompting.describe()}")
+    warn_few_rounds(config.n, config.batch_size)
     measured, failed = measure(sampled, scheduler, runs, config.n, config.batch_size, config.seed, out)
     ode = None
     if config.reference == "ode":
@@ -156,6 +158,17 @@ def tune(config: TuneConfig, out: str | Path, save: bool = True) -> TuneResult:
     if save and result.winner is not None:
         result.policy = save_winners(config, [result.winner], out)
     return result
+
+
+def warn_few_rounds(n: int, batch_size: int) -> None:
+    """One line where the latency rests on fewer than ``MIN_ROUNDS`` timed rounds."""
+    rounds = -(-n // batch_size)
+    if rounds < MIN_ROUNDS:
+        print(
+            f"warning: latency from {rounds} timed round{'s' * (rounds > 1)} ({n} samples in batches of "
+            f"{batch_size}): on a busy machine a ratio can be off by far more than any speed-up; more "
+            "rounds: a larger -n or a smaller --batch-size"
+        )
 
 
 def tune_steps(config: TuneConfig, counts: Sequence[int], out: str | Path) -> list[TuneResult]:

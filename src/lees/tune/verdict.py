@@ -48,7 +48,7 @@ def describe(row: Row) -> str:
     """A row's name with its latency ratio and quality, on one line."""
     parts = [f"latency {row['latency_ratio']:.2f}x"]
     if row.get("fd_full") is not None:
-        parts.append(f"FD to full {row['fd_full']:.3g}")
+        parts.append(f"FD to full {max(row['fd_full'], 0.0):.3g}")  # the full model's own rounds below 0
     parts += [f"PSNR {row['psnr']:.1f} dB", f"SSIM {row['ssim']:.3f}"]
     if row.get("fd_clf") is not None:
         parts.append(f"fd_clf {row['fd_clf']:.2f}")
