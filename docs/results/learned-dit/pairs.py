@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.torch import load_file
 
 from lees.evaluation.bootstrap import resample_indices
@@ -39,8 +40,6 @@ def load(folder: Path) -> dict:
 
 
 def main(folder: Path) -> None:
-    import torch
-
     runs = load(folder)
     names = {"TaylorSeer_cache_interval_3_disable_cache_before_step_3": PAIRS["search-0.50"][0],
              "TaylorSeer_cache_interval_4_disable_cache_before_step_3": PAIRS["search-0.35"][0]}  # fmt: skip
@@ -55,7 +54,8 @@ def main(folder: Path) -> None:
         q1, q3 = np.percentile(ratios, [25, 75])
         print(f"{name}: latency {np.median(ratios):.3f}x (per-round quartiles {q1:.3f}-{q3:.3f}, "
               f"{len(ratios)} rounds)")  # fmt: skip
-    print(f"n = {len(full)}; paired intervals over {RESAMPLES} resamples (seed {SEED}); positive: the first better")
+    print(f"n = {len(full)}; paired intervals over {RESAMPLES} resamples (seed {SEED}); positive: the first "
+          "better")  # fmt: skip
     for mine, others in PAIRS.items():
         for other in others:
             for metric in ("fd_full", "psnr", "fd_clf"):
