@@ -127,9 +127,10 @@ def run(args: argparse.Namespace) -> None:
 
     if args.out is None and not Path(args.model).is_dir():
         raise ValueError("name --out (or give --model a diffusers folder to write its lees/ subfolder)")
+    from ..schedules.tuned import check_step_counts
+
     counts = args.steps
-    if len(set(counts)) != len(counts) or min(counts) < 2:
-        raise ValueError(f"--steps takes distinct step counts of 2 or more, not {counts}")
+    check_step_counts(counts)
     model, scheduler, source = route_model(args)
     if args.objective == "search":
         if len(counts) != 1:

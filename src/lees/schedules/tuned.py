@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,12 @@ class TunedPolicy:
             "schedule": schedule_file if self.schedule is not None else None, "cache": self.cache,
             "reference": self.reference, "measured": self.measured,
         }  # fmt: skip
+
+
+def check_step_counts(counts: Sequence[int]) -> None:
+    """A policy's step counts (``--steps`` of tune and route): distinct, each 2 or more."""
+    if len(set(counts)) != len(counts) or not all(n >= 2 for n in counts):
+        raise ValueError(f"--steps takes distinct step counts of 2 or more, not {list(counts)}")
 
 
 def save_policies(policies: list[TunedPolicy], folder: str | Path) -> Path:

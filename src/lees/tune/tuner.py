@@ -32,7 +32,7 @@ from ..models.backbones import (
 )
 from ..models.denoisers import check_prompted
 from ..sampling.pipeline_call import BUILT_IN_PROMPTS, PipelineSource, Prompting
-from ..schedules.tuned import TunedPolicy, save_policies
+from ..schedules.tuned import TunedPolicy, check_step_counts, save_policies
 from ..utils.files import atomic_write_text
 from . import policy as policy_module
 from .candidates import candidates, chosen, schedule_candidates
@@ -182,8 +182,7 @@ def tune_steps(config: TuneConfig, counts: Sequence[int], out: str | Path) -> li
         out: the folder: one subfolder per count (a tune run again there resumes), and a built-in
             model's policy.
     """
-    if len(set(counts)) != len(counts) or not all(n >= 2 for n in counts):
-        raise ValueError(f"--steps takes distinct step counts of 2 or more, not {list(counts)}")
+    check_step_counts(counts)
     results = [tune(replace(config, steps=n), Path(out) / f"steps-{n}", save=False) for n in counts]
     winners = [r.winner for r in results if r.winner is not None]
     if winners:
