@@ -33,7 +33,8 @@ def _costs(k: int) -> LatencyCosts:
 def _search(tmp_path, budget: float, **kwargs):
     model = tiny_unet()
     config = SearchConfig(steps=STEPS, sampler="ddim", samples=3, target_latency_ratio=budget,
-                          max_rollouts=kwargs.pop("max_rollouts", 60), starts=2)  # fmt: skip
+                          max_rollouts=kwargs.pop("max_rollouts", 60), starts=2,
+                          check_rounds=kwargs.pop("check_rounds", 0))  # fmt: skip
     costs = _costs(len(find_blocks(model)))
     return search_schedule(model, DDPMScheduler(**DDPM_NOISE), config, progress=False, costs=costs, **kwargs)
 
@@ -81,6 +82,7 @@ def test_the_latency_model_is_the_sum_of_the_timed_actions(monkeypatch):
     per_call = {"full": 1.0, "run": 1.2, "reuse": 0.4, "forecast-1": 0.5, "forecast-2": 0.6, "skip": 0.2}
 
     def timed(model, scheduler, methods, config):
+        assert len(methods) == 1  # each method sampled alone, as lees tune times its candidates
         seconds = {n: per_call["run"] + (t - 1) * per_call[n] if n in search.TIMED else t * per_call[n]
                    for n in methods}  # fmt: skip
         return {n: TimedSamples(torch.zeros(1), seconds[n]) for n in methods}
@@ -97,6 +99,33 @@ def test_the_latency_model_is_the_sum_of_the_timed_actions(monkeypatch):
     rest = sum(costs.run[3:])
     by_hand = 3 * 0.2 + sum(costs.run) + costs.run[1] + 2 * rest + costs.reuse + 3 * costs.forecast[1]
     assert costs.ratio(actions, 1) == pytest.approx(by_hand / 3)
+
+
+def test_the_found_schedule_is_timed_alone_against_the_full_model_and_warns_over_budget(
+    tmp_path, monkeypatch
+):
+    """The end check: the median over rounds of the schedule's seconds over the full model's, each sampled
+    alone; a share measured more than 0.02 over the budget warns with the figure."""
+    real, calls = search._sample, []
+
+    def timed(model, scheduler, methods, config):
+        ((name, method),) = methods.items()
+        runs = real(model, scheduler, methods, config)
+        if name in ("full", "schedule"):  # the end check's two methods (and first the search's reference)
+            calls.append(name)
+            r = calls.count(name) - 1
+            seconds = [1.0, 2.0, 4.0, 2.0][r] if name == "full" else [1.2, 2.0, 1.8][r]
+            runs[name] = TimedSamples(runs[name].images, seconds)
+        return runs
+
+    monkeypatch.setattr(search, "_sample", timed)
+    with pytest.warns(UserWarning, match=r"takes 0\.600 .*measured against the full model.*over the 0\.500"):
+        result = _search(tmp_path, 0.5, check_rounds=3, max_rollouts=3)
+    assert calls.count("full") == 1 + 3 and calls.count("schedule") == 3
+    assert result.measured_ratio == pytest.approx(0.6)  # the median of 0.6, 0.5 and 0.9
+    assert result.schedule.settings["measured_latency_ratio"] == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="check_rounds not negative"):
+        SearchConfig(check_rounds=-1)
 
 
 def test_the_moves_shift_runs_refine_halves_switch_segments_and_the_order():

@@ -264,14 +264,18 @@ def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -
     path = save_pretrained(schedule, out, model=model, model_spec=args.model, objective="search")
     png = schedule_map(schedule, path.parent / "schedule.png")
     moves = ", ".join(m for m in schedule.settings["moves"][1:]) or "none"
+    measured = (
+        "" if result.measured_ratio is None else f"measured {result.measured_ratio:.3f} alone against it; "
+    )
     state = out / "search_state.json"
     print(
         f"search on {schedule.num_steps} calls of {config.sampler}, guidance scale "
         f"{config.guidance_scale:g}: latency {result.latency_ratio:.3f} of the full model's (modelled from "
-        f"timed actions; asked {config.target_latency_ratio:g}), training PSNR {result.psnr:.2f} dB against "
-        f"the full model's final samples (start {result.start_psnr:.2f} dB, {config.samples} samples), "
-        f"{schedule.settings['rollouts']} rollouts; moves: {moves}; runs {schedule.executed_ratio:.1%} of "
-        f"the blocks, forecast order {schedule.forecast_order}; wrote {path}, {png} and {state}"
+        f"timed actions; {measured}asked {config.target_latency_ratio:g}), training PSNR "
+        f"{result.psnr:.2f} dB against the full model's final samples (start {result.start_psnr:.2f} dB, "
+        f"{config.samples} samples), {schedule.settings['rollouts']} rollouts; moves: {moves}; runs "
+        f"{schedule.executed_ratio:.1%} of the blocks, forecast order {schedule.forecast_order}; wrote "
+        f"{path}, {png} and {state}"
     )
 
 

@@ -4,11 +4,13 @@ The score of a schedule is what the user sees: the mean PSNR of its *final sampl
 model's at the same solver, steps, guidance, start noise and labels, over a small training batch on seeds
 no evaluation uses (``TRAIN_SEED + SearchConfig.seed``). Its cost is *measured* latency: before
 searching, whole sampling runs of the full model and of schedules that run call 0 and then every block at
-every call, reuse everywhere, forecast everywhere (order 1 and 2) or skip everywhere are timed side by
-side (:func:`lees.sampling.lockstep.sample_lockstep`'s paired rounds), which gives a call's fixed cost
+every call, reuse everywhere, forecast everywhere (order 1 and 2) or skip everywhere are timed, each
+sampled alone in rounds whose order turns (as ``lees tune`` times its candidates, and as a user compares
+the plain model with the enabled one: the full model runs without hooks), which gives a call's fixed cost
 and each block's cost per action (a forecast costs more than a reuse: it sums stored residuals). A
 schedule's latency share is then its modelled time over the full model's, and the search keeps it within
-``target_latency_ratio``.
+``target_latency_ratio``. The schedule found is timed the same way against the full model at the end
+(``check_rounds``), and a measured share more than 0.02 off the budget warns with the figure.
 
 The search (:func:`search_schedule`): start from the best of the uniform baselines that fit the budget
 (every ``n``-th call run after ``w`` warm-up calls, the rest forecast at order 1 or 2 or reused; the few
@@ -77,15 +79,21 @@ class SearchConfig(Settings):
     max_rollouts: int = 300  # the search's effort (scored schedules, the starts' included)
     starts: int = 4  # uniform baselines scored to pick the start (the most expensive within the budget)
     accept: str = "first"  # "first": the first improving move (moves in a seeded random order); "best"
-    timing_repeats: int = 2  # paired timing runs of the actions' costs, summed
+    timing_repeats: int = 2  # timed rounds of the actions' costs (median of each over the rounds)
+    check_rounds: int = 3  # timed rounds of the found schedule against the full model (0: no check)
 
     def __post_init__(self) -> None:
         if not 0 < self.target_latency_ratio <= 1:
             raise ValueError(f"the target latency ratio must lie in (0, 1], got {self.target_latency_ratio}")
         if self.steps < 2:
             raise ValueError("a schedule that reuses needs at least 2 steps")
-        if min(self.samples, self.max_rollouts, self.starts, self.timing_repeats) < 1:
-            raise ValueError("samples, max_rollouts, starts and timing_repeats must be positive")
+        if (
+            min(self.samples, self.max_rollouts, self.starts, self.timing_repeats) < 1
+            or self.check_rounds < 0
+        ):
+            raise ValueError(
+                "samples, max_rollouts, starts and timing_repeats must be positive, check_rounds not negative"
+            )
         if self.accept not in ("first", "best"):
             raise ValueError(f"accept is first or best, got {self.accept!r}")
 
@@ -123,7 +131,7 @@ class LatencyCosts:
 
 @dataclass
 class SearchResult:
-    """The searched schedule, its training PSNR and modelled latency, the start's, and the log."""
+    """The searched schedule, its training PSNR, modelled and measured latency, the start's, and the log."""
 
     schedule: Schedule
     psnr: float
@@ -132,29 +140,55 @@ class SearchResult:
     costs: LatencyCosts
     rollouts: int
     log: list[dict[str, Any]] = field(default_factory=list)
+    measured_ratio: float | None = None  # timed against the full model at the end (None: not checked)
 
 
 def measure_costs(
     model: nn.Module, scheduler: SchedulerMixin, blocks: Blocks, config: SearchConfig, timesteps: list
 ) -> LatencyCosts:
-    """Each action's cost per block and call, from paired timed runs (module doc): the full model, and
-    schedules that run call 0 and then every block at every call, or one action everywhere."""
+    """Each action's cost per block and call, from timed runs (module doc): the full model, and schedules
+    that run call 0 and then every block at every call, or one action everywhere."""
     k, t = len(blocks), len(timesteps)
     methods: dict[str, Schedule | None] = {"full": None, "run": _table(blocks, timesteps, RUN, 1, config)}
     methods |= {name: _table(blocks, timesteps, a, order, config) for name, (a, order) in TIMED.items()}
-    seconds = dict.fromkeys(methods, 0.0)
-    for _ in range(config.timing_repeats):
-        runs = _sample(model, scheduler, methods, config)
-        seconds = {name: seconds[name] + runs[name].seconds / config.timing_repeats for name in methods}
+    seconds = timed_alone(model, scheduler, methods, config, config.timing_repeats)
+    full = float(np.median(seconds["full"]))
+    seconds = {name: full * median_ratio(s, seconds["full"]) for name, s in seconds.items()}
     run = seconds["run"] / t
     per_call = {name: (seconds[name] - run) / (t - 1) for name in TIMED}  # call 0 ran in full
     fixed = per_call["skip"]
     shares = np.asarray(blocks.shares) / sum(blocks.shares)
     return LatencyCosts(
-        full=seconds["full"] / t, fixed=fixed, run=((run - fixed) * shares).tolist(),
+        full=full / t, fixed=fixed, run=((run - fixed) * shares).tolist(),
         reuse=(per_call["reuse"] - fixed) / k,
         forecast={o: (per_call[f"forecast-{o}"] - fixed) / k for o in (1, 2)},
     )  # fmt: skip
+
+
+def timed_alone(
+    model: nn.Module, scheduler: SchedulerMixin, methods: dict[str, Schedule | None], config: SearchConfig,
+    rounds: int,
+) -> dict[str, list[float]]:  # fmt: skip
+    """The seconds of each method's run of the training batch, sampled alone, in ``rounds`` rounds whose
+    order turns (a slow spell falls on all alike), by method: as ``lees tune`` times its candidates."""
+    names, seconds = list(methods), {name: [] for name in methods}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            seconds[name].append(_sample(model, scheduler, {name: methods[name]}, config)[name].seconds)
+    return seconds
+
+
+def median_ratio(seconds: list[float], full: list[float]) -> float:
+    """The median over the rounds of a method's seconds over the full model's in the same round."""
+    return float(np.median(np.asarray(seconds) / np.asarray(full)))
+
+
+def measured_ratio(
+    model: nn.Module, scheduler: SchedulerMixin, schedule: Schedule, config: SearchConfig
+) -> float:
+    """``schedule``'s latency over the full model's, each sampled alone in ``config.check_rounds`` rounds."""
+    seconds = timed_alone(model, scheduler, {"full": None, "schedule": schedule}, config, config.check_rounds)
+    return median_ratio(seconds["schedule"], seconds["full"])
 
 
 def _table(blocks: Blocks, timesteps: list, action: int, order: int, config: SearchConfig) -> Schedule:
@@ -296,8 +330,9 @@ def search_schedule(
             run again with it and the same settings continues where it stopped, to the same result.
         costs: the actions' costs (default: measured at the start, or read from ``state_path``).
 
-    Returns the best schedule found (never worse on the training batch than its start), its PSNR and
-    modelled latency share; a latency share more than 0.02 below the budget warns with the figure.
+    Returns the best schedule found (never worse on the training batch than its start), its PSNR, its
+    modelled latency share and the share measured against the full model at the end (``check_rounds``);
+    a share more than 0.02 below the budget, or measured more than 0.02 above it, warns with the figure.
     Example:
         >>> config = SearchConfig(steps=30, guidance_scale=2, target_latency_ratio=0.5)
         >>> result = search_schedule(model, scheduler, config)  # doctest: +SKIP
@@ -319,13 +354,25 @@ def search_schedule(
         score.save()
         current, log = _local_search(score, costs, uniform_starts(blocks, timesteps), bar)
     ratio = costs.ratio(*current)
-    extra = {"objective": "search: final-sample PSNR against the full model's run (same noise)",
-             "train_psnr": log[-1]["psnr"], "start_psnr": log[0]["psnr"], "latency_ratio": ratio,
-             "costs": costs.to_dict(), "rollouts": len(state["scores"]), "moves": [r["move"] for r in log],
-             "train_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    extra = {
+        "objective": "search: final-sample PSNR against the full model's run (same noise)",
+        "train_psnr": log[-1]["psnr"],
+        "start_psnr": log[0]["psnr"],
+        "latency_ratio": ratio,
+        "costs": costs.to_dict(),
+        "rollouts": len(state["scores"]),
+        "moves": [r["move"] for r in log],
+    }
     schedule = _schedule(blocks, timesteps, *current, config, extra)
+    measured = measured_ratio(model, scheduler, schedule, config) if config.check_rounds else None
+    schedule.settings |= {"measured_latency_ratio": measured,
+                          "train_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     warn_off_budget(ratio, config.target_latency_ratio)
-    return SearchResult(schedule, log[-1]["psnr"], ratio, log[0]["psnr"], costs, score.rollouts, log)
+    if measured is not None:
+        warn_off_budget(measured, config.target_latency_ratio, measured=True)
+    return SearchResult(
+        schedule, log[-1]["psnr"], ratio, log[0]["psnr"], costs, score.rollouts, log, measured
+    )
 
 
 def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
@@ -374,12 +421,22 @@ def _local_search(
         bar.set_postfix(psnr=f"{best[0]:.2f}", latency=f"{log[-1]['latency_ratio']:.3f}")
 
 
-def warn_off_budget(ratio: float, target: float, slack: float = BUDGET_SLACK) -> None:
-    """Warn, with the figure, when the searched schedule's modelled latency share lies more than
-    ``slack`` below ``target`` (the search stopped before it could spend the budget)."""
+def warn_off_budget(ratio: float, target: float, slack: float = BUDGET_SLACK, measured: bool = False) -> None:
+    """Warn, with the figure, when the searched schedule's latency share (modelled, or ``measured`` against
+    the full model) lies more than ``slack`` below ``target`` (the search stopped before it could spend
+    the budget) or, measured, more than ``slack`` above it (the timed actions' costs did not add up)."""
+    how = "measured against the full model" if measured else "modelled from the timed actions"
     if ratio < target - slack:
         warnings.warn(
-            f"the searched schedule takes {ratio:.3f} of the full model's latency, not the {target:.3f} "
-            "asked for: no move that spends more improved its training score, or the rollouts ran out",
+            f"the searched schedule takes {ratio:.3f} of the full model's latency ({how}), not the "
+            f"{target:.3f} asked for: no move that spends more improved its training score, or the rollouts "
+            "ran out",
+            stacklevel=3,
+        )
+    elif measured and ratio > target + slack:
+        warnings.warn(
+            f"the searched schedule takes {ratio:.3f} of the full model's latency ({how}), over the "
+            f"{target:.3f} asked for: the machine was busier while its actions were timed, or a call's cost "
+            "is not the sum of its blocks' (time it again: lees tune --schedules ...)",
             stacklevel=3,
         )
