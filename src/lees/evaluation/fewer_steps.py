@@ -43,7 +43,8 @@ TOLERANCE = 0.05  # without replicates (means over seeds): within 5 % of the cur
 class Point:
     """One measured method: its name, sampler steps, cost ratios against the full model's longest run,
     and quality under each metric (e.g. ``{"fd_clf": 7.1, "fid": 60.8}``); ``replicates``: each metric
-    on every bootstrap resample of the sample indices, the same resamples for every point of a run."""
+    on every bootstrap resample of the sample indices, the same resamples for every point of a run;
+    ``intervals``: each metric's 95 % interval as a stored row gives it (a plot's error bars)."""
 
     method: str
     steps: int
@@ -52,6 +53,7 @@ class Point:
     quality: dict[str, float] = field(default_factory=dict)
     solver: str | None = None  # the full model's rows: the solver whose curve they lie on (None: the run's)
     replicates: dict[str, np.ndarray] = field(default_factory=dict)
+    intervals: dict[str, list[float]] = field(default_factory=dict)  # a stored row's: plots' error bars
 
     @property
     def is_full(self) -> bool:
