@@ -26,6 +26,7 @@ from ..diffusion.solvers import solvers_for
 from ..engine.blocks import find_blocks
 from ..evaluation.bootstrap import resample_indices
 from ..evaluation.fewer_steps import Point
+from ..models.backbones import load_noise_scheduler
 from ..reporting.frontier_run import FrontierConfig, frontier_row, plot, row_name
 from ..sampling.pipeline_call import PipelineSource
 from ..schedules.saving import load_policy
@@ -61,15 +62,10 @@ def pipeline_frontier(config: FrontierConfig, out: str | Path) -> list[dict[str,
         out: the folder for the stored pieces (a run again there resumes), the rows and the plots.
     """
     check_pipeline_options(config)
+    check_solvers(config)
     tune_config = _tune_config(config)
     model, scheduler, source = open_model(tune_config)
     solver = config.sampler or own_solver(scheduler)
-    unknown = [s for s in [solver, *config.solvers] if s not in solvers_for(scheduler)]
-    if unknown:
-        raise ValueError(
-            f"{', '.join(unknown)}: no solver of {type(scheduler).__name__}'s family (it takes "
-            f"{', '.join(solvers_for(scheduler))})"
-        )
     curves = solver_rows(config, solver)
     with quiet_diffusers():
         runs, reasons = frontier_runs(config, model, scheduler, source, solver, curves)
@@ -103,6 +99,19 @@ def check_pipeline_options(config: FrontierConfig) -> None:
             f"{', '.join(given)}: not for a text-to-image pipeline folder ({config.model}): its rows are "
             "scored by fidelity to the full pipeline's images (PSNR, SSIM, FD in Inception features), with "
             "no dataset and no ODE reference; its rows: --fewer, --solvers, --reuse-steps, --schedules"
+        )
+
+
+def check_solvers(config: FrontierConfig) -> None:
+    """One line naming each ``--sampler`` or ``--solvers`` solver of another family than the pipeline's
+    scheduler's, before the pipeline loads."""
+    scheduler = load_noise_scheduler(config.model)
+    given = [s for s in [config.sampler, *config.solvers] if s is not None]
+    unknown = [s for s in given if s not in solvers_for(scheduler)]
+    if unknown:
+        raise ValueError(
+            f"{', '.join(unknown)}: no solver of {type(scheduler).__name__}'s family (it takes "
+            f"{', '.join(solvers_for(scheduler))})"
         )
 
 
