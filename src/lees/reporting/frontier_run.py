@@ -15,7 +15,8 @@ are named ``full`` (``full@K``: at K steps); with another solver ``SOLVER@K``. M
 apply to the model (DeepCache on a transformer, a schedule made for other blocks) are left out with
 the reason printed. Writes the rows (``frontier.jsonl``) and one plot per metric. The samples are
 stored in ``out/pieces`` as they finish, so the same run started again after an interruption picks up
-where it stopped.
+where it stopped. A text-to-image pipeline folder is sampled through its own call instead
+(:mod:`lees.tune.frontier`, which writes rows of this format).
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
     out = Path(out)
     if prompted_pipeline(config.model):
         raise ValueError(
-            f"{config.model} is a text-to-image pipeline folder: lees.tune.pipeline_frontier samples it "
-            "through its own call (as lees frontier does)"
+            f"{config.model} is a text-to-image pipeline folder: lees.tune.frontier.pipeline_frontier "
+            "samples it through its own call (as lees frontier does)"
         )
     check_unprompted(config.model, prompts=config.prompts, negative_prompt=config.negative_prompt,
                      height=config.height, width=config.width)  # fmt: skip
