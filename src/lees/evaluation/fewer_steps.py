@@ -133,8 +133,8 @@ def describe(point: Point, judged: dict[str, object]) -> str:
     else:
         bars = f"; no interval: within {TOLERANCE:.0%} counts as on"
     return (
-        f"{point.method}: {judged['verdict']} {curve} under {metric} ({point.quality[metric]:.2f} vs "
-        f"{judged['curve']:.2f} at {at}: {abs(judged['margin']):.0%} {sign}{bars})"
+        f"{point.method}: {judged['verdict']} {curve} under {metric} ({point.quality[metric]:.3g} vs "
+        f"{judged['curve']:.3g} at {at}: {abs(judged['margin']):.0%} {sign}{bars})"
     )
 
 
