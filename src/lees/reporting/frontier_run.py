@@ -22,6 +22,7 @@ where it stopped. A text-to-image pipeline folder is sampled through its own cal
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,7 +254,15 @@ def ode_fidelity(
 
 def _rounded(replicates: np.ndarray, digits: int = 3) -> list[float]:
     """The percentile interval of ``replicates``, rounded for a row."""
-    return [round(v, digits) for v in percentile_interval(replicates)]
+    return [round_figure(v, digits) for v in percentile_interval(replicates)]
+
+
+def round_figure(value: float, digits: int = 3) -> float:
+    """``value`` to ``digits`` decimals, or to three significant figures where that is finer (a pipeline's
+    dssim can be 5e-05)."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, max(digits, 2 - math.floor(math.log10(abs(value)))))
 
 
 def scorers(config: FrontierConfig) -> Scorers:
@@ -284,7 +293,7 @@ def frontier_row(
     best = {} if p.is_full or len(solvers) < 2 else {m: versus_best_solver(p, every, m) for m in p.quality}
     best = {m: {**j, "solver": j.get("solver") or run["sampler"]} for m, j in best.items()}
     row = {"method": p.method, "solver": p.solver, "steps": p.steps, "flop_ratio": round(p.flop_ratio, 4),
-           "latency_ratio": round(p.latency_ratio, 4), **{m: round(q, 3) for m, q in p.quality.items()},
+           "latency_ratio": round(p.latency_ratio, 4), **{m: round_figure(q) for m, q in p.quality.items()},
            **{f"{m}_interval": _rounded(r) for m, r in p.replicates.items()},
            "cache_bytes_per_sample": cache_bytes, **run, "versus_fewer_steps": judged}  # fmt: skip
     if best:
