@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from ..engine.blocks import find_blocks
 from ..evaluation.bootstrap import resample_indices
 from ..evaluation.fewer_steps import Point
 from ..models.backbones import load_noise_scheduler
-from ..reporting.frontier_run import FrontierConfig, frontier_row, plot, row_name
+from ..reporting.frontier_run import FrontierConfig, frontier_row, plot, round_figure, row_name
 from ..sampling.pipeline_call import PipelineSource
 from ..schedules.saving import load_policy
 from ..schedules.schedule import Schedule
@@ -198,11 +197,10 @@ def image_scores(row: Row) -> dict[str, Any]:
 
 
 def _round(value: Any) -> Any:
+    """A float, or each of a list's, to 4 decimals (3 significant figures where finer); else as it is."""
     if isinstance(value, float):
-        return round(value, 4)
-    return (
-        [round(v, 4) for v in value] if isinstance(value, Sequence) and not isinstance(value, str) else value
-    )
+        return round_figure(value, 4)
+    return [round_figure(v, 4) for v in value] if isinstance(value, list) else value
 
 
 def cache_bytes(run: Run, model: Any) -> int:
