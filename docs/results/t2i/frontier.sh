@@ -8,15 +8,8 @@
 set -u
 W=${1:-/tmp/lees-t2i}
 R=docs/results/t2i
+bash $R/folders.sh "$W" sd flux
 PROMPTS=("a red car" "a cat on a sofa")
-mkdir -p "$W"
-python -c "
-from pathlib import Path
-from tests.t2i_pipelines import build_pipeline
-for kind in ('sd', 'flux'):
-    if not (Path('$W') / kind / 'model_index.json').exists():
-        build_pipeline(kind, Path('$W') / kind)
-" 2>/dev/null
 for kind in sd flux; do
   size=(); other=dpm++
   [ "$kind" = flux ] && size=(--height 16 --width 16) && other=unipc  # Flux passes sigmas: not to dpm++

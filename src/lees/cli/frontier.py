@@ -26,9 +26,9 @@ EPILOG = """examples:
   lees frontier --model embedded-dit -n 1000 --fewer 40 30 25 20 15 10 --rows dit \\
       --solvers dpm++ --solver-steps 30 20 10 --schedules runs/dit/router-0.70/schedule.json --seed 23 \\
       --out runs/dit-frontier
-  lees frontier --model embedded-dit -n 64 --steps 20 --fewer 10 5 --rows dit --reference ode \
+  lees frontier --model embedded-dit -n 64 --steps 20 --fewer 10 5 --rows dit --reference ode \\
       --out runs/dit-ode                          # fidelity to the ODE solution too, with intervals
-  lees frontier --model path/to/sd --prompts "a red car" "a cat on a sofa" -n 16 --steps 20 --fewer 15 10 \
+  lees frontier --model path/to/sd --prompts "a red car" "a cat on a sofa" -n 16 --steps 20 --fewer 15 10 \\
       --solvers dpm++ --solver-steps 20 10 --reuse-steps 15 --out runs/frontier-sd
   lees frontier --plot-only --out runs/frontier   # redraw the plots from OUT/frontier.jsonl
 (run the same command again after an interruption: the samples stored in OUT/pieces are reused)
