@@ -4,11 +4,13 @@ Tiny random-weight pipelines (``tests/t2i_pipelines.py``: SD with a CLIP text en
 PixArt-alpha with T5, SD3, Flux) are built offline once per session. On each: ``lees tune --quick``
 finishes, prints its verdict and saves a policy that ``lees.enable(pipe, FOLDER)`` applies inside
 ``pipe(prompt=...)``, reproducing the tuned run's images exactly; ``lees route --prompts`` learns a
-schedule on the pipeline's own runs that ``lees.enable`` runs inside ``pipe(prompt=...)``.
+schedule on the pipeline's own runs that ``lees.enable`` runs inside ``pipe(prompt=...)``; ``lees
+frontier --prompts`` samples, scores and judges every row through the pipeline's call (SD and Flux).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -26,7 +28,14 @@ import lees  # noqa: E402
 from lees.cli import main  # noqa: E402
 from lees.evaluation.fidelity import paired_fidelity  # noqa: E402
 from lees.evaluation.metrics import fd  # noqa: E402
-from lees.sampling.pipeline_call import PipelineMethod, Prompting, sample_pipeline  # noqa: E402
+from lees.sampling.pipeline_call import (  # noqa: E402
+    PipelineMethod,
+    PipelineSource,
+    Prompting,
+    probe,
+    sample_pipeline,
+)
+from lees.schedules.registry import build_schedule  # noqa: E402
 from lees.schedules.tuned import load_tuned  # noqa: E402
 from tests.t2i_pipelines import KINDS, build_pipeline  # noqa: E402
 
@@ -145,8 +154,82 @@ def test_a_denoiser_that_needs_prompts_without_them_is_one_line_naming_prompts(
     assert "--prompts" in err and "UNet2DConditionModel" in err
 
 
-def test_frontier_on_a_text_to_image_folder_is_one_line_pointing_to_tune(folders, tmp_path, capsys):
-    code = main(["frontier", "--model", str(folders["sd"]), "-n", "2", "--out", str(tmp_path / "f")])
+OTHER_SOLVER = {"sd": "dpm++", "flux": "unipc"}  # beside DDIM and Euler (Flux passes sigmas: not to dpm++)
+
+
+def _schedule_file(folder: Path, kind: str, out: Path) -> Path:
+    """Uniform reuse every 3rd step, made for the pipeline's own 4 timesteps at the user's size."""
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    source = PipelineSource(pipe, Prompting(PROMPTS, **{k: v for k, v in _user_call(kind).items()
+                                                        if k in ("height", "width")}))  # fmt: skip
+    timesteps, _ = probe(source, 4)
+    path = out / "every-3rd" / "schedule.json"
+    build_schedule("uniform-3", lees.find_blocks(source.denoiser), timesteps).save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["sd", "flux"])
+def test_frontier_samples_every_row_through_the_pipeline_and_judges_it(
+    folders, kind, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "frontier"
+    schedule = _schedule_file(folders[kind], kind, tmp_path)
+    argv = ["frontier", "--model", str(folders[kind]), "--prompts", *PROMPTS, "-n", "2", "--batch-size", "1",
+            "--steps", "4", "--fewer", "2", "--solvers", OTHER_SOLVER[kind], "--solver-steps", "4", "2",
+            "--reuse-steps", "2", "--schedules", str(schedule), "--resamples", "20", "--out", str(out),
+            *SIZE.get(kind, [])]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "own call, prompts: a red car; a cat on a sofa" in printed and "no fd_clf or data FID" in printed
+    assert f"wrote {out / 'frontier.jsonl'}" in printed
+    rows = {
+        (r["method"], r["solver"], r["steps"]): r for r in map(json.loads, (out / "frontier.jsonl").open())
+    }
+    other = OTHER_SOLVER[kind]
+    expected = {("full", None, 4), ("full", None, 2), ("full", other, 4), ("full", other, 2),
+                ("every-3rd", None, 4), ("uniform-2", None, 4), ("uniform-2@2", None, 2)}  # fmt: skip
+    assert expected <= set(rows)
+    for key, row in rows.items():
+        assert row["dssim_interval"][0] <= row["dssim"] <= row["dssim_interval"][1], key
+        assert row["psnr_interval"][0] <= row["psnr"] <= row["psnr_interval"][1], key
+        assert row["n"] == 2 and row["sampler"] and 0 < row["denoiser_share"] < 1
+    assert rows[("full", None, 4)]["dssim"] == 0 and rows[("full", None, 4)]["latency_ratio"] == 1
+    judged = rows[("every-3rd", None, 4)]["versus_fewer_steps"]["dssim"]
+    assert judged["verdict"] in ("above", "on", "below", "outside the measured range")
+    assert "versus_best_solver" in rows[("uniform-2", None, 4)]
+    for png in out.glob("*.png"):
+        png.unlink()
+    assert main(["frontier", "--plot-only", "--out", str(out)]) == 0
+    assert (out / "frontier-dssim.png").is_file()
+    first = (out / "frontier.jsonl").read_text()
+    monkeypatch.setattr("lees.tune.runs.Run.sample", lambda *a, **k: pytest.fail("sampled a stored piece"))
+    assert main(argv) == 0  # run again: every piece is read back, none sampled
+    dssim = lambda text: [json.loads(line)["dssim"] for line in text.splitlines()]  # noqa: E731
+    assert dssim((out / "frontier.jsonl").read_text()) == dssim(first)
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--rows", "reuse"], ["--rows", "not for a text-to-image pipeline folder"]),
+        (["--fid-rows", "full", "--clf-raw"], ["--fid-rows, --clf-raw", "no dataset"]),
+        (["--reference", "ode"], ["--reference ode", "no ODE reference"]),
+        (["--solvers", "ddpm"], ["ddpm: no solver of FlowMatchEulerDiscreteScheduler's family"]),
+    ],
+)
+def test_frontier_refuses_what_a_pipeline_folder_cannot_take_in_one_line(
+    folders, extra, words, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr("lees.tune.runs.Run.sample", lambda *a, **k: pytest.fail("sampled"))
+    out = tmp_path / "f"
+    code = main(["frontier", "--model", str(folders["flux"]), "-n", "2", *extra, "--out", str(out)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "lees tune" in err and "--prompts" in err
-    assert not (tmp_path / "f").exists()  # refused before anything is written
+    assert code == 2 and len(err.splitlines()) == 1 and all(w in err for w in words), err
+    assert not out.exists()  # refused before anything is written
+
+
+def test_frontier_takes_prompts_only_for_a_pipeline_folder(tmp_path, capsys):
+    code = main(["frontier", "--prompts", "a cat", "--height", "32", "--out", str(tmp_path / "f")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--prompts, --height need a pipeline folder" in err
+    assert not (tmp_path / "f").exists()

@@ -8,14 +8,7 @@ set -u
 W=${1:-/tmp/lees-t2i}
 R=docs/results/t2i
 PROMPTS=("a red car" "a cat on a sofa")
-mkdir -p "$W"
-python -c "
-from pathlib import Path
-from tests.t2i_pipelines import KINDS, build_pipeline
-for kind in KINDS:
-    if not (Path('$W') / kind / 'model_index.json').exists():
-        build_pipeline(kind, Path('$W') / kind)
-" 2>/dev/null
+bash $R/folders.sh "$W" sd pixart sd3 flux
 for kind in sd pixart sd3 flux; do
   size=(); [ "$kind" = flux ] && size=(--height 16 --width 16)
   F=$W/$kind; mkdir -p $R/$kind; rm -rf "$F/lees" "$W/tune-$kind" "$W/route-$kind"

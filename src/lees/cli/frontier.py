@@ -6,7 +6,16 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from .options import SAMPLERS, add_device, add_guidance, add_sampler, add_verdict_options, command
+from .options import (
+    SAMPLERS,
+    add_device,
+    add_guidance,
+    add_prompts,
+    add_sampler,
+    add_verdict_options,
+    command,
+    prompt_list,
+)
 
 EPILOG = """examples:
   lees frontier                                  # 200 samples per method, ~25 min on 2 CPU cores
@@ -17,10 +26,19 @@ EPILOG = """examples:
   lees frontier --model embedded-dit -n 1000 --fewer 40 30 25 20 15 10 --rows dit \\
       --solvers dpm++ --solver-steps 30 20 10 --schedules runs/dit/router-0.70/schedule.json --seed 23 \\
       --out runs/dit-frontier
-  lees frontier --model embedded-dit -n 64 --steps 20 --fewer 10 5 --rows dit --reference ode \
+  lees frontier --model embedded-dit -n 64 --steps 20 --fewer 10 5 --rows dit --reference ode \\
       --out runs/dit-ode                          # fidelity to the ODE solution too, with intervals
+  lees frontier --model path/to/sd --prompts "a red car" "a cat on a sofa" -n 16 --steps 20 --fewer 15 10 \\
+      --solvers dpm++ --solver-steps 20 10 --reuse-steps 15 --out runs/frontier-sd
   lees frontier --plot-only --out runs/frontier   # redraw the plots from OUT/frontier.jsonl
 (run the same command again after an interruption: the samples stored in OUT/pieces are reused)
+(a text-to-image pipeline folder is sampled through its own call, as lees tune samples it: the prompts,
+ negative prompt, guidance, size and VAE as given, each row applied as lees.enable applies it, latency the
+ whole call paired per round; its rows: the full pipeline at --steps and --fewer, --solvers at
+ --solver-steps, uniform reuse and DeepCache at --steps and --reuse-steps, --schedules; each scored by
+ fidelity to the full pipeline's images (PSNR, SSIM, FD in Inception features: no dataset, so no fd_clf
+ or FID) and judged under fd_full and dssim = 1 - SSIM; --rows, --fid-*, --clf-raw, --reference ode are
+ the embedded models')
 """
 
 
@@ -31,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         default="embedded",
-        help="embedded (the default), embedded-dit, or any model load_backbone takes",
+        help="embedded (the default), embedded-dit, any model load_backbone takes, or a text-to-image "
+        "pipeline folder (sampled through its own call: --prompts)",
     )
     add_sampler(p, default=None, timesteps=False)
     p.add_argument(
@@ -41,7 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--solver-steps", type=int, nargs="+", default=None, help="those curves' steps (--steps and --fewer)"
     )
-    add_guidance(p)
+    add_guidance(p, pipelines=True)
+    add_prompts(p)
+    p.add_argument(
+        "--batch-size", type=int, default=None,
+        help="samples per timed round (a pipeline folder's: 16; lees' own sampler: 64)",
+    )  # fmt: skip
     p.add_argument("-n", type=int, default=200, help="samples per method (200)")
     p.add_argument("--steps", type=int, default=50, help="the full model's sampler steps (50)")
     p.add_argument("--fewer", type=int, nargs="+", default=[40, 35, 30, 25, 20, 15], help="the curve's steps")
@@ -74,11 +98,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Sample the embedded model with every method side by side; score each under fd_clf and Inception
-    FID and judge it against the full model's fewer-steps curve at its measured latency."""
+    FID and judge it against the full model's fewer-steps curve at its measured latency (a text-to-image
+    pipeline folder: every row through its own call, scored by fidelity to the full pipeline's images)."""
+    from ..models.backbones import prompted_pipeline
     from ..reporting.frontier_run import FrontierConfig, frontier, plot, read_rows
 
     if args.plot_only:
         plot(args.out, read_rows(args.out))
         return
     names = {f.name for f in fields(FrontierConfig)}
-    frontier(FrontierConfig(**{k: v for k, v in vars(args).items() if k in names}), args.out)
+    given = {k: v for k, v in vars(args).items() if k in names} | {"prompts": prompt_list(args.prompts)}
+    config = FrontierConfig(**given)
+    if prompted_pipeline(config.model):
+        from ..tune.frontier import pipeline_frontier
+
+        pipeline_frontier(config, args.out)
+    else:
+        frontier(config, args.out)

@@ -110,13 +110,17 @@ def add_sampler(
         )
 
 
-def add_guidance(p: argparse.ArgumentParser) -> None:
-    """``--guidance-scale``: classifier-free guidance of a class-conditional model."""
+def add_guidance(p: argparse.ArgumentParser, pipelines: bool = False) -> None:
+    """``--guidance-scale``: classifier-free guidance of a class-conditional model (``pipelines``: and of
+    a text-to-image pipeline folder's call)."""
+    also = (
+        "; of a text-to-image pipeline folder: its call's (default: the pipeline's own)" if pipelines else ""
+    )
     p.add_argument(
         "--guidance-scale", type=float, default=None,
         help="classifier-free guidance of a class-conditional model with a null class (labels drawn per "
-        "sample; one batched call on [cond, null] per step); default 2 for such a model, "
-        "else 1 (none)",
+        f"sample; one batched call on [cond, null] per step); default 2 for such a model, else 1 "
+        f"(none){also}",
     )  # fmt: skip
 
 

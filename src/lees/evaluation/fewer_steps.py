@@ -43,7 +43,8 @@ TOLERANCE = 0.05  # without replicates (means over seeds): within 5 % of the cur
 class Point:
     """One measured method: its name, sampler steps, cost ratios against the full model's longest run,
     and quality under each metric (e.g. ``{"fd_clf": 7.1, "fid": 60.8}``); ``replicates``: each metric
-    on every bootstrap resample of the sample indices, the same resamples for every point of a run."""
+    on every bootstrap resample of the sample indices, the same resamples for every point of a run;
+    ``intervals``: each metric's 95 % interval as a stored row gives it (a plot's error bars)."""
 
     method: str
     steps: int
@@ -52,6 +53,7 @@ class Point:
     quality: dict[str, float] = field(default_factory=dict)
     solver: str | None = None  # the full model's rows: the solver whose curve they lie on (None: the run's)
     replicates: dict[str, np.ndarray] = field(default_factory=dict)
+    intervals: dict[str, list[float]] = field(default_factory=dict)  # a stored row's: plots' error bars
 
     @property
     def is_full(self) -> bool:
@@ -131,8 +133,8 @@ def describe(point: Point, judged: dict[str, object]) -> str:
     else:
         bars = f"; no interval: within {TOLERANCE:.0%} counts as on"
     return (
-        f"{point.method}: {judged['verdict']} {curve} under {metric} ({point.quality[metric]:.2f} vs "
-        f"{judged['curve']:.2f} at {at}: {abs(judged['margin']):.0%} {sign}{bars})"
+        f"{point.method}: {judged['verdict']} {curve} under {metric} ({point.quality[metric]:.3g} vs "
+        f"{judged['curve']:.3g} at {at}: {abs(judged['margin']):.0%} {sign}{bars})"
     )
 
 

@@ -229,6 +229,17 @@ def prompted_pipeline(spec: str) -> bool:
     return any(k.startswith(("text_encoder", "tokenizer")) for k in json.loads(index.read_text()))
 
 
+def check_unprompted(spec: str, **call: Any) -> None:
+    """One clear line where a text-to-image call's options (``prompts``, ``negative_prompt``, ``height``,
+    ``width``: given where not None) come with a model that is no pipeline folder taking prompts."""
+    given = [f"--{name.replace('_', '-')}" for name, value in call.items() if value is not None]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} need{'s' * (len(given) == 1)} a pipeline folder with its text encoders (a "
+            f"model_index.json naming them); {spec} has none"
+        )
+
+
 def load_pipeline(spec: str, device: str | torch.device = "cpu") -> Any:
     """The diffusers pipeline in the folder ``spec``, as ``DiffusionPipeline.from_pretrained`` gives it to
     a user (safetensors only), on ``device``."""

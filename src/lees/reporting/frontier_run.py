@@ -15,12 +15,14 @@ are named ``full`` (``full@K``: at K steps); with another solver ``SOLVER@K``. M
 apply to the model (DeepCache on a transformer, a schedule made for other blocks) are left out with
 the reason printed. Writes the rows (``frontier.jsonl``) and one plot per metric. The samples are
 stored in ``out/pieces`` as they finish, so the same run started again after an interruption picks up
-where it stopped.
+where it stopped. A text-to-image pipeline folder is sampled through its own call instead
+(:mod:`lees.tune.frontier`, which writes rows of this format).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from ..evaluation.metrics import (
     reference_features,
 )
 from ..evaluation.ode_reference import check_deterministic, ode_reference
-from ..models.backbones import load_backbone, load_noise_scheduler, prompted_pipeline
+from ..models.backbones import check_unprompted, load_backbone, load_noise_scheduler, prompted_pipeline
 from ..models.denoisers import check_prompted, default_guidance_scale
 from ..sampling.stored import sample_stored
 from ..schedules.registry import build_schedule, canonical, shipped
@@ -62,7 +64,7 @@ METHODS = (
     "deepcache-2",
     "deepcache-3",
 )
-METRICS = ("fd_clf", "fid", "fd_clf_raw", "fd_ode")
+METRICS = ("fd_clf", "fid", "fd_clf_raw", "fd_ode", "fd_full", "dssim")  # the last two: a pipeline folder's
 FID_RESAMPLES = 50  # FID's intervals: fewer resamples, each costs seconds (docs/results/bootstrap-cost)
 REFERENCES = ("run", "ode")  # fidelity to the run's full model only, or also to the converged ODE solution
 
@@ -90,6 +92,11 @@ class FrontierConfig(Settings):
     fid_resamples: int = FID_RESAMPLES  # of Inception FID's (2048-d features: seconds a resample and row)
     reference: str = "run"  # "ode": also fidelity to the converged ODE solution from the same noise
     device: str = "cpu"
+    prompts: list[str] | None = None  # a text-to-image pipeline folder's call (None: lees' built-in list)
+    negative_prompt: str | None = None
+    height: int | None = None
+    width: int | None = None
+    batch_size: int | None = None  # samples per timed round (None: a pipeline's 16, lees' sampler's 64)
 
     def __post_init__(self) -> None:
         if self.rows not in ROW_SETS:
@@ -117,10 +124,11 @@ def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
     out = Path(out)
     if prompted_pipeline(config.model):
         raise ValueError(
-            f"{config.model} is a text-to-image pipeline: lees frontier samples a bare denoiser with lees' "
-            "own sampler; lees tune --model FOLDER --prompts ... measures every speed-up against fewer "
-            "steps through the pipeline's own call"
+            f"{config.model} is a text-to-image pipeline folder: lees.tune.frontier.pipeline_frontier "
+            "samples it through its own call (as lees frontier does)"
         )
+    check_unprompted(config.model, prompts=config.prompts, negative_prompt=config.negative_prompt,
+                     height=config.height, width=config.width)  # fmt: skip
     model = load_backbone(config.model, device=config.device)
     check_prompted(model)  # a bare text-conditioned denoiser: one line, before any sample
     noise = load_noise_scheduler(config.model)
@@ -136,7 +144,7 @@ def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
     runs = sample_stored(
         model, schedules, config.n, out / "pieces", settings=settings | {"solvers": curves},
         seed=config.seed, scheduler=noise, device=config.device, sampler=sampler, guidance_scale=scale,
-        solvers=curves,
+        solvers=curves, **({"batch_size": config.batch_size} if config.batch_size else {}),
     )  # fmt: skip
     only = None if config.fid_rows is None else {"fid": [row_key(r, config.steps) for r in config.fid_rows]}
     found = scorers(config)
@@ -148,7 +156,8 @@ def frontier(config: FrontierConfig, out: str | Path) -> list[dict[str, Any]]:
         indices = resample_indices(config.n, config.resamples, config.seed)  # fd_clf's: paired with it
         extra = ode_fidelity(points, runs, ode, found["fd_clf"][0], indices)
         settings["ode_reference"] = closeness
-    rows = [_row(p, points, runs[name].cache_bytes_per_sample, settings | {"n": config.n} | extra[name])
+    run = settings | {"n": config.n}
+    rows = [frontier_row(p, points, runs[name].cache_bytes_per_sample, run | extra[name])
             for name, p in points.items()]  # fmt: skip
     (out / "frontier.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     plot(out, rows)
@@ -245,7 +254,15 @@ def ode_fidelity(
 
 def _rounded(replicates: np.ndarray, digits: int = 3) -> list[float]:
     """The percentile interval of ``replicates``, rounded for a row."""
-    return [round(v, digits) for v in percentile_interval(replicates)]
+    return [round_figure(v, digits) for v in percentile_interval(replicates)]
+
+
+def round_figure(value: float, digits: int = 3) -> float:
+    """``value`` to ``digits`` decimals, or to three significant figures where that is finer (a pipeline's
+    dssim can be 5e-05)."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, max(digits, 2 - math.floor(math.log10(abs(value)))))
 
 
 def scorers(config: FrontierConfig) -> Scorers:
@@ -264,7 +281,9 @@ def scorers(config: FrontierConfig) -> Scorers:
     return {m: (e, k, reference_features(e, "fashion-mnist", "train", n=r)) for m, (e, k, r) in found.items()}
 
 
-def _row(p: Point, points: dict[str, Point], cache_bytes: float, run: dict[str, Any]) -> dict[str, Any]:
+def frontier_row(
+    p: Point, points: dict[str, Point], cache_bytes: float, run: dict[str, Any]
+) -> dict[str, Any]:
     """One method's line of ``frontier.jsonl`` (printed, with its verdicts in words); ``run``: the run's
     model, sampler, guidance scale, samples per method (and the ODE check and this row's fidelity to the
     ODE solution), stored with the row."""
@@ -274,7 +293,7 @@ def _row(p: Point, points: dict[str, Point], cache_bytes: float, run: dict[str, 
     best = {} if p.is_full or len(solvers) < 2 else {m: versus_best_solver(p, every, m) for m in p.quality}
     best = {m: {**j, "solver": j.get("solver") or run["sampler"]} for m, j in best.items()}
     row = {"method": p.method, "solver": p.solver, "steps": p.steps, "flop_ratio": round(p.flop_ratio, 4),
-           "latency_ratio": round(p.latency_ratio, 4), **{m: round(q, 3) for m, q in p.quality.items()},
+           "latency_ratio": round(p.latency_ratio, 4), **{m: round_figure(q) for m, q in p.quality.items()},
            **{f"{m}_interval": _rounded(r) for m, r in p.replicates.items()},
            "cache_bytes_per_sample": cache_bytes, **run, "versus_fewer_steps": judged}  # fmt: skip
     if best:
@@ -307,10 +326,14 @@ def plot(out: str | Path, rows: list[dict[str, Any]]) -> list[Path]:
     """One plot per metric, ``out/frontier-METRIC.png``, from the rows."""
     metrics = [m for m in METRICS if any(m in r for r in rows)]
     points = [Point(r["method"], r["steps"], r["flop_ratio"], r["latency_ratio"],
-                    {m: r[m] for m in metrics if m in r}, r.get("solver")) for r in rows]  # fmt: skip
+                    {m: r[m] for m in metrics if m in r}, r.get("solver"),
+                    intervals={m: r[f"{m}_interval"] for m in metrics if f"{m}_interval" in r})
+              for r in rows]  # fmt: skip
     first = rows[0]
     model, sampler = first.get("model", "embedded"), first.get("sampler", "ddpm")  # older rows: the UNet's
-    guided = f", guidance {first['guidance_scale']:g}" if first.get("guidance_scale", 1) != 1 else ""
+    guided = (
+        f", guidance {first['guidance_scale']:g}" if first.get("guidance_scale", 1) not in (1, None) else ""
+    )
     paths = []
     for metric in metrics:
         title = f"{model}, {sampler}{guided}, {first['n']} samples: {metric} vs paired latency"

@@ -24,27 +24,48 @@ def frontier_plot(
     points: Sequence[Point], metric: str, path: str | Path, title: str = "", sampler: str = ""
 ) -> Path:
     """Quality against measured latency: the full model's fewer-steps curve with the run's ``sampler``
-    (and one per further solver) and every other method as a point."""
+    (and one per further solver) and every other method as a point, each with its interval as an error
+    bar where the point has one (``Point.intervals``). A log axis unless a value is 0 or below (fidelity
+    to the full model: its own is 0)."""
     fig, ax = plt.subplots(figsize=(9, 5))
     for i, solver in enumerate(dict.fromkeys(p.solver for p in points if p.is_full and metric in p.quality)):
-        latency, quality = step_curve(points, metric, solver)
-        steps = sorted((p.latency_ratio, p.steps) for p in points
-                       if p.is_full and p.solver == solver and metric in p.quality)  # fmt: skip
+        curve = sorted((p for p in points if p.is_full and p.solver == solver and metric in p.quality),
+                       key=lambda p: p.latency_ratio)  # fmt: skip
+        latency, quality = step_curve(curve, metric, solver)
         label = f"full model, fewer steps ({solver or sampler or 'its sampler'})"
-        ax.plot(latency, quality, ("k-o", "b--^", "g--v", "m--D")[i % 4], label=label)
-        for (x, k), y in zip(steps, quality, strict=True):
-            ax.annotate(f"{k}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        bars = error_bars(quality, [p.intervals.get(metric) for p in curve])
+        ax.errorbar(latency, quality, yerr=bars, fmt=("k-o", "b--^", "g--v", "m--D")[i % 4], capsize=2,
+                    label=label)  # fmt: skip
+        for p, y in zip(curve, quality, strict=True):
+            ax.annotate(
+                f"{p.steps}", (p.latency_ratio, y), textcoords="offset points", xytext=(4, 4), fontsize=7
+            )
     colours = plt.get_cmap("tab20")
     others = [p for p in points if not p.is_full and metric in p.quality]
     for i, p in enumerate(others):
-        ax.plot(p.latency_ratio, p.quality[metric], "s", color=colours(i % 20), label=p.method)
-    ax.set_yscale("log")
+        bars = error_bars([p.quality[metric]], [p.intervals.get(metric)])
+        ax.errorbar(p.latency_ratio, p.quality[metric], yerr=bars, fmt="s", capsize=2, color=colours(i % 20),
+                    label=p.method)  # fmt: skip
+    if all(p.quality[metric] > 0 for p in points if metric in p.quality):
+        ax.set_yscale("log")
     ax.set_xlabel("measured latency / full model's (paired, same run)")
     ax.set_ylabel(f"{metric} (lower is better)")
     ax.set_title(title or f"Quality vs latency: every method against fewer steps ({metric})")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3, which="both")
     return save_figure(fig, path)
+
+
+def error_bars(
+    values: Sequence[float], intervals: Sequence[Sequence[float] | None]
+) -> list[list[float]] | None:
+    """Matplotlib's (below, above) distances of each value from its interval's ends; None where a value
+    has no interval (a metric without one, or an old table)."""
+    if not intervals or any(i is None for i in intervals):
+        return None
+    below = [max(v - low, 0.0) for v, (low, _) in zip(values, intervals, strict=True)]
+    above = [max(high - v, 0.0) for v, (_, high) in zip(values, intervals, strict=True)]
+    return [below, above]
 
 
 matplotlib.use("Agg")

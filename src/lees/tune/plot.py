@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from ..reporting.plots import save_figure
+from ..reporting.plots import error_bars, save_figure
 from .verdict import Row
 
 LABELS = {
@@ -35,7 +35,7 @@ def frontier(
     for solver in dict.fromkeys(r["solver"] for r in steps):
         curve = sorted((r for r in steps if r["solver"] == solver), key=lambda r: r["latency_ratio"])
         xs, ys = [r["latency_ratio"] for r in curve], [r[metric] for r in curve]
-        bars = error_bars(curve, metric)
+        bars = error_bars(ys, [r.get(f"{metric}_interval") for r in curve])
         ax.errorbar(xs, ys, yerr=bars, fmt="-o", capsize=2, label=f"{solver}, fewer steps")
         for x, y, r in zip(xs, ys, curve, strict=True):
             ax.annotate(str(r["steps"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
@@ -44,8 +44,9 @@ def frontier(
         ax.plot(1.0, full, "k*", markersize=10, label="full model")
     colours = plt.get_cmap("tab20")
     for i, r in enumerate(r for r in rows if r["kind"] != "steps"):
-        ax.errorbar(r["latency_ratio"], r[metric], yerr=error_bars([r], metric), fmt="s", capsize=2,
-                    color=colours(i % 20), label=r["name"])  # fmt: skip
+        bars = error_bars([r[metric]], [r.get(f"{metric}_interval")])
+        ax.errorbar(r["latency_ratio"], r[metric], yerr=bars, fmt="s", capsize=2, color=colours(i % 20),
+                    label=r["name"])  # fmt: skip
     for b in budgets:
         ax.axvline(b, color="grey", linestyle="--", linewidth=0.8)
     ax.set_xlabel("measured latency / full model's (same rounds)")
@@ -59,14 +60,3 @@ def frontier(
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
-
-
-def error_bars(rows: Sequence[Row], metric: str) -> list[list[float]] | None:
-    """The rows' intervals of ``metric`` as matplotlib's (below, above) distances from each value; None
-    where a row has none (a metric without an interval, or an old table)."""
-    intervals = [r.get(f"{metric}_interval") for r in rows]
-    if any(i is None for i in intervals):
-        return None
-    below = [max(r[metric] - low, 0.0) for r, (low, _) in zip(rows, intervals, strict=True)]
-    above = [max(high - r[metric], 0.0) for r, (_, high) in zip(rows, intervals, strict=True)]
-    return [below, above]

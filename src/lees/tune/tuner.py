@@ -25,6 +25,7 @@ from ..evaluation.ode_reference import check_deterministic, ode_reference
 from ..models.backbones import (
     EMBEDDED_DIR,
     EMBEDDED_DIT_DIR,
+    check_unprompted,
     load_backbone,
     load_noise_scheduler,
     load_pipeline,
@@ -208,11 +209,8 @@ def open_model(config: TuneConfig) -> tuple[Any, Any, PipelineSource | None]:
         )  # fmt: skip
         source = PipelineSource(pipe, prompting)
         return source.denoiser, pipe.scheduler, source
-    if config.prompts or config.negative_prompt or config.height or config.width:
-        raise ValueError(
-            f"--prompts, --negative-prompt, --height and --width need a pipeline folder with its text "
-            f"encoders (a model_index.json naming them); {config.model} has none"
-        )
+    check_unprompted(config.model, prompts=config.prompts, negative_prompt=config.negative_prompt,
+                     height=config.height, width=config.width)  # fmt: skip
     model = load_backbone(config.model, config.device)
     check_prompted(model)
     return model, load_noise_scheduler(config.model), None
