@@ -353,26 +353,27 @@ def search_schedule(
         score = _Scorer(model, scheduler, blocks, timesteps, config, state, state_path, bar)
         score.save()
         current, log = _local_search(score, costs, uniform_starts(blocks, timesteps), bar)
-    ratio = costs.ratio(*current)
-    extra = {
-        "objective": "search: final-sample PSNR against the full model's run (same noise)",
-        "train_psnr": log[-1]["psnr"],
-        "start_psnr": log[0]["psnr"],
-        "latency_ratio": ratio,
-        "costs": costs.to_dict(),
-        "rollouts": len(state["scores"]),
-        "moves": [r["move"] for r in log],
-    }
-    schedule = _schedule(blocks, timesteps, *current, config, extra)
+    schedule = _found(blocks, timesteps, current, config, costs, log, len(state["scores"]))
     measured = measured_ratio(model, scheduler, schedule, config) if config.check_rounds else None
     schedule.settings |= {"measured_latency_ratio": measured,
                           "train_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    ratio = schedule.settings["latency_ratio"]
     warn_off_budget(ratio, config.target_latency_ratio)
     if measured is not None:
         warn_off_budget(measured, config.target_latency_ratio, measured=True)
     return SearchResult(
         schedule, log[-1]["psnr"], ratio, log[0]["psnr"], costs, score.rollouts, log, measured
     )
+
+
+def _found(blocks: Blocks, timesteps: list, current: Candidate, config: SearchConfig, costs: LatencyCosts,
+           log: list[dict[str, Any]], rollouts: int) -> Schedule:  # fmt: skip
+    """The table the search reached as a schedule, with how it was found in its settings."""
+    extra = {"objective": "search: final-sample PSNR against the full model's run (same noise)",
+             "train_psnr": log[-1]["psnr"], "start_psnr": log[0]["psnr"],
+             "latency_ratio": costs.ratio(*current), "costs": costs.to_dict(), "rollouts": rollouts,
+             "moves": [r["move"] for r in log]}  # fmt: skip
+    return _schedule(blocks, timesteps, *current, config, extra)
 
 
 def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
