@@ -68,6 +68,21 @@ def test_tune_prints_verdicts_and_saves_the_winner(pipe_folder, tmp_path, capsys
     )
 
 
+def test_tune_measures_against_the_solver_asked_for(pipe_folder, tmp_path, capsys):
+    """--sampler sets the full model's solver (the reference); the model's own is then a candidate."""
+    argv = ["tune", "--model", pipe_folder, "--budget", "0.8", "-n", "2", "--steps", "6", "--batch-size", "2",
+            "--only", "ddim@3", "ddpm@3", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main([*argv, "--sampler", "ddim"]) == 0
+    assert "candidates against ddim at 6 steps" in capsys.readouterr().out
+    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "tune.json").read_text())["rows"]}
+    assert set(rows) == {"full", "ddim@3", "ddpm@3"} and rows["full"]["solver"] == "ddim"
+    dit = ["tune", "--model", "embedded-dit", "--sampler", "ddim", "--out", str(tmp_path / "dit")]
+    assert main(dit) == 2 and not (tmp_path / "dit").exists()  # a DDPM solver for a flow model
+    assert (
+        "--sampler ddim: not a solver of embedded-dit's family; its solvers: euler" in capsys.readouterr().err
+    )
+
+
 def test_an_interrupted_tune_resumes_without_resampling(pipe_folder, tmp_path, monkeypatch):
     sampled, original = [], Run.sample
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_device, add_prompts, add_verdict_options, command, prompt_list
+from .options import add_device, add_prompts, add_sampler, add_verdict_options, command, prompt_list
 
 EPILOG = """examples:
   lees tune --model embedded --budget 0.6 --quick --out runs/tune-quick   # a look in minutes on 2 CPU cores
@@ -13,6 +13,7 @@ EPILOG = """examples:
   lees tune --model embedded --budget 0.5 --data fashion-mnist --out runs/tune   # fd_clf to the data too
   lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --out runs/tune-dit
   lees tune --model embedded --steps 20 30 --quick -n 16 --out runs/tune-steps   # a winner per step count
+  lees tune --model embedded-dit --guidance-scale 2 --sampler dpm++ --steps 20 --quick --out runs/tune-dpm
   lees tune --model embedded-dit --guidance-scale 2 --budget 0.6 --quick --reference ode --out runs/tune-ode
   lees tune --model embedded-dit --guidance-scale 2 --steps 30 --budgets 0.5 0.35 -n 16 --only euler@15 \
       --schedules runs/search-dit/schedule.json --out runs/tune-search   # a searched schedule (lees route)
@@ -52,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the full model's sampler steps (50; --quick: 20); several (20 30 50): a winner for each, "
         "in one policy that runs the call's step count's",
     )  # fmt: skip
+    add_sampler(p, default=None, timesteps=False,
+                help="the full model's solver (default: the one its folder names; euler for embedded-dit); "
+                "every other solver of its family is measured at fewer steps beside it")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=16, help="samples per timed round (16)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
     p.add_argument(
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> None:
     budgets = args.budgets or [args.budget if args.budget is not None else 0.6]
     keys = ("model", "n", "batch_size", "seed", "guidance_scale", "data", "quick", "device",
             "router_train_steps", "resamples", "reference", "negative_prompt", "height", "width", "schedules",
-            "only")  # fmt: skip
+            "only", "sampler")  # fmt: skip
     config = TuneConfig(
         budgets=budgets, prompts=prompt_list(args.prompts), **{k: getattr(args, k) for k in keys}
     )

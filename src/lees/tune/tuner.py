@@ -73,6 +73,7 @@ class TuneConfig:
     width: int | None = None
     schedules: Sequence[str] = ()  # schedule files as candidates too (a searched one: lees route)
     only: Sequence[str] | None = None  # the candidates to measure, by name (None: all); full always
+    sampler: str | None = None  # the full model's solver (None: the one the model's folder names)
 
     def __post_init__(self) -> None:
         self.n = self.n or DEFAULTS[self.quick]["n"]
@@ -118,7 +119,7 @@ def tune(config: TuneConfig, out: str | Path, save: bool = True) -> TuneResult:
 
     out = Path(out)
     model, scheduler, source = open_model(config)
-    solver = own_solver(scheduler, None if source else scheduler_class(config.model))
+    solver = reference_solver(config, scheduler, source)
     if config.reference == "ode":
         check_deterministic(solver, "the full model's solver")
     solvers = [solver, *(s for s in solvers_for(scheduler) if s != solver)]
@@ -214,6 +215,23 @@ def open_model(config: TuneConfig) -> tuple[Any, Any, PipelineSource | None]:
     model = load_backbone(config.model, config.device)
     check_prompted(model)
     return model, load_noise_scheduler(config.model), None
+
+
+def reference_solver(config: TuneConfig, scheduler: Any, source: PipelineSource | None) -> str:
+    """The full model's solver: ``config.sampler`` (one of the model family's), else the model's own."""
+    if config.sampler is None:
+        return own_solver(scheduler, None if source else scheduler_class(config.model))
+    if source is not None:
+        raise ValueError(
+            "--sampler: a text-to-image pipeline folder samples with its own scheduler: set it in the folder "
+            "(its scheduler/) and the other solvers are measured as candidates"
+        )
+    if config.sampler not in solvers_for(scheduler):
+        raise ValueError(
+            f"--sampler {config.sampler}: not a solver of {config.model}'s family; its solvers: "
+            f"{', '.join(solvers_for(scheduler))}"
+        )
+    return config.sampler
 
 
 def scheduler_class(model: str) -> str | None:
