@@ -6,13 +6,17 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
+import lees
 from lees import Schedule, find_blocks, load_backbone, sample
 from lees.diffusion.samplers import sampler_timesteps
+from lees.engine.actions import RUN
 from lees.evaluation.metrics import ClassifierFeatures, fd, features
 from lees.models.backbones import EMBEDDED_DIR, load_noise_scheduler
 from lees.models.data import DataError, load_images
+from lees.models.pipelines import ClassFlowPipeline
 from lees.reporting.demo import SHIPPED_GATES
 from lees.schedules.saving import load_gate
+from lees.schedules.tuned import load_tuned
 
 pytestmark = pytest.mark.skipif(
     not (EMBEDDED_DIR / "unet" / "config.json").is_file(), reason="the embedded model is not in this checkout"
@@ -79,3 +83,27 @@ def test_the_demo_rows_are_the_shipped_schedules_made_for_the_model(model, expec
         find_blocks(load_backbone(model)), sampler_timesteps(noise, 50, sampler), noise, sampler
     )
     assert list(rows) == expected  # each model's router with its fewer-steps partner; the other's left out
+
+
+@pytest.mark.parametrize("name", ["dit-search-0.50", "dit-search-0.35"])
+def test_a_shipped_searched_policy_runs_its_table_inside_the_dit_pipeline(name):
+    """``lees.enable(pipe, folder)`` and ``pipe(**lees.tuned(folder))`` on the DiT pipeline run exactly the
+    blocks the table runs (counted inside each block), Euler at 30 steps, and ``disable`` restores it."""
+    folder = EMBEDDED_DIR / name
+    policy = load_tuned(folder)
+    pipe = ClassFlowPipeline.from_pretrained(lees.EMBEDDED_DIT_DIR)
+    ran = []
+    for k, block in enumerate(pipe.transformer.transformer_blocks):
+        block.attn1.register_forward_hook(lambda *_, k=k: ran.append(k))
+    call = {"class_labels": [1, 7], "guidance_scale": 2.0, "output_type": "pt"}
+    plain = pipe(**call, num_inference_steps=30, generator=torch.Generator().manual_seed(0)).images
+    lees.enable(pipe, folder)
+    assert lees.tuned(folder) == {"num_inference_steps": 30} and policy.solver == "euler"
+    ran.clear()
+    fast = pipe(**call, **lees.tuned(folder), generator=torch.Generator().manual_seed(0)).images
+    lees.disable(pipe)
+    runs = policy.schedule.actions == RUN
+    assert len(ran) == int(runs.sum()) and sorted(set(ran)) == sorted(set(runs.nonzero()[0].tolist()))
+    assert not torch.equal(fast, plain) and float((fast - plain).abs().max()) < 0.5
+    again = pipe(**call, num_inference_steps=30, generator=torch.Generator().manual_seed(0)).images
+    assert torch.equal(again, plain)
