@@ -85,6 +85,10 @@ def test_the_latency_model_is_the_sum_of_the_timed_actions(monkeypatch):
         assert len(methods) == 1  # each method sampled alone, as lees tune times its candidates
         seconds = {n: per_call["run"] + (t - 1) * per_call[n] if n in search.TIMED else t * per_call[n]
                    for n in methods}  # fmt: skip
+        if "run" in methods:  # every call runs but the last, which forecasts
+            assert (methods["run"].actions[:, -1] == FORECAST).all()
+            assert (methods["run"].actions[:, :-1] == RUN).all()
+            seconds["run"] = (t - 1) * per_call["run"] + per_call["forecast-1"]
         return {n: TimedSamples(torch.zeros(1), seconds[n]) for n in methods}
 
     monkeypatch.setattr(search, "_sample", timed)

@@ -3,8 +3,10 @@
 The score of a schedule is what the user sees: the mean PSNR of its *final samples* against the full
 model's at the same solver, steps, guidance, start noise and labels, over a small training batch on seeds
 no evaluation uses (``TRAIN_SEED + SearchConfig.seed``). Its cost is *measured* latency: before
-searching, whole sampling runs of the full model and of schedules that run call 0 and then every block at
-every call, reuse everywhere, forecast everywhere (order 1 and 2) or skip everywhere are timed, each
+searching, whole sampling runs of the full model and of schedules that run every block at every call
+but the last (which forecasts: every run then stores its residuals, as a run does in a schedule that
+reuses, and the store costs time), or run call 0 and then reuse everywhere, forecast everywhere (order 1
+and 2) or skip everywhere are timed, each
 sampled alone in rounds whose order turns (as ``lees tune`` times its candidates, and as a user compares
 the plain model with the enabled one: the full model runs without hooks), which gives a call's fixed cost
 and each block's cost per action (a forecast costs more than a reuse: it sums stored residuals). A
@@ -146,16 +148,21 @@ class SearchResult:
 def measure_costs(
     model: nn.Module, scheduler: SchedulerMixin, blocks: Blocks, config: SearchConfig, timesteps: list
 ) -> LatencyCosts:
-    """Each action's cost per block and call, from timed runs (module doc): the full model, and schedules
-    that run call 0 and then every block at every call, or one action everywhere."""
+    """Each action's cost per block and call, from timed runs (module doc): the full model; a schedule that
+    runs every call but forecasts the last (so every run stores its residuals, as in a schedule that reuses:
+    storing them costs time too); and schedules that run call 0 and then reuse, forecast (order 1, 2) or
+    skip everywhere. Their seconds, each a sum of call costs, are solved for the costs."""
     k, t = len(blocks), len(timesteps)
-    methods: dict[str, Schedule | None] = {"full": None, "run": _table(blocks, timesteps, RUN, 1, config)}
+    run_table = _table(blocks, timesteps, RUN, 1, config)
+    run_table.actions[:, -1] = FORECAST
+    methods: dict[str, Schedule | None] = {"full": None, "run": run_table}
     methods |= {name: _table(blocks, timesteps, a, order, config) for name, (a, order) in TIMED.items()}
     seconds = timed_alone(model, scheduler, methods, config, config.timing_repeats)
     full = float(np.median(seconds["full"]))
     seconds = {name: full * median_ratio(s, seconds["full"]) for name, s in seconds.items()}
-    run = seconds["run"] / t
-    per_call = {name: (seconds[name] - run) / (t - 1) for name in TIMED}  # call 0 ran in full
+    # run: (t-1) runs and one forecast call; forecast-1: one run and (t-1) forecast calls
+    run, forecast = np.linalg.solve([[t - 1, 1], [1, t - 1]], [seconds["run"], seconds["forecast-1"]])
+    per_call = {name: (seconds[name] - run) / (t - 1) for name in TIMED} | {"forecast-1": forecast}
     fixed = per_call["skip"]
     shares = np.asarray(blocks.shares) / sum(blocks.shares)
     return LatencyCosts(
