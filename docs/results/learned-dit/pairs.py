@@ -2,12 +2,14 @@
 
 `lees tune` prints one interval per budget (the winner against the best fewer-steps point); this sets
 each searched schedule against every other row near its budget, on the same resamples of the sample
-indices the tune used (seed 71, 200 resamples), under FD to the full model, PSNR and fd_clf to the data,
-and gives the spread of each row's per-round latency ratio (the tune's figure is their median).
+indices the tune used (its seed, 200 resamples), under FD to the full model, PSNR and fd_clf to the data
+(against the full model itself: fd_clf only), and gives the spread of each row's per-round latency ratio
+(the tune's figure is their median).
 
     PYTHONPATH=../../../src python pairs.py tune-N
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -19,12 +21,13 @@ from lees.evaluation.bootstrap import resample_indices
 from lees.tune.quality import Scorer
 from lees.tune.verdict import versus
 
-SEED, RESAMPLES, DATA = 71, 200, "fashion-mnist"
+RESAMPLES, DATA = 200, "fashion-mnist"
 PAIRS = {
     "search-0.50": ["TaylorSeer(cache_interval=3, disable_cache_before_step=3)", "dpm++@15", "euler@15",
-                    "uniform-3-forecast", "search-0.35"],
+                    "uniform-3-forecast", "search-0.35", "MagCache(threshold=0.06)", "full"],
     "search-0.35": ["TaylorSeer(cache_interval=4, disable_cache_before_step=3)", "dpm++@10", "euler@10",
-                    "TaylorSeer(cache_interval=3, disable_cache_before_step=3)"],
+                    "TaylorSeer(cache_interval=3, disable_cache_before_step=3)", "MagCache(threshold=0.12)",
+                    "full"],
 }  # fmt: skip
 
 
@@ -43,9 +46,12 @@ def main(folder: Path) -> None:
     runs = load(folder)
     names = {"TaylorSeer_cache_interval_3_disable_cache_before_step_3": PAIRS["search-0.50"][0],
              "TaylorSeer_cache_interval_4_disable_cache_before_step_3": PAIRS["search-0.35"][0]}  # fmt: skip
+    names |= {"MagCache_threshold_0.06": "MagCache(threshold=0.06)", "MagCache_threshold_0.12":
+              "MagCache(threshold=0.12)"}  # fmt: skip
     runs = {names.get(k, k): v for k, v in runs.items()}
     full = torch.cat(runs["full"][0])
-    scorer = Scorer(full, resample_indices(len(full), RESAMPLES, SEED), DATA)
+    seed = json.loads((folder / "tune.json").read_text())["config"]["seed"]
+    scorer = Scorer(full, resample_indices(len(full), RESAMPLES, seed), DATA)
     rows, boot = {}, {}
     for name, (images, seconds) in runs.items():
         scores, boot[name] = scorer(torch.cat(images))
@@ -54,11 +60,11 @@ def main(folder: Path) -> None:
         q1, q3 = np.percentile(ratios, [25, 75])
         print(f"{name}: latency {np.median(ratios):.3f}x (per-round quartiles {q1:.3f}-{q3:.3f}, "
               f"{len(ratios)} rounds)")  # fmt: skip
-    print(f"n = {len(full)}; paired intervals over {RESAMPLES} resamples (seed {SEED}); positive: the first "
+    print(f"n = {len(full)}; paired intervals over {RESAMPLES} resamples (seed {seed}); positive: the first "
           "better")  # fmt: skip
     for mine, others in PAIRS.items():
-        for other in others:
-            for metric in ("fd_full", "psnr", "fd_clf"):
+        for other in (o for o in others if o in rows):
+            for metric in ("fd_full", "psnr", "fd_clf") if other != "full" else ("fd_clf",):
                 print(versus(rows[mine], rows[other], boot, metric))
 
 

@@ -1,0 +1,111 @@
+"""Ship the searched DiT schedules as tuned-policy folders under src/lees/embedded/ (issue 34, item 7).
+
+Each folder gets the policy file ``lees.enable(pipe, folder)`` applies to
+``ClassFlowPipeline.from_pretrained(lees.EMBEDDED_DIT_DIR)`` (run with ``pipe(**lees.tuned(folder))``):
+the searched table on Euler at 30 steps, the reference it was measured against, and every row of the
+evaluation that measured it (``tune-1000/tune.json``), plus the table's map.
+
+    PYTHONPATH=src python docs/results/learned-dit/ship.py [--tune tune-1000]
+"""
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import lees
+from lees.schedules.tuned import TunedPolicy, save_policies
+
+HERE = Path(__file__).parent
+EMBEDDED = Path(lees.__file__).parent / "embedded"
+BUDGETS = {"search-0.50": 0.5, "search-0.35": 0.35}
+
+
+def _row(name: str, row: dict) -> str:
+    """One measured row as a table line: latency, FD to the full model, PSNR and fd_clf with intervals."""
+
+    def cell(key: str, digits: str) -> str:
+        low, high = row.get(f"{key}_interval") or (None, None)
+        interval = f" [{low:{digits}}, {high:{digits}}]" if low is not None else ""
+        return f"{row[key]:{digits}}{interval}" if row.get(key) is not None else "-"
+
+    return (
+        f"| {name} | {row['latency_ratio']:.2f}x | {cell('fd_full', '.3g')} | {cell('psnr', '.1f')} | "
+        f"{cell('fd_clf', '.2f')} |"
+    )
+
+
+def readme(name: str, budget: float, schedule, measured: dict, config: dict) -> str:
+    """The folder's README: what it is, how it was made, how to apply it, and its measured rows beside the
+    others of the same evaluation within the budget (and the full model)."""
+    st = schedule.settings
+    near = sorted((r for r in measured.items() if r[1]["latency_ratio"] <= budget + 0.05 or r[0] == "full"),
+                  key=lambda r: r[1]["latency_ratio"])  # fmt: skip
+    rows = "\n".join(_row(n, r) for n, r in near)
+    moves = ", ".join(st.get("moves", [])[1:]) or "none"
+    samples, rollouts, out = st.get("samples"), st.get("rollouts"), config.get("out", "tune-1000")
+    start, end, modelled = st.get("start_psnr", 0), st.get("train_psnr", 0), st.get("latency_ratio", 0)
+    return f"""# `dit-{name}`: a run / reuse / forecast schedule searched by rollouts
+
+Euler at 30 steps, guidance scale 2, latency budget {budget:g}. A tuned policy for `embedded-dit`
+(`policy.json`, the table in `tuned-schedule.json`, drawn in `schedule.png`): per transformer block and
+Euler step, run, reuse the block's last residual, or forecast it (order {schedule.forecast_order}) from
+its last runs. Apply it as any tuned policy:
+
+```python
+import lees
+from lees.models.pipelines import ClassFlowPipeline
+
+folder = lees.EMBEDDED_DIR / "dit-{name}"
+pipe = ClassFlowPipeline.from_pretrained(lees.EMBEDDED_DIT_DIR)
+lees.enable(pipe, folder)
+images = pipe(class_labels=[0, 1, 2, 3], guidance_scale=2.0, **lees.tuned(folder))
+```
+
+## How it was made
+
+`lees route --model embedded-dit --sampler euler --steps 30 --guidance-scale 2 --objective search
+--target-latency-ratio {budget:g} --trajectories {samples} --max-rollouts {st.get("max_rollouts")}`
+(docs/results/learned-dit/README.md, "How"): each candidate table scored by the PSNR of its final
+samples against the full model's on {samples} training samples (seed 9001, no evaluation's), each
+action's latency timed; {rollouts} rollouts, from {start:.2f} to {end:.2f} dB on the training batch,
+modelled latency {modelled:.3f}; moves after the uniform start: {moves}.
+
+## Measured
+
+`docs/results/learned-dit/{out}`: `lees tune` with every row from the same noise and labels,
+{config.get("n")} samples on seed {config.get("seed")}, latency the median over timed rounds of 16
+samples of each row's time over the full model's (sampled alone, as a user runs the plain and the
+enabled pipeline; one thread), fidelity to the full Euler-30 run, fd_clf to Fashion-MNIST; 95 % paired
+bootstrap intervals. The rows within {budget:g} + 0.05 of the full model's latency:
+
+| row | latency | FD to full | PSNR (dB) | fd_clf |
+|---|---|---|---|---|
+{rows}
+
+Head to head (`docs/results/learned-dit/pairs-1000.txt`, paired intervals over the same resamples):
+better than every other row near its latency on FD to the full model and PSNR, beyond the intervals;
+**worse than the full model, TaylorSeer and DPM-Solver++ under fd_clf to the data**, beyond the
+intervals. What these numbers do and do not show: docs/results/learned-dit/README.md.
+"""
+
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--tune", default="tune-1000", help="the evaluation folder, in this folder (tune-1000)")
+args = parser.parse_args()
+report = json.loads((HERE / args.tune / "tune.json").read_text())
+measured = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in report["rows"]}
+config = report["config"]
+for name, budget in BUDGETS.items():
+    schedule = lees.Schedule.load(HERE / name / "schedule.json")
+    reference = {"solver": "euler", "steps": 30, "guidance_scale": 2.0, "budget": budget,
+                 "objective": "search", "evaluation": f"docs/results/learned-dit/{args.tune}",
+                 "seed": config.get("seed"), "n": config.get("n")}  # fmt: skip
+    policy = TunedPolicy("schedule", name, "euler", 30, schedule, reference=reference, measured=measured)
+    folder = EMBEDDED / f"dit-{name}"
+    path = save_policies([policy], folder)
+    shutil.copy(HERE / name / "schedule.png", folder / "schedule.png")
+    (folder / "README.md").write_text(readme(name, budget, schedule, measured, config))
+    row = measured[name]
+    print(f"{name}: latency {row['latency_ratio']:.3f}x, PSNR {row['psnr']:.1f} dB, FD to full "
+          f"{row['fd_full']:.3g}, fd_clf {row.get('fd_clf', float('nan')):.3g}; wrote {path}")  # fmt: skip
