@@ -10,4 +10,5 @@ OMP_NUM_THREADS=1 PYTHONPATH=../../../src lees tune --model embedded-dit --guida
     "TaylorSeer(cache_interval=4, disable_cache_before_step=3)" \
     "MagCache(threshold=0.12)" "MagCache(threshold=0.06)" "FirstBlockCache(threshold=0.08)" \
   --schedules search-0.50/schedule.json search-0.35/schedule.json uniform-3-forecast/schedule.json \
+    gates-0.45/schedule.json \
   --out "${OUT:-tune-1000}"
