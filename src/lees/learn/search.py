@@ -384,9 +384,9 @@ def _found(blocks: Blocks, timesteps: list, current: Candidate, config: SearchCo
 
 
 def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
-    """The stored search at ``path`` (for the same settings but its effort, ``max_rollouts``: a search may
-    be continued with more), else a new one."""
-    same = {k: v for k, v in config.to_dict().items() if k != "max_rollouts"}
+    """The stored search at ``path`` (for the same settings but its effort, ``max_rollouts``, and the end
+    check's ``check_rounds``, which change no score: a search may be continued with more), else a new one."""
+    same = {k: v for k, v in config.to_dict().items() if k not in ("max_rollouts", "check_rounds")}
     if path is None or not Path(path).is_file():
         return {"config": same, "scores": {}}
     state = json.loads(Path(path).read_text())
