@@ -214,7 +214,7 @@ def test_frontier_samples_every_row_through_the_pipeline_and_judges_it(
         (["--rows", "reuse"], ["--rows", "not for a text-to-image pipeline folder"]),
         (["--fid-rows", "full", "--clf-raw"], ["--fid-rows, --clf-raw", "no dataset"]),
         (["--reference", "ode"], ["--reference ode", "no ODE reference"]),
-        (["--solvers", "ddpm"], ["ddpm: no solver of FlowMatchEulerDiscreteScheduler's family"]),
+        (["--solvers", "ddpm"], ["no solver 'ddpm' for a flow-matching model; available: euler"]),
     ],
 )
 def test_frontier_refuses_what_a_pipeline_folder_cannot_take_in_one_line(

@@ -21,7 +21,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..diffusion.solvers import solvers_for
+from ..diffusion.solvers import check_solver
 from ..engine.blocks import find_blocks
 from ..evaluation.bootstrap import resample_indices
 from ..evaluation.fewer_steps import Point
@@ -102,16 +102,12 @@ def check_pipeline_options(config: FrontierConfig) -> None:
 
 
 def check_solvers(config: FrontierConfig) -> None:
-    """One line naming each ``--sampler`` or ``--solvers`` solver of another family than the pipeline's
-    scheduler's, before the pipeline loads."""
+    """One line naming the first ``--sampler`` or ``--solvers`` solver of another family than the
+    pipeline's scheduler's (and the family's solvers), before the pipeline loads."""
     scheduler = load_noise_scheduler(config.model)
-    given = [s for s in [config.sampler, *config.solvers] if s is not None]
-    unknown = [s for s in given if s not in solvers_for(scheduler)]
-    if unknown:
-        raise ValueError(
-            f"{', '.join(unknown)}: no solver of {type(scheduler).__name__}'s family (it takes "
-            f"{', '.join(solvers_for(scheduler))})"
-        )
+    for solver in [config.sampler, *config.solvers]:
+        if solver is not None:
+            check_solver(scheduler, solver)
 
 
 def _tune_config(config: FrontierConfig) -> TuneConfig:

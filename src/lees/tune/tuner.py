@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..diffusion.solvers import STOCHASTIC_SOLVERS, solvers_for
+from ..diffusion.solvers import STOCHASTIC_SOLVERS, check_solver, solvers_for
 from ..evaluation.bootstrap import RESAMPLES, resample_indices
 from ..evaluation.ode_reference import check_deterministic, ode_reference
 from ..models.backbones import (
@@ -226,11 +226,7 @@ def reference_solver(config: TuneConfig, scheduler: Any, source: PipelineSource 
             "--sampler: a text-to-image pipeline folder samples with its own scheduler: set it in the folder "
             "(its scheduler/) and the other solvers are measured as candidates"
         )
-    if config.sampler not in solvers_for(scheduler):
-        raise ValueError(
-            f"--sampler {config.sampler}: not a solver of {config.model}'s family; its solvers: "
-            f"{', '.join(solvers_for(scheduler))}"
-        )
+    check_solver(scheduler, config.sampler)
     return config.sampler
 
 
