@@ -72,6 +72,11 @@ def test_the_search_resumes_exactly_after_an_interruption(tmp_path, monkeypatch)
     assert resumed.schedule.forecast_order == whole.schedule.forecast_order
     assert resumed.psnr == whole.psnr and resumed.log == whole.log
     assert resumed.rollouts == whole.rollouts - 5  # the 5 stored scores were not sampled again
+    stored = json.loads((tmp_path / "part.json").read_text())
+    stored["config"]["check_rounds"] = 3  # as states stored by lees 2026-12-07 hold it
+    (tmp_path / "part.json").write_text(json.dumps(stored))
+    checked = _search(tmp_path, 0.5, state_path=tmp_path / "part.json", check_rounds=1)  # changes no score
+    assert checked.rollouts == 0 and np.array_equal(checked.schedule.actions, whole.schedule.actions)
     with pytest.raises(ValueError, match="other settings"):
         _search(tmp_path, 0.4, state_path=tmp_path / "part.json")
 

@@ -386,15 +386,20 @@ def _found(blocks: Blocks, timesteps: list, current: Candidate, config: SearchCo
 def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
     """The stored search at ``path`` (for the same settings but its effort, ``max_rollouts``, and the end
     check's ``check_rounds``, which change no score: a search may be continued with more), else a new one."""
-    same = {k: v for k, v in config.to_dict().items() if k not in ("max_rollouts", "check_rounds")}
+    same = _scored_settings(config.to_dict())
     if path is None or not Path(path).is_file():
         return {"config": same, "scores": {}}
     state = json.loads(Path(path).read_text())
-    if state.get("config") != same:
+    if _scored_settings(state.get("config", {})) != same:
         raise ValueError(
             f"{path} holds a search with other settings: use another folder or the same settings"
         )
     return state
+
+
+def _scored_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a stored search's scores depend on (not its effort or its end check's rounds)."""
+    return {k: v for k, v in settings.items() if k not in ("max_rollouts", "check_rounds")}
 
 
 def _local_search(
