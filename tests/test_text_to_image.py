@@ -228,6 +228,21 @@ def test_frontier_refuses_what_a_pipeline_folder_cannot_take_in_one_line(
     assert not out.exists()  # refused before anything is written
 
 
+def test_tune_takes_a_sampler_for_a_pipeline_folder_as_its_reference(folders, tmp_path, capsys):
+    """--sampler on a pipeline folder: the full run is the pipeline's own call with that solver swapped in."""
+    out = tmp_path / "t"
+    argv = ["tune", "--model", str(folders["sd"]), "--sampler", "dpm++", "-n", "2", "--batch-size", "2",
+            "--steps", "4", "--only", "ddim@2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "candidates against dpm++ at 4 steps" in capsys.readouterr().out
+    rows = {r["name"]: r for r in json.loads((out / "tune.json").read_text())["rows"]}
+    assert rows["full"]["solver"] == "dpm++" and rows["ddim@2"]["solver"] == "ddim"
+    bad = ["tune", "--model", str(folders["flux"]), "--sampler", "ddim", "--out", str(tmp_path / "b")]
+    assert main(bad) == 2 and not (tmp_path / "b").exists()
+    err = capsys.readouterr().err.strip()  # before the pipeline loads: no progress bar, one line
+    assert err.splitlines() == [err] and "no solver 'ddim' for a flow-matching model" in err
+
+
 def test_frontier_takes_prompts_only_for_a_pipeline_folder(tmp_path, capsys):
     code = main(["frontier", "--prompts", "a cat", "--height", "32", "--out", str(tmp_path / "f")])
     err = capsys.readouterr().err.strip()

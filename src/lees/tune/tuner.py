@@ -118,6 +118,8 @@ def tune(config: TuneConfig, out: str | Path, save: bool = True) -> TuneResult:
     from .plot import frontier  # matplotlib: imported when plotting, so `import lees` stays fast
 
     out = Path(out)
+    if config.sampler is not None:  # one line before any weights load
+        check_solver(load_noise_scheduler(config.model), config.sampler)
     model, scheduler, source = open_model(config)
     solver = reference_solver(config, scheduler, source)
     if config.reference == "ode":
@@ -218,16 +220,10 @@ def open_model(config: TuneConfig) -> tuple[Any, Any, PipelineSource | None]:
 
 
 def reference_solver(config: TuneConfig, scheduler: Any, source: PipelineSource | None) -> str:
-    """The full model's solver: ``config.sampler`` (one of the model family's), else the model's own."""
-    if config.sampler is None:
-        return own_solver(scheduler, None if source else scheduler_class(config.model))
-    if source is not None:
-        raise ValueError(
-            "--sampler: a text-to-image pipeline folder samples with its own scheduler: set it in the folder "
-            "(its scheduler/) and the other solvers are measured as candidates"
-        )
-    check_solver(scheduler, config.sampler)
-    return config.sampler
+    """The full model's solver: ``config.sampler`` (checked before the model loads: :func:`tune`; a
+    pipeline's own call then runs with it swapped in, as the frontier's ``--sampler``), else the model's
+    own."""
+    return config.sampler or own_solver(scheduler, None if source else scheduler_class(config.model))
 
 
 def scheduler_class(model: str) -> str | None:
