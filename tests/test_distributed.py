@@ -46,11 +46,21 @@ def test_two_process_gate_training_equals_one(folder, idx_data, tmp_path):
     assert one.a.abs().sum() > 0  # the gates did move
 
 
+def _stand_in_inception(path) -> str:
+    """A TorchScript file in the FID Inception's place (299 x 299 in, features out): 48 average-pooled
+    pixels, so the sharded Inception FID and KID run end to end without the 2048-d network and its
+    2048 x 2048 matrix root (the real network is tested in test_metrics)."""
+    pool = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
+    torch.jit.trace(pool, torch.zeros(1, 3, 299, 299)).save(str(path))
+    return str(path)
+
+
 def test_two_process_evaluation_equals_one(folder, idx_data, tmp_path):
     import json
 
     common = ["eval", "--model", folder, "--data", idx_data, "-n", "9", "--steps", "2", "--seeds", "0", "1"]
-    cache = {"LEES_CACHE": str(tmp_path / "cache")}
+    cache = {"LEES_CACHE": str(tmp_path / "cache"),
+             "LEES_INCEPTION_PATH": _stand_in_inception(tmp_path / "inception.pt")}  # fmt: skip
     _run(1, [*common, "--out", str(tmp_path / "one")], cache)
     _run(2, [*common, "--out", str(tmp_path / "two")], cache)
     one = json.loads((tmp_path / "one" / "eval.json").read_text())["results"]["full"]

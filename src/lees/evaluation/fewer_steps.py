@@ -123,7 +123,7 @@ def describe(point: Point, judged: dict[str, object]) -> str:
     """One line a report prints for a method against the curve, with the margin's interval."""
     at = f"latency {point.latency_ratio:.2f}"
     if judged["curve"] is None:
-        return f"{point.method}: {at} lies outside the measured fewer-steps range"
+        return f"{point.method}: {at} lies outside the measured fewer-steps range (under {judged['metric']})"
     metric = judged["metric"]
     sign = "better" if judged["margin"] > 0 else "worse"
     curve = "the fewer-steps curve" if "solver" not in judged else f"the best solver's ({judged['solver']})"
