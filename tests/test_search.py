@@ -16,7 +16,7 @@ from lees.engine.actions import FORECAST, REUSE, RUN, SKIP
 from lees.engine.blocks import find_blocks
 from lees.learn.search import LatencyCosts, SearchConfig, neighbours, search_schedule
 from lees.models.architectures import DDPM_NOISE
-from lees.sampling.lockstep import TimedSamples
+from lees.sampling.lockstep import TimedSamples, sample_lockstep
 
 from .conftest import tiny_unet
 from .test_tune import pipe_folder  # noqa: F401  (a fixture)
@@ -51,6 +51,31 @@ def test_the_search_spends_a_budget_its_start_does_not_reach_and_never_ends_wors
     schedule = result.schedule
     assert schedule.source == "search" and (schedule.actions[:, 0] == RUN).all()
     assert schedule.settings["train_psnr"] == result.psnr and schedule.settings["sampler"] == "ddim"
+
+
+def test_rollouts_are_scored_against_the_run_the_ode_solution_or_the_mean_of_both():
+    model, scheduler = tiny_unet(), DDPMScheduler(**DDPM_NOISE)
+    blocks = find_blocks(model)
+    config = SearchConfig(steps=STEPS, sampler="ddim", samples=2)
+    ode = Schedule.full(blocks, search.sampler_timesteps(scheduler, 100, "dpm++"))
+    by_hand = {
+        "run": sample_lockstep(model, {"r": None}, 2, steps=STEPS, sampler="ddim", seed=search.TRAIN_SEED,
+                               scheduler=scheduler, progress=False)["r"].images,
+        "ode": sample_lockstep(model, {"o": ode}, 2, steps=100, sampler="dpm++", seed=search.TRAIN_SEED,
+                               scheduler=scheduler, progress=False)["o"].images,
+    }  # fmt: skip
+    for reference, expected in (("run", ["run"]), ("ode", ["ode"]), ("both", ["run", "ode"])):
+        found = search.references(model, scheduler, blocks, config.from_dict(config.to_dict() | {
+            "reference": reference}))  # fmt: skip
+        assert len(found) == len(expected)
+        for images, name in zip(found, expected, strict=True):
+            torch.testing.assert_close(images, by_hand[name])
+    assert not torch.allclose(by_hand["run"], by_hand["ode"])
+    with pytest.raises(ValueError, match="stochastic"):
+        search.references(model, scheduler, blocks, SearchConfig(steps=STEPS, sampler="ddpm",
+                                                                 reference="ode"))  # fmt: skip
+    with pytest.raises(ValueError, match="reference is one of run, ode, both"):
+        SearchConfig(reference="data")
 
 
 def test_the_search_resumes_exactly_after_an_interruption(tmp_path, monkeypatch):

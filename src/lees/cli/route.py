@@ -118,6 +118,11 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         help="search: the schedule's latency over the full model's, each action's cost measured first (0.5)",
     )  # fmt: skip
     p.add_argument("--max-rollouts", type=int, default=300, help="search: schedules scored at most (300)")
+    p.add_argument(
+        "--reference", choices=("run", "ode", "both"), default="run",
+        help="search: score rollouts against the full model's run, the converged ODE solution from the same "
+        "noise and labels (DPM-Solver++ 2M at 100 steps), or both (mean PSNR) (run)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
@@ -241,7 +246,7 @@ def save_route_policy(schedules: dict, solver: str, args: argparse.Namespace, ou
 def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -> None:
     """``--objective search``: the rollout search (:func:`lees.learn.search.search_schedule`), saved as
     route saves a schedule, its state beside it."""
-    from ..learn.search import SearchConfig, search_schedule
+    from ..learn.search import REFERENCES, SearchConfig, search_schedule
     from ..reporting.plots import schedule_map
     from ..schedules.saving import save_pretrained, target_folder
 
@@ -251,7 +256,7 @@ def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -
     config = SearchConfig(
         steps=steps, sampler=args.sampler, guidance_scale=guidance_scale(args, model),
         target_latency_ratio=args.target_latency_ratio, samples=args.trajectories or 16,
-        seed=args.seed, max_rollouts=args.max_rollouts,
+        seed=args.seed, max_rollouts=args.max_rollouts, reference=args.reference,
     )  # fmt: skip
     out = target_folder(args.out if args.out is not None else Path(args.model))
     out.mkdir(parents=True, exist_ok=True)
@@ -272,7 +277,8 @@ def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -
         f"search on {schedule.num_steps} calls of {config.sampler}, guidance scale "
         f"{config.guidance_scale:g}: latency {result.latency_ratio:.3f} of the full model's (modelled from "
         f"timed actions; {measured}asked {config.target_latency_ratio:g}), training PSNR "
-        f"{result.psnr:.2f} dB against the full model's final samples (start {result.start_psnr:.2f} dB, "
+        f"{result.psnr:.2f} dB of the final samples against {REFERENCES[config.reference]} (start "
+        f"{result.start_psnr:.2f} dB, "
         f"{config.samples} samples), {schedule.settings['rollouts']} rollouts; moves: {moves}; runs "
         f"{schedule.executed_ratio:.1%} of the blocks, forecast order {schedule.forecast_order}; wrote "
         f"{path}, {png} and {state}"

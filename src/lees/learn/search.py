@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from diffusers import SchedulerMixin
 from torch import nn
 from tqdm.auto import tqdm
@@ -57,6 +58,7 @@ from ..diffusion.solvers import default_solver
 from ..engine.actions import FORECAST, REUSE, RUN, SKIP
 from ..engine.blocks import Blocks, find_blocks
 from ..evaluation.fidelity import psnr
+from ..evaluation.ode_reference import ODE, check_deterministic
 from ..sampling.lockstep import sample_lockstep
 from ..schedules.baselines import cached_schedule
 from ..schedules.schedule import Schedule
@@ -65,6 +67,11 @@ from ..utils.files import atomic_write_text
 
 TRAIN_SEED = 9001  # lees' evaluations sample at small seeds (0, 7, 23, 41, 71): training stays clear of them
 BUDGET_SLACK = 0.02  # how far below the asked latency share a searched schedule may land without a warning
+REFERENCES = {
+    "run": "the full model's run",
+    "ode": "the converged ODE solution",
+    "both": "the full model's run and the converged ODE solution (mean of the two PSNRs)",
+}  # the final samples a rollout is scored against, from the same noise and labels
 TIMED = {"reuse": (REUSE, 1), "forecast-1": (FORECAST, 1), "forecast-2": (FORECAST, 2), "skip": (SKIP, 1)}
 
 
@@ -83,6 +90,7 @@ class SearchConfig(Settings):
     accept: str = "first"  # "first": the first improving move (moves in a seeded random order); "best"
     timing_repeats: int = 2  # timed rounds of the actions' costs (median of each over the rounds)
     check_rounds: int = 3  # timed rounds of the found schedule against the full model (0: no check)
+    reference: str = "run"  # what rollouts are scored against: "run", "ode" or "both" (REFERENCES)
 
     def __post_init__(self) -> None:
         if not 0 < self.target_latency_ratio <= 1:
@@ -96,6 +104,8 @@ class SearchConfig(Settings):
             raise ValueError(
                 "samples, max_rollouts, starts and timing_repeats must be positive, check_rounds not negative"
             )
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference is one of {', '.join(REFERENCES)}, got {self.reference!r}")
         if self.accept not in ("first", "best"):
             raise ValueError(f"accept is first or best, got {self.accept!r}")
 
@@ -211,12 +221,31 @@ def _schedule(blocks: Blocks, timesteps: list, actions: np.ndarray, order: int, 
     return Schedule(actions, blocks.names, timesteps, "search", settings, blocks.shares, forecast_order=order)
 
 
-def _sample(model, scheduler, methods: dict[str, Schedule | None], config: SearchConfig) -> dict:
+def _sample(model, scheduler, methods: dict[str, Schedule | None], config: SearchConfig,
+            steps: int | None = None, sampler: str | None = None) -> dict:  # fmt: skip
     return sample_lockstep(
-        model, methods, config.samples, steps=config.steps, sampler=config.sampler,
+        model, methods, config.samples, steps=steps or config.steps, sampler=sampler or config.sampler,
         seed=TRAIN_SEED + config.seed, scheduler=scheduler, batch_size=config.samples, progress=False,
         guidance_scale=config.guidance_scale,
     )  # fmt: skip
+
+
+def references(model, scheduler, blocks: Blocks, config: SearchConfig) -> list[torch.Tensor]:
+    """The final samples of the training batch a rollout is scored against (``config.reference``): the
+    full model's run at the search's solver and steps, and/or the converged ODE solution from the same
+    noise and labels (:data:`lees.evaluation.ode_reference.ODE`, whose check says it has converged).
+    Against the run alone, a schedule is pulled onto the run's own discretisation error; the ODE solution
+    owns none (issue 34: the run-scored tables drift from the data under fd_clf where a solver nearer the
+    ODE solution does not)."""
+    found = []
+    if config.reference in ("run", "both"):
+        found.append(_sample(model, scheduler, {"full": None}, config)["full"].images)
+    if config.reference in ("ode", "both"):
+        solver, steps = ODE
+        check_deterministic(config.sampler, "the search's sampler")
+        ode = Schedule.full(blocks, sampler_timesteps(scheduler, steps, solver))
+        found.append(_sample(model, scheduler, {"o": ode}, config, steps=steps, sampler=solver)["o"].images)
+    return found
 
 
 Candidate = tuple[np.ndarray, int]  # an action table and its forecast order
@@ -293,7 +322,7 @@ class _Scorer:
     def __init__(self, model, scheduler, blocks, timesteps, config, state, path, bar) -> None:
         self.model, self.scheduler, self.blocks, self.timesteps = model, scheduler, blocks, timesteps
         self.config, self.state, self.path, self.bar = config, state, path, bar
-        self.reference = _sample(model, scheduler, {"full": None}, config)["full"].images
+        self.references = references(model, scheduler, blocks, config)
         self.rollouts = 0
 
     @property
@@ -305,7 +334,8 @@ class _Scorer:
         if key not in self.state["scores"]:
             schedule = _schedule(self.blocks, self.timesteps, *candidate, self.config, {})
             images = _sample(self.model, self.scheduler, {"s": schedule}, self.config)["s"].images
-            self.state["scores"][key] = float(psnr(images, self.reference).clamp(max=100).mean())
+            scores = [float(psnr(images, r).clamp(max=100).mean()) for r in self.references]
+            self.state["scores"][key] = float(np.mean(scores))
             self.rollouts += 1
             self.save()
         self.bar.update(len(self.state["scores"]) - self.bar.n)
@@ -376,7 +406,7 @@ def search_schedule(
 def _found(blocks: Blocks, timesteps: list, current: Candidate, config: SearchConfig, costs: LatencyCosts,
            log: list[dict[str, Any]], rollouts: int) -> Schedule:  # fmt: skip
     """The table the search reached as a schedule, with how it was found in its settings."""
-    extra = {"objective": "search: final-sample PSNR against the full model's run (same noise)",
+    extra = {"objective": f"search: final-sample PSNR against {REFERENCES[config.reference]} (same noise)",
              "train_psnr": log[-1]["psnr"], "start_psnr": log[0]["psnr"],
              "latency_ratio": costs.ratio(*current), "costs": costs.to_dict(), "rollouts": rollouts,
              "moves": [r["move"] for r in log]}  # fmt: skip
@@ -398,7 +428,9 @@ def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
 
 
 def _scored_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings a stored search's scores depend on (not its effort or its end check's rounds)."""
+    """The settings a stored search's scores depend on (not its effort or its end check's rounds); a search
+    stored before ``reference`` was a setting was scored against the run."""
+    settings = {"reference": "run", **settings}
     return {k: v for k, v in settings.items() if k not in ("max_rollouts", "check_rounds")}
 
 
