@@ -34,7 +34,8 @@ def _search(tmp_path, budget: float, **kwargs):
     model = tiny_unet()
     config = SearchConfig(steps=STEPS, sampler="ddim", samples=3, target_latency_ratio=budget,
                           max_rollouts=kwargs.pop("max_rollouts", 60), starts=2,
-                          check_rounds=kwargs.pop("check_rounds", 0))  # fmt: skip
+                          check_rounds=kwargs.pop("check_rounds", 0),
+                          guard_data=kwargs.pop("guard_data", None))  # fmt: skip
     costs = _costs(len(find_blocks(model)))
     return search_schedule(model, DDPMScheduler(**DDPM_NOISE), config, progress=False, costs=costs, **kwargs)
 

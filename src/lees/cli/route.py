@@ -123,6 +123,11 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         help="search: score rollouts against the full model's run, the converged ODE solution from the same "
         "noise and labels (DPM-Solver++ 2M at 100 steps), or both (mean PSNR) (run)",
     )  # fmt: skip
+    p.add_argument(
+        "--data", default=None,
+        help="search: also keep fd_clf to this dataset (e.g. fashion-mnist) from rising, to first order, "
+        "through the full model's feature statistics (lees.learn.fd_guard) (none)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
@@ -256,7 +261,7 @@ def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -
     config = SearchConfig(
         steps=steps, sampler=args.sampler, guidance_scale=guidance_scale(args, model),
         target_latency_ratio=args.target_latency_ratio, samples=args.trajectories or 16,
-        seed=args.seed, max_rollouts=args.max_rollouts, reference=args.reference,
+        seed=args.seed, max_rollouts=args.max_rollouts, reference=args.reference, guard_data=args.data,
     )  # fmt: skip
     out = target_folder(args.out if args.out is not None else Path(args.model))
     out.mkdir(parents=True, exist_ok=True)

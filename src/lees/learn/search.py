@@ -64,6 +64,7 @@ from ..schedules.baselines import cached_schedule
 from ..schedules.schedule import Schedule
 from ..utils.config import Settings
 from ..utils.files import atomic_write_text
+from .fd_guard import FdGuard, fd_guard
 
 TRAIN_SEED = 9001  # lees' evaluations sample at small seeds (0, 7, 23, 41, 71): training stays clear of them
 BUDGET_SLACK = 0.02  # how far below the asked latency share a searched schedule may land without a warning
@@ -91,6 +92,9 @@ class SearchConfig(Settings):
     timing_repeats: int = 2  # timed rounds of the actions' costs (median of each over the rounds)
     check_rounds: int = 3  # timed rounds of the found schedule against the full model (0: no check)
     reference: str = "run"  # what rollouts are scored against: "run", "ode" or "both" (REFERENCES)
+    guard_data: str | None = None  # a dataset: penalise fd_clf's first-order rise to it (lees.learn.fd_guard)
+    guard_n: int = 640  # the full model's samples behind the guard's feature statistics
+    guard_weight: float = 50.0  # dB of score taken per unit that fd_clf rises (to first order)
 
     def __post_init__(self) -> None:
         if not 0 < self.target_latency_ratio <= 1:
@@ -315,6 +319,22 @@ def _segments(full: np.ndarray) -> Iterator[tuple[int, int]]:
         yield start, j
 
 
+GUARD_SEED = 500  # the guard's statistics sample at TRAIN_SEED + GUARD_SEED + seed: not the training batch
+
+
+def _guard(model, scheduler, config: SearchConfig, path: str | Path | None) -> FdGuard:
+    """The fd_clf guard of the training batch (``config.guard_data``), the full model's feature
+    statistics from ``config.guard_n`` samples stored beside the search's state."""
+    full_batch = _sample(model, scheduler, {"full": None}, config)["full"].images
+    stats = lambda: sample_lockstep(  # noqa: E731
+        model, {"full": None}, config.guard_n, steps=config.steps, sampler=config.sampler,
+        seed=TRAIN_SEED + GUARD_SEED + config.seed, scheduler=scheduler, batch_size=64, progress=False,
+        guidance_scale=config.guidance_scale,
+    )["full"].images  # fmt: skip
+    stored = None if path is None else Path(path).with_name("guard-statistics.safetensors")
+    return fd_guard(full_batch, stats, config.guard_data, stored)
+
+
 class _Scorer:
     """Rollout scores of candidates: stored (``state``, written to ``path`` after each rollout) or taken
     by sampling the training batch with the candidate's schedule against the full model's samples."""
@@ -323,6 +343,7 @@ class _Scorer:
         self.model, self.scheduler, self.blocks, self.timesteps = model, scheduler, blocks, timesteps
         self.config, self.state, self.path, self.bar = config, state, path, bar
         self.references = references(model, scheduler, blocks, config)
+        self.guard = _guard(model, scheduler, config, path) if config.guard_data else None
         self.rollouts = 0
 
     @property
@@ -336,6 +357,10 @@ class _Scorer:
             images = _sample(self.model, self.scheduler, {"s": schedule}, self.config)["s"].images
             scores = [float(psnr(images, r).clamp(max=100).mean()) for r in self.references]
             self.state["scores"][key] = float(np.mean(scores))
+            if self.guard is not None:
+                change = self.guard.change(images)
+                self.state.setdefault("fd_change", {})[key] = change
+                self.state["scores"][key] -= self.config.guard_weight * max(change, 0.0)
             self.rollouts += 1
             self.save()
         self.bar.update(len(self.state["scores"]) - self.bar.n)
@@ -390,7 +415,7 @@ def search_schedule(
         score = _Scorer(model, scheduler, blocks, timesteps, config, state, state_path, bar)
         score.save()
         current, log = _local_search(score, costs, uniform_starts(blocks, timesteps), bar)
-    schedule = _found(blocks, timesteps, current, config, costs, log, len(state["scores"]))
+    schedule = _found(blocks, timesteps, current, config, costs, log, state)
     measured = measured_ratio(model, scheduler, schedule, config) if config.check_rounds else None
     schedule.settings |= {"measured_latency_ratio": measured,
                           "train_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
@@ -404,11 +429,16 @@ def search_schedule(
 
 
 def _found(blocks: Blocks, timesteps: list, current: Candidate, config: SearchConfig, costs: LatencyCosts,
-           log: list[dict[str, Any]], rollouts: int) -> Schedule:  # fmt: skip
+           log: list[dict[str, Any]], state: dict[str, Any]) -> Schedule:  # fmt: skip
     """The table the search reached as a schedule, with how it was found in its settings."""
-    extra = {"objective": f"search: final-sample PSNR against {REFERENCES[config.reference]} (same noise)",
-             "train_psnr": log[-1]["psnr"], "start_psnr": log[0]["psnr"],
-             "latency_ratio": costs.ratio(*current), "costs": costs.to_dict(), "rollouts": rollouts,
+    objective = f"search: final-sample PSNR against {REFERENCES[config.reference]} (same noise)"
+    if config.guard_data:
+        objective += (f", less {config.guard_weight:g} dB per unit of fd_clf's first-order rise to "
+                      f"{config.guard_data}")  # fmt: skip
+    extra = {"objective": objective, "train_psnr": log[-1]["psnr"], "start_psnr": log[0]["psnr"],
+             "train_fd_change": state.get("fd_change", {}).get(digest(current)),
+             "latency_ratio": costs.ratio(*current), "costs": costs.to_dict(),
+             "rollouts": len(state["scores"]),
              "moves": [r["move"] for r in log]}  # fmt: skip
     return _schedule(blocks, timesteps, *current, config, extra)
 
@@ -427,10 +457,14 @@ def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
     return state
 
 
+LATER_SETTINGS = {"reference": "run", "guard_data": None, "guard_n": 640, "guard_weight": 50.0}
+"""Settings added after searches were stored, with the value those searches were scored with."""
+
+
 def _scored_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings a stored search's scores depend on (not its effort or its end check's rounds); a search
-    stored before ``reference`` was a setting was scored against the run."""
-    settings = {"reference": "run", **settings}
+    stored before a setting of ``LATER_SETTINGS`` existed was scored with its value there."""
+    settings = {**LATER_SETTINGS, **settings}
     return {k: v for k, v in settings.items() if k not in ("max_rollouts", "check_rounds")}
 
 
