@@ -28,7 +28,12 @@ PAIRS = {
     "search-0.35": ["TaylorSeer(cache_interval=4, disable_cache_before_step=3)", "dpm++@10", "euler@10",
                     "TaylorSeer(cache_interval=3, disable_cache_before_step=3)", "MagCache(threshold=0.12)",
                     "full"],
+    "search-ode-0.50": ["TaylorSeer(cache_interval=3, disable_cache_before_step=3)", "dpm++@15", "euler@15",
+                        "search-0.50", "full"],
+    "search-ode-0.35": ["TaylorSeer(cache_interval=4, disable_cache_before_step=3)", "dpm++@10", "euler@10",
+                        "TaylorSeer(cache_interval=3, disable_cache_before_step=3)", "search-0.35", "full"],
 }  # fmt: skip
+PAIRS |= {f"search-guard-{b}": [*PAIRS[f"search-{b}"][:3], f"search-{b}", "full"] for b in ("0.50", "0.35")}
 
 
 def load(folder: Path) -> dict:
@@ -62,7 +67,7 @@ def main(folder: Path) -> None:
               f"{len(ratios)} rounds)")  # fmt: skip
     print(f"n = {len(full)}; paired intervals over {RESAMPLES} resamples (seed {seed}); positive: the first "
           "better")  # fmt: skip
-    for mine, others in PAIRS.items():
+    for mine, others in ((m, o) for m, o in PAIRS.items() if m in rows):
         for other in (o for o in others if o in rows):
             for metric in ("fd_full", "psnr", "fd_clf") if other != "full" else ("fd_clf",):
                 print(versus(rows[mine], rows[other], boot, metric))

@@ -278,13 +278,15 @@ def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -
         "" if result.measured_ratio is None else f"measured {result.measured_ratio:.3f} alone against it; "
     )
     state = out / "search_state.json"
+    change = schedule.settings["train_fd_change"]
+    guard = "" if change is None else f", less {config.guard_weight:g} x fd_clf's rise {change:+.3f}"
     print(
         f"search on {schedule.num_steps} calls of {config.sampler}, guidance scale "
         f"{config.guidance_scale:g}: latency {result.latency_ratio:.3f} of the full model's (modelled from "
-        f"timed actions; {measured}asked {config.target_latency_ratio:g}), training PSNR "
-        f"{result.psnr:.2f} dB of the final samples against {REFERENCES[config.reference]} (start "
-        f"{result.start_psnr:.2f} dB, "
-        f"{config.samples} samples), {schedule.settings['rollouts']} rollouts; moves: {moves}; runs "
+        f"timed actions; {measured}asked {config.target_latency_ratio:g}), training score "
+        f"{result.psnr:.2f} dB (PSNR of the final samples against {REFERENCES[config.reference]}{guard}; "
+        f"start {result.start_psnr:.2f} dB, {config.samples} samples), {schedule.settings['rollouts']} "
+        f"rollouts; moves: {moves}; runs "
         f"{schedule.executed_ratio:.1%} of the blocks, forecast order {schedule.forecast_order}; wrote "
         f"{path}, {png} and {state}"
     )
