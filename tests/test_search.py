@@ -191,6 +191,9 @@ def test_route_search_writes_a_schedule_that_sample_runs(folder, tmp_path, capsy
     assert main(["sample", "--model", folder, "-n", "2", "--schedule", str(out / "schedule.json"),
                  "--out", str(tmp_path / "g.png")]) == 0  # fmt: skip
     assert Path(tmp_path / "g.png").is_file()
+    step = ["route", "--model", folder, "--steps", "4", "--out", str(tmp_path / "r")]
+    assert main([*step, "--reference", "ode"]) == 2 and main([*step, "--data", "fashion-mnist"]) == 2
+    assert "add --objective search" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_tune_measures_a_searched_schedule_beside_the_candidates_named(pipe_folder, tmp_path, capsys):  # noqa: F811

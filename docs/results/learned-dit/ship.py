@@ -5,7 +5,11 @@ Each folder gets the policy file ``lees.enable(pipe, folder)`` applies to
 the searched table on Euler at 30 steps, the reference it was measured against, and every row of the
 evaluation that measured it (``tune-1000/tune.json``), plus the table's map.
 
-    PYTHONPATH=src python docs/results/learned-dit/ship.py [--tune tune-1000]
+    PYTHONPATH=src python docs/results/learned-dit/ship.py [--tune tune-1000] [--pairs pairs-1000.txt]
+        [--rows search-0.50=0.5 search-0.35=0.35]
+
+Each row NAME=BUDGET (the searched table in NAME/schedule.json) is shipped as ``dit-search-BUDGET``; its
+README quotes the evaluation's rows near the budget and the head-to-head lines of ``--pairs`` about it.
 """
 
 import argparse
@@ -18,7 +22,6 @@ from lees.schedules.tuned import TunedPolicy, save_policies
 
 HERE = Path(__file__).parent
 EMBEDDED = Path(lees.__file__).parent / "embedded"
-BUDGETS = {"search-0.50": 0.5, "search-0.35": 0.35}
 
 
 def _row(name: str, row: dict) -> str:
@@ -35,7 +38,18 @@ def _row(name: str, row: dict) -> str:
     )
 
 
-def readme(name: str, budget: float, schedule, measured: dict, config: dict) -> str:
+def _command(budget: float, st: dict) -> str:
+    """The ``lees route`` command that searched the table, from its stored settings."""
+    extra = "" if st.get("reference", "run") == "run" else f" --reference {st['reference']}"
+    extra += f" --data {st['guard_data']}" if st.get("guard_data") else ""
+    return (
+        f"lees route --model embedded-dit --sampler euler --steps 30 --guidance-scale 2 --objective search\n"
+        f"--target-latency-ratio {budget:g} --trajectories {st.get('samples')} --max-rollouts "
+        f"{st.get('max_rollouts')}{extra}"
+    )
+
+
+def readme(name: str, budget: float, schedule, measured: dict, config: dict, pairs: list[str]) -> str:
     """The folder's README: what it is, how it was made, how to apply it, and its measured rows beside the
     others of the same evaluation within the budget (and the full model)."""
     st = schedule.settings
@@ -45,7 +59,9 @@ def readme(name: str, budget: float, schedule, measured: dict, config: dict) -> 
     moves = ", ".join(st.get("moves", [])[1:]) or "none"
     samples, rollouts, out = st.get("samples"), st.get("rollouts"), config.get("out", "tune-1000")
     start, end, modelled = st.get("start_psnr", 0), st.get("train_psnr", 0), st.get("latency_ratio", 0)
-    return f"""# `dit-{name}`: a run / reuse / forecast schedule searched by rollouts
+    scored = st.get("objective", "").removeprefix("search: ")
+    shipped = f"dit-search-{budget:.2f}"
+    return f"""# `{shipped}`: a run / reuse / forecast schedule searched by rollouts
 
 Euler at 30 steps, guidance scale 2, latency budget {budget:g}. A tuned policy for `embedded-dit`
 (`policy.json`, the table in `tuned-schedule.json`, drawn in `schedule.png`): per transformer block and
@@ -56,7 +72,7 @@ its last runs. Apply it as any tuned policy:
 import lees
 from lees.models.pipelines import ClassFlowPipeline
 
-folder = lees.EMBEDDED_DIR / "dit-{name}"
+folder = lees.EMBEDDED_DIR / "{shipped}"
 pipe = ClassFlowPipeline.from_pretrained(lees.EMBEDDED_DIT_DIR)
 lees.enable(pipe, folder)
 images = pipe(class_labels=[0, 1, 2, 3], guidance_scale=2.0, **lees.tuned(folder))
@@ -64,11 +80,10 @@ images = pipe(class_labels=[0, 1, 2, 3], guidance_scale=2.0, **lees.tuned(folder
 
 ## How it was made
 
-`lees route --model embedded-dit --sampler euler --steps 30 --guidance-scale 2 --objective search
---target-latency-ratio {budget:g} --trajectories {samples} --max-rollouts {st.get("max_rollouts")}`
-(docs/results/learned-dit/README.md, "How"): each candidate table scored by the PSNR of its final
-samples against the full model's on {samples} training samples (seed 9001, no evaluation's), each
-action's latency timed; {rollouts} rollouts, from {start:.2f} to {end:.2f} dB on the training batch,
+`{_command(budget, st)}`
+(docs/results/learned-dit/README.md; the search's output and state in docs/results/learned-dit/{name}):
+each candidate table scored by {scored}, on {samples} training samples (seed 9001, no evaluation's),
+each action's latency timed; {rollouts} rollouts, training score from {start:.2f} to {end:.2f} dB,
 modelled latency {modelled:.3f}; moves after the uniform start: {moves}.
 
 ## Measured
@@ -83,29 +98,39 @@ bootstrap intervals. The rows within {budget:g} + 0.05 of the full model's laten
 |---|---|---|---|---|
 {rows}
 
-Head to head (`docs/results/learned-dit/pairs-1000.txt`, paired intervals over the same resamples):
-better than every other row near its latency on FD to the full model and PSNR, beyond the intervals;
-**worse than the full model, TaylorSeer and DPM-Solver++ under fd_clf to the data**, beyond the
-intervals. What these numbers do and do not show: docs/results/learned-dit/README.md.
+Head to head (`docs/results/learned-dit/{pairs[0]}`, paired intervals over the same resamples; positive:
+this table better):
+
+```
+{chr(10).join(pairs[1:])}
+```
+
+What these numbers do and do not show: docs/results/learned-dit/README.md.
 """
 
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--tune", default="tune-1000", help="the evaluation folder, in this folder (tune-1000)")
+parser.add_argument("--pairs", default="pairs-1000.txt", help="pairs.py's output on it (pairs-1000.txt)")
+parser.add_argument(
+    "--rows", nargs="+", default=["search-0.50=0.5", "search-0.35=0.35"], metavar="NAME=BUDGET"
+)
 args = parser.parse_args()
+lines = (HERE / args.pairs).read_text().splitlines()
 report = json.loads((HERE / args.tune / "tune.json").read_text())
 measured = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in report["rows"]}
 config = report["config"]
-for name, budget in BUDGETS.items():
+for name, budget in ((r.split("=")[0], float(r.split("=")[1])) for r in args.rows):
     schedule = lees.Schedule.load(HERE / name / "schedule.json")
     reference = {"solver": "euler", "steps": 30, "guidance_scale": 2.0, "budget": budget,
                  "objective": "search", "evaluation": f"docs/results/learned-dit/{args.tune}",
                  "seed": config.get("seed"), "n": config.get("n")}  # fmt: skip
     policy = TunedPolicy("schedule", name, "euler", 30, schedule, reference=reference, measured=measured)
-    folder = EMBEDDED / f"dit-{name}"
+    folder = EMBEDDED / f"dit-search-{budget:.2f}"
     path = save_policies([policy], folder)
     shutil.copy(HERE / name / "schedule.png", folder / "schedule.png")
-    (folder / "README.md").write_text(readme(name, budget, schedule, measured, config))
+    pairs = [args.pairs, *(line for line in lines if line.startswith(f"{name} "))]
+    (folder / "README.md").write_text(readme(name, budget, schedule, measured, config, pairs))
     row = measured[name]
     print(f"{name}: latency {row['latency_ratio']:.3f}x, PSNR {row['psnr']:.1f} dB, FD to full "
           f"{row['fd_full']:.3g}, fd_clf {row.get('fd_clf', float('nan')):.3g}; wrote {path}")  # fmt: skip

@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> None:
 
     counts = args.steps
     check_step_counts(counts)
+    if args.objective != "search" and (args.data is not None or args.reference != "run"):
+        raise ValueError("--data and --reference score a search's rollouts: add --objective search")
     model, scheduler, source = route_model(args)
     if args.objective == "search":
         if len(counts) != 1:
