@@ -1,26 +1,32 @@
 """The searched schedules' latency sampled alone (as lees tune times candidates) and side by side.
 
-Each of the full model, search-0.50, search-0.35 and uniform-3-forecast is sampled alone, 16 samples a
-round, in rounds whose order turns; then all four side by side, step by step (``sample_lockstep``). Prints
-each schedule's median ratio to the full model alone and its summed ratio side by side.
+The full model and each schedule named (default: search-0.50, search-0.35 and uniform-3-forecast) are
+sampled alone, 16 samples a round, in rounds whose order turns; then, with --lockstep, all side by side,
+step by step (``sample_lockstep``). Prints each schedule's median ratio to the full model alone (with the
+quartiles over the rounds) and its summed ratio side by side.
 
-    PYTHONPATH=src python docs/results/learned-dit/alone.py [ROUNDS]
+    PYTHONPATH=src python docs/results/learned-dit/alone.py [--rounds 4] [--lockstep] [NAME ...]
 """
 
+import argparse
 import statistics
-import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import lees
 from lees.models.backbones import load_backbone, load_noise_scheduler
 
 HERE = Path(__file__).parent
-NAMES = ("search-0.50", "search-0.35", "uniform-3-forecast")
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("names", nargs="*", default=["search-0.50", "search-0.35", "uniform-3-forecast"])
+parser.add_argument("--rounds", type=int, default=4, help="rounds of 16 samples (4)")
+parser.add_argument("--lockstep", action="store_true", help="then time all side by side, step by step")
+args = parser.parse_args()
 model, noise = load_backbone("embedded-dit"), load_noise_scheduler("embedded-dit")
-schedules = {n: lees.Schedule.load(HERE / n / "schedule.json") for n in NAMES}
-names, rounds = ["full", *schedules], int(sys.argv[1]) if len(sys.argv) > 1 else 4
+schedules = {n: lees.Schedule.load(HERE / n / "schedule.json") for n in args.names}
+names, rounds = ["full", *schedules], args.rounds
 settings = {"steps": 30, "sampler": "euler", "seed": 71, "scheduler": noise, "batch_size": 16,
             "progress": False, "guidance_scale": 2.0}  # fmt: skip
 alone = {n: [] for n in names}
@@ -30,8 +36,12 @@ for r in range(rounds):
         alone[n].append(runs[n].seconds)
 print("threads", torch.get_num_threads())
 for n in names:
-    ratio = statistics.median(s / f for s, f in zip(alone[n], alone["full"], strict=True))
-    print(n, "alone: median ratio", round(ratio, 3), [round(x, 3) for x in alone[n]])
+    ratios = [s / f for s, f in zip(alone[n], alone["full"], strict=True)]
+    q1, q3 = np.percentile(ratios, [25, 75])
+    print(n, "alone: median ratio", round(statistics.median(ratios), 3), f"quartiles {q1:.3f}-{q3:.3f}",
+          [round(x, 3) for x in alone[n]])  # fmt: skip
+if not args.lockstep:
+    raise SystemExit
 together = dict.fromkeys(names, 0.0)
 for r in range(rounds):
     runs = lees.sample_lockstep(model, {"full": None, **schedules}, 16, first=16 * r, **settings)

@@ -34,6 +34,12 @@ PAIRS = {
                         "TaylorSeer(cache_interval=3, disable_cache_before_step=3)", "search-0.35", "full"],
 }  # fmt: skip
 PAIRS |= {f"search-guard-{b}": [*PAIRS[f"search-{b}"][:3], f"search-{b}", "full"] for b in ("0.50", "0.35")}
+PAIRS |= {  # the DPM-Solver++-20 reference (tune-dpm-more)
+    "search-guard-dpm-0.50": ["TaylorSeer(cache_interval=3, disable_cache_before_step=3)", "unipc@10",
+                              "dpm++@10", "search-dpm-0.50", "full"],
+    "search-guard-dpm-0.35": ["TaylorSeer(cache_interval=4, disable_cache_before_step=3)", "unipc@7",
+                              "dpm++@7", "search-dpm-0.35", "full"],
+}  # fmt: skip
 
 
 def load(folder: Path) -> dict:

@@ -2,13 +2,14 @@
 
 Each folder gets the policy file ``lees.enable(pipe, folder)`` applies to
 ``ClassFlowPipeline.from_pretrained(lees.EMBEDDED_DIT_DIR)`` (run with ``pipe(**lees.tuned(folder))``):
-the searched table on Euler at 30 steps, the reference it was measured against, and every row of the
+the searched table on its solver and steps, the reference it was measured against, and every row of the
 evaluation that measured it (``tune-1000/tune.json``), plus the table's map.
 
     PYTHONPATH=src python docs/results/learned-dit/ship.py [--tune tune-1000] [--pairs pairs-1000.txt]
         [--rows search-0.50=0.5 search-0.35=0.35]
 
-Each row NAME=BUDGET (the searched table in NAME/schedule.json) is shipped as ``dit-search-BUDGET``; its
+Each row NAME=BUDGET (the searched table in NAME/schedule.json) is shipped as ``dit-search-BUDGET`` (on
+Euler; ``dit-search-dpm-BUDGET`` on DPM-Solver++); its
 README quotes the evaluation's rows near the budget and the head-to-head lines of ``--pairs`` about it.
 """
 
@@ -38,18 +39,30 @@ def _row(name: str, row: dict) -> str:
     )
 
 
+def shipped_name(solver: str, budget: float) -> str:
+    """The shipped folder's name: dit-search-BUDGET on Euler, dit-search-SOLVER-BUDGET on another."""
+    return (
+        f"dit-search-{budget:.2f}"
+        if solver == "euler"
+        else f"dit-search-{solver.replace('+', '')}-{budget:.2f}"
+    )
+
+
 def _command(budget: float, st: dict) -> str:
     """The ``lees route`` command that searched the table, from its stored settings."""
     extra = "" if st.get("reference", "run") == "run" else f" --reference {st['reference']}"
     extra += f" --data {st['guard_data']}" if st.get("guard_data") else ""
     return (
-        f"lees route --model embedded-dit --sampler euler --steps 30 --guidance-scale 2 --objective search\n"
+        f"lees route --model embedded-dit --sampler {st['sampler']} --steps {st['steps']} --guidance-scale 2 "
+        "--objective search\n"
         f"--target-latency-ratio {budget:g} --trajectories {st.get('samples')} --max-rollouts "
         f"{st.get('max_rollouts')}{extra}"
     )
 
 
-def readme(name: str, budget: float, schedule, measured: dict, config: dict, pairs: list[str]) -> str:
+def readme(
+    name: str, budget: float, schedule, measured: dict, config: dict, pairs: list[str], alone: list[str]
+) -> str:
     """The folder's README: what it is, how it was made, how to apply it, and its measured rows beside the
     others of the same evaluation within the budget (and the full model)."""
     st = schedule.settings
@@ -60,13 +73,22 @@ def readme(name: str, budget: float, schedule, measured: dict, config: dict, pai
     samples, rollouts, out = st.get("samples"), st.get("rollouts"), config.get("out", "tune-1000")
     start, end, modelled = st.get("start_psnr", 0), st.get("train_psnr", 0), st.get("latency_ratio", 0)
     scored = st.get("objective", "").removeprefix("search: ")
-    shipped = f"dit-search-{budget:.2f}"
+    shipped = shipped_name(st["sampler"], budget)
+    timing = ""
+    if len(alone) > 1:
+        quoted = "\n".join(alone[1:])
+        timing = (
+            "Added to a stored evaluation, this row's timed rounds pair with the full model's rounds of an\n"
+            "earlier session; timed again in one session, each table and the full model sampled alone in\n"
+            f"turning rounds (`docs/results/learned-dit/{alone[0]}`):\n\n```\n{quoted}\n```\n\n"
+        )
+    solver = {"euler": "Euler", "dpm++": "DPM-Solver++"}.get(st["sampler"], st["sampler"])
     return f"""# `{shipped}`: a run / reuse / forecast schedule searched by rollouts
 
-Euler at 30 steps, guidance scale 2, latency budget {budget:g}. A tuned policy for `embedded-dit`
-(`policy.json`, the table in `tuned-schedule.json`, drawn in `schedule.png`): per transformer block and
-Euler step, run, reuse the block's last residual, or forecast it (order {schedule.forecast_order}) from
-its last runs. Apply it as any tuned policy:
+{solver} at {st["steps"]} steps, guidance scale 2, latency budget {budget:g}. A tuned policy for
+`embedded-dit` (`policy.json`, the table in `tuned-schedule.json`, drawn in `schedule.png`): per
+transformer block and {solver} step, run, reuse the block's last residual, or forecast it (order
+{schedule.forecast_order}) from its last runs. Apply it as any tuned policy:
 
 ```python
 import lees
@@ -91,15 +113,15 @@ modelled latency {modelled:.3f}; moves after the uniform start: {moves}.
 `docs/results/learned-dit/{out}`: `lees tune` with every row from the same noise and labels,
 {config.get("n")} samples on seed {config.get("seed")}, latency the median over timed rounds of 16
 samples of each row's time over the full model's (sampled alone, as a user runs the plain and the
-enabled pipeline; one thread), fidelity to the full Euler-30 run, fd_clf to Fashion-MNIST; 95 % paired
-bootstrap intervals. The rows within {budget:g} + 0.05 of the full model's latency:
+enabled pipeline; one thread), fidelity to the full {solver}-{st["steps"]} run, fd_clf to Fashion-MNIST;
+95 % paired bootstrap intervals. The rows within {budget:g} + 0.05 of the full model's latency:
 
 | row | latency | FD to full | PSNR (dB) | fd_clf |
 |---|---|---|---|---|
 {rows}
 
-Head to head (`docs/results/learned-dit/{pairs[0]}`, paired intervals over the same resamples; positive:
-this table better):
+{timing}Head to head (`docs/results/learned-dit/{pairs[0]}`, paired intervals over the same resamples;
+positive: this table better):
 
 ```
 {chr(10).join(pairs[1:])}
@@ -112,6 +134,7 @@ What these numbers do and do not show: docs/results/learned-dit/README.md.
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--tune", default="tune-1000", help="the evaluation folder, in this folder (tune-1000)")
 parser.add_argument("--pairs", default="pairs-1000.txt", help="pairs.py's output on it (pairs-1000.txt)")
+parser.add_argument("--alone", default=None, help="alone.py's output timing the rows in one session (none)")
 parser.add_argument(
     "--rows", nargs="+", default=["search-0.50=0.5", "search-0.35=0.35"], metavar="NAME=BUDGET"
 )
@@ -119,18 +142,24 @@ args = parser.parse_args()
 lines = (HERE / args.pairs).read_text().splitlines()
 report = json.loads((HERE / args.tune / "tune.json").read_text())
 measured = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in report["rows"]}
-config = report["config"]
+config = {**report["config"], "out": args.tune}  # the evaluation folder the README names
 for name, budget in ((r.split("=")[0], float(r.split("=")[1])) for r in args.rows):
     schedule = lees.Schedule.load(HERE / name / "schedule.json")
-    reference = {"solver": "euler", "steps": 30, "guidance_scale": 2.0, "budget": budget,
+    solver, steps = schedule.settings["sampler"], schedule.settings["steps"]
+    reference = {"solver": solver, "steps": steps, "guidance_scale": 2.0, "budget": budget,
                  "objective": "search", "evaluation": f"docs/results/learned-dit/{args.tune}",
                  "seed": config.get("seed"), "n": config.get("n")}  # fmt: skip
-    policy = TunedPolicy("schedule", name, "euler", 30, schedule, reference=reference, measured=measured)
-    folder = EMBEDDED / f"dit-search-{budget:.2f}"
+    policy = TunedPolicy("schedule", name, solver, steps, schedule, reference=reference, measured=measured)
+    folder = EMBEDDED / shipped_name(solver, budget)
     path = save_policies([policy], folder)
     shutil.copy(HERE / name / "schedule.png", folder / "schedule.png")
     pairs = [args.pairs, *(line for line in lines if line.startswith(f"{name} "))]
-    (folder / "README.md").write_text(readme(name, budget, schedule, measured, config, pairs))
+    timed = [] if args.alone is None else (HERE / args.alone).read_text().splitlines()
+    alone = [
+        args.alone,
+        *(line for line in timed if line.split(" ")[0] in ("full", name, name.replace("-guard", ""))),
+    ]
+    (folder / "README.md").write_text(readme(name, budget, schedule, measured, config, pairs, alone))
     row = measured[name]
     print(f"{name}: latency {row['latency_ratio']:.3f}x, PSNR {row['psnr']:.1f} dB, FD to full "
           f"{row['fd_full']:.3g}, fd_clf {row.get('fd_clf', float('nan')):.3g}; wrote {path}")  # fmt: skip

@@ -7,5 +7,5 @@ OMP_NUM_THREADS=1 PYTHONPATH=../../../src lees tune --model embedded-dit --guida
   --only dpm++@10 dpm++@7 euler@10 euler@7 unipc@10 unipc@7 \
     "TaylorSeer(cache_interval=3, disable_cache_before_step=3)" \
     "TaylorSeer(cache_interval=4, disable_cache_before_step=3)" "MagCache(threshold=0.12)" \
-  --schedules search-dpm-0.50/schedule.json search-dpm-0.35/schedule.json \
+  --schedules search-dpm-0.50/schedule.json search-dpm-0.35/schedule.json ${MORE_SCHEDULES:-} \
   --out "${OUT:-tune-dpm}"
