@@ -5,7 +5,8 @@ sampled alone, 16 samples a round, in rounds whose order turns; then, with --loc
 step by step (``sample_lockstep``). Prints each schedule's median ratio to the full model alone (with the
 quartiles over the rounds) and its summed ratio side by side.
 
-    PYTHONPATH=src python docs/results/learned-dit/alone.py [--rounds 4] [--lockstep] [NAME ...]
+    PYTHONPATH=src python docs/results/learned-dit/alone.py [--rounds 4] [--lockstep] [--sampler euler]
+        [--steps 30] [NAME ...]
 """
 
 import argparse
@@ -23,11 +24,13 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("names", nargs="*", default=["search-0.50", "search-0.35", "uniform-3-forecast"])
 parser.add_argument("--rounds", type=int, default=4, help="rounds of 16 samples (4)")
 parser.add_argument("--lockstep", action="store_true", help="then time all side by side, step by step")
+parser.add_argument("--sampler", default="euler", help="the solver the schedules were searched on (euler)")
+parser.add_argument("--steps", type=int, default=30, help="its steps (30)")
 args = parser.parse_args()
 model, noise = load_backbone("embedded-dit"), load_noise_scheduler("embedded-dit")
 schedules = {n: lees.Schedule.load(HERE / n / "schedule.json") for n in args.names}
 names, rounds = ["full", *schedules], args.rounds
-settings = {"steps": 30, "sampler": "euler", "seed": 71, "scheduler": noise, "batch_size": 16,
+settings = {"steps": args.steps, "sampler": args.sampler, "seed": 71, "scheduler": noise, "batch_size": 16,
             "progress": False, "guidance_scale": 2.0}  # fmt: skip
 alone = {n: [] for n in names}
 for r in range(rounds):
