@@ -199,3 +199,18 @@ def test_the_own_solver_is_named_by_the_scheduler_config():
     assert own_solver(ddpm) == "ddpm" and own_solver(ddpm, "DDIMScheduler") == "ddim"
     assert own_solver(ddpm, "LMSDiscreteScheduler") == "ddpm"  # none in the registry: the family's default
     assert own_solver(FlowMatchEulerDiscreteScheduler()) == "euler"
+
+
+def test_rows_added_to_a_stored_tune_are_said_to_pair_with_another_sessions_full_rounds(tmp_path, capsys):
+    from lees.tune.measure import measure
+
+    model, scheduler = tiny_unet32(), DDPMScheduler(**DDPM_NOISE)
+    full, fewer = Run(FULL, "steps", "ddim", 4), Run("ddim@2", "steps", "ddim", 2)
+    settings = dict(n=4, batch_size=2, seed=0, out=tmp_path / "out")
+    measure(model, scheduler, {FULL: full}, **settings)
+    measure(model, scheduler, {FULL: full, "ddim@2": fewer}, **settings)  # the full model's pieces are read
+    assert "warning: ddim@2: timed in other rounds than the full model's stored ones" in capsys.readouterr().out
+    measure(model, scheduler, {FULL: full, "ddim@2": fewer}, **settings)  # everything read: nothing to say
+    other = dict(settings, out=tmp_path / "new")
+    measure(model, scheduler, {FULL: full, "ddim@2": fewer}, **other)  # sampled in the same rounds
+    assert "warning" not in capsys.readouterr().out

@@ -86,20 +86,37 @@ def measure(
     claim_pieces(model, n, batch_size, seed, out)
     firsts = list(range(0, n, batch_size))
     names, failed = list(runs), {}
+    fresh: list[set[str]] = []  # per round, the runs sampled now (the others' pieces were read)
     bar = tqdm(total=len(firsts) * len(names), desc="sampling", unit="piece")
     for r, first in enumerate(firsts):
         count = min(batch_size, n - first)
+        fresh.append(set())
         for name in names[r % len(names) :] + names[: r % len(names)]:
             if name not in failed:
                 try:
-                    _piece(model, scheduler, runs[name], first, count, seed, out)
+                    if _piece(model, scheduler, runs[name], first, count, seed, out):
+                        fresh[-1].add(name)
                 except NotApplicableError as error:
                     failed[name] = str(error)
             bar.update()
     bar.close()
     if FULL in failed:
         raise RuntimeError(f"the full model failed to sample: {failed[FULL]}")
+    warn_other_sessions([name for name in names if name not in failed], fresh)
     return {name: _read(out, runs[name], firsts) for name in names if name not in failed}, failed
+
+
+def warn_other_sessions(names: list[str], fresh: list[set[str]]) -> None:
+    """One line naming the runs whose latency pairs most of its rounds with the full model's rounds
+    of another session: sampled now where the full model's pieces were read from an earlier tune (rows
+    added to a stored one), or the other way round. Their ratios compare two machine loads."""
+    crossed = [n for n in names if n != FULL and 2 * sum((n in f) != (FULL in f) for f in fresh) > len(fresh)]
+    if crossed:
+        print(
+            f"warning: {', '.join(crossed)}: timed in other rounds than the full model's stored ones (pieces "
+            "read from an earlier tune): their latency ratios pair two sessions of this machine; for a "
+            "paired figure, tune them in a new folder with the full model"
+        )
 
 
 def _piece(
@@ -110,11 +127,11 @@ def _piece(
     count: int,
     seed: int,
     out: Path,
-) -> None:
-    """Sample and store one piece unless it is stored already."""
+) -> bool:
+    """Sample and store one piece unless it is stored already; whether it was sampled now."""
     path = piece_folder(out, run) / f"from{first}.safetensors"
     if path.is_file():
-        return
+        return False
     sampled = run.sample(model, scheduler, first, count, seed)
     tensors = {
         "images": sampled.images.contiguous(),
@@ -123,6 +140,7 @@ def _piece(
     if sampled.denoiser_seconds is not None:
         tensors["denoiser_seconds"] = torch.tensor(sampled.denoiser_seconds, dtype=torch.float64)
     atomic_write_bytes(path, save(tensors))
+    return True
 
 
 def _read(out: Path, run: Run, firsts: list[int]) -> Measured:
