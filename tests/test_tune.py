@@ -209,7 +209,8 @@ def test_rows_added_to_a_stored_tune_are_said_to_pair_with_another_sessions_full
     settings = dict(n=4, batch_size=2, seed=0, out=tmp_path / "out")
     measure(model, scheduler, {FULL: full}, **settings)
     measure(model, scheduler, {FULL: full, "ddim@2": fewer}, **settings)  # the full model's pieces are read
-    assert "warning: ddim@2: timed in other rounds than the full model's stored ones" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "warning: ddim@2: timed in other rounds than the full model's stored ones" in said
     measure(model, scheduler, {FULL: full, "ddim@2": fewer}, **settings)  # everything read: nothing to say
     other = dict(settings, out=tmp_path / "new")
     measure(model, scheduler, {FULL: full, "ddim@2": fewer}, **other)  # sampled in the same rounds
