@@ -68,8 +68,8 @@ def test_rollouts_are_scored_against_the_run_the_ode_solution_or_the_mean_of_bot
     for reference, expected in (("run", ["run"]), ("ode", ["ode"]), ("both", ["run", "ode"])):
         found = search.references(model, scheduler, blocks, config.from_dict(config.to_dict() | {
             "reference": reference}))  # fmt: skip
-        assert len(found) == len(expected)
-        for images, name in zip(found, expected, strict=True):
+        assert list(found) == expected
+        for name, images in found.items():
             torch.testing.assert_close(images, by_hand[name])
     assert not torch.allclose(by_hand["run"], by_hand["ode"])
     with pytest.raises(ValueError, match="stochastic"):

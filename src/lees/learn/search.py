@@ -234,21 +234,29 @@ def _sample(model, scheduler, methods: dict[str, Schedule | None], config: Searc
     )  # fmt: skip
 
 
-def references(model, scheduler, blocks: Blocks, config: SearchConfig) -> list[torch.Tensor]:
-    """The final samples of the training batch a rollout is scored against (``config.reference``): the
-    full model's run at the search's solver and steps, and/or the converged ODE solution from the same
-    noise and labels (:data:`lees.evaluation.ode_reference.ODE`, whose check says it has converged).
-    Against the run alone, a schedule is pulled onto the run's own discretisation error; the ODE solution
-    owns none (issue 34: the run-scored tables drift from the data under fd_clf where a solver nearer the
-    ODE solution does not)."""
-    found = []
-    if config.reference in ("run", "both"):
-        found.append(_sample(model, scheduler, {"full": None}, config)["full"].images)
-    if config.reference in ("ode", "both"):
-        solver, steps = ODE
-        check_deterministic(config.sampler, "the search's sampler")
-        ode = Schedule.full(blocks, sampler_timesteps(scheduler, steps, solver))
-        found.append(_sample(model, scheduler, {"o": ode}, config, steps=steps, sampler=solver)["o"].images)
+SCORED = {"run": ("run",), "ode": ("ode",), "both": ("run", "ode")}  # the references each setting scores
+
+
+def references(
+    model, scheduler, blocks: Blocks, config: SearchConfig, names: tuple[str, ...] | None = None
+) -> dict[str, torch.Tensor]:
+    """The final samples of the training batch, by name, a rollout is compared with (``names``, default
+    those ``config.reference`` scores against): ``run``, the full model's run at the search's solver and
+    steps; ``ode``, the converged ODE solution from the same noise and labels
+    (:data:`lees.evaluation.ode_reference.ODE`, whose check says it has converged). Against the run alone,
+    a schedule is pulled onto the run's own discretisation error; the ODE solution owns none (issue 34:
+    the run-scored tables drift from the data under fd_clf where a solver nearer the ODE solution does
+    not)."""
+    found = {}
+    for name in names or SCORED[config.reference]:
+        if name == "run":
+            found[name] = _sample(model, scheduler, {"full": None}, config)["full"].images
+        else:
+            solver, steps = ODE
+            check_deterministic(config.sampler, "the search's sampler")
+            ode = Schedule.full(blocks, sampler_timesteps(scheduler, steps, solver))
+            runs = _sample(model, scheduler, {"ode": ode}, config, steps=steps, sampler=solver)
+            found[name] = runs["ode"].images
     return found
 
 
@@ -322,10 +330,11 @@ def _segments(full: np.ndarray) -> Iterator[tuple[int, int]]:
 GUARD_SEED = 500  # the guard's statistics sample at TRAIN_SEED + GUARD_SEED + seed: not the training batch
 
 
-def _guard(model, scheduler, config: SearchConfig, path: str | Path | None) -> FdGuard:
-    """The fd_clf guard of the training batch (``config.guard_data``), the full model's feature
-    statistics from ``config.guard_n`` samples stored beside the search's state."""
-    full_batch = _sample(model, scheduler, {"full": None}, config)["full"].images
+def _guard(
+    model, scheduler, config: SearchConfig, full_batch: torch.Tensor, path: str | Path | None
+) -> FdGuard:
+    """The fd_clf guard of the training batch (the full model's run ``full_batch``; ``config.guard_data``),
+    the full model's feature statistics from ``config.guard_n`` samples stored beside the search's state."""
     stats = lambda: sample_lockstep(  # noqa: E731
         model, {"full": None}, config.guard_n, steps=config.steps, sampler=config.sampler,
         seed=TRAIN_SEED + GUARD_SEED + config.seed, scheduler=scheduler, batch_size=64, progress=False,
@@ -342,8 +351,11 @@ class _Scorer:
     def __init__(self, model, scheduler, blocks, timesteps, config, state, path, bar) -> None:
         self.model, self.scheduler, self.blocks, self.timesteps = model, scheduler, blocks, timesteps
         self.config, self.state, self.path, self.bar = config, state, path, bar
-        self.references = references(model, scheduler, blocks, config)
-        self.guard = _guard(model, scheduler, config, path) if config.guard_data else None
+        scored = SCORED[config.reference]
+        needed = (*scored, "run") if config.guard_data and "run" not in scored else scored
+        found = references(model, scheduler, blocks, config, needed)  # the run once, for both uses
+        self.references = [found[name] for name in scored]
+        self.guard = _guard(model, scheduler, config, found["run"], path) if config.guard_data else None
         self.rollouts = 0
 
     @property
