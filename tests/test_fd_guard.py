@@ -38,6 +38,7 @@ def test_the_search_takes_the_weighted_rise_off_its_score_and_keeps_the_change(t
 
     plain = _search(tmp_path, 0.5, state_path=tmp_path / "plain.json")
     monkeypatch.setattr(search, "_guard", lambda *args: Rising())
+    monkeypatch.setattr(search, "check_guard", lambda *args: None)  # the stand-in has no dataset
     guarded = _search(tmp_path, 0.5, state_path=tmp_path / "guarded.json", guard_data="stand-in")
     scores = [json.loads((tmp_path / name).read_text()) for name in ("plain.json", "guarded.json")]
     shared = set(scores[0]["scores"]) & set(scores[1]["scores"])

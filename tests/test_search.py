@@ -72,9 +72,9 @@ def test_rollouts_are_scored_against_the_run_the_ode_solution_or_the_mean_of_bot
         for name, images in found.items():
             torch.testing.assert_close(images, by_hand[name])
     assert not torch.allclose(by_hand["run"], by_hand["ode"])
-    with pytest.raises(ValueError, match="stochastic"):
-        search.references(model, scheduler, blocks, SearchConfig(steps=STEPS, sampler="ddpm",
-                                                                 reference="ode"))  # fmt: skip
+    with pytest.raises(ValueError, match="stochastic"):  # said before the costs are timed
+        search.search_schedule(model, scheduler, SearchConfig(steps=STEPS, sampler="ddpm", reference="ode"),
+                               costs=None, progress=False)  # fmt: skip
     with pytest.raises(ValueError, match="reference is one of run, ode, both"):
         SearchConfig(reference="data")
 
@@ -178,7 +178,7 @@ def test_the_moves_shift_runs_refine_halves_switch_segments_and_the_order():
     assert all((a[:, 0] == RUN).all() for a, _ in moves.values())
 
 
-def test_route_search_writes_a_schedule_that_sample_runs(folder, tmp_path, capsys):
+def test_route_search_writes_a_schedule_that_sample_runs(folder, idx_data, tmp_path, capsys):
     out = tmp_path / "s"
     argv = ["route", "--model", folder, "--sampler", "ddim", "--steps", "4", "--objective", "search",
             "--target-latency-ratio", "0.7", "--trajectories", "2", "--max-rollouts", "4",
@@ -194,6 +194,13 @@ def test_route_search_writes_a_schedule_that_sample_runs(folder, tmp_path, capsy
     step = ["route", "--model", folder, "--steps", "4", "--out", str(tmp_path / "r")]
     assert main([*step, "--reference", "ode"]) == 2 and main([*step, "--data", "fashion-mnist"]) == 2
     assert "add --objective search" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    search_argv = [*step, "--objective", "search", "--sampler", "ddim"]
+    assert main([*search_argv, "--data", "no-such-data"]) == 2
+    assert "unknown dataset 'no-such-data'" in capsys.readouterr().err
+    assert main([*search_argv, "--data", idx_data]) == 2  # installed, but the classifier takes 1x32x32
+    assert "this model makes 1x16x16" in capsys.readouterr().err
+    assert main([*search_argv, "--sampler", "ddpm", "--reference", "ode"]) == 2
+    assert "stochastic" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_tune_measures_a_searched_schedule_beside_the_candidates_named(pipe_folder, tmp_path, capsys):  # noqa: F811

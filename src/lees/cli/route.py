@@ -253,7 +253,7 @@ def save_route_policy(schedules: dict, solver: str, args: argparse.Namespace, ou
 def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -> None:
     """``--objective search``: the rollout search (:func:`lees.learn.search.search_schedule`), saved as
     route saves a schedule, its state beside it."""
-    from ..learn.search import REFERENCES, SearchConfig, search_schedule
+    from ..learn.search import REFERENCES, SearchConfig, check_search, search_schedule
     from ..reporting.plots import schedule_map
     from ..schedules.saving import save_pretrained, target_folder
 
@@ -265,6 +265,7 @@ def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -
         target_latency_ratio=args.target_latency_ratio, samples=args.trajectories or 16,
         seed=args.seed, max_rollouts=args.max_rollouts, reference=args.reference, guard_data=args.data,
     )  # fmt: skip
+    check_search(model, scheduler, config)  # before the folder is made
     out = target_folder(args.out if args.out is not None else Path(args.model))
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(record=True) as said:

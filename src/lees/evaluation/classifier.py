@@ -23,6 +23,9 @@ from ..utils.files import atomic_write_bytes, atomic_write_text
 CLASSIFIER_DIR = Path(__file__).parents[1] / "embedded" / "classifier"
 
 
+CLASSIFIER_SHAPE = (1, 32, 32)  # the images the classifier (fd_clf's features) takes: C, H, W
+
+
 class SmallCNN(nn.Module):
     """32x32 grayscale in [-1, 1] -> 128-d features -> class logits."""
 

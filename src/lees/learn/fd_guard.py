@@ -27,7 +27,9 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
+from ..evaluation.classifier import CLASSIFIER_SHAPE
 from ..evaluation.metrics import gaussian, scorer
+from ..models.data import dataset_folder, image_shape
 
 
 @dataclass
@@ -57,6 +59,18 @@ def fd_gradient(cov: np.ndarray, data_cov: np.ndarray) -> np.ndarray:
     inner_w, inner_v = np.linalg.eigh(root @ data_cov @ root)
     inner = (inner_v * np.sqrt(np.clip(inner_w, 0, None))) @ inner_v.T
     return np.eye(len(w)) - inverse_root @ inner @ inverse_root
+
+
+def check_guard(model: torch.nn.Module, data: str) -> None:
+    """A clear error, before any sampling, unless ``data`` is installed here and ``model`` makes the
+    images fd_clf's classifier takes (1 x 32 x 32)."""
+    dataset_folder(data)
+    shape = image_shape(model)
+    if tuple(shape) != CLASSIFIER_SHAPE:
+        raise ValueError(
+            f"--data guards fd_clf, whose classifier takes {'x'.join(map(str, CLASSIFIER_SHAPE))} images; "
+            f"this model makes {'x'.join(map(str, shape))}"
+        )
 
 
 def fd_guard(

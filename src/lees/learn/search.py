@@ -64,7 +64,7 @@ from ..schedules.baselines import cached_schedule
 from ..schedules.schedule import Schedule
 from ..utils.config import Settings
 from ..utils.files import atomic_write_text
-from .fd_guard import FdGuard, fd_guard
+from .fd_guard import FdGuard, check_guard, fd_guard
 
 TRAIN_SEED = 9001  # lees' evaluations sample at small seeds (0, 7, 23, 41, 71): training stays clear of them
 BUDGET_SLACK = 0.02  # how far below the asked latency share a searched schedule may land without a warning
@@ -253,7 +253,6 @@ def references(
             found[name] = _sample(model, scheduler, {"full": None}, config)["full"].images
         else:
             solver, steps = ODE
-            check_deterministic(config.sampler, "the search's sampler")
             ode = Schedule.full(blocks, sampler_timesteps(scheduler, steps, solver))
             runs = _sample(model, scheduler, {"ode": ode}, config, steps=steps, sampler=solver)
             found[name] = runs["ode"].images
@@ -383,6 +382,16 @@ class _Scorer:
             atomic_write_text(self.path, json.dumps(self.state) + "\n")
 
 
+def check_search(model: nn.Module, scheduler: SchedulerMixin, config: SearchConfig) -> None:
+    """A clear error for settings the search cannot score, before minutes of timing: an ODE reference of
+    a stochastic solver, a guard whose dataset is not installed or whose classifier cannot read the
+    model's images."""
+    if "ode" in SCORED[config.reference]:
+        check_deterministic(config.sampler or default_solver(scheduler), "the search's sampler")
+    if config.guard_data:
+        check_guard(model, config.guard_data)
+
+
 def search_schedule(
     model: nn.Module,
     scheduler: SchedulerMixin,
@@ -418,6 +427,7 @@ def search_schedule(
     config = SearchConfig.from_dict({**config.to_dict(), "sampler": sampler})
     blocks = blocks or find_blocks(model)
     timesteps = sampler_timesteps(scheduler, config.steps, config.sampler)
+    check_search(model, scheduler, config)
     state = _state(state_path, config)
     if "costs" not in state:
         state["costs"] = (costs or measure_costs(model, scheduler, blocks, config, timesteps)).to_dict()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..evaluation.bootstrap import FixedReference, fd_replicates, percentile_interval
+from ..evaluation.classifier import CLASSIFIER_SHAPE
 from ..evaluation.fidelity import paired_fidelity
 from ..evaluation.metrics import (
     ClassifierFeatures,
@@ -25,8 +26,6 @@ from ..evaluation.metrics import (
     gaussian,
     scorer,
 )
-
-CLASSIFIER_SHAPE = (1, 32, 32)
 
 Extractor = Callable[[torch.Tensor], np.ndarray]
 Replicates = dict[str, np.ndarray]  # by figure: its value on each bootstrap resample
