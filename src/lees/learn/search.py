@@ -59,7 +59,7 @@ from ..engine.actions import FORECAST, REUSE, RUN, SKIP
 from ..engine.blocks import Blocks, find_blocks
 from ..evaluation.fidelity import psnr
 from ..evaluation.ode_reference import ODE, check_deterministic
-from ..sampling.lockstep import sample_lockstep
+from ..sampling.lockstep import TimedSamples, sample_lockstep
 from ..schedules.baselines import cached_schedule
 from ..schedules.schedule import Schedule
 from ..utils.config import Settings
@@ -126,13 +126,17 @@ class LatencyCosts:
     reuse: float
     forecast: dict[int, float]
 
-    def ratio(self, actions: np.ndarray, order: int) -> float:
-        """The modelled latency of a (K, T) action table over the full model's T calls."""
+    def ratio(self, actions: np.ndarray, order: int, ran: np.ndarray | None = None) -> float:
+        """The modelled latency of a (K, T) action table over the full model's T calls; ``ran``: an adaptive
+        schedule's share of runs per cell beyond the table (:attr:`TimedSamples.adaptive_share`)."""
         per_block = np.zeros(actions.shape)
+        run = np.broadcast_to(np.asarray(self.run)[:, None], actions.shape)
         runs = actions == RUN
-        per_block[runs] = np.broadcast_to(np.asarray(self.run)[:, None], actions.shape)[runs]
+        per_block[runs] = run[runs]
         per_block[actions == REUSE] = self.reuse
         per_block[actions == FORECAST] = self.forecast[order]
+        if ran is not None:
+            per_block += ran * (run - per_block)
         return float((self.fixed * actions.shape[1] + per_block.sum()) / (self.full * actions.shape[1]))
 
     def to_dict(self) -> dict[str, Any]:
@@ -364,18 +368,22 @@ class _Scorer:
     def __call__(self, candidate: Candidate) -> float:
         key = digest(candidate)
         if key not in self.state["scores"]:
-            schedule = _schedule(self.blocks, self.timesteps, *candidate, self.config, {})
-            images = _sample(self.model, self.scheduler, {"s": schedule}, self.config)["s"].images
-            scores = [float(psnr(images, r).clamp(max=100).mean()) for r in self.references]
-            self.state["scores"][key] = float(np.mean(scores))
-            if self.guard is not None:
-                change = self.guard.change(images)
-                self.state.setdefault("fd_change", {})[key] = change
-                self.state["scores"][key] -= self.config.guard_weight * max(change, 0.0)
-            self.rollouts += 1
-            self.save()
+            self.take(key, _schedule(self.blocks, self.timesteps, *candidate, self.config, {}))
         self.bar.update(len(self.state["scores"]) - self.bar.n)
         return self.state["scores"][key]
+
+    def take(self, key: str, schedule: Schedule) -> TimedSamples:
+        """Roll ``schedule`` out on the training batch, store its score under ``key`` (and save); its run."""
+        run = _sample(self.model, self.scheduler, {"s": schedule}, self.config)["s"]
+        scores = [float(psnr(run.images, r).clamp(max=100).mean()) for r in self.references]
+        self.state["scores"][key] = float(np.mean(scores))
+        if self.guard is not None:
+            change = self.guard.change(run.images)
+            self.state.setdefault("fd_change", {})[key] = change
+            self.state["scores"][key] -= self.config.guard_weight * max(change, 0.0)
+        self.rollouts += 1
+        self.save()
+        return run
 
     def save(self) -> None:
         if self.path is not None:
