@@ -30,4 +30,4 @@ if objective == "probe":
 state = {"config": config, "scores": {}, "costs": stored["costs"]}
 (target / f"{objective}_state.json").write_text(json.dumps(state))
 shutil.copy(source / "guard-statistics.safetensors", target)
-print(f"wrote {target}/{objective}_state.json (the costs of {source}) and {target}/guard-statistics.safetensors")
+print(f"wrote {target}/{objective}_state.json (the costs of {source}), {target}/guard-statistics.safetensors")
