@@ -12,7 +12,7 @@ from lees import GatedModel, ReuseCache, Schedule, find_blocks
 from lees.diffusion.samplers import sampler_timesteps
 from lees.engine.actions import FORECAST, REUSE, RUN
 from lees.engine.probe import Probe, relative_change
-from lees.learn.probe_search import ProbeConfig, base_table, search_probe, thresholds_of
+from lees.learn.probe_search import ProbeConfig, base_table, probe_schedule, search_probe, thresholds_of
 from lees.learn.search import LatencyCosts
 from lees.models.architectures import DDPM_NOISE
 from lees.sampling.lockstep import sample_lockstep
@@ -162,3 +162,21 @@ def test_each_guidance_branch_keeps_its_own_probe():
         gated(x, torch.tensor([900, 900]), class_labels=torch.tensor([1, 2]), mask=schedule.actions_at(0),
               cache=caches[0], position=0)  # fmt: skip
     assert caches[0].probe.changes == [0.0] and caches[1].probe.changes == []
+
+
+def test_a_base_table_is_the_floor_the_probe_adds_runs_to(tmp_path):
+    model = tiny_unet()
+    blocks = find_blocks(model)
+    timesteps = sampler_timesteps(DDPMScheduler(**DDPM_NOISE), 8, "ddim")
+    actions = np.full((len(blocks), 8), REUSE, dtype=np.int8)
+    actions[:, [0, 4]] = RUN
+    base = Schedule(actions, blocks.names, timesteps, block_shares=blocks.shares).save(tmp_path / "base.json")
+    config = ProbeConfig(steps=8, sampler="ddim", warmup=1, segments=1, groups=1, base=str(base))
+    found = probe_schedule(blocks, timesteps, np.zeros((1, 1)), config)
+    assert (found.actions[0] == RUN).all() and (found.actions[1:] == actions[1:]).all()
+    assert (np.isfinite(found.thresholds) == (found.actions == REUSE)).all()
+    other = ProbeConfig(steps=6, sampler="ddim", warmup=1, base=str(base))
+    with pytest.raises(ValueError, match="other calls"):
+        probe_schedule(
+            blocks, sampler_timesteps(DDPMScheduler(**DDPM_NOISE), 6, "ddim"), np.zeros((5, 2)), other
+        )

@@ -13,6 +13,8 @@ The adaptive schedules' threshold searches (`search-probe.sh`) start the same wa
 with the probe's settings (`lees route --objective probe`'s defaults) added to the state:
 
     python reuse_costs.py search-guard-0.50 search-probe-0.50 0.5 probe
+    python reuse_costs.py search-guard-0.50 search-probe-on-0.35-0.50 0.5 probe \
+        search-guard-0.35/schedule.json
 """
 
 import json
@@ -26,7 +28,7 @@ stored = json.loads((source / "search_state.json").read_text())
 target.mkdir()
 config = {**stored["config"], "target_latency_ratio": budget}
 if objective == "probe":
-    config |= {"warmup": 3, "segments": 5, "groups": 2}
+    config |= {"warmup": 3, "segments": 5, "groups": 2, "base": sys.argv[5] if len(sys.argv) > 5 else None}
 state = {"config": config, "scores": {}, "costs": stored["costs"]}
 (target / f"{objective}_state.json").write_text(json.dumps(state))
 shutil.copy(source / "guard-statistics.safetensors", target)

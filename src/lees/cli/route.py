@@ -133,6 +133,11 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--probe-warmup", type=int, default=3, help="probe: calls run in full first (3)")
     p.add_argument(
+        "--probe-base", default=None, metavar="SCHEDULE",
+        help="probe: a schedule file (e.g. a search's at a smaller budget) whose table the probe adds runs "
+        "to, block 0 run at every call (default: the warm-up, then forecasts)",
+    )  # fmt: skip
+    p.add_argument(
         "--probe-segments", type=int, nargs=2, default=(5, 2), metavar=("CALLS", "BLOCKS"),
         help="probe: stretches of the calls after the warm-up and of the blocks, each with its own "
         "threshold (5 2)",
@@ -278,7 +283,8 @@ def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -
     probe = args.objective == "probe"
     if probe:
         segments, groups = args.probe_segments
-        config = ProbeConfig(**settings, warmup=args.probe_warmup, segments=segments, groups=groups)
+        config = ProbeConfig(**settings, warmup=args.probe_warmup, segments=segments, groups=groups,
+                             base=args.probe_base)  # fmt: skip
     else:
         config = SearchConfig(**settings)
     check_search(model, scheduler, config)  # before the folder is made
@@ -308,8 +314,9 @@ def search_line(result, config, path: Path, state: Path) -> str:
     change = schedule.settings.get("train_fd_change")
     guard = "" if change is None else f", less {config.guard_weight:g} x fd_clf's rise {change:+.3f}"
     what = (
-        f"an adaptive table (probe block 0, {config.warmup} warm-up calls, thresholds per {config.segments} "
-        f"call and {config.groups} block stretches: {schedule.settings['theta']} in log)"
+        f"an adaptive table (probe block 0, on {config.base or f'{config.warmup} warm-up calls'}, "
+        f"thresholds per {config.segments} call and {config.groups} block stretches: "
+        f"{schedule.settings['theta']} in log)"
         if schedule.adaptive
         else f"runs {schedule.executed_ratio:.1%} of the blocks, forecast order {schedule.forecast_order}"
     )

@@ -6,7 +6,10 @@ against one hand-set threshold. Here (:mod:`lees.engine.probe`) block 0 runs at 
 block's accumulated change of block 0's output since it last ran exceeds the cell's threshold
 ``exp(theta[s, g])``: ``s`` the call's segment (``segments`` equal stretches of the calls after the
 warm-up), ``g`` the block's group (``groups`` equal stretches of blocks 1 .. K-1). So the thresholds
-differ per block and time, and are few enough to search by rollouts.
+differ per block and time, and are few enough to search by rollouts. With ``base`` (a schedule file for
+the same calls, e.g. a table searched at a smaller budget) its table is the floor instead: block 0 then
+runs at every call, and each cell it reuses or forecasts may run where the probe says (adaptive runs on
+top of a static learned table).
 
 The objective and the costs are the rollout search's (:mod:`lees.learn.search`): the training batch's
 final-sample PSNR against the reference (less the fd_clf guard's penalty, with ``guard_data``), and the
@@ -42,7 +45,7 @@ from tqdm.auto import tqdm
 
 from ..diffusion.samplers import sampler_timesteps
 from ..diffusion.solvers import default_solver
-from ..engine.actions import FORECAST, RUN
+from ..engine.actions import FORECAST, REUSE, RUN
 from ..engine.blocks import Blocks, find_blocks
 from ..engine.probe import PROBE_BLOCK
 from ..schedules.schedule import Schedule
@@ -72,6 +75,7 @@ class ProbeConfig(SearchConfig):
     warmup: int = 3  # calls run in full before the probe decides
     segments: int = 5  # stretches of the calls after the warm-up with thresholds of their own
     groups: int = 2  # stretches of blocks 1 .. K-1 with thresholds of their own
+    base: str | None = None  # a schedule file whose table is the floor (None: warm-up, then forecasts)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -87,23 +91,38 @@ def base_table(num_blocks: int, num_calls: int, warmup: int) -> np.ndarray:
     return actions
 
 
+def floor_of(blocks: Blocks, timesteps: list, config: ProbeConfig) -> tuple[np.ndarray, int]:
+    """The table the probe adds runs to and its forecast order: :func:`base_table`, or ``config.base``'s
+    table (made for the same blocks and calls) with the probe block run at every call."""
+    if config.base is None:
+        return base_table(len(blocks), len(timesteps), config.warmup), 1
+    base = Schedule.load(config.base, blocks)
+    if base.timesteps != list(timesteps):
+        raise ValueError(f"{config.base} was made for other calls than {config.steps} of {config.sampler}")
+    actions = base.actions.copy()
+    actions[PROBE_BLOCK] = RUN
+    return actions, base.forecast_order
+
+
 def thresholds_of(theta: np.ndarray, actions: np.ndarray, warmup: int) -> np.ndarray:
-    """Each forecasting cell's threshold ``exp(theta[segment, group])`` (module doc); ``inf`` elsewhere."""
+    """Each reusing or forecasting cell's threshold ``exp(theta[segment, group])`` (module doc); ``inf``
+    elsewhere."""
     k, t = actions.shape
     segments, groups = theta.shape
     segment = np.clip((np.arange(t) - warmup) * segments // max(t - warmup, 1), 0, segments - 1)
     group = np.clip((np.arange(k) - 1) * groups // max(k - 1, 1), 0, groups - 1)
     values = np.exp(theta[segment[None, :], group[:, None]])
-    return np.where(actions == FORECAST, values, np.inf)
+    return np.where(np.isin(actions, (REUSE, FORECAST)), values, np.inf)
 
 
 def probe_schedule(blocks: Blocks, timesteps: list, theta: np.ndarray, config: ProbeConfig,
                    extra: dict | None = None) -> Schedule:  # fmt: skip
-    """The adaptive schedule of log-thresholds ``theta`` (segments x groups)."""
-    actions = base_table(len(blocks), len(timesteps), config.warmup)
+    """The adaptive schedule of log-thresholds ``theta`` (segments x groups) on its floor."""
+    actions, order = floor_of(blocks, timesteps, config)
     settings = {**config.to_dict(), **(extra or {})}
     thresholds = thresholds_of(theta, actions, config.warmup)
-    return Schedule(actions, blocks.names, timesteps, "search", settings, blocks.shares, 1000, 1, thresholds)
+    return Schedule(actions, blocks.names, timesteps, "search", settings, blocks.shares, 1000, order,
+                    thresholds)  # fmt: skip
 
 
 def key_of(theta: np.ndarray) -> str:
@@ -118,8 +137,8 @@ class _ProbeScorer(_Scorer):
         key = key_of(theta)
         if key not in self.state["scores"]:
             run = self.take(key, probe_schedule(self.blocks, self.timesteps, theta, self.config))
-            table = base_table(len(self.blocks), len(self.timesteps), self.config.warmup)
-            self.state.setdefault("latency", {})[key] = self.costs.ratio(table, 1, run.adaptive_share)
+            table, order = floor_of(self.blocks, self.timesteps, self.config)
+            self.state.setdefault("latency", {})[key] = self.costs.ratio(table, order, run.adaptive_share)
             self.save()
         self.bar.update(len(self.state["scores"]) - self.bar.n)
         return self.state["scores"][key], self.state["latency"][key]

@@ -487,7 +487,7 @@ def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
     return state
 
 
-LATER_SETTINGS = {"reference": "run", "guard_data": None, "guard_n": 640, "guard_weight": 50.0}
+LATER_SETTINGS = {"reference": "run", "guard_data": None, "guard_n": 640, "guard_weight": 50.0, "base": None}
 """Settings added after searches were stored, with the value those searches were scored with."""
 
 
