@@ -93,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--schedule",
         default="baseline",
         help="start from: baseline (the default: DeepCache for a UNet, else uniform reuse, within the "
-        "budget), full (run everything), or a schedule JSON for the same steps",
+        "budget; search: the best uniform tables), full (run everything), or a schedule JSON for the same "
+        "steps (search: its table, e.g. one searched with another score, to refine)",
     )
     p.add_argument("--estimator", choices=("ste", "soft"), default="ste", help="gradient of the decisions")
     p.add_argument(
@@ -281,12 +282,14 @@ def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -
         seed=args.seed, max_rollouts=args.max_rollouts, reference=args.reference, guard_data=args.data,
     )  # fmt: skip
     probe = args.objective == "probe"
+    if args.schedule != "baseline" and (probe or args.schedule == "full"):
+        raise ValueError("--schedule starts a search from a schedule file (probe: --probe-base)")
     if probe:
         segments, groups = args.probe_segments
         config = ProbeConfig(**settings, warmup=args.probe_warmup, segments=segments, groups=groups,
                              base=args.probe_base)  # fmt: skip
     else:
-        config = SearchConfig(**settings)
+        config = SearchConfig(**settings, start=None if args.schedule == "baseline" else args.schedule)
     check_search(model, scheduler, config)  # before the folder is made
     out = target_folder(args.out if args.out is not None else Path(args.model))
     out.mkdir(parents=True, exist_ok=True)

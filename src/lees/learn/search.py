@@ -95,6 +95,7 @@ class SearchConfig(Settings):
     guard_data: str | None = None  # a dataset: penalise fd_clf's first-order rise to it (lees.learn.fd_guard)
     guard_n: int = 640  # the full model's samples behind the guard's feature statistics
     guard_weight: float = 50.0  # dB of score taken per unit that fd_clf rises (to first order)
+    start: str | None = None  # a schedule file to start from (None: the best uniform baselines that fit)
 
     def __post_init__(self) -> None:
         if not 0 < self.target_latency_ratio <= 1:
@@ -288,6 +289,19 @@ def uniform_starts(blocks: Blocks, timesteps: list) -> list[Candidate]:
     return list(found.values())
 
 
+def starts_of(blocks: Blocks, timesteps: list, config: SearchConfig) -> list[Candidate]:
+    """Where the search may start: ``config.start``'s table (made for the same blocks and calls; e.g. a
+    search's with another score, to refine it), else :func:`uniform_starts`."""
+    if config.start is None:
+        return uniform_starts(blocks, timesteps)
+    start = Schedule.load(config.start, blocks)
+    if start.timesteps != list(timesteps):
+        raise ValueError(f"{config.start} was made for other calls than {config.steps} of {config.sampler}")
+    if start.forecasts and start.forecast_order not in (1, 2):
+        raise ValueError(f"{config.start} forecasts at order {start.forecast_order}: the search knows 1, 2")
+    return [(start.actions.copy(), start.forecast_order)]
+
+
 def neighbours(candidate: Candidate) -> Iterator[tuple[str, Candidate]]:
     """Every move of the local search from ``candidate`` (module doc), named; the budget is checked after."""
     actions, order = candidate
@@ -444,7 +458,7 @@ def search_schedule(
     with bar:
         score = _Scorer(model, scheduler, blocks, timesteps, config, state, state_path, bar)
         score.save()
-        current, log = _local_search(score, costs, uniform_starts(blocks, timesteps), bar)
+        current, log = _local_search(score, costs, starts_of(blocks, timesteps, config), bar)
     schedule = _found(blocks, timesteps, current, config, costs, log, state)
     measured = measured_ratio(model, scheduler, schedule, config) if config.check_rounds else None
     schedule.settings |= {"measured_latency_ratio": measured,
@@ -487,7 +501,8 @@ def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
     return state
 
 
-LATER_SETTINGS = {"reference": "run", "guard_data": None, "guard_n": 640, "guard_weight": 50.0, "base": None}
+LATER_SETTINGS = {"reference": "run", "guard_data": None, "guard_n": 640, "guard_weight": 50.0, "base": None,
+                  "start": None}  # fmt: skip
 """Settings added after searches were stored, with the value those searches were scored with."""
 
 
