@@ -15,6 +15,12 @@ with the probe's settings (`lees route --objective probe`'s defaults) added to t
     python reuse_costs.py search-guard-0.50 search-probe-0.50 0.5 probe
     python reuse_costs.py search-guard-0.50 search-probe-on-0.35-0.50 0.5 probe \
         search-guard-0.35/schedule.json
+
+and the guarded DPM search at 0.35 started from the run-scored table `search-dpm-0.35` (search-guard.sh
+with START=search-dpm-0.35):
+
+    python reuse_costs.py search-guard-dpm-0.50 search-guard-dpm-0.35-from-run 0.35 search \
+        search-dpm-0.35/schedule.json
 """
 
 import json
@@ -27,8 +33,11 @@ objective = sys.argv[4] if len(sys.argv) > 4 else "search"
 stored = json.loads((source / "search_state.json").read_text())
 target.mkdir()
 config = {**stored["config"], "target_latency_ratio": budget}
+table = sys.argv[5] if len(sys.argv) > 5 else None  # the probe's base, or the search's start
 if objective == "probe":
-    config |= {"warmup": 3, "segments": 5, "groups": 2, "base": sys.argv[5] if len(sys.argv) > 5 else None}
+    config |= {"warmup": 3, "segments": 5, "groups": 2, "base": table}
+elif table is not None:
+    config |= {"start": table}
 state = {"config": config, "scores": {}, "costs": stored["costs"]}
 (target / f"{objective}_state.json").write_text(json.dumps(state))
 shutil.copy(source / "guard-statistics.safetensors", target)

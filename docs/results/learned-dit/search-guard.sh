@@ -5,9 +5,15 @@
 # 32 training samples (the guard's change is a mean over them), 120 rollouts, one thread, two side by side.
 # Usage: sh search-guard.sh BUDGET (Euler at 30 steps: search-guard-BUDGET), or
 #        SAMPLER=dpm++ STEPS=20 sh search-guard.sh BUDGET (search-guard-dpm-BUDGET);
-# run it again after an interruption (OUT/search_state.json).
+# START=NAME: start from NAME/schedule.json's table (OUT-from-run; the action costs and guard statistics
+# of search-guard[-dpm]-0.50 put in its state first by reuse_costs.py).
+# Run it again after an interruption (OUT/search_state.json).
 b=$1 sampler=${SAMPLER:-euler} steps=${STEPS:-30}
 out="search-guard-$b"; [ "$sampler" = euler ] || out="search-guard-$(echo "$sampler" | tr -d +)-$b"
+if [ -n "$START" ]; then
+  [ -d "$out-from-run" ] || python reuse_costs.py "${out%-"$b"}-0.50" "$out-from-run" "$b" search "$START/schedule.json"
+  out="$out-from-run" start="--schedule $START/schedule.json"
+fi
 OMP_NUM_THREADS=1 PYTHONPATH=../../../src nice lees route --model embedded-dit --sampler "$sampler" \
   --steps "$steps" --guidance-scale 2 --objective search --target-latency-ratio "$b" --trajectories 32 \
-  --max-rollouts 120 --data fashion-mnist --out "$out" > "$out.stdout.txt" 2> "$out.stderr.txt"
+  --max-rollouts 120 --data fashion-mnist ${start:-} --out "$out" > "$out.stdout.txt" 2> "$out.stderr.txt"
