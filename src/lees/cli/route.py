@@ -162,9 +162,8 @@ def run(args: argparse.Namespace) -> None:
     check_step_counts(counts)
     searched = args.objective in ("search", "probe")
     if not searched and (args.data is not None or args.reference != "run" or args.guard_weight != 50.0):
-        raise ValueError(
-            "--data, --guard-weight and --reference score a search's rollouts: add --objective search or probe"
-        )
+        scored = "--data, --guard-weight and --reference score a search's rollouts"
+        raise ValueError(f"{scored}: add --objective search or probe")
     model, scheduler, source = route_model(args)
     if searched:
         if len(counts) != 1:

@@ -254,7 +254,8 @@ def _run(candidate: Candidate, ctx: _Context) -> Run:
     if candidate.kind in SCHEDULES:
         schedule = SCHEDULES[candidate.kind](candidate, ctx)
         schedule.settings = {**schedule.settings, "sampler": ctx.solver}
-        return Run(name, "schedule", ctx.solver, steps, schedule=schedule, flop_ratio=schedule.flop_ratio)
+        flops = None if schedule.adaptive else schedule.flop_ratio  # an adaptive one's depend on the batch
+        return Run(name, "schedule", ctx.solver, steps, schedule=schedule, flop_ratio=flops)
     config = dict(settings["config"])
     if settings["method"] == "MagCache":
         try:
