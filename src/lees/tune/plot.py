@@ -14,6 +14,9 @@ LABELS = {
     "fd_full": "FD to the full model (lower is better)",
     "psnr": "PSNR to the full model (dB)",
     "fd_clf": "fd_clf to the real data (lower is better)",
+    "fid": "Inception FID to the real data (lower is better)",
+    "psnr_ode": "PSNR to the converged ODE solution (dB)",
+    "fd_ode": "FD to the converged ODE solution (lower is better)",
 }
 
 
