@@ -159,6 +159,9 @@ def report(
 
 def main(args: argparse.Namespace) -> None:
     tune = json.loads((args.tune / "tune.json").read_text())
+    if args.plot_only:
+        plots(json.loads((args.out / "more-metrics.json").read_text()), tune["config"]["budgets"], args.out)
+        return
     seed, out = tune["config"]["seed"], args.out
     spelled = {piece_name(r["name"]): r["name"] for r in tune["rows"]}
     runs = {spelled[k]: torch.cat(images) for k, (images, _) in load(args.tune).items()}
@@ -175,13 +178,18 @@ def main(args: argparse.Namespace) -> None:
                "seed": seed, "ode_reference": closeness, "rows": list(rows.values()),
                "lines": lines}  # fmt: skip
     atomic_write_text(out / "more-metrics.json", json.dumps(numbers, indent=1) + "\n")
-    title = f"{args.tune.name}: {{}} (ODE: {args.ode_n} samples, FID: {args.fid_n}), 95 % intervals"
-    for metric in METRICS:
-        scored = [r for r in rows.values() if metric in r]
-        frontier(
-            scored, tune["config"]["budgets"], out / f"frontier-{metric}.png", title.format(metric), metric
-        )
+    plots(numbers, tune["config"]["budgets"], out)
     print(f"# wrote {out / 'more-metrics.json'} and {out}/frontier-*.png")
+
+
+def plots(numbers: dict, budgets: list[float], out: Path) -> None:
+    """Latency against each measure, every row with its interval (``numbers``: more-metrics.json's)."""
+    title = (
+        f"{numbers['tune']}: {{}} (ODE: {numbers['ode_n']} samples, FID: {numbers['fid_n']}), 95 % intervals"
+    )
+    for metric in METRICS:
+        scored = [r for r in numbers["rows"] if metric in r]
+        frontier(scored, budgets, out / f"frontier-{metric}.png", title.format(metric), metric)
 
 
 if __name__ == "__main__":
@@ -191,4 +199,7 @@ if __name__ == "__main__":
     parser.add_argument("--ode-n", type=int, default=1000, help="samples scored against the ODE solution")
     parser.add_argument("--fid-n", type=int, default=1000, help="samples per row scored by Inception FID")
     parser.add_argument("--fid-rows", nargs="+", default=None, help="rows scored by FID (default: all)")
+    parser.add_argument(
+        "--plot-only", action="store_true", help="redraw the plots from OUT/more-metrics.json"
+    )
     main(parser.parse_args())
