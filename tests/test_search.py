@@ -32,10 +32,12 @@ def _costs(k: int) -> LatencyCosts:
 
 def _search(tmp_path, budget: float, **kwargs):
     model = tiny_unet()
-    config = SearchConfig(steps=STEPS, sampler="ddim", samples=3, target_latency_ratio=budget,
+    steps = kwargs.pop("steps", STEPS)
+    config = SearchConfig(steps=steps, sampler="ddim", samples=3, target_latency_ratio=budget,
                           max_rollouts=kwargs.pop("max_rollouts", 60), starts=2,
                           check_rounds=kwargs.pop("check_rounds", 0),
-                          guard_data=kwargs.pop("guard_data", None))  # fmt: skip
+                          guard_data=kwargs.pop("guard_data", None),
+                          start=kwargs.pop("start", None))  # fmt: skip
     costs = _costs(len(find_blocks(model)))
     return search_schedule(model, DDPMScheduler(**DDPM_NOISE), config, progress=False, costs=costs, **kwargs)
 
@@ -217,3 +219,17 @@ def test_tune_measures_a_searched_schedule_beside_the_candidates_named(pipe_fold
     assert rows["search-0.6"]["psnr_interval"] is not None
     assert main([*argv, "--only", "ddpm@99"]) == 2
     assert "no candidate ddpm@99" in capsys.readouterr().err
+
+
+def test_a_search_started_from_a_schedule_file_refines_its_table(tmp_path):
+    blocks = find_blocks(tiny_unet())
+    timesteps = search.sampler_timesteps(DDPMScheduler(**DDPM_NOISE), STEPS, "ddim")
+    table = np.full((len(blocks), STEPS), REUSE, dtype=np.int8)
+    table[:, [0, 3]] = RUN
+    start = Schedule(table, blocks.names, timesteps, block_shares=blocks.shares).save(tmp_path / "start.json")
+    budget = 3 / STEPS + 0.07
+    result = _search(tmp_path, budget, start=str(start))
+    assert result.log[0]["latency_ratio"] == pytest.approx(_costs(len(blocks)).ratio(table, 1))
+    assert budget - 0.02 <= result.latency_ratio <= budget + 1e-9 and result.psnr > result.start_psnr
+    with pytest.raises(ValueError, match="other calls"):
+        _search(tmp_path, budget, start=str(start), steps=STEPS - 2)

@@ -8,6 +8,13 @@ instead of timing them.
 
     python reuse_costs.py search-guard-dpm-0.50 search-guard-dpm-0.35 0.35
     SAMPLER=dpm++ STEPS=20 sh search-guard.sh 0.35
+
+The adaptive schedules' threshold searches (`search-probe.sh`) start the same way from `search-guard-0.50`,
+with the probe's settings (`lees route --objective probe`'s defaults) added to the state:
+
+    python reuse_costs.py search-guard-0.50 search-probe-0.50 0.5 probe
+    python reuse_costs.py search-guard-0.50 search-probe-on-0.35-0.50 0.5 probe \
+        search-guard-0.35/schedule.json
 """
 
 import json
@@ -16,10 +23,13 @@ import sys
 from pathlib import Path
 
 source, target, budget = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+objective = sys.argv[4] if len(sys.argv) > 4 else "search"
 stored = json.loads((source / "search_state.json").read_text())
 target.mkdir()
 config = {**stored["config"], "target_latency_ratio": budget}
+if objective == "probe":
+    config |= {"warmup": 3, "segments": 5, "groups": 2, "base": sys.argv[5] if len(sys.argv) > 5 else None}
 state = {"config": config, "scores": {}, "costs": stored["costs"]}
-(target / "search_state.json").write_text(json.dumps(state))
+(target / f"{objective}_state.json").write_text(json.dumps(state))
 shutil.copy(source / "guard-statistics.safetensors", target)
-print(f"wrote {target}/search_state.json (the costs of {source}) and {target}/guard-statistics.safetensors")
+print(f"wrote {target}/{objective}_state.json (the costs of {source}), {target}/guard-statistics.safetensors")

@@ -34,6 +34,8 @@ EPILOG = """examples:
   lees route --model embedded-dit --sampler euler --steps 20 --forecast-order 1 --out runs/route-forecast
   lees route --model embedded-dit --sampler euler --steps 30 --guidance-scale 2 --objective search \
       --target-latency-ratio 0.5 --trajectories 4 --max-rollouts 12 --out runs/search-dit
+  lees route --model embedded-dit --sampler euler --steps 30 --guidance-scale 2 --objective probe \
+      --target-latency-ratio 0.5 --trajectories 4 --max-rollouts 16 --out runs/probe-dit
   lees route --model embedded-dit --steps 10 20 --train-steps 20 --out runs/route-steps   # one per count
   lees route --model path/to/sd --prompts "a red car" "a cat on a sofa" --steps 25 --target-flop-ratio 0.6
   lees route --model path/to/sd-unet --conditions prompts.safetensors --steps 25 --out runs/route-sd
@@ -44,9 +46,9 @@ EPILOG = """examples:
   (several --steps: a router per count in OUT/steps-N, and OUT/policy.json holding them all, which
    lees.enable(pipe, OUT) applies: each pipe() call runs the schedule of its num_inference_steps)
 (a few minutes on a CPU for the embedded model; the schedule reuses, never drops, a block's output)
-(search: the latency of each action is timed first; every rollout's score goes to OUT/search_state.json,
- so the same command again continues an interrupted search; about 15 min for the DiT at 16 samples and
- 300 rollouts on 2 CPU cores)
+(search, probe: the latency of each action is timed first; every rollout's score goes to
+ OUT/search_state.json (OUT/probe_state.json), so the same command again continues an interrupted search;
+ about 15 min for the DiT at 16 samples and 300 rollouts on 2 CPU cores)
 """
 
 
@@ -91,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--schedule",
         default="baseline",
         help="start from: baseline (the default: DeepCache for a UNet, else uniform reuse, within the "
-        "budget), full (run everything), or a schedule JSON for the same steps",
+        "budget; search: the best uniform tables), full (run everything), or a schedule JSON for the same "
+        "steps (search: its table, e.g. one searched with another score, to refine)",
     )
     p.add_argument("--estimator", choices=("ste", "soft"), default="ste", help="gradient of the decisions")
     p.add_argument(
@@ -101,13 +104,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--objective",
-        choices=("step", "kl", "rollout", "search"),
+        choices=("step", "kl", "rollout", "search", "probe"),
         default="step",
         help="step (default): one step at the teacher's states, caches as scheduled (about 2 min here); "
         "kl: the same, steps weighted as DDPM's ELBO (the last steps most); "
         "rollout: the student's own sampling runs against the teacher's (slower); "
         "search: run / reuse / forecast tables scored by their final samples against the full model's, "
-        "within --target-latency-ratio (no gradients; lees' own sampler); see docs/reuse.md",
+        "within --target-latency-ratio (no gradients; lees' own sampler); probe: the same for an adaptive "
+        "schedule's thresholds (a block runs where block 0's output moved past them); see docs/reuse.md",
     )
 
 
@@ -128,6 +132,17 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         help="search: also keep fd_clf to this dataset (e.g. fashion-mnist) from rising, to first order, "
         "through the full model's feature statistics (lees.learn.fd_guard) (none)",
     )  # fmt: skip
+    p.add_argument("--probe-warmup", type=int, default=3, help="probe: calls run in full first (3)")
+    p.add_argument(
+        "--probe-base", default=None, metavar="SCHEDULE",
+        help="probe: a schedule file (e.g. a search's at a smaller budget) whose table the probe adds runs "
+        "to, block 0 run at every call (default: the warm-up, then forecasts)",
+    )  # fmt: skip
+    p.add_argument(
+        "--probe-segments", type=int, nargs=2, default=(5, 2), metavar=("CALLS", "BLOCKS"),
+        help="probe: stretches of the calls after the warm-up and of the blocks, each with its own "
+        "threshold (5 2)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
@@ -141,12 +156,13 @@ def run(args: argparse.Namespace) -> None:
 
     counts = args.steps
     check_step_counts(counts)
-    if args.objective != "search" and (args.data is not None or args.reference != "run"):
-        raise ValueError("--data and --reference score a search's rollouts: add --objective search")
+    searched = args.objective in ("search", "probe")
+    if not searched and (args.data is not None or args.reference != "run"):
+        raise ValueError("--data and --reference score a search's rollouts: add --objective search or probe")
     model, scheduler, source = route_model(args)
-    if args.objective == "search":
+    if searched:
         if len(counts) != 1:
-            raise ValueError("--objective search takes one --steps count")
+            raise ValueError(f"--objective {args.objective} takes one --steps count")
         return run_search(args, counts[0], model, scheduler, source)
     out = target_folder(args.out if args.out is not None else Path(args.model))  # lees/ of a diffusers folder
     if len(counts) == 1:
@@ -251,47 +267,69 @@ def save_route_policy(schedules: dict, solver: str, args: argparse.Namespace, ou
 
 
 def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -> None:
-    """``--objective search``: the rollout search (:func:`lees.learn.search.search_schedule`), saved as
-    route saves a schedule, its state beside it."""
-    from ..learn.search import REFERENCES, SearchConfig, check_search, search_schedule
-    from ..reporting.plots import schedule_map
+    """``--objective search`` (:func:`lees.learn.search.search_schedule`) or ``probe``
+    (:func:`lees.learn.probe_search.search_probe`), saved as route saves a schedule, its state beside it."""
+    from ..learn.probe_search import ProbeConfig, search_probe
+    from ..learn.search import SearchConfig, check_search, search_schedule
     from ..schedules.saving import save_pretrained, target_folder
 
     if source is not None or args.conditions is not None or args.timesteps is not None:
-        raise ValueError("--objective search samples with lees' own sampler: drop --prompts, --conditions "
-                         "and --timesteps")  # fmt: skip
-    config = SearchConfig(
+        raise ValueError(f"--objective {args.objective} samples with lees' own sampler: drop --prompts, "
+                         "--conditions and --timesteps")  # fmt: skip
+    settings = dict(
         steps=steps, sampler=args.sampler, guidance_scale=guidance_scale(args, model),
         target_latency_ratio=args.target_latency_ratio, samples=args.trajectories or 16,
         seed=args.seed, max_rollouts=args.max_rollouts, reference=args.reference, guard_data=args.data,
     )  # fmt: skip
+    probe = args.objective == "probe"
+    if args.schedule != "baseline" and (probe or args.schedule == "full"):
+        raise ValueError("--schedule starts a search from a schedule file (probe: --probe-base)")
+    if probe:
+        segments, groups = args.probe_segments
+        config = ProbeConfig(**settings, warmup=args.probe_warmup, segments=segments, groups=groups,
+                             base=args.probe_base)  # fmt: skip
+    else:
+        config = SearchConfig(**settings, start=None if args.schedule == "baseline" else args.schedule)
     check_search(model, scheduler, config)  # before the folder is made
     out = target_folder(args.out if args.out is not None else Path(args.model))
     out.mkdir(parents=True, exist_ok=True)
+    state = out / f"{args.objective}_state.json"
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always", UserWarning)
-        result = search_schedule(model, scheduler, config, state_path=out / "search_state.json")
+        result = (search_probe if probe else search_schedule)(model, scheduler, config, state_path=state)
     for warning in said:
         print(f"warning: {warning.message}", file=sys.stderr)
+    path = save_pretrained(result.schedule, out, model=model, model_spec=args.model, objective=args.objective)
+    print(search_line(result, config, path, state))
+
+
+def search_line(result, config, path: Path, state: Path) -> str:
+    """What a search found, in one line: latency (modelled and measured), score, moves, where it wrote."""
+    from ..learn.search import REFERENCES
+    from ..reporting.plots import schedule_map
+
     schedule = result.schedule
-    path = save_pretrained(schedule, out, model=model, model_spec=args.model, objective="search")
     png = schedule_map(schedule, path.parent / "schedule.png")
     moves = ", ".join(m for m in schedule.settings["moves"][1:]) or "none"
     measured = (
         "" if result.measured_ratio is None else f"measured {result.measured_ratio:.3f} alone against it; "
     )
-    state = out / "search_state.json"
-    change = schedule.settings["train_fd_change"]
+    change = schedule.settings.get("train_fd_change")
     guard = "" if change is None else f", less {config.guard_weight:g} x fd_clf's rise {change:+.3f}"
-    print(
+    what = (
+        f"an adaptive table (probe block 0, on {config.base or f'{config.warmup} warm-up calls'}, "
+        f"thresholds per {config.segments} call and {config.groups} block stretches: "
+        f"{schedule.settings['theta']} in log)"
+        if schedule.adaptive
+        else f"runs {schedule.executed_ratio:.1%} of the blocks, forecast order {schedule.forecast_order}"
+    )
+    return (
         f"search on {schedule.num_steps} calls of {config.sampler}, guidance scale "
         f"{config.guidance_scale:g}: latency {result.latency_ratio:.3f} of the full model's (modelled from "
         f"timed actions; {measured}asked {config.target_latency_ratio:g}), training score "
         f"{result.psnr:.2f} dB (PSNR of the final samples against {REFERENCES[config.reference]}{guard}; "
         f"start {result.start_psnr:.2f} dB, {config.samples} samples), {schedule.settings['rollouts']} "
-        f"rollouts; moves: {moves}; runs "
-        f"{schedule.executed_ratio:.1%} of the blocks, forecast order {schedule.forecast_order}; wrote "
-        f"{path}, {png} and {state}"
+        f"rollouts; moves: {moves}; {what}; wrote {path}, {png} and {state}"
     )
 
 

@@ -47,6 +47,7 @@ from .actions import FORECAST, MODES, REUSE, RUN, SKIP, straight_through
 from .adapters import BlockAdapter, Streams, adapter_for
 from .blocks import Blocks, compiled_original, resolve_modules
 from .forecast import ORDERS, Position, extrapolate
+from .probe import PROBE_BLOCK, Probe
 
 
 class ReuseCache:
@@ -54,7 +55,9 @@ class ReuseCache:
 
     ``keep[k]`` says whether block k's residual is stored when it runs (only blocks a schedule
     reuses or forecasts need it); ``forecast[k]`` whether its last ``order + 1`` runs are kept too,
-    with their call positions (``history[k]``, oldest first), to extrapolate from. Clear it at the
+    with their call positions (``history[k]``, oldest first), to extrapolate from. ``probe``: the
+    adaptive decisions of a schedule with thresholds (:mod:`lees.engine.probe`), which sees the probe
+    block's residual at every call (that block's residual is then always kept). Clear it at the
     start of every sampling run and every batch. A slot holds one tensor for a block that changes one
     stream, and a tuple (one tensor or None per stream, in the order of its adapter's ``streams``) for
     one that changes several (SD3's and Flux's joint blocks).
@@ -66,8 +69,12 @@ class ReuseCache:
         keep: Sequence[bool] | None = None,
         forecast: Sequence[bool] | None = None,
         order: int = 1,
+        probe: Probe | None = None,
     ) -> None:
         self.keep = list(keep) if keep is not None else [True] * num_blocks
+        self.probe = probe
+        if probe is not None:
+            self.keep[PROBE_BLOCK] = True
         self.forecast = list(forecast) if forecast is not None else [False] * num_blocks
         if len(self.keep) != num_blocks or len(self.forecast) != num_blocks:
             raise ValueError(
@@ -90,12 +97,16 @@ class ReuseCache:
         """Forget every residual (a new sampling run or batch starts)."""
         self.residuals = [None] * len(self.residuals)
         self.history = [[] for _ in self.residuals]
+        if self.probe is not None:
+            self.probe.clear()
 
     def store(self, k: int, residual: torch.Tensor | tuple, position: Position | None = None) -> None:
         """Keep block k's residual (a tensor, or a tuple of per-stream tensors and Nones), computed at
         call ``position`` (needed for a block it forecasts; its earlier runs of another shape are
         dropped). Positions must increase within a run."""
         self.residuals[k] = residual
+        if self.probe is not None and k == PROBE_BLOCK:
+            self.probe.observe(_tensors(residual)[0])
         if self.forecast[k]:
             if position is None:
                 raise ValueError(f"block {k} is forecast: store its residual with the call's position")
@@ -295,6 +306,8 @@ class Engine:
         if self._mode != "hard":
             return self._mixed(k, module, forward, args, kwargs)
         adapter, action, cache = self.adapters[k], self._decisions[k], self._cache
+        if cache is not None and cache.probe is not None:
+            action = cache.probe.action(k, action, self._position)
         if action == SKIP:
             return adapter.build(kwargs, adapter.shortcuts(module, adapter.inputs(module, args, kwargs)))
         if action in (REUSE, FORECAST) and cache is not None:

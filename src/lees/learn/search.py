@@ -59,7 +59,7 @@ from ..engine.actions import FORECAST, REUSE, RUN, SKIP
 from ..engine.blocks import Blocks, find_blocks
 from ..evaluation.fidelity import psnr
 from ..evaluation.ode_reference import ODE, check_deterministic
-from ..sampling.lockstep import sample_lockstep
+from ..sampling.lockstep import TimedSamples, sample_lockstep
 from ..schedules.baselines import cached_schedule
 from ..schedules.schedule import Schedule
 from ..utils.config import Settings
@@ -95,6 +95,7 @@ class SearchConfig(Settings):
     guard_data: str | None = None  # a dataset: penalise fd_clf's first-order rise to it (lees.learn.fd_guard)
     guard_n: int = 640  # the full model's samples behind the guard's feature statistics
     guard_weight: float = 50.0  # dB of score taken per unit that fd_clf rises (to first order)
+    start: str | None = None  # a schedule file to start from (None: the best uniform baselines that fit)
 
     def __post_init__(self) -> None:
         if not 0 < self.target_latency_ratio <= 1:
@@ -126,13 +127,17 @@ class LatencyCosts:
     reuse: float
     forecast: dict[int, float]
 
-    def ratio(self, actions: np.ndarray, order: int) -> float:
-        """The modelled latency of a (K, T) action table over the full model's T calls."""
+    def ratio(self, actions: np.ndarray, order: int, ran: np.ndarray | None = None) -> float:
+        """The modelled latency of a (K, T) action table over the full model's T calls; ``ran``: an adaptive
+        schedule's share of runs per cell beyond the table (:attr:`TimedSamples.adaptive_share`)."""
         per_block = np.zeros(actions.shape)
+        run = np.broadcast_to(np.asarray(self.run)[:, None], actions.shape)
         runs = actions == RUN
-        per_block[runs] = np.broadcast_to(np.asarray(self.run)[:, None], actions.shape)[runs]
+        per_block[runs] = run[runs]
         per_block[actions == REUSE] = self.reuse
         per_block[actions == FORECAST] = self.forecast[order]
+        if ran is not None:
+            per_block += ran * (run - per_block)
         return float((self.fixed * actions.shape[1] + per_block.sum()) / (self.full * actions.shape[1]))
 
     def to_dict(self) -> dict[str, Any]:
@@ -284,6 +289,19 @@ def uniform_starts(blocks: Blocks, timesteps: list) -> list[Candidate]:
     return list(found.values())
 
 
+def starts_of(blocks: Blocks, timesteps: list, config: SearchConfig) -> list[Candidate]:
+    """Where the search may start: ``config.start``'s table (made for the same blocks and calls; e.g. a
+    search's with another score, to refine it), else :func:`uniform_starts`."""
+    if config.start is None:
+        return uniform_starts(blocks, timesteps)
+    start = Schedule.load(config.start, blocks)
+    if start.timesteps != list(timesteps):
+        raise ValueError(f"{config.start} was made for other calls than {config.steps} of {config.sampler}")
+    if start.forecasts and start.forecast_order not in (1, 2):
+        raise ValueError(f"{config.start} forecasts at order {start.forecast_order}: the search knows 1, 2")
+    return [(start.actions.copy(), start.forecast_order)]
+
+
 def neighbours(candidate: Candidate) -> Iterator[tuple[str, Candidate]]:
     """Every move of the local search from ``candidate`` (module doc), named; the budget is checked after."""
     actions, order = candidate
@@ -364,18 +382,22 @@ class _Scorer:
     def __call__(self, candidate: Candidate) -> float:
         key = digest(candidate)
         if key not in self.state["scores"]:
-            schedule = _schedule(self.blocks, self.timesteps, *candidate, self.config, {})
-            images = _sample(self.model, self.scheduler, {"s": schedule}, self.config)["s"].images
-            scores = [float(psnr(images, r).clamp(max=100).mean()) for r in self.references]
-            self.state["scores"][key] = float(np.mean(scores))
-            if self.guard is not None:
-                change = self.guard.change(images)
-                self.state.setdefault("fd_change", {})[key] = change
-                self.state["scores"][key] -= self.config.guard_weight * max(change, 0.0)
-            self.rollouts += 1
-            self.save()
+            self.take(key, _schedule(self.blocks, self.timesteps, *candidate, self.config, {}))
         self.bar.update(len(self.state["scores"]) - self.bar.n)
         return self.state["scores"][key]
+
+    def take(self, key: str, schedule: Schedule) -> TimedSamples:
+        """Roll ``schedule`` out on the training batch, store its score under ``key`` (and save); its run."""
+        run = _sample(self.model, self.scheduler, {"s": schedule}, self.config)["s"]
+        scores = [float(psnr(run.images, r).clamp(max=100).mean()) for r in self.references]
+        self.state["scores"][key] = float(np.mean(scores))
+        if self.guard is not None:
+            change = self.guard.change(run.images)
+            self.state.setdefault("fd_change", {})[key] = change
+            self.state["scores"][key] -= self.config.guard_weight * max(change, 0.0)
+        self.rollouts += 1
+        self.save()
+        return run
 
     def save(self) -> None:
         if self.path is not None:
@@ -436,7 +458,7 @@ def search_schedule(
     with bar:
         score = _Scorer(model, scheduler, blocks, timesteps, config, state, state_path, bar)
         score.save()
-        current, log = _local_search(score, costs, uniform_starts(blocks, timesteps), bar)
+        current, log = _local_search(score, costs, starts_of(blocks, timesteps, config), bar)
     schedule = _found(blocks, timesteps, current, config, costs, log, state)
     measured = measured_ratio(model, scheduler, schedule, config) if config.check_rounds else None
     schedule.settings |= {"measured_latency_ratio": measured,
@@ -479,7 +501,8 @@ def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
     return state
 
 
-LATER_SETTINGS = {"reference": "run", "guard_data": None, "guard_n": 640, "guard_weight": 50.0}
+LATER_SETTINGS = {"reference": "run", "guard_data": None, "guard_n": 640, "guard_weight": 50.0, "base": None,
+                  "start": None}  # fmt: skip
 """Settings added after searches were stored, with the value those searches were scored with."""
 
 

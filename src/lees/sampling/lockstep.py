@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import SchedulerMixin
 from torch import nn
@@ -111,12 +112,15 @@ def sample(
 class TimedSamples:
     """The samples of one method, the seconds its denoiser calls and sampler updates took (a pipeline
     call's: the whole call), the peak memory of its reuse cache (bytes per sample; 0 for a method that
-    reuses nothing) and, for a pipeline call, the seconds its denoiser calls took within it."""
+    reuses nothing), for a pipeline call the seconds its denoiser calls took within it, and for an adaptive
+    schedule the share of batches in which each (block, call) cell ran though its table reused or
+    forecast it (:mod:`lees.engine.probe`)."""
 
     images: torch.Tensor
     seconds: float
     cache_bytes_per_sample: float = 0.0
     denoiser_seconds: float | None = None
+    adaptive_share: np.ndarray | None = None
 
 
 @torch.inference_mode()
@@ -189,7 +193,11 @@ def _sample_batches(model, runs: dict[str, _Method], indices: range, batch_size:
         for name, x in _batch(model, runs, idx, rows, seed, device, decoder, clock, bar).items():
             images[name].append(x.cpu())
     cache = {name: run.cache_bytes_per_sample for name, run in runs.items()}
-    return {name: TimedSamples(torch.cat(images[name]), clock.seconds[name], cache[name]) for name in runs}
+    return {
+        name: TimedSamples(torch.cat(images[name]), clock.seconds[name], cache[name],
+                           adaptive_share=run.adaptive_share)
+        for name, run in runs.items()
+    }  # fmt: skip
 
 
 def _batch(model, runs: dict[str, _Method], idx: range, rows, seed: int, device, decoder, clock: _Clock,
@@ -274,6 +282,12 @@ class _Method:
     @property
     def cache_bytes_per_sample(self) -> float:
         return self.cache.peak_bytes_per_sample if self.cache is not None else 0.0
+
+    @property
+    def adaptive_share(self) -> np.ndarray | None:
+        """An adaptive schedule's per-cell share of batches that ran beyond its table (else None)."""
+        probe = None if self.cache is None else self.cache.probe
+        return None if probe is None else probe.ran_share
 
     def step(self, x: torch.Tensor, j: int, cond: dict, gens: list[torch.Generator]) -> torch.Tensor:
         """One sampler step from x_j: the model's (guided) prediction at the solver's scaled input and

@@ -71,6 +71,8 @@ def method_digest(method: Method) -> str:
         digest.update(method.actions.tobytes())
         if method.forecasts:  # a schedule without forecasts keeps the digest it had before they existed
             digest.update(f"forecast order {method.forecast_order}".encode())
+        if method.adaptive:
+            digest.update(method.thresholds.tobytes())
         digest.update(repr((list(method.timesteps), list(method.block_names))).encode())
     else:
         for name, tensor in sorted(method.state_dict().items()):

@@ -11,8 +11,10 @@ as the same JSON, so every sampler, benchmark and plot takes any of them.
 JSON (version 2): one string per block, one character per step: ``1`` run, ``r`` reuse, ``0``
 skip. Version 3 adds ``f`` forecast and the schedule's ``forecast_order`` (1: the line through a
 block's last two runs, 2: the parabola through its last three, 0: reuse; :mod:`lees.engine.forecast`);
-a schedule that forecasts nothing is still written as version 2, so older lees reads it. Version 1 files
-(run/skip only, written by lees 0.1) load unchanged.
+a schedule that forecasts nothing is still written as version 2, so older lees reads it. Version 4 adds
+``thresholds`` (an adaptive schedule, :mod:`lees.engine.probe`): one list per block, one number per step,
+null where the cell follows the table; older lees refuses it rather than run the table alone. Version 1
+files (run/skip only, written by lees 0.1) load unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..engine.actions import FORECAST, REUSE, RUN, SKIP, open_mask
 from ..engine.blocks import Blocks
 from ..engine.forecast import ORDERS
 from ..engine.hooks import ReuseCache
+from ..engine.probe import PROBE_BLOCK, Probe
 from ..utils.files import atomic_write_text
 from .gates import SigmoidTimeGate
 
@@ -39,7 +42,9 @@ FORMAT = "lees.schedule"
 
 VERSION = 3  # written for a schedule that forecasts; one that does not is written as version 2
 
-READS = (1, 2, 3)  # file versions this one reads
+ADAPTIVE_VERSION = 4  # written for a schedule with thresholds
+
+READS = (1, 2, 3, 4)  # file versions this one reads
 
 SOURCES = ("full", "learned", "router", "ase", "deepcache", "uniform", "random", "manual", "search")
 
@@ -74,6 +79,20 @@ def _checked_timesteps(timesteps: Sequence[Any], num_train: int) -> list[int | f
     return values
 
 
+def _read_thresholds(rows: Any) -> np.ndarray | None:
+    """A schedule file's thresholds (lists of numbers, null for inf) as an array; None when absent."""
+    if rows is None:
+        return None
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        raise ScheduleError("thresholds must be a list of lists of numbers or null, one per block")
+    if not all(v is None or type(v) in (int, float) for r in rows for v in r):
+        raise ScheduleError("a threshold is a number, or null where the table decides")
+    try:
+        return np.array([[math.inf if v is None else v for v in r] for r in rows], dtype=np.float64)
+    except ValueError:
+        raise ScheduleError("thresholds rows must be of equal length") from None
+
+
 @dataclass
 class Schedule:
     """What each of K named blocks does at each of T sampler timesteps.
@@ -82,7 +101,10 @@ class Schedule:
     ``FORECAST``); afterwards ``actions`` holds the codes and ``table`` the booleans "block k computes
     at step j" (what FLOP and executed ratios count: a reused or forecast block saves its compute like
     a skipped one). ``forecast_order`` (0, 1 or 2) is the degree of the polynomial a ``FORECAST`` cell
-    extrapolates its block's residual with.
+    extrapolates its block's residual with. ``thresholds`` (K x T floats, ``inf`` where the table decides
+    alone; None: none) makes the schedule adaptive: a reusing or forecasting cell runs where the probe's
+    accumulated change exceeds its threshold (:mod:`lees.engine.probe`); the table is then the floor of
+    what a run computes, and ``table``, ``flop_ratio`` count the table's runs only.
     """
 
     table: np.ndarray
@@ -93,6 +115,7 @@ class Schedule:
     block_shares: list[float] | None = None
     num_train_timesteps: int = 1000
     forecast_order: int = 1
+    thresholds: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         table = np.asarray(self.table)
@@ -125,6 +148,27 @@ class Schedule:
                 raise ScheduleError("block shares must be FLOP fractions in [0, 1]")
             if sum(self.block_shares) > 1 + 1e-6:
                 raise ScheduleError("block shares add up to more than the whole model")
+        if self.thresholds is not None:
+            self.thresholds = self._checked_thresholds(np.asarray(self.thresholds, dtype=np.float64))
+
+    def _checked_thresholds(self, thresholds: np.ndarray) -> np.ndarray:
+        """Thresholds of the table's shape, not negative, finite only on reusing or forecasting cells, with
+        the probe block run at every call (it drives the decisions)."""
+        if thresholds.shape != self.actions.shape or np.isnan(thresholds).any() or (thresholds < 0).any():
+            raise ScheduleError(
+                f"thresholds must be a {self.actions.shape} table of numbers >= 0 (inf: the table decides)"
+            )
+        finite = np.isfinite(thresholds)
+        if (finite & ~np.isin(self.actions, (REUSE, FORECAST))).any():
+            raise ScheduleError("a threshold belongs on a cell that reuses or forecasts (the others: inf)")
+        if finite.any() and not (self.actions[PROBE_BLOCK] == RUN).all():
+            raise ScheduleError(f"an adaptive schedule runs its probe block {PROBE_BLOCK} at every step")
+        return thresholds if finite.any() else None
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether cells decide from the probe at sampling time (:attr:`thresholds`)."""
+        return self.thresholds is not None
 
     # -- construction -------------------------------------------------------------------------
 
@@ -231,7 +275,10 @@ class Schedule:
         neither reuses nor forecasts."""
         if not self.reuses:
             return None
-        return ReuseCache(self.num_blocks, self.kept_blocks(), self.forecast_blocks(), self.forecast_order)
+        probe = Probe(self.thresholds) if self.adaptive else None
+        return ReuseCache(
+            self.num_blocks, self.kept_blocks(), self.forecast_blocks(), self.forecast_order, probe
+        )
 
     def cache_bytes_per_sample(self, blocks: Blocks, element_size: int = 4) -> int:
         """Peak memory of the reuse cache per sample: every block the schedule reuses keeps one
@@ -265,9 +312,13 @@ class Schedule:
 
     def to_dict(self) -> dict[str, Any]:
         forecast = {"forecast_order": self.forecast_order} if self.forecasts else {}
+        if self.adaptive:
+            rows = [[None if math.isinf(v) else float(v) for v in row] for row in self.thresholds]
+            forecast["thresholds"] = rows
+        version = ADAPTIVE_VERSION if self.adaptive else VERSION if self.forecasts else 2
         return {
             "format": FORMAT,
-            "version": VERSION if self.forecasts else 2,
+            "version": version,
             "source": self.source,
             "settings": self.settings,
             "num_train_timesteps": self.num_train_timesteps,
@@ -295,6 +346,7 @@ class Schedule:
             settings = data.get("settings", {})
             num_train = data.get("num_train_timesteps", 1000)
             order = data.get("forecast_order", 1)
+            thresholds = _read_thresholds(data.get("thresholds"))
         except (KeyError, TypeError) as err:
             raise ScheduleError(f"schedule is missing {err}") from None
         codes = {c: a for a, c in CHARS.items()}
@@ -325,6 +377,7 @@ class Schedule:
             None if shares is None else [float(s) for s in shares],
             num_train,
             order,
+            thresholds,
         )
 
     def save(self, path: str | Path) -> Path:

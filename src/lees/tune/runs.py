@@ -71,6 +71,8 @@ class Run:
         }
         if self.schedule is not None:
             what["schedule"] = [self.schedule.actions.tolist(), list(self.schedule.timesteps)]
+            if self.schedule.adaptive:
+                what["thresholds"] = self.schedule.to_dict()["thresholds"]
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
     def tuned(self) -> TunedPolicy:
