@@ -233,3 +233,6 @@ def test_a_search_started_from_a_schedule_file_refines_its_table(tmp_path):
     assert budget - 0.02 <= result.latency_ratio <= budget + 1e-9 and result.psnr > result.start_psnr
     with pytest.raises(ValueError, match="other calls"):
         _search(tmp_path, budget, start=str(start), steps=STEPS - 2)
+    trimmed = _search(tmp_path, 1.5 / STEPS, start=str(start))  # over budget: call 3 is turned to reuse
+    first = trimmed.log[0]["latency_ratio"]
+    assert first == pytest.approx(1 / STEPS) and trimmed.latency_ratio <= 1.5 / STEPS + 1e-9

@@ -3,7 +3,9 @@
 The full model and each schedule named (default: search-0.50, search-0.35 and uniform-3-forecast) are
 sampled alone, 16 samples a round, in rounds whose order turns; then, with --lockstep, all side by side,
 step by step (``sample_lockstep``). Prints each schedule's median ratio to the full model alone (with the
-quartiles over the rounds) and its summed ratio side by side.
+quartiles over the rounds) and its summed ratio side by side; for an adaptive schedule (``lees route
+--objective probe``) also the cells it ran beyond its table in each round (each round is another batch of
+16 samples: how much the probe's decisions vary with the batch).
 
     PYTHONPATH=src python docs/results/learned-dit/alone.py [--rounds 4] [--lockstep] [--sampler euler]
         [--steps 30] [NAME ...]
@@ -32,12 +34,17 @@ schedules = {n: lees.Schedule.load(HERE / n / "schedule.json") for n in args.nam
 names, rounds = ["full", *schedules], args.rounds
 settings = {"steps": args.steps, "sampler": args.sampler, "seed": 71, "scheduler": noise, "batch_size": 16,
             "progress": False, "guidance_scale": 2.0}  # fmt: skip
-alone = {n: [] for n in names}
+alone, extra = {n: [] for n in names}, {n: [] for n in names}
 for r in range(rounds):
     for n in names[r % len(names) :] + names[: r % len(names)]:
         runs = lees.sample_lockstep(model, {n: schedules.get(n)}, 16, first=16 * r, **settings)
         alone[n].append(runs[n].seconds)
+        if runs[n].adaptive_share is not None:
+            extra[n].append(int(runs[n].adaptive_share.sum()))
 print("threads", torch.get_num_threads())
+for n in names:
+    if extra[n]:
+        print(n, "cells run beyond the table, round by round:", extra[n])
 for n in names:
     ratios = [s / f for s, f in zip(alone[n], alone["full"], strict=True)]
     q1, q3 = np.percentile(ratios, [25, 75])

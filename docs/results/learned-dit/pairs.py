@@ -40,6 +40,14 @@ PAIRS |= {  # the DPM-Solver++-20 reference (tune-dpm-more)
     "search-guard-dpm-0.35": ["TaylorSeer(cache_interval=4, disable_cache_before_step=3)", "unipc@7",
                               "dpm++@7", "search-dpm-0.35", "full"],
 }  # fmt: skip
+PAIRS |= {  # the adaptive schedules (search-probe.sh) beside the static guarded tables, same score and costs
+    "search-probe-0.50": ["search-guard-0.50", *PAIRS["search-0.50"][:3], "full"],
+    "search-probe-0.35": ["search-guard-0.35", *PAIRS["search-0.35"][:3], "full"],
+    "search-probe-on-0.35-0.50": ["search-guard-0.50", "search-probe-0.50", "search-guard-0.35",
+                                  PAIRS["search-0.50"][0], "full"],
+    "search-guard-dpm-0.35-from-run": [*PAIRS["search-guard-dpm-0.35"][:3], "search-dpm-0.35",
+                                       "search-guard-dpm-0.35", "full"],
+}  # fmt: skip
 
 
 def load(folder: Path) -> dict:

@@ -15,20 +15,37 @@ with the probe's settings (`lees route --objective probe`'s defaults) added to t
     python reuse_costs.py search-guard-0.50 search-probe-0.50 0.5 probe
     python reuse_costs.py search-guard-0.50 search-probe-on-0.35-0.50 0.5 probe \
         search-guard-0.35/schedule.json
+
+and the guarded DPM search at 0.35 started from the run-scored table `search-dpm-0.35` (search-guard.sh
+with START=search-dpm-0.35):
+
+    python reuse_costs.py search-guard-dpm-0.50 search-guard-dpm-0.35-from-run 0.35 search \
+        search-dpm-0.35/schedule.json
 """
 
+import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
-source, target, budget = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
-objective = sys.argv[4] if len(sys.argv) > 4 else "search"
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("source", type=Path)
+parser.add_argument("target", type=Path)
+parser.add_argument("budget", type=float)
+parser.add_argument("objective", nargs="?", default="search", choices=("search", "probe"))
+parser.add_argument("table", nargs="?", default=None, help="the probe's base, or the search's start")
+parser.add_argument("--guard-weight", type=float, default=None, help="another guard weight than the source's")
+args = parser.parse_args()
+source, target, budget, objective, table = args.source, args.target, args.budget, args.objective, args.table
 stored = json.loads((source / "search_state.json").read_text())
 target.mkdir()
 config = {**stored["config"], "target_latency_ratio": budget}
 if objective == "probe":
-    config |= {"warmup": 3, "segments": 5, "groups": 2, "base": sys.argv[5] if len(sys.argv) > 5 else None}
+    config |= {"warmup": 3, "segments": 5, "groups": 2, "base": table}
+elif table is not None:
+    config |= {"start": table}
+if args.guard_weight is not None:
+    config["guard_weight"] = args.guard_weight
 state = {"config": config, "scores": {}, "costs": stored["costs"]}
 (target / f"{objective}_state.json").write_text(json.dumps(state))
 shutil.copy(source / "guard-statistics.safetensors", target)

@@ -52,6 +52,7 @@ def _command(budget: float, st: dict) -> str:
     """The ``lees route`` command that searched the table, from its stored settings."""
     extra = "" if st.get("reference", "run") == "run" else f" --reference {st['reference']}"
     extra += f" --data {st['guard_data']}" if st.get("guard_data") else ""
+    extra += f" --schedule {st['start']}" if st.get("start") else ""
     return (
         f"lees route --model embedded-dit --sampler {st['sampler']} --steps {st['steps']} --guidance-scale 2 "
         "--objective search\n"
@@ -74,6 +75,7 @@ def readme(
     start, end, modelled = st.get("start_psnr", 0), st.get("train_psnr", 0), st.get("latency_ratio", 0)
     scored = st.get("objective", "").removeprefix("search: ")
     shipped = shipped_name(st["sampler"], budget)
+    begun = st.get("start") or "the best uniform table"
     timing = ""
     if len(alone) > 1:
         quoted = "\n".join(alone[1:])
@@ -106,7 +108,7 @@ images = pipe(class_labels=[0, 1, 2, 3], guidance_scale=2.0, **lees.tuned(folder
 (docs/results/learned-dit/README.md; the search's output and state in docs/results/learned-dit/{name}):
 each candidate table scored by {scored}, on {samples} training samples (seed 9001, no evaluation's),
 each action's latency timed; {rollouts} rollouts, training score from {start:.2f} to {end:.2f} dB,
-modelled latency {modelled:.3f}; moves after the uniform start: {moves}.
+modelled latency {modelled:.3f}; moves after the start ({begun}): {moves}.
 
 ## Measured
 

@@ -132,6 +132,10 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         help="search: also keep fd_clf to this dataset (e.g. fashion-mnist) from rising, to first order, "
         "through the full model's feature statistics (lees.learn.fd_guard) (none)",
     )  # fmt: skip
+    p.add_argument(
+        "--guard-weight", type=float, default=50.0,
+        help="search: dB of score taken per unit of fd_clf's first-order rise, with --data (50)",
+    )  # fmt: skip
     p.add_argument("--probe-warmup", type=int, default=3, help="probe: calls run in full first (3)")
     p.add_argument(
         "--probe-base", default=None, metavar="SCHEDULE",
@@ -157,8 +161,10 @@ def run(args: argparse.Namespace) -> None:
     counts = args.steps
     check_step_counts(counts)
     searched = args.objective in ("search", "probe")
-    if not searched and (args.data is not None or args.reference != "run"):
-        raise ValueError("--data and --reference score a search's rollouts: add --objective search or probe")
+    if not searched and (args.data is not None or args.reference != "run" or args.guard_weight != 50.0):
+        raise ValueError(
+            "--data, --guard-weight and --reference score a search's rollouts: add --objective search or probe"
+        )
     model, scheduler, source = route_model(args)
     if searched:
         if len(counts) != 1:
@@ -280,6 +286,7 @@ def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -
         steps=steps, sampler=args.sampler, guidance_scale=guidance_scale(args, model),
         target_latency_ratio=args.target_latency_ratio, samples=args.trajectories or 16,
         seed=args.seed, max_rollouts=args.max_rollouts, reference=args.reference, guard_data=args.data,
+        guard_weight=args.guard_weight,
     )  # fmt: skip
     probe = args.objective == "probe"
     if args.schedule != "baseline" and (probe or args.schedule == "full"):

@@ -263,7 +263,9 @@ def _found(config: ProbeConfig, theta: np.ndarray, log: list[dict], state: dict)
     objective = f"probe search: final-sample PSNR against {REFERENCES[config.reference]} (same noise)"
     if config.guard_data:
         objective += f", less {config.guard_weight:g} dB per unit of fd_clf's first-order rise"
+    change = state.get("fd_change", {}).get(key_of(theta))
     return {"objective": objective, "theta": np.round(theta, 6).tolist(), "train_psnr": log[-1]["psnr"],
+            "train_fd_change": change,
             "start_psnr": log[0]["psnr"], "latency_ratio": log[-1]["latency_ratio"],
             "costs": state["costs"], "rollouts": len(state["scores"]),
             "moves": [r["move"] for r in log]}  # fmt: skip
