@@ -215,3 +215,32 @@ def test_rows_added_to_a_stored_tune_are_said_to_pair_with_another_sessions_full
     other = dict(settings, out=tmp_path / "new")
     measure(model, scheduler, {FULL: full, "ddim@2": fewer}, **other)  # sampled in the same rounds
     assert "warning" not in capsys.readouterr().out
+
+
+def test_a_runs_pieces_are_found_by_its_name_as_the_folder_spells_it(tmp_path):
+    from lees.tune.measure import piece_folder, piece_name
+
+    run = Run("TaylorSeer(cache_interval=3, disable_cache_before_step=3)", "cache", "euler", 4)
+    folder = piece_folder(tmp_path, run)
+    assert folder.name.rsplit("-", 1)[0] == piece_name(run.name)
+    assert not set(piece_name(run.name)) & set("(), =")  # a plain folder name
+
+
+def test_the_frontier_draws_the_full_models_own_interval_where_it_has_one(tmp_path, monkeypatch):
+    import lees.tune.plot
+
+    drawn = []
+    monkeypatch.setattr(lees.tune.plot, "save_figure", lambda fig, path: drawn.append(fig) or path)
+
+    def row(name, kind, latency, value, interval):
+        return {"name": name, "kind": kind, "solver": "euler", "steps": 4, "latency_ratio": latency,
+                "psnr_ode": value, "psnr_ode_interval": interval}  # fmt: skip
+
+    rows = [row(FULL, "steps", 1.0, 38.0, [36.0, 39.5]), row("euler@2", "steps", 0.5, 30.0, [29.0, 31.0]),
+            row("search", "schedule", 0.4, 36.0, [35.0, 37.0])]  # fmt: skip
+    lees.tune.plot.frontier(rows, [0.5], tmp_path / "f.png", metric="psnr_ode")
+    (ax,) = drawn[0].axes
+    full = next(c for c in ax.containers if c.get_label() == "full model")
+    (bar,) = full.lines[2]  # the vertical error bar's segments
+    assert bar.get_segments()[0][:, 1].tolist() == [36.0, 39.5]
+    assert ax.get_ylabel() == lees.tune.plot.LABELS["psnr_ode"]

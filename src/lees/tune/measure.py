@@ -48,9 +48,14 @@ class Measured:
         return statistics.median(s / f for s, f in zip(self.seconds, full.seconds, strict=True))
 
 
+def piece_name(name: str) -> str:
+    """A run's name as its piece folder spells it (``TaylorSeer_cache_interval_3_...``)."""
+    return re.sub(r"[^A-Za-z0-9@.+-]+", "_", name).strip("_")
+
+
 def piece_folder(out: Path, run: Run) -> Path:
     """Where ``run``'s pieces are stored: named by the run, tied to what it does by its digest."""
-    return out / "pieces" / f"{re.sub(r'[^A-Za-z0-9@.+-]+', '_', run.name).strip('_')}-{run.digest()}"
+    return out / "pieces" / f"{piece_name(run.name)}-{run.digest()}"
 
 
 def claim_pieces(
