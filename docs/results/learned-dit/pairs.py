@@ -47,6 +47,8 @@ PAIRS |= {  # the adaptive schedules (search-probe.sh) beside the static guarded
                                   PAIRS["search-0.50"][0], "full"],
     "search-guard-dpm-0.35-from-run": [*PAIRS["search-guard-dpm-0.35"][:3], "search-dpm-0.35",
                                        "search-guard-dpm-0.35", "full"],
+    "search-guard-dpm-0.35-from-run-w20": [*PAIRS["search-guard-dpm-0.35"][:3], "search-dpm-0.35",
+                                           "search-guard-dpm-0.35-from-run", "full"],
 }  # fmt: skip
 
 
