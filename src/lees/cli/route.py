@@ -92,9 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--schedule",
         default="baseline",
-        help="start from: baseline (the default: DeepCache for a UNet, else uniform reuse, within the "
-        "budget; search: the best uniform tables), full (run everything), or a schedule JSON for the same "
-        "steps (search: its table, e.g. one searched with another score, to refine)",
+        help="start from: baseline (default: DeepCache for a UNet, else uniform reuse; search: the best "
+        "uniform tables), full (all run), or a schedule JSON for the same steps (search: its table, refined)",
     )
     p.add_argument("--estimator", choices=("ste", "soft"), default="ste", help="gradient of the decisions")
     p.add_argument(
