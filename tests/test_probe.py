@@ -9,6 +9,7 @@ from diffusers import DDPMScheduler, EulerDiscreteScheduler
 
 import lees
 from lees import GatedModel, ReuseCache, Schedule, find_blocks
+from lees.cli import main
 from lees.diffusion.samplers import sampler_timesteps
 from lees.engine.actions import FORECAST, REUSE, RUN
 from lees.engine.probe import Probe, relative_change
@@ -180,3 +181,19 @@ def test_a_base_table_is_the_floor_the_probe_adds_runs_to(tmp_path):
         probe_schedule(
             blocks, sampler_timesteps(DDPMScheduler(**DDPM_NOISE), 6, "ddim"), np.zeros((5, 2)), other
         )
+
+
+def test_route_probe_writes_an_adaptive_schedule_that_sample_runs(folder, tmp_path, capsys):
+    out = tmp_path / "p"
+    argv = ["route", "--model", folder, "--sampler", "ddim", "--steps", "6", "--objective", "probe",
+            "--target-latency-ratio", "0.8", "--trajectories", "2", "--max-rollouts", "12",
+            "--probe-warmup", "2", "--probe-segments", "2", "1", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'schedule.json'}" in printed and "an adaptive table" in printed
+    schedule = Schedule.load(out / "schedule.json")
+    assert schedule.adaptive and (out / "probe_state.json").is_file()
+    assert main(["sample", "--model", folder, "-n", "2", "--schedule", str(out / "schedule.json"),
+                 "--out", str(tmp_path / "g.png")]) == 0  # fmt: skip
+    assert main([*argv[:-2], "--schedule", "full", "--out", str(tmp_path / "q")]) == 2
+    assert "--probe-base" in capsys.readouterr().err and not (tmp_path / "q").exists()

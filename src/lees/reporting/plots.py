@@ -100,7 +100,8 @@ def gate_heatmap(
 
 def schedule_map(schedule: Schedule, path: str | Path, title: str | None = None) -> Path:
     """The K x T table of a schedule: which block runs (black), forecasts its residual (dark grey),
-    reuses its last one (grey) or is skipped (white) at which sampling step."""
+    reuses its last one (grey) or is skipped (white) at which sampling step; an adaptive schedule's cells
+    with a threshold dotted."""
     fig, ax = plt.subplots(figsize=(7, 0.28 * schedule.num_blocks + 1.5))
     actions = schedule.actions
     shade = np.select([actions == RUN, actions == FORECAST, actions == REUSE], [1.0, 0.65, 0.4], 0.0)
@@ -113,6 +114,10 @@ def schedule_map(schedule: Schedule, path: str | Path, title: str | None = None)
     ratios = f"executed {schedule.executed_ratio:.0%}"
     if schedule.block_shares is not None:
         ratios += f", FLOPs {schedule.flop_ratio:.0%}"
+    if schedule.adaptive:  # the table is the floor; dotted cells run where the probe's change passes
+        rows, columns = np.nonzero(np.isfinite(schedule.thresholds))
+        ax.scatter(columns, rows, s=4, c="white", marker=".")
+        ratios += f"; adaptive: {len(rows)} dotted cells may run"
     ax.set_title(title or f"{schedule.source} schedule ({ratios})")
     return save_figure(fig, path)
 
