@@ -43,10 +43,8 @@ from diffusers import SchedulerMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..diffusion.samplers import sampler_timesteps
-from ..diffusion.solvers import default_solver
 from ..engine.actions import FORECAST, REUSE, RUN
-from ..engine.blocks import Blocks, find_blocks
+from ..engine.blocks import Blocks
 from ..engine.probe import PROBE_BLOCK
 from ..schedules.schedule import Schedule
 from .search import (
@@ -54,12 +52,9 @@ from .search import (
     LatencyCosts,
     SearchConfig,
     SearchResult,
+    _finished,
+    _prepared,
     _Scorer,
-    _state,
-    check_search,
-    measure_costs,
-    measured_ratio,
-    warn_off_budget,
 )
 
 STEP = math.log(1.5)  # a move scales a threshold by 1.5 (or 1 / 1.5)
@@ -231,31 +226,18 @@ def search_probe(
         >>> lees.enable(pipe, result.schedule)  # doctest: +SKIP
     """
     started = time.perf_counter()
-    config = config or ProbeConfig()
-    sampler = config.sampler or default_solver(scheduler)
-    config = ProbeConfig.from_dict({**config.to_dict(), "sampler": sampler})
-    blocks = blocks or find_blocks(model)
-    timesteps = sampler_timesteps(scheduler, config.steps, config.sampler)
-    check_search(model, scheduler, config)
-    state = _state(state_path, config)
-    if "costs" not in state:
-        state["costs"] = (costs or measure_costs(model, scheduler, blocks, config, timesteps)).to_dict()
+    config, blocks, timesteps, state, costs = _prepared(
+        model, scheduler, config or ProbeConfig(), blocks, state_path, costs
+    )
     budget = config.target_latency_ratio
     bar = tqdm(total=config.max_rollouts, desc="probe search", unit="rollout", disable=not progress)
     with bar:
         score = _ProbeScorer(model, scheduler, blocks, timesteps, config, state, state_path, bar)
-        score.costs = LatencyCosts.from_dict(state["costs"])
+        score.costs = costs
         score.save()
         theta, log = _local_search(score, _start(score, (config.segments, config.groups), budget), budget)
     schedule = probe_schedule(blocks, timesteps, theta, config, _found(config, theta, log, state))
-    measured = measured_ratio(model, scheduler, schedule, config) if config.check_rounds else None
-    schedule.settings |= {"measured_latency_ratio": measured,
-                          "train_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
-    warn_off_budget(log[-1]["latency_ratio"], budget)
-    if measured is not None:
-        warn_off_budget(measured, budget, measured=True)
-    return SearchResult(schedule, log[-1]["psnr"], log[-1]["latency_ratio"], log[0]["psnr"], score.costs,
-                        score.rollouts, log, measured)  # fmt: skip
+    return _finished(model, scheduler, schedule, config, costs, log, score.rollouts, started)
 
 
 def _found(config: ProbeConfig, theta: np.ndarray, log: list[dict], state: dict) -> dict:

@@ -444,32 +444,45 @@ def search_schedule(
         >>> lees.enable(pipe, result.schedule)  # doctest: +SKIP
     """
     started = time.perf_counter()
-    config = config or SearchConfig()
-    sampler = config.sampler or default_solver(scheduler)
-    config = SearchConfig.from_dict({**config.to_dict(), "sampler": sampler})
-    blocks = blocks or find_blocks(model)
-    timesteps = sampler_timesteps(scheduler, config.steps, config.sampler)
-    check_search(model, scheduler, config)
-    state = _state(state_path, config)
-    if "costs" not in state:
-        state["costs"] = (costs or measure_costs(model, scheduler, blocks, config, timesteps)).to_dict()
-    costs = LatencyCosts.from_dict(state["costs"])
+    config, blocks, timesteps, state, costs = _prepared(
+        model, scheduler, config or SearchConfig(), blocks, state_path, costs
+    )
     bar = tqdm(total=config.max_rollouts, desc="search", unit="rollout", disable=not progress)
     with bar:
         score = _Scorer(model, scheduler, blocks, timesteps, config, state, state_path, bar)
         score.save()
         current, log = _local_search(score, costs, starts_of(blocks, timesteps, config), bar)
     schedule = _found(blocks, timesteps, current, config, costs, log, state)
+    return _finished(model, scheduler, schedule, config, costs, log, score.rollouts, started)
+
+
+def _prepared(model, scheduler, config: SearchConfig, blocks: Blocks | None, state_path, costs):
+    """What a search (tables or probe thresholds) starts from: ``config`` with its solver named, the blocks,
+    the solver's timesteps, the stored state at ``state_path`` (or a new one) and the actions' costs
+    (``costs``, else stored, else measured now and stored); the settings checked before any timing."""
+    sampler = config.sampler or default_solver(scheduler)
+    config = type(config).from_dict({**config.to_dict(), "sampler": sampler})
+    blocks = blocks or find_blocks(model)
+    timesteps = sampler_timesteps(scheduler, config.steps, config.sampler)
+    check_search(model, scheduler, config)
+    state = _state(state_path, config)
+    if "costs" not in state:
+        state["costs"] = (costs or measure_costs(model, scheduler, blocks, config, timesteps)).to_dict()
+    return config, blocks, timesteps, state, LatencyCosts.from_dict(state["costs"])
+
+
+def _finished(model, scheduler, schedule: Schedule, config: SearchConfig, costs: LatencyCosts,
+              log: list[dict[str, Any]], rollouts: int, started: float) -> SearchResult:  # fmt: skip
+    """The found schedule timed against the full model (``check_rounds``), its settings completed, a warning
+    where its modelled or measured share is off the budget, and the search's result."""
     measured = measured_ratio(model, scheduler, schedule, config) if config.check_rounds else None
     schedule.settings |= {"measured_latency_ratio": measured,
                           "train_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
-    ratio = schedule.settings["latency_ratio"]
+    ratio = log[-1]["latency_ratio"]
     warn_off_budget(ratio, config.target_latency_ratio)
     if measured is not None:
         warn_off_budget(measured, config.target_latency_ratio, measured=True)
-    return SearchResult(
-        schedule, log[-1]["psnr"], ratio, log[0]["psnr"], costs, score.rollouts, log, measured
-    )
+    return SearchResult(schedule, log[-1]["psnr"], ratio, log[0]["psnr"], costs, rollouts, log, measured)
 
 
 def _found(blocks: Blocks, timesteps: list, current: Candidate, config: SearchConfig, costs: LatencyCosts,
