@@ -145,9 +145,9 @@ def test_the_found_schedule_is_timed_alone_against_the_full_model_and_warns_over
     alone; a share measured more than 0.02 over the budget warns with the figure."""
     real, calls = search._sample, []
 
-    def timed(model, scheduler, methods, config):
+    def timed(model, scheduler, methods, config, steps=None, sampler=None):
         ((name, method),) = methods.items()
-        runs = real(model, scheduler, methods, config)
+        runs = real(model, scheduler, methods, config, steps, sampler)
         if name in ("full", "schedule"):  # the end check's two methods (and first the search's reference)
             calls.append(name)
             r = calls.count(name) - 1
@@ -236,3 +236,57 @@ def test_a_search_started_from_a_schedule_file_refines_its_table(tmp_path):
     trimmed = _search(tmp_path, 1.5 / STEPS, start=str(start))  # over budget: call 3 is turned to reuse
     first = trimmed.log[0]["latency_ratio"]
     assert first == pytest.approx(1 / STEPS) and trimmed.latency_ratio <= 1.5 / STEPS + 1e-9
+
+
+def test_a_search_on_another_solver_is_scored_and_timed_against_the_reference_run(monkeypatch):
+    """The solver chosen with the table: a table on 4 DDIM steps, scored against the full model's run at 8
+    and budgeted as a share of its 8 calls, spends that budget (a full call 1/8, a half 1/16), and the end
+    check times the full model at 8 steps."""
+    model, scheduler = tiny_unet(), DDPMScheduler(**DDPM_NOISE)
+    blocks = find_blocks(model)
+    config = SearchConfig(steps=4, sampler="ddim", samples=2, reference_run="ddim@8",
+                          target_latency_ratio=0.44, max_rollouts=40, starts=2, check_rounds=1)  # fmt: skip
+    by_hand = sample_lockstep(model, {"r": None}, 2, steps=8, sampler="ddim", seed=search.TRAIN_SEED,
+                              scheduler=scheduler, progress=False)["r"].images  # fmt: skip
+    torch.testing.assert_close(search.references(model, scheduler, blocks, config)["run"], by_hand)
+    real, full_steps = search._sample, []
+
+    def recorded(model, scheduler, methods, config, steps=None, sampler=None):
+        if "full" in methods:
+            full_steps.append(steps or config.steps)
+        return real(model, scheduler, methods, config, steps, sampler)
+
+    monkeypatch.setattr(search, "_sample", recorded)
+    result = search_schedule(model, scheduler, config, progress=False, costs=_costs(len(blocks)))
+    actions = result.schedule.actions
+    assert actions.shape == (len(blocks), 4) and result.log[0]["latency_ratio"] == pytest.approx(3 / 8)
+    by_hand = sum(_costs(len(blocks)).run[k] for k, j in zip(*np.nonzero(actions == RUN), strict=True)) / 8
+    assert result.latency_ratio == pytest.approx(by_hand) and 0.42 <= result.latency_ratio <= 0.44 + 1e-9
+    assert full_steps == [8, 8]  # the reference, then the end check's full model
+    assert "ddim@8" in result.schedule.settings["objective"]
+    assert result.schedule.settings["reference_run"] == "ddim@8"
+    for bad in ("ddim", "ddim@x", "@8", "ddim@1"):
+        with pytest.raises(ValueError, match="SOLVER@STEPS"):
+            SearchConfig(reference_run=bad)
+
+
+def test_tune_runs_a_table_searched_on_another_solver_with_that_solver(pipe_folder, tmp_path, capsys):  # noqa: F811
+    """lees route --reference-run: a table on 3 DDIM steps against DDPM's 6; lees tune, whose reference is
+    DDPM at 6 steps, runs it as a row with DDIM at 3 (its FLOPs a share of the 6 calls)."""
+    searched = tmp_path / "search-ddim"
+    route = ["route", "--model", pipe_folder, "--steps", "3", "--sampler", "ddim", "--objective", "search",
+             "--reference-run", "ddpm@6", "--target-latency-ratio", "0.4", "--trajectories", "2",
+             "--max-rollouts", "3", "--out", str(searched)]  # fmt: skip
+    assert main(route) == 0
+    assert "of the full model's at ddpm@6" in capsys.readouterr().out
+    schedule = Schedule.load(searched / "schedule.json")
+    argv = ["tune", "--model", pipe_folder, "--budget", "0.8", "-n", "4", "--steps", "6", "--batch-size", "2",
+            "--schedules", str(searched / "schedule.json"), "--only", "ddpm@3",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "tune.json").read_text())["rows"]}
+    assert (rows["search-ddim"]["solver"], rows["search-ddim"]["steps"]) == ("ddim", 3)
+    assert rows["search-ddim"]["flop_ratio"] == pytest.approx(schedule.flop_ratio * 3 / 6)
+    assert main(["route", "--model", pipe_folder, "--steps", "3", "--reference-run", "ddpm@6",
+                 "--out", str(tmp_path / "r")]) == 2  # fmt: skip
+    assert "--reference-run score a search's rollouts" in capsys.readouterr().err

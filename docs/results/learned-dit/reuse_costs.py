@@ -16,6 +16,11 @@ with the probe's settings (`lees route --objective probe`'s defaults) added to t
     python reuse_costs.py search-guard-0.50 search-probe-on-0.35-0.50 0.5 probe \
         search-guard-0.35/schedule.json
 
+the solver chosen with the table (`search-on.sh`: UniPC at 10 steps scored and timed against DPM-Solver++
+at 20, the costs per call of `search-guard-dpm-0.50`):
+
+    python reuse_costs.py search-guard-dpm-0.50 search-guard-unipc10-0.35 0.35 --on unipc@10
+
 and the guarded DPM search at 0.35 started from the run-scored table `search-dpm-0.35` (search-guard.sh
 with START=search-dpm-0.35):
 
@@ -35,6 +40,8 @@ parser.add_argument("budget", type=float)
 parser.add_argument("objective", nargs="?", default="search", choices=("search", "probe"))
 parser.add_argument("table", nargs="?", default=None, help="the probe's base, or the search's start")
 parser.add_argument("--guard-weight", type=float, default=None, help="another guard weight than the source's")
+parser.add_argument("--on", default=None, metavar="SOLVER@STEPS",
+                    help="the table on another solver and steps, scored and timed against the source's run")
 args = parser.parse_args()
 source, target, budget, objective, table = args.source, args.target, args.budget, args.objective, args.table
 stored = json.loads((source / "search_state.json").read_text())
@@ -46,6 +53,10 @@ elif table is not None:
     config |= {"start": table}
 if args.guard_weight is not None:
     config["guard_weight"] = args.guard_weight
+if args.on is not None:  # the costs are per call: the source's hold for the same model and batch
+    solver, steps = args.on.split("@")
+    against = f"{config['sampler']}@{config['steps']}"
+    config |= {"sampler": solver, "steps": int(steps), "reference_run": against}
 state = {"config": config, "scores": {}, "costs": stored["costs"]}
 (target / f"{objective}_state.json").write_text(json.dumps(state))
 shutil.copy(source / "guard-statistics.safetensors", target)

@@ -127,6 +127,12 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         "noise and labels (DPM-Solver++ 2M at 100 steps), or both (mean PSNR) (run)",
     )  # fmt: skip
     p.add_argument(
+        "--reference-run", default=None, metavar="SOLVER@STEPS",
+        help="search: the full model's run scored and timed against when it is not the search's own "
+        "--sampler at --steps: the solver chosen with the table (e.g. --sampler unipc --steps 10 "
+        "--reference-run dpm++@20 --target-latency-ratio 0.35: a share of DPM-Solver++ at 20 steps)",
+    )  # fmt: skip
+    p.add_argument(
         "--data", default=None,
         help="search: also keep fd_clf to this dataset (e.g. fashion-mnist) from rising, to first order, "
         "through the full model's feature statistics (lees.learn.fd_guard) (none)",
@@ -160,9 +166,12 @@ def run(args: argparse.Namespace) -> None:
     counts = args.steps
     check_step_counts(counts)
     searched = args.objective in ("search", "probe")
-    if not searched and (args.data is not None or args.reference != "run" or args.guard_weight != 50.0):
-        scored = "--data, --guard-weight and --reference score a search's rollouts"
-        raise ValueError(f"{scored}: add --objective search or probe")
+    scored = {"--data": args.data is not None, "--guard-weight": args.guard_weight != 50.0,
+              "--reference": args.reference != "run",
+              "--reference-run": args.reference_run is not None}  # fmt: skip
+    if not searched and any(scored.values()):
+        given = ", ".join(name for name, set_ in scored.items() if set_)
+        raise ValueError(f"{given} score a search's rollouts: add --objective search or probe")
     model, scheduler, source = route_model(args)
     if searched:
         if len(counts) != 1:
@@ -284,7 +293,7 @@ def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -
         steps=steps, sampler=args.sampler, guidance_scale=guidance_scale(args, model),
         target_latency_ratio=args.target_latency_ratio, samples=args.trajectories or 16,
         seed=args.seed, max_rollouts=args.max_rollouts, reference=args.reference, guard_data=args.data,
-        guard_weight=args.guard_weight,
+        guard_weight=args.guard_weight, reference_run=args.reference_run,
     )  # fmt: skip
     probe = args.objective == "probe"
     if args.schedule != "baseline" and (probe or args.schedule == "full"):
@@ -319,6 +328,7 @@ def search_line(result, config, path: Path, state: Path) -> str:
     measured = (
         "" if result.measured_ratio is None else f"measured {result.measured_ratio:.3f} alone against it; "
     )
+    at = "" if config.reference_run is None else f" at {config.reference_run}"
     change = schedule.settings.get("train_fd_change")
     guard = "" if change is None else f", less {config.guard_weight:g} x fd_clf's rise {change:+.3f}"
     what = (
@@ -330,8 +340,8 @@ def search_line(result, config, path: Path, state: Path) -> str:
     )
     return (
         f"search on {schedule.num_steps} calls of {config.sampler}, guidance scale "
-        f"{config.guidance_scale:g}: latency {result.latency_ratio:.3f} of the full model's (modelled from "
-        f"timed actions; {measured}asked {config.target_latency_ratio:g}), training score "
+        f"{config.guidance_scale:g}: latency {result.latency_ratio:.3f} of the full model's{at} (modelled "
+        f"from timed actions; {measured}asked {config.target_latency_ratio:g}), training score "
         f"{result.psnr:.2f} dB (PSNR of the final samples against {REFERENCES[config.reference]}{guard}; "
         f"start {result.start_psnr:.2f} dB, {config.samples} samples), {schedule.settings['rollouts']} "
         f"rollouts; moves: {moves}; {what}; wrote {path}, {png} and {state}"

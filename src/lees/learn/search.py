@@ -27,6 +27,11 @@ forecasting to reusing or back; switch the forecast order (one order per schedul
 :class:`~lees.schedules.schedule.Schedule` holds it). So the warm-up, the first and last runs and where
 forecasting pays are learned, not fixed. Call 0 always runs (nothing is cached before it).
 
+The solver chosen with the table (``reference_run``, e.g. ``"dpm++@20"``): a search on UniPC at 10 steps
+is scored against the full model's run at DPM-Solver++'s 20 steps and its budget is a share of that run's
+latency (the per-call costs are the solver's own; the latency share divides by the reference's calls), so
+a table on fewer steps of another solver is a candidate beside the tables on the user's own.
+
 Why a search over rollouts and not backpropagation: the actions are discrete (a relaxation must be
 rounded, and the rounded schedule is not the one trained; the step router's straight-through estimate
 stays at its start, issue 34); the compounding error of a whole run is what matters and a rollout
@@ -43,7 +48,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +101,8 @@ class SearchConfig(Settings):
     guard_n: int = 640  # the full model's samples behind the guard's feature statistics
     guard_weight: float = 50.0  # dB of score taken per unit that fd_clf rises (to first order)
     start: str | None = None  # a schedule file to start from (None: the best uniform baselines that fit)
+    reference_run: str | None = None  # "SOLVER@STEPS": the full model's run the rollouts are scored and
+    # the budget timed against, when not the search's own solver and steps (the solver chosen with the table)
 
     def __post_init__(self) -> None:
         if not 0 < self.target_latency_ratio <= 1:
@@ -113,19 +120,33 @@ class SearchConfig(Settings):
             raise ValueError(f"reference is one of {', '.join(REFERENCES)}, got {self.reference!r}")
         if self.accept not in ("first", "best"):
             raise ValueError(f"accept is first or best, got {self.accept!r}")
+        self.against()  # a clear error for a malformed reference_run
+
+    def against(self) -> tuple[str | None, int]:
+        """The solver and steps of the full model's run the search is scored and timed against: those of
+        ``reference_run``, else the search's own (a solver of None: the model family's default)."""
+        if self.reference_run is None:
+            return self.sampler, self.steps
+        solver, _, steps = self.reference_run.rpartition("@")
+        if not solver or not steps.isdigit() or int(steps) < 2:
+            raise ValueError(f"reference_run is SOLVER@STEPS (e.g. dpm++@20), got {self.reference_run!r}")
+        return solver, int(steps)
 
 
 @dataclass
 class LatencyCosts:
     """Seconds of one model call: ``fixed`` (everything but the blocks: embedding, output, solver
     update, the hooks' dispatch), and per block and action (``run``: by FLOP share; ``reuse``,
-    ``forecast-1``, ``forecast-2``: alike for every block); ``full``: the plain model's call, no hooks."""
+    ``forecast-1``, ``forecast-2``: alike for every block); ``full``: the plain model's call, no hooks;
+    ``calls``: the model calls of the full run a table's latency is a share of (None: the table's own, T;
+    another solver's step count where the search chooses the solver with the table)."""
 
     full: float
     fixed: float
     run: list[float]
     reuse: float
     forecast: dict[int, float]
+    calls: int | None = None
 
     def ratio(self, actions: np.ndarray, order: int, ran: np.ndarray | None = None) -> float:
         """The modelled latency of a (K, T) action table over the full model's T calls; ``ran``: an adaptive
@@ -138,16 +159,18 @@ class LatencyCosts:
         per_block[actions == FORECAST] = self.forecast[order]
         if ran is not None:
             per_block += ran * (run - per_block)
-        return float((self.fixed * actions.shape[1] + per_block.sum()) / (self.full * actions.shape[1]))
+        full = self.full * (self.calls or actions.shape[1])
+        return float((self.fixed * actions.shape[1] + per_block.sum()) / full)
 
     def to_dict(self) -> dict[str, Any]:
+        calls = {} if self.calls is None else {"calls": self.calls}
         return {"full": self.full, "fixed": self.fixed, "run": self.run, "reuse": self.reuse,
-                "forecast": {str(k): v for k, v in self.forecast.items()}}  # fmt: skip
+                "forecast": {str(k): v for k, v in self.forecast.items()}, **calls}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatencyCosts:
         forecast = {int(k): float(v) for k, v in data["forecast"].items()}
-        return cls(data["full"], data["fixed"], list(data["run"]), data["reuse"], forecast)
+        return cls(data["full"], data["fixed"], list(data["run"]), data["reuse"], forecast, data.get("calls"))
 
 
 @dataclass
@@ -193,14 +216,17 @@ def measure_costs(
 
 def timed_alone(
     model: nn.Module, scheduler: SchedulerMixin, methods: dict[str, Schedule | None], config: SearchConfig,
-    rounds: int,
+    rounds: int, reference: bool = False,
 ) -> dict[str, list[float]]:  # fmt: skip
     """The seconds of each method's run of the training batch, sampled alone, in ``rounds`` rounds whose
-    order turns (a slow spell falls on all alike), by method: as ``lees tune`` times its candidates."""
+    order turns (a slow spell falls on all alike), by method: as ``lees tune`` times its candidates;
+    ``reference``: the method named ``full`` at the reference run's solver and steps (``config.against``)."""
     names, seconds = list(methods), {name: [] for name in methods}
+    solver, steps = config.against() if reference else (None, None)
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            seconds[name].append(_sample(model, scheduler, {name: methods[name]}, config)[name].seconds)
+            at = {"steps": steps, "sampler": solver} if reference and name == "full" else {}
+            seconds[name].append(_sample(model, scheduler, {name: methods[name]}, config, **at)[name].seconds)
     return seconds
 
 
@@ -212,8 +238,10 @@ def median_ratio(seconds: list[float], full: list[float]) -> float:
 def measured_ratio(
     model: nn.Module, scheduler: SchedulerMixin, schedule: Schedule, config: SearchConfig
 ) -> float:
-    """``schedule``'s latency over the full model's, each sampled alone in ``config.check_rounds`` rounds."""
-    seconds = timed_alone(model, scheduler, {"full": None, "schedule": schedule}, config, config.check_rounds)
+    """``schedule``'s latency over the full model's at the reference run's solver and steps, each sampled
+    alone in ``config.check_rounds`` rounds."""
+    methods = {"full": None, "schedule": schedule}
+    seconds = timed_alone(model, scheduler, methods, config, config.check_rounds, reference=True)
     return median_ratio(seconds["schedule"], seconds["full"])
 
 
@@ -246,16 +274,17 @@ def references(
     model, scheduler, blocks: Blocks, config: SearchConfig, names: tuple[str, ...] | None = None
 ) -> dict[str, torch.Tensor]:
     """The final samples of the training batch, by name, a rollout is compared with (``names``, default
-    those ``config.reference`` scores against): ``run``, the full model's run at the search's solver and
-    steps; ``ode``, the converged ODE solution from the same noise and labels
-    (:data:`lees.evaluation.ode_reference.ODE`, whose check says it has converged). Against the run alone,
-    a schedule is pulled onto the run's own discretisation error; the ODE solution owns none (issue 34:
-    the run-scored tables drift from the data under fd_clf where a solver nearer the ODE solution does
-    not)."""
+    those ``config.reference`` scores against): ``run``, the full model's run at the reference run's solver
+    and steps (``config.against``: by default the search's own); ``ode``, the converged ODE solution from
+    the same noise and labels (:data:`lees.evaluation.ode_reference.ODE`, whose check says it has
+    converged). Against the run alone, a schedule is pulled onto the run's own discretisation error; the
+    ODE solution owns none (issue 34: the run-scored tables drift from the data under fd_clf where a solver
+    nearer the ODE solution does not)."""
     found = {}
     for name in names or SCORED[config.reference]:
         if name == "run":
-            found[name] = _sample(model, scheduler, {"full": None}, config)["full"].images
+            solver, steps = config.against()
+            found[name] = _sample(model, scheduler, {"full": None}, config, steps, solver)["full"].images
         else:
             solver, steps = ODE
             ode = Schedule.full(blocks, sampler_timesteps(scheduler, steps, solver))
@@ -352,8 +381,9 @@ def _guard(
 ) -> FdGuard:
     """The fd_clf guard of the training batch (the full model's run ``full_batch``; ``config.guard_data``),
     the full model's feature statistics from ``config.guard_n`` samples stored beside the search's state."""
+    solver, steps = config.against()
     stats = lambda: sample_lockstep(  # noqa: E731
-        model, {"full": None}, config.guard_n, steps=config.steps, sampler=config.sampler,
+        model, {"full": None}, config.guard_n, steps=steps, sampler=solver,
         seed=TRAIN_SEED + GUARD_SEED + config.seed, scheduler=scheduler, batch_size=64, progress=False,
         guidance_scale=config.guidance_scale,
     )["full"].images  # fmt: skip
@@ -410,6 +440,9 @@ def check_search(model: nn.Module, scheduler: SchedulerMixin, config: SearchConf
     model's images."""
     if "ode" in SCORED[config.reference]:
         check_deterministic(config.sampler or default_solver(scheduler), "the search's sampler")
+    if config.reference_run is not None:
+        solver, steps = config.against()
+        sampler_timesteps(scheduler, steps, solver)  # a solver of another family: its one-line error
     if config.guard_data:
         check_guard(model, config.guard_data)
 
@@ -468,7 +501,11 @@ def _prepared(model, scheduler, config: SearchConfig, blocks: Blocks | None, sta
     state = _state(state_path, config)
     if "costs" not in state:
         state["costs"] = (costs or measure_costs(model, scheduler, blocks, config, timesteps)).to_dict()
-    return config, blocks, timesteps, state, LatencyCosts.from_dict(state["costs"])
+    calls = None
+    if config.reference_run is not None:
+        solver, steps = config.against()
+        calls = len(sampler_timesteps(scheduler, steps, solver))
+    return config, blocks, timesteps, state, replace(LatencyCosts.from_dict(state["costs"]), calls=calls)
 
 
 def _finished(model, scheduler, schedule: Schedule, config: SearchConfig, costs: LatencyCosts,
@@ -489,6 +526,8 @@ def _found(blocks: Blocks, timesteps: list, current: Candidate, config: SearchCo
            log: list[dict[str, Any]], state: dict[str, Any]) -> Schedule:  # fmt: skip
     """The table the search reached as a schedule, with how it was found in its settings."""
     objective = f"search: final-sample PSNR against {REFERENCES[config.reference]} (same noise)"
+    if config.reference_run is not None:
+        objective += f"; the full model's run at {config.reference_run}"
     if config.guard_data:
         objective += (f", less {config.guard_weight:g} dB per unit of fd_clf's first-order rise to "
                       f"{config.guard_data}")  # fmt: skip
@@ -515,7 +554,7 @@ def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
 
 
 LATER_SETTINGS = {"reference": "run", "guard_data": None, "guard_n": 640, "guard_weight": 50.0, "base": None,
-                  "start": None}  # fmt: skip
+                  "start": None, "reference_run": None}  # fmt: skip
 """Settings added after searches were stored, with the value those searches were scored with."""
 
 

@@ -253,9 +253,11 @@ def _run(candidate: Candidate, ctx: _Context) -> Run:
         return Run(name, "steps", settings["solver"], settings["steps"], flop_ratio=ratio)
     if candidate.kind in SCHEDULES:
         schedule = SCHEDULES[candidate.kind](candidate, ctx)
-        schedule.settings = {**schedule.settings, "sampler": ctx.solver}
-        flops = None if schedule.adaptive else schedule.flop_ratio  # an adaptive one's depend on the batch
-        return Run(name, "schedule", ctx.solver, steps, schedule=schedule, flop_ratio=flops)
+        solver, steps = _solver_run(schedule, ctx)
+        schedule.settings = {**schedule.settings, "sampler": solver}
+        calls = len(schedule.timesteps) / len(ctx.reference)  # a schedule on another solver's fewer steps
+        flops = None if schedule.adaptive else schedule.flop_ratio * calls  # an adaptive one's: the batch's
+        return Run(name, "schedule", solver, steps, schedule=schedule, flop_ratio=flops)
     config = dict(settings["config"])
     if settings["method"] == "MagCache":
         try:
@@ -315,9 +317,25 @@ def _file_schedule(candidate: Candidate, ctx: _Context) -> Schedule:
     if not isinstance(schedule, Schedule):
         raise NotApplicableError(f"{candidate.settings['path']} holds a gate, not a schedule")
     schedule.check_blocks(ctx.blocks)
-    if schedule.timesteps != list(ctx.reference):
-        raise NotApplicableError(f"made for {schedule.num_steps} other timesteps than the reference run's")
+    if _solver_run(schedule, ctx) is None:
+        raise NotApplicableError(
+            f"made for {schedule.num_steps} other timesteps than the reference run's, and not those of a "
+            "solver of the model's at a step count (its settings' sampler and steps)"
+        )
     return schedule
+
+
+def _solver_run(schedule: Schedule, ctx: _Context) -> tuple[str, int] | None:
+    """The solver and steps a schedule runs with: the reference run's where its timesteps are the
+    reference's; else those it was made for (its settings' ``sampler`` and ``steps``: a search that chose
+    the solver with the table, ``lees route --reference-run``) where they give its timesteps, on lees' own
+    sampler; None where neither."""
+    if schedule.timesteps == list(ctx.reference):
+        return ctx.solver, ctx.full.steps
+    solver, steps = schedule.settings.get("sampler"), schedule.settings.get("steps")
+    if ctx.source is not None or solver not in solvers_for(ctx.scheduler) or not isinstance(steps, int):
+        return None
+    return (solver, steps) if sampler_timesteps(ctx.scheduler, steps, solver) == schedule.timesteps else None
 
 
 # How each schedule kind of candidate becomes its block schedule at the reference steps.
