@@ -5,7 +5,8 @@ sampled alone, 16 samples a round, in rounds whose order turns; then, with --loc
 step by step (``sample_lockstep``). Prints each schedule's median ratio to the full model alone (with the
 quartiles over the rounds) and its summed ratio side by side; for an adaptive schedule (``lees route
 --objective probe``) also the cells it ran beyond its table in each round (each round is another batch of
-16 samples: how much the probe's decisions vary with the batch).
+16 samples: how much the probe's decisions vary with the batch). A schedule searched on another solver
+than the reference's (``lees route --reference-run``) samples with its own solver and steps.
 
     PYTHONPATH=src python docs/results/learned-dit/alone.py [--rounds 4] [--lockstep] [--sampler euler]
         [--steps 30] [NAME ...]
@@ -34,10 +35,13 @@ schedules = {n: lees.Schedule.load(HERE / n / "schedule.json") for n in args.nam
 names, rounds = ["full", *schedules], args.rounds
 settings = {"steps": args.steps, "sampler": args.sampler, "seed": 71, "scheduler": noise, "batch_size": 16,
             "progress": False, "guidance_scale": 2.0}  # fmt: skip
+own = {n: {"steps": s.settings["steps"], "sampler": s.settings["sampler"]} for n, s in schedules.items()
+       if s.settings.get("reference_run")}  # fmt: skip
 alone, extra = {n: [] for n in names}, {n: [] for n in names}
 for r in range(rounds):
     for n in names[r % len(names) :] + names[: r % len(names)]:
-        runs = lees.sample_lockstep(model, {n: schedules.get(n)}, 16, first=16 * r, **settings)
+        at = settings | own.get(n, {})
+        runs = lees.sample_lockstep(model, {n: schedules.get(n)}, 16, first=16 * r, **at)
         alone[n].append(runs[n].seconds)
         if runs[n].adaptive_share is not None:
             extra[n].append(int(runs[n].adaptive_share.sum()))
@@ -50,8 +54,8 @@ for n in names:
     q1, q3 = np.percentile(ratios, [25, 75])
     print(n, "alone: median ratio", round(statistics.median(ratios), 3), f"quartiles {q1:.3f}-{q3:.3f}",
           [round(x, 3) for x in alone[n]])  # fmt: skip
-if not args.lockstep:
-    raise SystemExit
+if not args.lockstep or own:
+    raise SystemExit  # side by side, step by step, needs the one solver
 together = dict.fromkeys(names, 0.0)
 for r in range(rounds):
     runs = lees.sample_lockstep(model, {"full": None, **schedules}, 16, first=16 * r, **settings)

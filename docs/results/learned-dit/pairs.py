@@ -50,6 +50,14 @@ PAIRS |= {  # the adaptive schedules (search-probe.sh) beside the static guarded
     "search-guard-dpm-0.35-from-run-w20": [*PAIRS["search-guard-dpm-0.35"][:3], "search-dpm-0.35",
                                            "search-guard-dpm-0.35-from-run", "full"],
 }  # fmt: skip
+PAIRS |= {  # the solver chosen with the table (search-on.sh), and the from-run search at guard 35
+    "search-guard-unipc10-0.35": [*PAIRS["search-guard-dpm-0.35"][:3], "search-dpm-0.35",
+                                  "search-guard-dpm-0.35-from-run", "search-guard-dpm-0.35-from-run-w20",
+                                  "full"],
+    "search-guard-dpm-0.35-from-run-w35": [*PAIRS["search-guard-dpm-0.35"][:3], "search-dpm-0.35",
+                                           "search-guard-dpm-0.35-from-run", "full"],
+    "search-guard-unipc14-0.50": [*PAIRS["search-guard-dpm-0.50"][:3], "search-guard-dpm-0.50", "full"],
+}  # fmt: skip
 
 
 def load(folder: Path) -> dict:

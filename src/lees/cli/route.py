@@ -34,6 +34,8 @@ EPILOG = """examples:
   lees route --model embedded-dit --sampler euler --steps 20 --forecast-order 1 --out runs/route-forecast
   lees route --model embedded-dit --sampler euler --steps 30 --guidance-scale 2 --objective search \
       --target-latency-ratio 0.5 --trajectories 4 --max-rollouts 12 --out runs/search-dit
+  lees route --model embedded-dit --sampler unipc --steps 10 --reference-run dpm++@20 --guidance-scale 2 \
+      --objective search --target-latency-ratio 0.35 --trajectories 4 --max-rollouts 12 --out runs/unipc
   lees route --model embedded-dit --sampler euler --steps 30 --guidance-scale 2 --objective probe \
       --target-latency-ratio 0.5 --trajectories 4 --max-rollouts 16 --out runs/probe-dit
   lees route --model embedded-dit --steps 10 20 --train-steps 20 --out runs/route-steps   # one per count
