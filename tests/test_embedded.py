@@ -107,3 +107,34 @@ def test_a_shipped_searched_policy_runs_its_table_inside_the_dit_pipeline(name):
     assert not torch.equal(fast, plain) and float((fast - plain).abs().max()) < 0.5
     again = pipe(**call, num_inference_steps=30, generator=torch.Generator().manual_seed(0)).images
     assert torch.equal(again, plain)
+
+
+def test_a_table_on_another_solver_answers_the_reference_step_count_inside_the_dit_pipeline(tmp_path):
+    """A policy whose table runs UniPC at 10 steps, made for calls of DPM-Solver++'s 20 (``lees route
+    --reference-run``): ``pipe(num_inference_steps=20)`` runs UniPC's 10 timesteps and exactly the table's
+    blocks."""
+    from lees.schedules.tuned import TunedPolicy, save_policies
+
+    pipe = ClassFlowPipeline.from_pretrained(lees.EMBEDDED_DIT_DIR)
+    blocks = find_blocks(pipe.transformer)
+    timesteps = sampler_timesteps(pipe.scheduler, 10, "unipc")
+    table = Schedule.full(blocks, timesteps).actions
+    table[:, 2::3] = 1  # reuse every third call after the first
+    schedule = Schedule(table, blocks.names, timesteps, block_shares=blocks.shares)
+    reference = {"solver": "dpm++", "steps": 20, "guidance_scale": 2.0}
+    policy = TunedPolicy("schedule", "unipc-table", "unipc", 10, schedule, reference=reference)
+    save_policies([policy], tmp_path)
+    ran, seen = [], []
+    for k, block in enumerate(pipe.transformer.transformer_blocks):
+        block.attn1.register_forward_hook(lambda *_, k=k: ran.append(k))
+    timestep = lambda args, kwargs: kwargs["timestep"] if "timestep" in kwargs else args[1]  # noqa: E731
+    pipe.transformer.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(float(timestep(args, kwargs).flatten()[0])), with_kwargs=True
+    )
+    lees.enable(pipe, tmp_path)
+    assert lees.tuned(tmp_path) == {"num_inference_steps": 20}
+    call = {"class_labels": [1, 7], "guidance_scale": 2.0, "output_type": "pt"}
+    pipe(**call, **lees.tuned(tmp_path), generator=torch.Generator().manual_seed(0))
+    lees.disable(pipe)
+    assert seen == pytest.approx([float(t) for t in timesteps])
+    assert len(ran) == int((table == RUN).sum())

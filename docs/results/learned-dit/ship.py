@@ -8,8 +8,9 @@ evaluation that measured it (``tune-1000/tune.json``), plus the table's map.
     PYTHONPATH=src python docs/results/learned-dit/ship.py [--tune tune-1000] [--pairs pairs-1000.txt]
         [--rows search-0.50=0.5 search-0.35=0.35]
 
-Each row NAME=BUDGET (the searched table in NAME/schedule.json) is shipped as ``dit-search-BUDGET`` (on
-Euler; ``dit-search-dpm-BUDGET`` on DPM-Solver++); its
+Each row NAME=BUDGET (the searched table in NAME/schedule.json) is shipped as ``dit-search-BUDGET`` (for
+the Euler reference; ``dit-search-dpm-BUDGET`` for DPM-Solver++'s, whichever solver the table itself runs:
+``lees route --reference-run``); its
 README quotes the evaluation's rows near the budget and the head-to-head lines of ``--pairs`` about it.
 """
 
@@ -53,6 +54,7 @@ def _command(budget: float, st: dict) -> str:
     extra = "" if st.get("reference", "run") == "run" else f" --reference {st['reference']}"
     extra += f" --data {st['guard_data']}" if st.get("guard_data") else ""
     extra += f" --schedule {st['start']}" if st.get("start") else ""
+    extra += f" --reference-run {st['reference_run']}" if st.get("reference_run") else ""
     return (
         f"lees route --model embedded-dit --sampler {st['sampler']} --steps {st['steps']} --guidance-scale 2 "
         "--objective search\n"
@@ -74,7 +76,7 @@ def readme(
     samples, rollouts, out = st.get("samples"), st.get("rollouts"), config.get("out", "tune-1000")
     start, end, modelled = st.get("start_psnr", 0), st.get("train_psnr", 0), st.get("latency_ratio", 0)
     scored = st.get("objective", "").removeprefix("search: ")
-    shipped = shipped_name(st["sampler"], budget)
+    shipped = shipped_name(against(st)[0], budget)
     begun = st.get("start") or "the best uniform table"
     timing = ""
     if len(alone) > 1:
@@ -84,10 +86,13 @@ def readme(
             "earlier session; timed again in one session, each table and the full model sampled alone in\n"
             f"turning rounds (`docs/results/learned-dit/{alone[0]}`):\n\n```\n{quoted}\n```\n\n"
         )
-    solver = {"euler": "Euler", "dpm++": "DPM-Solver++"}.get(st["sampler"], st["sampler"])
+    words = {"euler": "Euler", "dpm++": "DPM-Solver++", "unipc": "UniPC"}
+    solver, (ref, ref_steps) = words.get(st["sampler"], st["sampler"]), against(st)
+    ref = words.get(ref, ref)
+    of = "" if not st.get("reference_run") else f" of the full model with {ref} at {ref_steps} steps"
     return f"""# `{shipped}`: a run / reuse / forecast schedule searched by rollouts
 
-{solver} at {st["steps"]} steps, guidance scale 2, latency budget {budget:g}. A tuned policy for
+{solver} at {st["steps"]} steps, guidance scale 2, latency budget {budget:g}{of}. A tuned policy for
 `embedded-dit` (`policy.json`, the table in `tuned-schedule.json`, drawn in `schedule.png`): per
 transformer block and {solver} step, run, reuse the block's last residual, or forecast it (order
 {schedule.forecast_order}) from its last runs. Apply it as any tuned policy:
@@ -115,7 +120,7 @@ modelled latency {modelled:.3f}; moves after the start ({begun}): {moves}.
 `docs/results/learned-dit/{out}`: `lees tune` with every row from the same noise and labels,
 {config.get("n")} samples on seed {config.get("seed")}, latency the median over timed rounds of 16
 samples of each row's time over the full model's (sampled alone, as a user runs the plain and the
-enabled pipeline; one thread), fidelity to the full {solver}-{st["steps"]} run, fd_clf to Fashion-MNIST;
+enabled pipeline; one thread), fidelity to the full {ref}-{ref_steps} run, fd_clf to Fashion-MNIST;
 95 % paired bootstrap intervals. The rows within {budget:g} + 0.05 of the full model's latency:
 
 | row | latency | FD to full | PSNR (dB) | fd_clf |
@@ -133,6 +138,12 @@ What these numbers do and do not show: docs/results/learned-dit/README.md.
 """
 
 
+def against(settings: dict) -> tuple[str, int]:
+    """The solver and steps of the reference run a table was searched and measured against."""
+    solver, _, steps = (settings.get("reference_run") or "").rpartition("@")
+    return (solver, int(steps)) if solver else (settings["sampler"], settings["steps"])
+
+
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--tune", default="tune-1000", help="the evaluation folder, in this folder (tune-1000)")
 parser.add_argument("--pairs", default="pairs-1000.txt", help="pairs.py's output on it (pairs-1000.txt)")
@@ -148,11 +159,12 @@ config = {**report["config"], "out": args.tune}  # the evaluation folder the REA
 for name, budget in ((r.split("=")[0], float(r.split("=")[1])) for r in args.rows):
     schedule = lees.Schedule.load(HERE / name / "schedule.json")
     solver, steps = schedule.settings["sampler"], schedule.settings["steps"]
-    reference = {"solver": solver, "steps": steps, "guidance_scale": 2.0, "budget": budget,
+    ref, ref_steps = against(schedule.settings)
+    reference = {"solver": ref, "steps": ref_steps, "guidance_scale": 2.0, "budget": budget,
                  "objective": "search", "evaluation": f"docs/results/learned-dit/{args.tune}",
                  "seed": config.get("seed"), "n": config.get("n")}  # fmt: skip
     policy = TunedPolicy("schedule", name, solver, steps, schedule, reference=reference, measured=measured)
-    folder = EMBEDDED / shipped_name(solver, budget)
+    folder = EMBEDDED / shipped_name(ref, budget)
     path = save_policies([policy], folder)
     shutil.copy(HERE / name / "schedule.png", folder / "schedule.png")
     pairs = [args.pairs, *(line for line in lines if line.startswith(f"{name} "))]
