@@ -110,12 +110,14 @@ def test_the_search_resumes_exactly_after_an_interruption(tmp_path, monkeypatch)
 
 
 def test_the_latency_model_is_the_sum_of_the_timed_actions(monkeypatch):
-    """Fake timed runs (seconds per method) give each action's per-block cost by hand."""
+    """Fake timed runs (seconds per method) give each action's per-block cost by hand; each run is timed at
+    the batch the user samples (``timing_batch``), not the training batch."""
     t = 3
     per_call = {"full": 1.0, "run": 1.2, "reuse": 0.4, "forecast-1": 0.5, "forecast-2": 0.6, "skip": 0.2}
 
-    def timed(model, scheduler, methods, config):
+    def timed(model, scheduler, methods, config, samples=None):
         assert len(methods) == 1  # each method sampled alone, as lees tune times its candidates
+        assert samples == 4 and config.samples == 16
         seconds = {n: per_call["run"] + (t - 1) * per_call[n] if n in search.TIMED else t * per_call[n]
                    for n in methods}  # fmt: skip
         if "run" in methods:  # every call runs but the last, which forecasts
@@ -127,7 +129,8 @@ def test_the_latency_model_is_the_sum_of_the_timed_actions(monkeypatch):
     monkeypatch.setattr(search, "_sample", timed)
     blocks = find_blocks(tiny_unet())
     k = len(blocks)
-    costs = search.measure_costs(None, None, blocks, SearchConfig(steps=t, timing_repeats=2), list(range(t)))
+    config = SearchConfig(steps=t, timing_repeats=2, timing_batch=4)
+    costs = search.measure_costs(None, None, blocks, config, list(range(t)))
     assert costs.full == pytest.approx(1.0) and costs.fixed == pytest.approx(0.2)
     assert sum(costs.run) == pytest.approx(1.0)  # 1.2 - 0.2 over the blocks, by FLOP share
     assert costs.reuse == pytest.approx(0.2 / k) and costs.forecast[2] == pytest.approx(0.4 / k)
@@ -145,9 +148,9 @@ def test_the_found_schedule_is_timed_alone_against_the_full_model_and_warns_over
     alone; a share measured more than 0.02 over the budget warns with the figure."""
     real, calls = search._sample, []
 
-    def timed(model, scheduler, methods, config, steps=None, sampler=None):
+    def timed(model, scheduler, methods, config, steps=None, sampler=None, samples=None):
         ((name, method),) = methods.items()
-        runs = real(model, scheduler, methods, config, steps, sampler)
+        runs = real(model, scheduler, methods, config, steps, sampler, samples)
         if name in ("full", "schedule"):  # the end check's two methods (and first the search's reference)
             calls.append(name)
             r = calls.count(name) - 1
@@ -251,10 +254,10 @@ def test_a_search_on_another_solver_is_scored_and_timed_against_the_reference_ru
     torch.testing.assert_close(search.references(model, scheduler, blocks, config)["run"], by_hand)
     real, full_steps = search._sample, []
 
-    def recorded(model, scheduler, methods, config, steps=None, sampler=None):
+    def recorded(model, scheduler, methods, config, steps=None, sampler=None, samples=None):
         if "full" in methods:
             full_steps.append(steps or config.steps)
-        return real(model, scheduler, methods, config, steps, sampler)
+        return real(model, scheduler, methods, config, steps, sampler, samples)
 
     monkeypatch.setattr(search, "_sample", recorded)
     result = search_schedule(model, scheduler, config, progress=False, costs=_costs(len(blocks)))

@@ -42,6 +42,7 @@ parser.add_argument("table", nargs="?", default=None, help="the probe's base, or
 parser.add_argument("--guard-weight", type=float, default=None, help="another guard weight than the source's")
 parser.add_argument("--on", default=None, metavar="SOLVER@STEPS",
                     help="the table on another solver and steps, scored and timed against the source's run")
+parser.add_argument("--trajectories", type=int, default=None, help="another training batch than the source's")
 args = parser.parse_args()
 source, target, budget, objective, table = args.source, args.target, args.budget, args.objective, args.table
 stored = json.loads((source / "search_state.json").read_text())
@@ -53,6 +54,8 @@ elif table is not None:
     config |= {"start": table}
 if args.guard_weight is not None:
     config["guard_weight"] = args.guard_weight
+if args.trajectories is not None:  # the guard's statistics are the full model's: the same for any batch
+    config["samples"] = args.trajectories
 if args.on is not None:  # the costs are per call: the source's hold for the same model and batch
     solver, steps = args.on.split("@")
     against = f"{config['sampler']}@{config['steps']}"

@@ -3,12 +3,13 @@
 # reference's), scored against the full model's run at DPM-Solver++ 20 steps and budgeted as a share of that
 # run's latency (lees route --reference-run dpm++@20), from search-guard-dpm-0.50's per-call action costs and
 # guard statistics (reuse_costs.py --on). 32 training samples, guard 50, 120 rollouts, one thread.
-# Usage: sh search-on.sh SOLVER@STEPS BUDGET (e.g. unipc@10 0.35 -> search-guard-unipc10-0.35).
+# Usage: sh search-on.sh SOLVER@STEPS BUDGET (e.g. unipc@10 0.35 -> search-guard-unipc10-0.35);
+# N=96: 96 training samples (the guard's change a mean over more of them) -> search-guard-unipc10-0.35-n96.
 # Run it again after an interruption (OUT/search_state.json).
 on=$1 b=$2 solver=${1%@*} steps=${1#*@}
-out="search-guard-$(echo "$solver" | tr -d +)$steps-$b"
-[ -d "$out" ] || python reuse_costs.py search-guard-dpm-0.50 "$out" "$b" --on "$on"
+n=${N:-32} out="search-guard-$(echo "$solver" | tr -d +)$steps-$b${N:+-n$N}"
+[ -d "$out" ] || python reuse_costs.py search-guard-dpm-0.50 "$out" "$b" --on "$on" --trajectories "$n"
 OMP_NUM_THREADS=1 PYTHONPATH=../../../src nice lees route --model embedded-dit --sampler "$solver" \
   --steps "$steps" --reference-run dpm++@20 --guidance-scale 2 --objective search \
-  --target-latency-ratio "$b" --trajectories 32 --max-rollouts 120 --data fashion-mnist --out "$out" \
+  --target-latency-ratio "$b" --trajectories "$n" --max-rollouts 120 --data fashion-mnist --out "$out" \
   > "$out.stdout.txt" 2> "$out.stderr.txt"

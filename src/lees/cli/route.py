@@ -84,7 +84,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weight of the compute term (0.5); in budget mode its start if the start runs over the budget",
     )  # fmt: skip
     p.add_argument("--train-steps", type=int, default=300, help="optimisation steps (300)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--batch-size", type=int, default=None,
+        help="the router's training batch (8); search, probe: the batch you sample, at which the actions "
+        "and the found schedule are timed (default: --trajectories)",
+    )  # fmt: skip
     p.add_argument(
         "--trajectories", type=int, default=None,
         help="teacher sampling runs to train on (32); search: the samples each rollout scores (16, on seeds "
@@ -97,12 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="start from: baseline (default: DeepCache for a UNet, else uniform reuse; search: the best "
         "uniform tables), full (all run), or a schedule JSON for the same steps (search: its table, refined)",
     )
-    p.add_argument("--estimator", choices=("ste", "soft"), default="ste", help="gradient of the decisions")
-    p.add_argument(
-        "--forecast-order", type=int, choices=(0, 1, 2), default=0,
-        help="1 or 2: a block that does not run also learns to reuse or forecast its residual (a line or "
-        "parabola through its last runs; step and kl objectives); 0 (default): run or reuse",
-    )  # fmt: skip
+    add_router_options(p)
     p.add_argument(
         "--objective",
         choices=("step", "kl", "rollout", "search", "probe"),
@@ -114,6 +113,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "within --target-latency-ratio (no gradients; lees' own sampler); probe: the same for an adaptive "
         "schedule's thresholds (a block runs where block 0's output moved past them); see docs/reuse.md",
     )
+
+
+def add_router_options(p: argparse.ArgumentParser) -> None:
+    """How the step router's decisions are trained and what a block that does not run keeps."""
+    p.add_argument("--estimator", choices=("ste", "soft"), default="ste", help="gradient of the decisions")
+    p.add_argument(
+        "--forecast-order", type=int, choices=(0, 1, 2), default=0,
+        help="1 or 2: a block that does not run also learns to reuse or forecast its residual (a line or "
+        "parabola through its last runs; step and kl objectives); 0 (default): run or reuse",
+    )  # fmt: skip
 
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
@@ -205,7 +214,7 @@ def route_one(args: argparse.Namespace, steps: int, model, scheduler, source, ou
         steps=steps, sampler=args.sampler, timesteps=args.timesteps,
         guidance_scale=1.0 if args.conditions or teacher else guidance_scale(args, model),
         target_flop_ratio=args.target_flop_ratio or None, lam=args.lam, train_steps=args.train_steps,
-        batch_size=args.batch_size, trajectories=trajectories, estimator=args.estimator,
+        batch_size=args.batch_size or 8, trajectories=trajectories, estimator=args.estimator,
         objective=args.objective, forecast_order=args.forecast_order, seed=args.seed,
     )  # fmt: skip
     blocks = find_blocks(model)
@@ -295,7 +304,7 @@ def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -
         steps=steps, sampler=args.sampler, guidance_scale=guidance_scale(args, model),
         target_latency_ratio=args.target_latency_ratio, samples=args.trajectories or 16,
         seed=args.seed, max_rollouts=args.max_rollouts, reference=args.reference, guard_data=args.data,
-        guard_weight=args.guard_weight, reference_run=args.reference_run,
+        guard_weight=args.guard_weight, reference_run=args.reference_run, timing_batch=args.batch_size,
     )  # fmt: skip
     probe = args.objective == "probe"
     if args.schedule != "baseline" and (probe or args.schedule == "full"):

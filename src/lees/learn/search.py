@@ -95,6 +95,8 @@ class SearchConfig(Settings):
     starts: int = 4  # uniform baselines scored to pick the start (the most expensive within the budget)
     accept: str = "first"  # "first": the first improving move (moves in a seeded random order); "best"
     timing_repeats: int = 2  # timed rounds of the actions' costs (median of each over the rounds)
+    timing_batch: int | None = None  # the batch the actions and the found table are timed at: the user's
+    # (a call's fixed cost weighs more in a small batch); None: the training batch (``samples``)
     check_rounds: int = 3  # timed rounds of the found schedule against the full model (0: no check)
     reference: str = "run"  # what rollouts are scored against: "run", "ode" or "both" (REFERENCES)
     guard_data: str | None = None  # a dataset: penalise fd_clf's first-order rise to it (lees.learn.fd_guard)
@@ -110,11 +112,12 @@ class SearchConfig(Settings):
         if self.steps < 2:
             raise ValueError("a schedule that reuses needs at least 2 steps")
         if (
-            min(self.samples, self.max_rollouts, self.starts, self.timing_repeats) < 1
+            min(self.samples, self.max_rollouts, self.starts, self.timing_repeats, self.timing_batch or 1) < 1
             or self.check_rounds < 0
         ):
             raise ValueError(
-                "samples, max_rollouts, starts and timing_repeats must be positive, check_rounds not negative"
+                "samples, max_rollouts, starts, timing_repeats and timing_batch must be positive, "
+                "check_rounds not negative"
             )
         if self.reference not in REFERENCES:
             raise ValueError(f"reference is one of {', '.join(REFERENCES)}, got {self.reference!r}")
@@ -226,6 +229,7 @@ def timed_alone(
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             at = {"steps": steps, "sampler": solver} if reference and name == "full" else {}
+            at["samples"] = config.timing_batch or config.samples
             seconds[name].append(_sample(model, scheduler, {name: methods[name]}, config, **at)[name].seconds)
     return seconds
 
@@ -259,10 +263,12 @@ def _schedule(blocks: Blocks, timesteps: list, actions: np.ndarray, order: int, 
 
 
 def _sample(model, scheduler, methods: dict[str, Schedule | None], config: SearchConfig,
-            steps: int | None = None, sampler: str | None = None) -> dict:  # fmt: skip
+            steps: int | None = None, sampler: str | None = None,
+            samples: int | None = None) -> dict:  # fmt: skip
+    samples = samples or config.samples  # the training batch, or (timing) the batch the user samples
     return sample_lockstep(
-        model, methods, config.samples, steps=steps or config.steps, sampler=sampler or config.sampler,
-        seed=TRAIN_SEED + config.seed, scheduler=scheduler, batch_size=config.samples, progress=False,
+        model, methods, samples, steps=steps or config.steps, sampler=sampler or config.sampler,
+        seed=TRAIN_SEED + config.seed, scheduler=scheduler, batch_size=samples, progress=False,
         guidance_scale=config.guidance_scale,
     )  # fmt: skip
 
@@ -554,7 +560,7 @@ def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
 
 
 LATER_SETTINGS = {"reference": "run", "guard_data": None, "guard_n": 640, "guard_weight": 50.0, "base": None,
-                  "start": None, "reference_run": None}  # fmt: skip
+                  "start": None, "reference_run": None, "timing_batch": None}  # fmt: skip
 """Settings added after searches were stored, with the value those searches were scored with."""
 
 
