@@ -85,10 +85,18 @@ def test_the_demo_rows_are_the_shipped_schedules_made_for_the_model(model, expec
     assert list(rows) == expected  # each model's router with its fewer-steps partner; the other's left out
 
 
-@pytest.mark.parametrize("name", ["dit-search-0.50", "dit-search-0.35"])
-def test_a_shipped_searched_policy_runs_its_table_inside_the_dit_pipeline(name):
+@pytest.mark.parametrize(
+    "name, solver, answered",
+    [
+        ("dit-search-0.50", "euler", 30),
+        ("dit-search-0.35", "euler", 30),
+        ("dit-search-dpm-0.50", "unipc", 20),
+    ],
+)
+def test_a_shipped_searched_policy_runs_its_table_inside_the_dit_pipeline(name, solver, answered):
     """``lees.enable(pipe, folder)`` and ``pipe(**lees.tuned(folder))`` on the DiT pipeline run exactly the
-    blocks the table runs (counted inside each block), Euler at 30 steps, and ``disable`` restores it."""
+    blocks the table runs (counted inside each block), on the table's solver (Euler at 30 steps; UniPC at
+    14 for calls of DPM-Solver++'s 20), and ``disable`` restores it."""
     folder = EMBEDDED_DIR / name
     policy = load_tuned(folder)
     pipe = ClassFlowPipeline.from_pretrained(lees.EMBEDDED_DIT_DIR)
@@ -96,16 +104,16 @@ def test_a_shipped_searched_policy_runs_its_table_inside_the_dit_pipeline(name):
     for k, block in enumerate(pipe.transformer.transformer_blocks):
         block.attn1.register_forward_hook(lambda *_, k=k: ran.append(k))
     call = {"class_labels": [1, 7], "guidance_scale": 2.0, "output_type": "pt"}
-    plain = pipe(**call, num_inference_steps=30, generator=torch.Generator().manual_seed(0)).images
+    plain = pipe(**call, num_inference_steps=answered, generator=torch.Generator().manual_seed(0)).images
     lees.enable(pipe, folder)
-    assert lees.tuned(folder) == {"num_inference_steps": 30} and policy.solver == "euler"
+    assert lees.tuned(folder) == {"num_inference_steps": answered} and policy.solver == solver
     ran.clear()
     fast = pipe(**call, **lees.tuned(folder), generator=torch.Generator().manual_seed(0)).images
     lees.disable(pipe)
     runs = policy.schedule.actions == RUN
     assert len(ran) == int(runs.sum()) and sorted(set(ran)) == sorted(set(runs.nonzero()[0].tolist()))
     assert not torch.equal(fast, plain) and float((fast - plain).abs().max()) < 0.5
-    again = pipe(**call, num_inference_steps=30, generator=torch.Generator().manual_seed(0)).images
+    again = pipe(**call, num_inference_steps=answered, generator=torch.Generator().manual_seed(0)).images
     assert torch.equal(again, plain)
 
 

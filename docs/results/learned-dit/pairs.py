@@ -50,13 +50,16 @@ PAIRS |= {  # the adaptive schedules (search-probe.sh) beside the static guarded
     "search-guard-dpm-0.35-from-run-w20": [*PAIRS["search-guard-dpm-0.35"][:3], "search-dpm-0.35",
                                            "search-guard-dpm-0.35-from-run", "full"],
 }  # fmt: skip
-PAIRS |= {  # the solver chosen with the table (search-on.sh), and the from-run search at guard 35
+PAIRS |= {  # the solver chosen with the table (search-on.sh)
     "search-guard-unipc10-0.35": [*PAIRS["search-guard-dpm-0.35"][:3], "search-dpm-0.35",
                                   "search-guard-dpm-0.35-from-run", "search-guard-dpm-0.35-from-run-w20",
                                   "full"],
-    "search-guard-dpm-0.35-from-run-w35": [*PAIRS["search-guard-dpm-0.35"][:3], "search-dpm-0.35",
-                                           "search-guard-dpm-0.35-from-run", "full"],
     "search-guard-unipc14-0.50": [*PAIRS["search-guard-dpm-0.50"][:3], "search-guard-dpm-0.50", "full"],
+}  # fmt: skip
+PAIRS |= {f"search-guard-unipc{k}-0.35": PAIRS["search-guard-unipc10-0.35"] for k in (8, 12)}
+PAIRS |= {  # 96 training samples, the costs timed at 16 samples a batch (N=96 BATCH=16 sh search-on.sh ...)
+    f"{name}-n96-b16": [*PAIRS[name][:-1], name, "full"]
+    for name in ("search-guard-unipc14-0.50", "search-guard-unipc10-0.35")
 }  # fmt: skip
 
 

@@ -58,7 +58,7 @@ if args.trajectories is not None:  # the guard's statistics are the full model's
     config["samples"] = args.trajectories
 if args.on is not None:  # the costs are per call: the source's hold for the same model and batch
     solver, steps = args.on.split("@")
-    against = f"{config['sampler']}@{config['steps']}"
+    against = config.get("reference_run") or f"{config['sampler']}@{config['steps']}"
     config |= {"sampler": solver, "steps": int(steps), "reference_run": against}
 state = {"config": config, "scores": {}, "costs": stored["costs"]}
 (target / f"{objective}_state.json").write_text(json.dumps(state))

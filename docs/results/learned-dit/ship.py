@@ -148,6 +148,7 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--tune", default="tune-1000", help="the evaluation folder, in this folder (tune-1000)")
 parser.add_argument("--pairs", default="pairs-1000.txt", help="pairs.py's output on it (pairs-1000.txt)")
 parser.add_argument("--alone", default=None, help="alone.py's output timing the rows in one session (none)")
+parser.add_argument("--note", default=None, help="a file whose text ends each README (none)")
 parser.add_argument(
     "--rows", nargs="+", default=["search-0.50=0.5", "search-0.35=0.35"], metavar="NAME=BUDGET"
 )
@@ -171,9 +172,14 @@ for name, budget in ((r.split("=")[0], float(r.split("=")[1])) for r in args.row
     timed = [] if args.alone is None else (HERE / args.alone).read_text().splitlines()
     alone = [
         args.alone,
-        *(line for line in timed if line.split(" ")[0] in ("full", name, name.replace("-guard", ""))),
+        *(
+            line
+            for line in timed
+            if line.split(" ")[0].rstrip(":") in ("full", name, name.replace("-guard", ""))
+        ),
     ]
-    (folder / "README.md").write_text(readme(name, budget, schedule, measured, config, pairs, alone))
+    note = "" if args.note is None else "\n" + (HERE / args.note).read_text()
+    (folder / "README.md").write_text(readme(name, budget, schedule, measured, config, pairs, alone) + note)
     row = measured[name]
     print(f"{name}: latency {row['latency_ratio']:.3f}x, PSNR {row['psnr']:.1f} dB, FD to full "
           f"{row['fd_full']:.3g}, fd_clf {row.get('fd_clf', float('nan')):.3g}; wrote {path}")  # fmt: skip
