@@ -128,10 +128,14 @@ def test_thresholds_differ_per_segment_of_calls_and_group_of_blocks():
     assert found[3:, 2:5].tolist() == [[2.0] * 3] * 2
 
 
+def _costs(k: int) -> LatencyCosts:
+    """A call's latency is the share of its k blocks that run (a reuse or a forecast free)."""
+    return LatencyCosts(full=1.0, fixed=0.0, run=[1 / k] * k, reuse=0.0, forecast={1: 0.0, 2: 0.0})
+
+
 def _probe_search(tmp_path, budget: float, **kwargs):
     model = tiny_unet()
-    k = len(find_blocks(model))
-    costs = LatencyCosts(full=1.0, fixed=0.0, run=[1 / k] * k, reuse=0.0, forecast={1: 0.0, 2: 0.0})
+    costs = _costs(len(find_blocks(model)))
     config = ProbeConfig(steps=8, sampler="ddim", samples=3, target_latency_ratio=budget, warmup=2,
                          segments=2, groups=2, max_rollouts=40, check_rounds=0)  # fmt: skip
     return search_probe(model, DDPMScheduler(**DDPM_NOISE), config, progress=False, costs=costs, **kwargs)
@@ -183,7 +187,12 @@ def test_a_base_table_is_the_floor_the_probe_adds_runs_to(tmp_path):
         )
 
 
-def test_route_probe_writes_an_adaptive_schedule_that_sample_runs(folder, tmp_path, capsys):
+def test_route_probe_writes_an_adaptive_schedule_that_sample_runs(folder, tmp_path, capsys, monkeypatch):
+    """The command's wiring (its actions' costs fixed: timed on a loaded machine, a tiny model's fixed cost
+    per call can take the whole budget, and the refusal is another test's)."""
+    import lees.learn.search as search
+
+    monkeypatch.setattr(search, "measure_costs", lambda model, *_: _costs(len(find_blocks(model))))
     out = tmp_path / "p"
     argv = ["route", "--model", folder, "--sampler", "ddim", "--steps", "6", "--objective", "probe",
             "--target-latency-ratio", "0.8", "--trajectories", "2", "--max-rollouts", "12",

@@ -60,6 +60,9 @@ PAIRS |= {f"search-guard-unipc{k}-0.35": PAIRS["search-guard-unipc10-0.35"] for 
 PAIRS |= {  # 96 training samples, the costs timed at 16 samples a batch (N=96 BATCH=16 sh search-on.sh ...)
     f"{name}-n96-b16": [*PAIRS[name][:-1], name, "full"]
     for name in ("search-guard-unipc14-0.50", "search-guard-unipc10-0.35")
+} | {
+    "search-guard-dpm20-0.35-n96-b16-from-run": [*PAIRS["search-guard-unipc10-0.35"][:-1],
+                                                 "search-guard-unipc10-0.35-n96-b16", "full"],
 }  # fmt: skip
 
 

@@ -221,9 +221,10 @@ def timed_alone(
     model: nn.Module, scheduler: SchedulerMixin, methods: dict[str, Schedule | None], config: SearchConfig,
     rounds: int, reference: bool = False,
 ) -> dict[str, list[float]]:  # fmt: skip
-    """The seconds of each method's run of the training batch, sampled alone, in ``rounds`` rounds whose
-    order turns (a slow spell falls on all alike), by method: as ``lees tune`` times its candidates;
-    ``reference``: the method named ``full`` at the reference run's solver and steps (``config.against``)."""
+    """The seconds of each method's run of the timing batch (``timing_batch``, else the training batch),
+    sampled alone, in ``rounds`` rounds whose order turns (a slow spell falls on all alike), by method: as
+    ``lees tune`` times its candidates; ``reference``: the method named ``full`` at the reference run's
+    solver and steps (``config.against``)."""
     names, seconds = list(methods), {name: [] for name in methods}
     solver, steps = config.against() if reference else (None, None)
     for r in range(rounds):
