@@ -253,10 +253,16 @@ def _run(candidate: Candidate, ctx: _Context) -> Run:
         return Run(name, "steps", settings["solver"], settings["steps"], flop_ratio=ratio)
     if candidate.kind in SCHEDULES:
         schedule = SCHEDULES[candidate.kind](candidate, ctx)
-        solver, steps = _solver_run(schedule, ctx)
+        found = _solver_run(schedule, ctx)
+        if found is None:
+            raise NotApplicableError(
+                f"made for {schedule.num_steps} other timesteps than the reference run's, and not those of a "
+                "solver of the model's at a step count (its settings' sampler and steps)"
+            )
+        solver, steps = found
         schedule.settings = {**schedule.settings, "sampler": solver}
-        calls = len(schedule.timesteps) / len(ctx.reference)  # a schedule on another solver's fewer steps
-        flops = None if schedule.adaptive else schedule.flop_ratio * calls  # an adaptive one's: the batch's
+        share = len(schedule.timesteps) / len(ctx.reference)  # a schedule on another solver's fewer steps
+        flops = None if schedule.adaptive else schedule.flop_ratio * share  # an adaptive one's: the batch's
         return Run(name, "schedule", solver, steps, schedule=schedule, flop_ratio=flops)
     config = dict(settings["config"])
     if settings["method"] == "MagCache":
@@ -310,18 +316,13 @@ def _router_schedule(candidate: Candidate, ctx: _Context) -> Schedule:
 
 
 def _file_schedule(candidate: Candidate, ctx: _Context) -> Schedule:
-    """A schedule file (or a folder's), for the model's blocks and the reference run's timesteps."""
+    """A schedule file (or a folder's), for the model's blocks (its timesteps: :func:`_solver_run`)."""
     from ..schedules.saving import load_policy
 
     schedule = load_policy(candidate.settings["path"])
     if not isinstance(schedule, Schedule):
         raise NotApplicableError(f"{candidate.settings['path']} holds a gate, not a schedule")
     schedule.check_blocks(ctx.blocks)
-    if _solver_run(schedule, ctx) is None:
-        raise NotApplicableError(
-            f"made for {schedule.num_steps} other timesteps than the reference run's, and not those of a "
-            "solver of the model's at a step count (its settings' sampler and steps)"
-        )
     return schedule
 
 
