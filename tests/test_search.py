@@ -268,6 +268,8 @@ def test_a_search_on_another_solver_is_scored_and_timed_against_the_reference_ru
     assert full_steps == [8, 8]  # the reference, then the end check's full model
     assert "ddim@8" in result.schedule.settings["objective"]
     assert result.schedule.settings["reference_run"] == "ddim@8"
+    with pytest.raises(ValueError, match="timing_batch must be positive"):
+        SearchConfig(timing_batch=0)
     for bad in ("ddim", "ddim@x", "@8", "ddim@1"):
         with pytest.raises(ValueError, match="SOLVER@STEPS"):
             SearchConfig(reference_run=bad)

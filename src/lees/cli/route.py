@@ -214,7 +214,8 @@ def route_one(args: argparse.Namespace, steps: int, model, scheduler, source, ou
         steps=steps, sampler=args.sampler, timesteps=args.timesteps,
         guidance_scale=1.0 if args.conditions or teacher else guidance_scale(args, model),
         target_flop_ratio=args.target_flop_ratio or None, lam=args.lam, train_steps=args.train_steps,
-        batch_size=args.batch_size or 8, trajectories=trajectories, estimator=args.estimator,
+        batch_size=8 if args.batch_size is None else args.batch_size, trajectories=trajectories,
+        estimator=args.estimator,
         objective=args.objective, forecast_order=args.forecast_order, seed=args.seed,
     )  # fmt: skip
     blocks = find_blocks(model)

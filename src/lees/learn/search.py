@@ -112,7 +112,8 @@ class SearchConfig(Settings):
         if self.steps < 2:
             raise ValueError("a schedule that reuses needs at least 2 steps")
         if (
-            min(self.samples, self.max_rollouts, self.starts, self.timing_repeats, self.timing_batch or 1) < 1
+            min(self.samples, self.max_rollouts, self.starts, self.timing_repeats) < 1
+            or (self.timing_batch is not None and self.timing_batch < 1)
             or self.check_rounds < 0
         ):
             raise ValueError(
