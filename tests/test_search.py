@@ -37,6 +37,7 @@ def _search(tmp_path, budget: float, **kwargs):
                           max_rollouts=kwargs.pop("max_rollouts", 60), starts=2,
                           check_rounds=kwargs.pop("check_rounds", 0),
                           guard_data=kwargs.pop("guard_data", None),
+                          fd_weight=kwargs.pop("fd_weight", 0.0),
                           start=kwargs.pop("start", None))  # fmt: skip
     costs = _costs(len(find_blocks(model)))
     return search_schedule(model, DDPMScheduler(**DDPM_NOISE), config, progress=False, costs=costs, **kwargs)

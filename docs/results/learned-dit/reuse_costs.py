@@ -26,6 +26,8 @@ with START=search-dpm-0.35):
 
     python reuse_costs.py search-guard-dpm-0.50 search-guard-dpm-0.35-from-run 0.35 search \
         search-dpm-0.35/schedule.json
+
+and with FD to the full model's samples in the score as well (search-on.sh with FD=20: `--fd-weight 20`).
 """
 
 import argparse
@@ -40,6 +42,7 @@ parser.add_argument("budget", type=float)
 parser.add_argument("objective", nargs="?", default="search", choices=("search", "probe"))
 parser.add_argument("table", nargs="?", default=None, help="the probe's base, or the search's start")
 parser.add_argument("--guard-weight", type=float, default=None, help="another guard weight than the source's")
+parser.add_argument("--fd-weight", type=float, default=None, help="lees route --fd-weight")
 parser.add_argument("--on", default=None, metavar="SOLVER@STEPS",
                     help="the table on another solver and steps, scored and timed against the source's run")
 parser.add_argument("--trajectories", type=int, default=None, help="another training batch than the source's")
@@ -54,6 +57,8 @@ elif table is not None:
     config |= {"start": table}
 if args.guard_weight is not None:
     config["guard_weight"] = args.guard_weight
+if args.fd_weight is not None:
+    config["fd_weight"] = args.fd_weight
 if args.trajectories is not None:  # the guard's statistics are the full model's: the same for any batch
     config["samples"] = args.trajectories
 if args.on is not None:  # the costs are per call: the source's hold for the same model and batch

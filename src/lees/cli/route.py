@@ -152,6 +152,11 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         "--guard-weight", type=float, default=50.0,
         help="search: dB of score taken per unit of fd_clf's first-order rise, with --data (50)",
     )  # fmt: skip
+    p.add_argument(
+        "--fd-weight", type=float, default=0.0,
+        help="search: dB of score taken per unit of FD to the full model's samples in the classifier's "
+        "features, estimated on the training batch (lees.learn.fd_guard), with --data (0: none)",
+    )  # fmt: skip
     p.add_argument("--probe-warmup", type=int, default=3, help="probe: calls run in full first (3)")
     p.add_argument(
         "--probe-base", default=None, metavar="SCHEDULE",
@@ -179,7 +184,8 @@ def run(args: argparse.Namespace) -> None:
     searched = args.objective in ("search", "probe")
     scored = {"--data": args.data is not None, "--guard-weight": args.guard_weight != 50.0,
               "--reference": args.reference != "run",
-              "--reference-run": args.reference_run is not None}  # fmt: skip
+              "--reference-run": args.reference_run is not None,
+              "--fd-weight": args.fd_weight != 0}  # fmt: skip
     if not searched and any(scored.values()):
         given = ", ".join(name for name, set_ in scored.items() if set_)
         raise ValueError(f"{given} score a search's rollouts: add --objective search or probe")
@@ -306,6 +312,7 @@ def run_search(args: argparse.Namespace, steps: int, model, scheduler, source) -
         target_latency_ratio=args.target_latency_ratio, samples=args.trajectories or 16,
         seed=args.seed, max_rollouts=args.max_rollouts, reference=args.reference, guard_data=args.data,
         guard_weight=args.guard_weight, reference_run=args.reference_run, timing_batch=args.batch_size,
+        fd_weight=args.fd_weight,
     )  # fmt: skip
     probe = args.objective == "probe"
     if args.schedule != "baseline" and (probe or args.schedule == "full"):
@@ -343,6 +350,8 @@ def search_line(result, config, path: Path, state: Path) -> str:
     at = "" if config.reference_run is None else f" at {config.reference_run}"
     change = schedule.settings.get("train_fd_change")
     guard = "" if change is None else f", less {config.guard_weight:g} x fd_clf's rise {change:+.3f}"
+    distance = schedule.settings.get("train_fd_full")
+    guard += "" if distance is None else f", less {config.fd_weight:g} x FD to full {distance:.3f}"
     what = (
         f"an adaptive table (probe block 0, on {config.base or f'{config.warmup} warm-up calls'}, "
         f"thresholds per {config.segments} call and {config.groups} block stretches: "

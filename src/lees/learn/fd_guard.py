@@ -28,7 +28,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from ..evaluation.classifier import CLASSIFIER_SHAPE
-from ..evaluation.metrics import gaussian, scorer
+from ..evaluation.metrics import frechet_distance, gaussian, scorer
 from ..models.data import dataset_folder, image_shape
 
 
@@ -39,6 +39,7 @@ class FdGuard:
     extractor: Callable[[torch.Tensor], np.ndarray]
     f: np.ndarray  # the full model's training-batch features (N x D)
     mean: np.ndarray  # the full model's feature mean over its statistics samples
+    cov: np.ndarray  # and covariance
     direction: np.ndarray  # 2 (mu - mu_d)
     gradient: np.ndarray  # G (D x D)
 
@@ -49,6 +50,21 @@ class FdGuard:
         spread = np.einsum("ij,jk,ik->i", centred, self.gradient, self.f - self.mean)
         per_sample = d @ self.direction + 2 * spread
         return float(per_sample.mean())
+
+    def to_full(self, images: torch.Tensor) -> float:
+        """FD to the full model's samples (the bar's "FD to full") estimated on the training batch from
+        ``images``' pairs: the mean term with its sampling bias taken off, plus the covariance term between
+        the full model's statistics covariance and the same moved by the batch's paired covariance change
+        (which is 0 for the full model's own samples, where a batch's own Gaussian fit is not)."""
+        g = self.extractor(images)
+        d = g - self.f
+        shift = d.mean(0)
+        noise = float(((d - shift) ** 2).sum(1).mean()) / (len(d) - 1)
+        moved = self.cov + np.cov(g, rowvar=False) - np.cov(self.f, rowvar=False)
+        w, v = np.linalg.eigh((moved + moved.T) / 2)
+        origin = np.zeros_like(shift)
+        spread = frechet_distance(origin, self.cov, origin, (v * np.clip(w, 0, None)) @ v.T)
+        return max(float(shift @ shift) - noise, 0.0) + spread
 
 
 def fd_gradient(cov: np.ndarray, data_cov: np.ndarray) -> np.ndarray:
@@ -88,4 +104,5 @@ def fd_guard(
         if path is not None:
             save_file({"mean": mean, "cov": cov}, str(path))
     data_mean, data_cov = gaussian(real)
-    return FdGuard(extractor, extractor(full_batch), mean, 2 * (mean - data_mean), fd_gradient(cov, data_cov))
+    direction, gradient = 2 * (mean - data_mean), fd_gradient(cov, data_cov)
+    return FdGuard(extractor, extractor(full_batch), mean, cov, direction, gradient)

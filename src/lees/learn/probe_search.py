@@ -55,6 +55,7 @@ from .search import (
     _finished,
     _prepared,
     _Scorer,
+    penalties,
 )
 
 STEP = math.log(1.5)  # a move scales a threshold by 1.5 (or 1 / 1.5)
@@ -243,8 +244,7 @@ def search_probe(
 def _found(config: ProbeConfig, theta: np.ndarray, log: list[dict], state: dict) -> dict:
     """How the thresholds were found, for the schedule's settings."""
     objective = f"probe search: final-sample PSNR against {REFERENCES[config.reference]} (same noise)"
-    if config.guard_data:
-        objective += f", less {config.guard_weight:g} dB per unit of fd_clf's first-order rise"
+    objective += penalties(config)
     change = state.get("fd_change", {}).get(key_of(theta))
     return {"objective": objective, "theta": np.round(theta, 6).tolist(), "train_psnr": log[-1]["psnr"],
             "train_fd_change": change,

@@ -102,6 +102,8 @@ class SearchConfig(Settings):
     guard_data: str | None = None  # a dataset: penalise fd_clf's first-order rise to it (lees.learn.fd_guard)
     guard_n: int = 640  # the full model's samples behind the guard's feature statistics
     guard_weight: float = 50.0  # dB of score taken per unit that fd_clf rises (to first order)
+    fd_weight: float = 0.0  # dB of score taken per unit of FD to the full model's samples (classifier
+    # features, estimated on the training batch: FdGuard.to_full); needs guard_data, whose guard has them
     start: str | None = None  # a schedule file to start from (None: the best uniform baselines that fit)
     reference_run: str | None = None  # "SOLVER@STEPS": the full model's run the rollouts are scored and
     # the budget timed against, when not the search's own solver and steps (the solver chosen with the table)
@@ -124,6 +126,8 @@ class SearchConfig(Settings):
             raise ValueError(f"reference is one of {', '.join(REFERENCES)}, got {self.reference!r}")
         if self.accept not in ("first", "best"):
             raise ValueError(f"accept is first or best, got {self.accept!r}")
+        if self.fd_weight < 0 or (self.fd_weight and not self.guard_data):
+            raise ValueError("fd_weight is not negative, and needs guard_data (the classifier's features)")
         self.against()  # a clear error for a malformed reference_run
 
     def against(self) -> tuple[str | None, int]:
@@ -433,6 +437,10 @@ class _Scorer:
             change = self.guard.change(run.images)
             self.state.setdefault("fd_change", {})[key] = change
             self.state["scores"][key] -= self.config.guard_weight * max(change, 0.0)
+        if self.config.fd_weight:
+            distance = self.guard.to_full(run.images)
+            self.state.setdefault("fd_full", {})[key] = distance
+            self.state["scores"][key] -= self.config.fd_weight * distance
         self.rollouts += 1
         self.save()
         return run
@@ -536,15 +544,25 @@ def _found(blocks: Blocks, timesteps: list, current: Candidate, config: SearchCo
     objective = f"search: final-sample PSNR against {REFERENCES[config.reference]} (same noise)"
     if config.reference_run is not None:
         objective += f"; the full model's run at {config.reference_run}"
-    if config.guard_data:
-        objective += (f", less {config.guard_weight:g} dB per unit of fd_clf's first-order rise to "
-                      f"{config.guard_data}")  # fmt: skip
+    objective += penalties(config)
     extra = {"objective": objective, "train_psnr": log[-1]["psnr"], "start_psnr": log[0]["psnr"],
              "train_fd_change": state.get("fd_change", {}).get(digest(current)),
+             "train_fd_full": state.get("fd_full", {}).get(digest(current)),
              "latency_ratio": costs.ratio(*current), "costs": costs.to_dict(),
              "rollouts": len(state["scores"]),
              "moves": [r["move"] for r in log]}  # fmt: skip
     return _schedule(blocks, timesteps, *current, config, extra)
+
+
+def penalties(config: SearchConfig) -> str:
+    """What a search's score takes off the PSNR, in words (the objective's tail)."""
+    said = ""
+    if config.guard_data:
+        rise = "dB per unit of fd_clf's first-order rise to"
+        said += f", less {config.guard_weight:g} {rise} {config.guard_data}"
+    if config.fd_weight:
+        said += f", less {config.fd_weight:g} dB per unit of FD to the full model's samples (clf features)"
+    return said
 
 
 def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
@@ -562,7 +580,7 @@ def _state(path: str | Path | None, config: SearchConfig) -> dict[str, Any]:
 
 
 LATER_SETTINGS = {"reference": "run", "guard_data": None, "guard_n": 640, "guard_weight": 50.0, "base": None,
-                  "start": None, "reference_run": None, "timing_batch": None}  # fmt: skip
+                  "start": None, "reference_run": None, "timing_batch": None, "fd_weight": 0.0}  # fmt: skip
 """Settings added after searches were stored, with the value those searches were scored with."""
 
 
