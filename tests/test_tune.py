@@ -244,3 +244,23 @@ def test_the_frontier_draws_the_full_models_own_interval_where_it_has_one(tmp_pa
     (bar,) = full.lines[2]  # the vertical error bar's segments
     assert bar.get_segments()[0][:, 1].tolist() == [36.0, 39.5]
     assert ax.get_ylabel() == lees.tune.plot.LABELS["psnr_ode"]
+
+
+def test_the_frontiers_distance_axis_is_linear_from_0_unless_one_row_sits_far_above_the_rest(
+    tmp_path, monkeypatch
+):
+    import lees.tune.plot
+
+    drawn = []
+    monkeypatch.setattr(lees.tune.plot, "save_figure", lambda fig, path: drawn.append(fig) or path)
+
+    def rows(*values):
+        kinds = ["steps"] + ["schedule"] * (len(values) - 1)
+        return [{"name": FULL if i == 0 else f"r{i}", "kind": kinds[i], "solver": "euler", "steps": 4,
+                 "latency_ratio": 1.0 - i / 10, "fd_full": v} for i, v in enumerate(values)]  # fmt: skip
+
+    for values in [(0.0, 0.04, 0.3, 0.7), (0.0, 0.1, 0.2, 30.0), (4.6, 4.8, 5.3, 200.0)]:
+        lees.tune.plot.frontier(rows(*values), [0.5], tmp_path / "f.png")
+    scales = [fig.axes[0].get_yscale() for fig in drawn]
+    assert scales == ["linear", "symlog", "log"]
+    assert drawn[0].axes[0].get_ylim()[0] == 0 and len(drawn[0].axes[0].get_yticklabels()) > 2

@@ -19,6 +19,27 @@ LABELS = {
     "fd_ode": "FD to the converged ODE solution (lower is better)",
 }
 
+MARKERS = "sD^vPX<>ph"  # the other rows' shapes, cycled with tab10's colours (tab20's pairs look alike)
+WIDE = 20.0  # a distance's largest value over its median beyond which its axis is log-like
+
+
+def _y_scale(ax, metric: str, values: Sequence[float]) -> None:
+    """A distance (FD, FID) whose largest value is more than ``WIDE`` times its median (a broken cache can
+    sit 100x above the rest) gets a log axis, or a symmetric-log one, linear up to the median, where a row
+    is at 0 (the full model's FD to itself); else a linear axis from 0, which labels its ticks (a log
+    axis within one decade labels one or none)."""
+    positive = sorted(v for v in values if v > 0)
+    if metric.startswith("psnr") or not positive:
+        return
+    median = positive[len(positive) // 2]
+    if positive[-1] <= WIDE * median:
+        ax.set_ylim(bottom=0)
+    elif len(positive) == len(values):
+        ax.set_yscale("log")
+    else:
+        ax.set_yscale("symlog", linthresh=median)
+        ax.set_ylim(bottom=0)
+
 
 def frontier(
     rows: Sequence[Row],
@@ -31,7 +52,7 @@ def frontier(
     samples (PSNR where no feature space was available; ``fd_clf``: to the real data). Each solver's
     fewer-steps points are a curve, every other run a point, the full model a star; the budgets are
     dashed lines; each point's 95 % paired-bootstrap interval, where the row has one, is its error bar.
-    The FD to the full model is drawn on a symmetric-log axis."""
+    A distance spread over orders of magnitude is drawn on a log-like axis (:func:`_y_scale`)."""
     metric = metric or ("fd_full" if all(r.get("fd_full") is not None for r in rows) else "psnr")
     fig, ax = plt.subplots(figsize=(9, 5))
     steps = [r for r in rows if r["kind"] == "steps" and r["name"] != "full"]
@@ -46,23 +67,16 @@ def frontier(
         full = next(r for r in rows if r["name"] == "full")  # to the ODE solution: an error of its own
         bars = error_bars([full[metric]], [full.get(f"{metric}_interval")])
         ax.errorbar(1.0, full[metric], yerr=bars, fmt="k*", markersize=10, capsize=2, label="full model")
-    colours = plt.get_cmap("tab20")
-    for i, r in enumerate(r for r in rows if r["kind"] != "steps"):
+    colours, curves = plt.get_cmap("tab10"), len({r["solver"] for r in steps})  # the curves took the first
+    for i, r in enumerate(r for r in rows if r["kind"] != "steps"):  # colour and shape: told apart when near
         bars = error_bars([r[metric]], [r.get(f"{metric}_interval")])
-        ax.errorbar(r["latency_ratio"], r[metric], yerr=bars, fmt="s", capsize=2, color=colours(i % 20),
-                    label=r["name"])  # fmt: skip
+        ax.errorbar(r["latency_ratio"], r[metric], yerr=bars, fmt=MARKERS[i % len(MARKERS)], capsize=2,
+                    color=colours((curves + i) % 10), alpha=0.85, label=r["name"])  # fmt: skip
     for b in budgets:
         ax.axvline(b, color="grey", linestyle="--", linewidth=0.8)
     ax.set_xlabel("measured latency / full model's (same rounds)")
     ax.set_ylabel(LABELS[metric])
-    if metric == "fd_clf":  # positive, and a broken cache can sit 100x above the rest
-        ax.set_yscale("log")
-    if metric in (
-        "fd_full",
-        "fd_ode",
-    ):  # a broken cache can sit 100x above the rest: log-like above 1, linear to 0
-        ax.set_yscale("symlog", linthresh=1.0)
-        ax.set_ylim(bottom=0)
+    _y_scale(ax, metric, [r[metric] for r in rows])
     ax.set_title(title or "lees tune: fidelity to the full model against latency")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
