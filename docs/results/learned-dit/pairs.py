@@ -64,6 +64,12 @@ PAIRS |= {  # 96 training samples, the costs timed at 16 samples a batch (N=96 B
     "search-guard-dpm20-0.35-n96-b16-from-run": [*PAIRS["search-guard-unipc10-0.35"][:-1],
                                                  "search-guard-unipc10-0.35-n96-b16", "full"],
 }  # fmt: skip
+PAIRS |= {  # FD to the full model's samples scored too (FD=W sh search-on.sh ...: lees route --fd-weight W)
+    f"search-guard-dpm20-0.35-n96-b16-from-run-fd{w}": [
+        *PAIRS["search-guard-dpm-0.35"][:3], "search-dpm-0.35", "search-guard-dpm20-0.35-n96-b16-from-run",
+        "MagCache(threshold=0.12)", "full"]
+    for w in (10, 20, 40)
+}  # fmt: skip
 
 
 def load(folder: Path) -> dict:
@@ -81,8 +87,11 @@ def main(folder: Path) -> None:
     runs = load(folder)
     names = {"TaylorSeer_cache_interval_3_disable_cache_before_step_3": PAIRS["search-0.50"][0],
              "TaylorSeer_cache_interval_4_disable_cache_before_step_3": PAIRS["search-0.35"][0]}  # fmt: skip
-    names |= {"MagCache_threshold_0.06": "MagCache(threshold=0.06)", "MagCache_threshold_0.12":
-              "MagCache(threshold=0.12)"}  # fmt: skip
+    names |= {
+        "MagCache_threshold_0.06": "MagCache(threshold=0.06)",
+        "MagCache_threshold_0.12": "MagCache(threshold=0.12)",
+        "FirstBlockCache_threshold_0.08": "FirstBlockCache(threshold=0.08)",
+    }
     runs = {names.get(k, k): v for k, v in runs.items()}
     full = torch.cat(runs["full"][0])
     seed = json.loads((folder / "tune.json").read_text())["config"]["seed"]
