@@ -9,7 +9,7 @@ quartiles over the rounds) and its summed ratio side by side; for an adaptive sc
 than the reference's (``lees route --reference-run``) samples with its own solver and steps.
 
     PYTHONPATH=src python docs/results/learned-dit/alone.py [--rounds 4] [--lockstep] [--sampler euler]
-        [--steps 30] [NAME ...]
+        [--steps 30] [--hooked-full] [NAME ...]
 """
 
 import argparse
@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 import lees
+from lees.diffusion.samplers import sampler_timesteps
+from lees.engine.blocks import find_blocks
 from lees.models.backbones import load_backbone, load_noise_scheduler
 
 HERE = Path(__file__).parent
@@ -29,9 +31,17 @@ parser.add_argument("--rounds", type=int, default=4, help="rounds of 16 samples 
 parser.add_argument("--lockstep", action="store_true", help="then time all side by side, step by step")
 parser.add_argument("--sampler", default="euler", help="the solver the schedules were searched on (euler)")
 parser.add_argument("--steps", type=int, default=30, help="its steps (30)")
+parser.add_argument(
+    "--hooked-full",
+    action="store_true",
+    help="also the full model through lees' hooks, every block run (full-hooked)",
+)
 args = parser.parse_args()
 model, noise = load_backbone("embedded-dit"), load_noise_scheduler("embedded-dit")
 schedules = {n: lees.Schedule.load(HERE / n / "schedule.json") for n in args.names}
+if args.hooked_full:  # the hooks' own cost, and whether it moves with the machine as the plain model does
+    timesteps = sampler_timesteps(noise, args.steps, args.sampler)
+    schedules["full-hooked"] = lees.Schedule.full(find_blocks(model), timesteps)
 names, rounds = ["full", *schedules], args.rounds
 settings = {"steps": args.steps, "sampler": args.sampler, "seed": 71, "scheduler": noise, "batch_size": 16,
             "progress": False, "guidance_scale": 2.0}  # fmt: skip
