@@ -65,9 +65,10 @@ PAIRS |= {  # 96 training samples, the costs timed at 16 samples a batch (N=96 B
                                                  "search-guard-unipc10-0.35-n96-b16", "full"],
 }  # fmt: skip
 PAIRS |= {  # FD to the full model's samples scored too (FD=W sh search-on.sh ...: lees route --fd-weight W)
-    f"search-guard-dpm20-0.35-n96-b16-from-run-fd{w}": [
+    f"search-guard-{on}-0.35-n96-b16{start}-fd{w}": [
         *PAIRS["search-guard-dpm-0.35"][:3], "search-dpm-0.35", "search-guard-dpm20-0.35-n96-b16-from-run",
         "MagCache(threshold=0.12)", "full"]
+    for on, start in (("dpm20", "-from-run"), *((f"unipc{k}", "") for k in (8, 9, 10, 12)))
     for w in (10, 20, 40)
 }  # fmt: skip
 

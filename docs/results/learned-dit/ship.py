@@ -55,6 +55,9 @@ def _command(budget: float, st: dict) -> str:
     extra += f" --data {st['guard_data']}" if st.get("guard_data") else ""
     extra += f" --schedule {st['start']}" if st.get("start") else ""
     extra += f" --reference-run {st['reference_run']}" if st.get("reference_run") else ""
+    extra += f" --guard-weight {st['guard_weight']:g}" if st.get("guard_weight", 50.0) != 50.0 else ""
+    extra += f" --fd-weight {st['fd_weight']:g}" if st.get("fd_weight") else ""
+    extra += f" --batch-size {st['timing_batch']}" if st.get("timing_batch") else ""
     return (
         f"lees route --model embedded-dit --sampler {st['sampler']} --steps {st['steps']} --guidance-scale 2 "
         "--objective search\n"
