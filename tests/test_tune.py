@@ -259,7 +259,7 @@ def test_the_frontiers_distance_axis_is_linear_from_0_unless_one_row_sits_far_ab
         return [{"name": FULL if i == 0 else f"r{i}", "kind": kinds[i], "solver": "euler", "steps": 4,
                  "latency_ratio": 1.0 - i / 10, "fd_full": v} for i, v in enumerate(values)]  # fmt: skip
 
-    for values in [(0.0, 0.04, 0.3, 0.7), (0.0, 0.1, 0.2, 30.0), (4.6, 4.8, 5.3, 200.0)]:
+    for values in [(0.0, 0.04, 0.3, 0.7), (1e-13, 0.1, 0.2, 30.0), (4.6, 4.8, 5.3, 200.0)]:
         lees.tune.plot.frontier(rows(*values), [0.5], tmp_path / "f.png")
     scales = [fig.axes[0].get_yscale() for fig in drawn]
     assert scales == ["linear", "symlog", "log"]

@@ -19,7 +19,7 @@ LABELS = {
     "fd_ode": "FD to the converged ODE solution (lower is better)",
 }
 
-MARKERS = "sD^vPX<>ph"  # the other rows' shapes, cycled with tab10's colours (tab20's pairs look alike)
+MARKERS = "sD^vPX<>p"  # the other rows' shapes: 9, cycled with tab10's 10 colours, repeat only after 90 rows
 WIDE = 20.0  # a distance's largest value over its median beyond which its axis is log-like
 
 
@@ -28,7 +28,8 @@ def _y_scale(ax, metric: str, values: Sequence[float]) -> None:
     sit 100x above the rest) gets a log axis, or a symmetric-log one, linear up to the median, where a row
     is at 0 (the full model's FD to itself); else a linear axis from 0, which labels its ticks (a log
     axis within one decade labels one or none)."""
-    positive = sorted(v for v in values if v > 0)
+    tiny = 1e-9 * max(values, default=0.0)  # the full model's FD to itself: 0 up to rounding (1e-13)
+    positive = sorted(v for v in values if v > tiny)
     if metric.startswith("psnr") or not positive:
         return
     median = positive[len(positive) // 2]
