@@ -25,5 +25,5 @@ reference = gaussian(guards[0].extractor(full))
 print(f"FD to the full model on {len(full)} samples, and estimated on 8 batches of {batch} (mean +- sd)")
 for name, images in runs.items():
     measured = frechet_distance(*gaussian(guards[0].extractor(images)), *reference)
-    estimates = [guard.to_full(images[i]) for guard, i in zip(guards, batches)]
+    estimates = [guard.to_full(images[i]) for guard, i in zip(guards, batches, strict=True)]
     print(f"{name:60s} {measured:7.3f} {np.mean(estimates):7.3f} +- {np.std(estimates):.3f}")
