@@ -245,9 +245,10 @@ def _found(config: ProbeConfig, theta: np.ndarray, log: list[dict], state: dict)
     """How the thresholds were found, for the schedule's settings."""
     objective = f"probe search: final-sample PSNR against {REFERENCES[config.reference]} (same noise)"
     objective += penalties(config)
-    change = state.get("fd_change", {}).get(key_of(theta))
+    key = key_of(theta)
     return {"objective": objective, "theta": np.round(theta, 6).tolist(), "train_psnr": log[-1]["psnr"],
-            "train_fd_change": change,
+            "train_fd_change": state.get("fd_change", {}).get(key),
+            "train_fd_full": state.get("fd_full", {}).get(key),
             "start_psnr": log[0]["psnr"], "latency_ratio": log[-1]["latency_ratio"],
             "costs": state["costs"], "rollouts": len(state["scores"]),
             "moves": [r["move"] for r in log]}  # fmt: skip
