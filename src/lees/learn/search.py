@@ -127,7 +127,7 @@ class SearchConfig(Settings):
         if self.accept not in ("first", "best"):
             raise ValueError(f"accept is first or best, got {self.accept!r}")
         if self.fd_weight < 0 or (self.fd_weight and not self.guard_data):
-            raise ValueError("fd_weight is not negative, and needs guard_data (the classifier's features)")
+            raise ValueError("fd_weight (--fd-weight) must not be negative and needs guard_data (--data)")
         self.against()  # a clear error for a malformed reference_run
 
     def against(self) -> tuple[str | None, int]:
